@@ -1,0 +1,114 @@
+# phx-c: Phoenix Channels in C.  One Makefile for the whole tree.
+#
+#   make            build the library, the launcher and the tests
+#   make run        set up, build and run the example chat app (PORT=4000)
+#   make test       set up, build and run every test
+#   make bench      set up, build and run the benchmarks
+#   make install    PREFIX=/usr/local: library, headers, pkg-config file
+#   SANITIZER=address|thread   build into build-address/ or build-thread/
+
+CC        ?= cc
+SANITIZER ?=
+PORT      ?= 4000
+PREFIX    ?= /usr/local
+BUILD     := build$(if $(SANITIZER),-$(SANITIZER))
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -pthread -fno-strict-aliasing
+CPPFLAGS += -I. -D_GNU_SOURCE -MMD -MP
+LDLIBS   += -lev -lnng -lmsgpackc -lcjson -lcrypto -lpthread -lm
+
+ifeq ($(SANITIZER),address)
+  CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+else ifeq ($(SANITIZER),thread)
+  CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=thread
+else ifneq ($(SANITIZER),)
+  $(error SANITIZER must be address or thread)
+endif
+
+# Library: folders in dependency order (runtime <- cluster <- channels <- transports <- bin).
+LIB_DIRS := runtime cluster channels transports bin
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libphx.a
+
+# Programs.
+CHAT_SRC := $(wildcard examples/chat/*.c)
+CHAT_OBJ := $(CHAT_SRC:%.c=$(BUILD)/%.o)
+CHAT     := $(BUILD)/phx-chat
+DEMO     := $(BUILD)/rt-demo
+
+# Tests: every test/<dir>/test_*.c is one executable.
+TEST_SRC := $(wildcard test/*/test_*.c)
+TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
+RT_TESTS := $(filter $(BUILD)/test/runtime/%,$(TEST_BIN))
+
+# Benchmarks: every bench/*.c with a main is one executable.
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all lib run test test-unit test-runtime bench install setup fmt clean
+all: $(LIB) $(TEST_BIN) $(BENCH_BIN) $(if $(CHAT_SRC),$(CHAT)) $(DEMO)
+
+lib: $(LIB)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(CHAT): $(CHAT_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(DEMO): $(BUILD)/examples/rt_demo.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/test/%: $(BUILD)/test/%.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+setup:
+	@sh scripts/setup.sh build
+
+run:
+	@sh scripts/setup.sh build
+	@$(MAKE) --no-print-directory all
+	@if [ -n "$(CHAT_SRC)" ]; then exec $(CHAT) --port $(PORT); else exec $(DEMO); fi
+
+# Unit tests of every folder, then the integration suites.
+test:
+	@sh scripts/setup.sh test
+	@$(MAKE) --no-print-directory all
+	@sh test/run.sh $(BUILD)
+
+# Runtime tests only (CI runs them under ThreadSanitizer).
+test-runtime: $(RT_TESTS)
+	@sh test/run.sh $(BUILD) runtime
+
+bench:
+	@sh scripts/setup.sh bench
+	@$(MAKE) --no-print-directory all
+	@sh bench/run.sh $(BUILD)
+
+install: $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/phx
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libphx.a
+	for h in runtime/rt.h channels/channels.h transports/transports.h cluster/cluster.h bin/launcher.h; do \
+	  if [ -f $$h ]; then install -d $(DESTDIR)$(PREFIX)/include/phx/$$(dirname $$h); \
+	  install -m 644 $$h $(DESTDIR)$(PREFIX)/include/phx/$$h; fi; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' scripts/phx.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/phx.pc
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-address build-thread
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

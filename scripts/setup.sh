@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs what the project needs on a Debian 12 machine, only what is missing.
+#   setup.sh build   compiler and libraries
+#   setup.sh test    + Node.js/npm packages for the integration tests, Chromium
+#   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
+set -e
+level=${1:-build}
+cd "$(dirname "$0")/.."
+
+pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev"
+case $level in
+test) pkgs="$pkgs nodejs npm chromium redis-server" ;;
+bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
+esac
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+# Node.js may come from outside Debian's packages (the image ships it): accept a working one.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	missing=$(echo "$missing" | sed -e 's/ nodejs//' -e 's/ npm//')
+fi
+if [ -n "$(echo $missing)" ]; then
+	echo "setup: installing$missing" >&2
+	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+fi
+
+if [ "$level" = test ] && [ -f test/integration/package.json ]; then
+	if [ ! -d test/integration/node_modules ] || [ test/integration/package-lock.json -nt test/integration/node_modules ]; then
+		(cd test/integration && npm ci --no-audit --no-fund --loglevel=error >&2)
+	fi
+fi
