@@ -139,7 +139,7 @@ main(int argc, char **argv)
 			pid_t pid = fork();
 			if (pid == 0) {
 				alarm(timeout);
-				_exit(test_run_one_(tc));
+				exit(test_run_one_(tc)); /* exit, not _exit: LeakSanitizer checks at exit */
 			}
 			int st = 0;
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)

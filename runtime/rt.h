@@ -1,0 +1,353 @@
+/*
+ * rt.h: the public API of the phx-c actor runtime, a BEAM-like runtime in C.
+ *
+ * Processes are lightweight actors: a behaviour (an ops table of callbacks),
+ * private state allocated by the runtime, and a mailbox.  Handlers run to
+ * completion on one of a few scheduler threads (green threads without stacks
+ * of their own, like gen_server callbacks); a process waiting for a message
+ * holds no thread and no stack.  Messages are copied into the receiver's
+ * mailbox (plus one optional refcounted rt_buf for large immutable data);
+ * send never blocks; messages between one pair of processes arrive in order.
+ *
+ * Links, monitors, exit signals and trap_exit follow Erlang: a process that
+ * exits with a reason other than "normal" kills the processes linked to it
+ * unless they trap exits, in which case they get an RT_MSG_EXIT message.
+ * Monitors deliver RT_MSG_DOWN.  A handler that returns an error, or calls
+ * rt_crash / RT_ASSERT, ends only its own process: links and monitors are
+ * notified, its timers, name, fds and memory are released, and a crash
+ * report is logged.
+ *
+ * Every scheduler thread runs a libev loop: processes can own file
+ * descriptors (rt_io_*) and timers (rt_send_after) and learn of readiness and
+ * timeouts as messages.  An idle scheduler sleeps in the loop.
+ *
+ * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis may be called from
+ * any thread (scheduler or not).  Everything that acts on "self" (rt_self,
+ * rt_link, rt_monitor, rt_trap_exit, timers, io, rt_register) must be called
+ * from inside a process's callback.
+ */
+#ifndef runtime_rt_h
+#define runtime_rt_h
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/buf.h"
+
+/* ---------------------------------------------------------------------------
+ * Pids and messages
+ */
+
+/* A process id: slot index (low 32 bits) and generation (high 32 bits).  A pid
+ * is never reused for a later process in the same slot.  0 is no process. */
+typedef uint64_t rt_pid;
+#define RT_NOPID ((rt_pid)0)
+
+/* Tags at and above this value are reserved for the runtime. */
+#define RT_TAG_SYSTEM 0xFFFF0000u
+
+enum {
+	RT_MSG_EXIT = RT_TAG_SYSTEM + 1, /* a trapped exit signal: payload rt_exit_info */
+	RT_MSG_DOWN,                     /* a monitor fired: payload rt_down_info */
+	RT_MSG_IO,                       /* fd readiness: payload rt_io_event */
+};
+
+/* A message.  The header is followed by `size` bytes of payload (rt_msg_data),
+ * aligned for any type.  A handler borrows the message for the duration of
+ * the call: to keep data, copy it (or retain `buf`). */
+typedef struct rt_msg {
+	struct rt_msg *_Atomic next; /* mailbox link (private) */
+	uint32_t tag;                /* application tag, or RT_MSG_* */
+	uint32_t size;               /* payload bytes */
+	rt_pid from;                 /* sender, RT_NOPID when sent from outside a process */
+	rt_buf *buf;                 /* optional attached buffer, released with the message */
+} rt_msg;
+
+static inline void *
+rt_msg_data(const rt_msg *m)
+{
+	return (void *)(m + 1);
+}
+
+typedef struct rt_exit_info {
+	rt_pid pid;       /* the process that exited (or sent the signal) */
+	char reason[];    /* "normal", "shutdown", "killed", "noproc", or a crash reason */
+} rt_exit_info;
+
+typedef struct rt_down_info {
+	uint64_t ref;  /* the monitor reference returned by rt_monitor */
+	rt_pid pid;    /* the monitored process */
+	char reason[]; /* its exit reason ("noproc" if it did not exist) */
+} rt_down_info;
+
+/* ---------------------------------------------------------------------------
+ * Behaviours
+ */
+
+/* Return values of init and handle. */
+enum {
+	RT_OK = 0,    /* keep running */
+	RT_STOP = 1,  /* exit with the reason given to rt_stop (default "normal") */
+	RT_ERROR = -1 /* crash: reason set by rt_stop or "error returned by handler" */
+};
+
+typedef struct rt_behaviour {
+	const char *name;  /* for crash reports and logs */
+	size_t state_size; /* bytes of private state, zeroed, owned by the runtime */
+	/* Runs first, in the new process, with a copy of the spawn argument. */
+	int (*init)(void *state, const void *arg, size_t arg_size);
+	/* Handles one message (borrowed).  Required. */
+	int (*handle)(void *state, rt_msg *msg);
+	/* Runs once when the process exits, for any reason but "kill". */
+	void (*terminate)(void *state, const char *reason);
+	/* Optional: runs after each batch of messages (to coalesce work such as writes). */
+	void (*flush)(void *state);
+} rt_behaviour;
+
+/* ---------------------------------------------------------------------------
+ * Runtime lifecycle
+ */
+
+typedef enum rt_log_level {
+	RT_LOG_ERROR = 0,
+	RT_LOG_WARNING,
+	RT_LOG_INFO,
+	RT_LOG_DEBUG,
+} rt_log_level;
+
+typedef struct rt_config {
+	int schedulers;     /* scheduler threads; 0: one per core */
+	uint32_t max_procs; /* capacity of the process table; 0: 4,194,304 */
+	int budget;         /* messages per process per turn; 0: 100 */
+	rt_log_level log_level;
+} rt_config;
+
+/* Starts the scheduler threads.  Returns 0, or -1 if already started or out of resources. */
+int rt_start(const rt_config *cfg);
+
+/* Stops the schedulers and frees every remaining process without running
+ * callbacks (call it after the application has shut its processes down).
+ * From a non-scheduler thread only. */
+void rt_shutdown(void);
+
+/* Number of scheduler threads. */
+int rt_schedulers(void);
+
+/* Live processes (approximate while schedulers run). */
+uint64_t rt_process_count(void);
+
+/* ---------------------------------------------------------------------------
+ * Processes
+ */
+
+enum {
+	RT_SPAWN_LINK = 1 << 0,    /* link the caller and the child atomically */
+	RT_SPAWN_MONITOR = 1 << 1, /* monitor the child; the ref is stored in *mref */
+};
+
+/* Spawns a process running `b`.  `arg` (arg_size bytes) is copied and given to
+ * init.  Returns the new pid, or RT_NOPID when the process table is full. */
+rt_pid rt_spawn(const rt_behaviour *b, const void *arg, size_t arg_size);
+rt_pid rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
+		    uint64_t *mref);
+
+/* The calling process; RT_NOPID outside a process. */
+rt_pid rt_self(void);
+
+/* The calling process's state, and behaviour name. */
+void *rt_self_state(void);
+
+/* True while the process exists. */
+bool rt_alive(rt_pid pid);
+
+/* Formats a pid as <0.INDEX.GEN> into buf (at least 32 bytes); returns buf. */
+char *rt_pid_str(rt_pid pid, char *buf, size_t len);
+
+/* Sends a message with a copy of `size` bytes of `data`.  Never blocks.
+ * Returns 0, or -1 when the receiver does not exist (the message is dropped,
+ * as in Erlang: the caller may ignore it). */
+int rt_send(rt_pid to, uint32_t tag, const void *data, size_t size);
+
+/* Like rt_send, and attaches `buf` (the message takes over this reference). */
+int rt_send_buf(rt_pid to, uint32_t tag, const void *data, size_t size, rt_buf *buf);
+
+/* Two-step send: allocate a message with room for `size` payload bytes, fill
+ * rt_msg_data(m), then rt_send_msg (which takes ownership in all cases). */
+rt_msg *rt_msg_alloc(uint32_t tag, size_t size);
+int rt_send_msg(rt_pid to, rt_msg *m);
+void rt_msg_free(rt_msg *m);
+
+/* Sets the reason for a following RT_STOP or RT_ERROR return; returns RT_STOP. */
+int rt_stop(const char *reason);
+
+/* Ends the calling process now with a crash reason (never returns).  Only
+ * valid inside a process callback. */
+_Noreturn void rt_crash(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define RT_ASSERT(cond)                                                                            \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			rt_crash("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__);       \
+	} while (0)
+
+/* Sends an exit signal to `pid` with `reason`, as erlang:exit/2: "kill" cannot
+ * be trapped; "normal" is ignored unless trapped; anything else kills a
+ * process that does not trap exits.  Returns 0 or -1 (no such process). */
+int rt_exit(rt_pid pid, const char *reason);
+
+/* ---------------------------------------------------------------------------
+ * Links, monitors, trap_exit (calling process only)
+ */
+
+/* Links self and pid.  If pid does not exist, self gets an exit signal "noproc". */
+void rt_link(rt_pid pid);
+void rt_unlink(rt_pid pid);
+
+/* Monitors pid; returns a reference.  A DOWN message (RT_MSG_DOWN) comes when
+ * it exits, at once with reason "noproc" if it does not exist. */
+uint64_t rt_monitor(rt_pid pid);
+
+/* Removes a monitor; no DOWN message for it is delivered afterwards. */
+void rt_demonitor(uint64_t ref);
+
+/* Turns exit signals into RT_MSG_EXIT messages; returns the previous value. */
+bool rt_trap_exit(bool on);
+
+/* ---------------------------------------------------------------------------
+ * Registered names
+ */
+
+/* Registers self under `name` (≤ 63 bytes).  Returns 0, or -1 if the name is
+ * taken or self already has a name.  The name is released when self exits. */
+int rt_register(const char *name);
+int rt_unregister(const char *name);
+rt_pid rt_whereis(const char *name);
+
+/* ---------------------------------------------------------------------------
+ * Timers (owned by the calling process, cancelled when it exits)
+ */
+
+typedef uint64_t rt_timer;
+
+/* Delivers a message {tag, copy of data} to `to` after `ms` milliseconds.
+ * Returns a timer reference (never 0). */
+rt_timer rt_send_after(uint64_t ms, rt_pid to, uint32_t tag, const void *data, size_t size);
+
+/* Cancels a timer of the calling process.  Returns true when the message had
+ * not been delivered yet: it never will be.  False when already delivered or
+ * unknown. */
+bool rt_cancel_timer(rt_timer t);
+
+/* Timers pending in the whole runtime (for tests and stats). */
+uint64_t rt_timer_count(void);
+
+/* ---------------------------------------------------------------------------
+ * File descriptors
+ */
+
+enum {
+	RT_IO_READ = 1,
+	RT_IO_WRITE = 2,
+};
+
+typedef struct rt_io rt_io;
+
+typedef struct rt_io_event {
+	rt_io *io;
+	int revents; /* RT_IO_READ | RT_IO_WRITE seen since the last event */
+	void *udata;
+} rt_io_event;
+
+/* Watches `fd` (non-blocking) for `events` on the caller's scheduler; the
+ * caller is pinned to that scheduler from now on.  Readiness arrives as
+ * RT_MSG_IO messages (level-triggered, at most one pending per watcher).
+ * The process owns the fd: it is closed by rt_io_close or when the process
+ * exits. */
+rt_io *rt_io_open(int fd, int events, void *udata);
+void rt_io_set(rt_io *io, int events);
+int rt_io_fd(const rt_io *io);
+/* Stops watching and closes the fd. */
+void rt_io_close(rt_io *io);
+
+/* Pins the calling process to the scheduler it runs on (for processes that own
+ * per-thread resources).  Returns the scheduler index. */
+int rt_pin(void);
+
+/* The scheduler index the caller runs on, -1 outside a scheduler. */
+int rt_scheduler_id(void);
+
+/* The libev loop of the calling scheduler (for transports that need raw watchers;
+ * only for pinned processes). */
+struct ev_loop *rt_loop(void);
+
+/* ---------------------------------------------------------------------------
+ * Supervisors
+ */
+
+typedef enum rt_restart {
+	RT_PERMANENT, /* always restarted */
+	RT_TRANSIENT, /* restarted after an abnormal exit */
+	RT_TEMPORARY, /* never restarted */
+} rt_restart;
+
+typedef enum rt_strategy {
+	RT_ONE_FOR_ONE,
+	RT_ONE_FOR_ALL,
+	RT_REST_FOR_ONE,
+	RT_SIMPLE_ONE_FOR_ONE, /* dynamic: children of one spec, added by rt_sup_start_child */
+} rt_strategy;
+
+typedef struct rt_child_spec {
+	const char *id;              /* unique within the supervisor */
+	const rt_behaviour *behaviour;
+	const void *arg;             /* copied by the supervisor (arg_size bytes) */
+	size_t arg_size;
+	rt_restart restart;
+	uint32_t shutdown_ms;        /* 0: brutal kill; else "shutdown" then "kill" after this */
+} rt_child_spec;
+
+typedef struct rt_sup_spec {
+	rt_strategy strategy;
+	int intensity;       /* max restarts ...           (default 3 when both are 0) */
+	uint32_t period_ms;  /* ... within this window     (default 5000) */
+	const rt_child_spec *children;
+	size_t nchildren;    /* for RT_SIMPLE_ONE_FOR_ONE: exactly one template (restart, shutdown) */
+} rt_sup_spec;
+
+/* Starts a supervisor process (linked to the caller when called from a
+ * process).  The spec (and its arrays) is copied.  Children start in order. */
+rt_pid rt_sup_start(const rt_sup_spec *spec);
+
+/* Dynamic supervisors: start one more child running `b` with its own argument
+ * (copied), restarted and shut down as the template spec says.  The child
+ * starts asynchronously; its pid is returned at once, or RT_NOPID when the
+ * supervisor is gone.  Callable from any thread. */
+rt_pid rt_sup_start_child(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size);
+
+/* Terminates a child of a dynamic supervisor (as its shutdown spec says). */
+int rt_sup_terminate_child(rt_pid sup, rt_pid child);
+
+/* ---------------------------------------------------------------------------
+ * Logging (to stderr)
+ */
+
+void rt_log_set_level(rt_log_level level);
+rt_log_level rt_log_get_level(void);
+void rt_log(rt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define rt_log_error(...) rt_log(RT_LOG_ERROR, __VA_ARGS__)
+#define rt_log_warning(...) rt_log(RT_LOG_WARNING, __VA_ARGS__)
+#define rt_log_info(...) rt_log(RT_LOG_INFO, __VA_ARGS__)
+#define rt_log_debug(...)                                                                          \
+	do {                                                                                       \
+		if (rt_log_get_level() >= RT_LOG_DEBUG)                                            \
+			rt_log(RT_LOG_DEBUG, __VA_ARGS__);                                         \
+	} while (0)
+
+/* Monotonic time in milliseconds / nanoseconds, and wall clock in milliseconds. */
+int64_t rt_now_ms(void);
+int64_t rt_now_ns(void);
+int64_t rt_wall_ms(void);
+
+#endif /* runtime_rt_h */

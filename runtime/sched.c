@@ -1,0 +1,410 @@
+/*
+ * Schedulers: one OS thread per scheduler, each with a libev loop.
+ *
+ * A scheduler runs processes from its local run queue (owner only, no
+ * atomics), fed by its own sends and by an inject queue that other threads
+ * push onto (mutex; the pusher wakes the loop through ev_async when the
+ * scheduler sleeps).  Each turn gives a process at most `budget` messages.
+ * Every 64 turns, and whenever the queue runs dry, the loop is polled for I/O
+ * and timers; with nothing to run the thread blocks in the loop (epoll), so
+ * an idle node uses no CPU.
+ *
+ * Balancing is by sharing: a scheduler with two or more processes waiting
+ * while another sleeps hands half of its movable processes to the sleeper.
+ * Processes that own fds are pinned to the scheduler whose loop watches them
+ * and always run there.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/internal.h"
+
+runtime rt_g;
+__thread sched *rt_cur;
+
+/* ------------------------------------------------------------------ time */
+
+int64_t
+rt_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t
+rt_now_ms(void)
+{
+	return rt_now_ns() / 1000000;
+}
+
+int64_t
+rt_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Unique references (monitors): scheduler id in the top bits, a per-thread
+ * counter below; other threads draw from a shared counter. */
+uint64_t
+sched_new_ref(void)
+{
+	sched *s = rt_cur;
+	if (s)
+		return ((uint64_t)(s->id + 1) << 48) | ++s->ref_counter;
+	return atomic_fetch_add(&rt_g.foreign_refs, 1) + 1;
+}
+
+/* ------------------------------------------------------------------ queues */
+
+static void
+lq_push(sched *s, rt_proc *p)
+{
+	p->rq_next = NULL;
+	if (s->lq_tail)
+		s->lq_tail->rq_next = p;
+	else
+		s->lq_head = p;
+	s->lq_tail = p;
+	s->lq_len++;
+}
+
+static rt_proc *
+lq_pop(sched *s)
+{
+	rt_proc *p = s->lq_head;
+	if (p) {
+		s->lq_head = p->rq_next;
+		if (!s->lq_head)
+			s->lq_tail = NULL;
+		s->lq_len--;
+	}
+	return p;
+}
+
+/* Appends a chain of processes to s's inject queue and wakes s if asleep. */
+static void
+inject(sched *s, rt_proc *head, rt_proc *tail, size_t n)
+{
+	tail->rq_next = NULL;
+	pthread_mutex_lock(&s->inject_lock);
+	if (s->inj_tail)
+		s->inj_tail->rq_next = head;
+	else
+		s->inj_head = head;
+	s->inj_tail = tail;
+	atomic_fetch_add(&s->inj_len, n);
+	pthread_mutex_unlock(&s->inject_lock);
+	/* seq_cst pairs with the sleeper's store of `sleeping` before its final
+	 * check of inj_len: one of the two sees the other. */
+	if (atomic_load(&s->sleeping))
+		ev_async_send(s->loop, &s->wake);
+}
+
+static void
+drain_inject(sched *s)
+{
+	pthread_mutex_lock(&s->inject_lock);
+	rt_proc *h = s->inj_head, *t = s->inj_tail;
+	size_t n = atomic_exchange(&s->inj_len, 0);
+	s->inj_head = s->inj_tail = NULL;
+	pthread_mutex_unlock(&s->inject_lock);
+	if (!h)
+		return;
+	if (s->lq_tail)
+		s->lq_tail->rq_next = h;
+	else
+		s->lq_head = h;
+	s->lq_tail = t;
+	s->lq_len += n;
+}
+
+void
+sched_make_runnable(rt_proc *p)
+{
+	sched *s = rt_cur;
+	if (s && (p->home < 0 || p->home == s->id)) {
+		lq_push(s, p);
+		return;
+	}
+	sched *t;
+	if (p->home >= 0)
+		t = &rt_g.scheds[p->home];
+	else
+		t = &rt_g.scheds[atomic_fetch_add_explicit(&rt_g.rr, 1, memory_order_relaxed) %
+				 (uint32_t)rt_g.nsched];
+	inject(t, p, p, 1);
+}
+
+/* Hands half of s's movable waiting processes to a sleeping scheduler. */
+static void
+share_work(sched *s)
+{
+	if (s->lq_len < 2 || atomic_load_explicit(&rt_g.sleepers, memory_order_relaxed) == 0)
+		return;
+	sched *t = NULL;
+	for (int i = 1; i < rt_g.nsched && !t; i++) {
+		sched *c = &rt_g.scheds[(s->id + i) % rt_g.nsched];
+		if (atomic_load_explicit(&c->sleeping, memory_order_relaxed))
+			t = c;
+	}
+	if (!t)
+		return;
+	size_t want = s->lq_len / 2, n = 0;
+	rt_proc *head = NULL, *tail = NULL, *prev = NULL, *p = s->lq_head;
+	while (p && n < want) {
+		rt_proc *next = p->rq_next;
+		if (p->home < 0) {
+			if (prev)
+				prev->rq_next = next;
+			else
+				s->lq_head = next;
+			if (s->lq_tail == p)
+				s->lq_tail = prev;
+			p->rq_next = NULL;
+			if (tail)
+				tail->rq_next = p;
+			else
+				head = p;
+			tail = p;
+			n++;
+		} else {
+			prev = p;
+		}
+		p = next;
+	}
+	if (n) {
+		s->lq_len -= n;
+		inject(t, head, tail, n);
+	}
+}
+
+/* ------------------------------------------------------------------ commands */
+
+void
+sched_post(sched *s, void (*fn)(sched *, void *), void *arg)
+{
+	cmd *c = malloc(sizeof(*c));
+	if (!c)
+		abort();
+	c->fn = fn;
+	c->arg = arg;
+	pthread_mutex_lock(&s->inject_lock);
+	c->next = s->cmds;
+	s->cmds = c;
+	atomic_fetch_add(&s->ncmds, 1);
+	pthread_mutex_unlock(&s->inject_lock);
+	ev_async_send(s->loop, &s->wake);
+}
+
+static void
+run_cmds(sched *s)
+{
+	pthread_mutex_lock(&s->inject_lock);
+	cmd *c = s->cmds;
+	s->cmds = NULL;
+	atomic_store(&s->ncmds, 0);
+	pthread_mutex_unlock(&s->inject_lock);
+	while (c) {
+		cmd *n = c->next;
+		c->fn(s, c->arg);
+		free(c);
+		c = n;
+	}
+}
+
+/* ------------------------------------------------------------------ loop */
+
+static void
+wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+}
+
+/* Around the blocking poll: no process pointers are held there. */
+static void
+loop_release_cb(struct ev_loop *loop)
+{
+	sched *s = ev_userdata(loop);
+	ebr_offline(&s->ebr);
+}
+
+static void
+loop_acquire_cb(struct ev_loop *loop)
+{
+	sched *s = ev_userdata(loop);
+	ebr_online(&s->ebr);
+}
+
+static void
+idle(sched *s)
+{
+	atomic_store(&s->sleeping, 1);
+	atomic_fetch_add(&rt_g.sleepers, 1);
+	if (atomic_load(&s->inj_len) == 0 && atomic_load(&s->ncmds) == 0 &&
+	    !atomic_load(&rt_g.stopping))
+		ev_run(s->loop, EVRUN_ONCE);
+	atomic_fetch_sub(&rt_g.sleepers, 1);
+	atomic_store(&s->sleeping, 0);
+}
+
+static void
+sched_loop(sched *s)
+{
+	while (!atomic_load_explicit(&rt_g.stopping, memory_order_relaxed)) {
+		ebr_quiescent(&s->ebr);
+		if (atomic_load_explicit(&s->ncmds, memory_order_relaxed))
+			run_cmds(s);
+		if (atomic_load_explicit(&s->inj_len, memory_order_relaxed))
+			drain_inject(s);
+		rt_proc *p = lq_pop(s);
+		if (!p) {
+			ev_run(s->loop, EVRUN_NOWAIT);
+			if (s->lq_len == 0 && atomic_load(&s->inj_len) == 0)
+				idle(s);
+			continue;
+		}
+		proc_run(s, p);
+		if ((++s->runs & 63) == 0)
+			ev_run(s->loop, EVRUN_NOWAIT);
+		share_work(s);
+	}
+}
+
+static void *
+sched_main(void *arg)
+{
+	sched *s = arg;
+	rt_cur = s;
+	char name[16];
+	snprintf(name, sizeof(name), "phx-sched-%d", s->id);
+	pthread_setname_np(pthread_self(), name);
+	ebr_online(&s->ebr);
+	/* A crashing process longjmps back here (rt_crash); sched_loop starts
+	 * afresh, so no local of the interrupted call is reused. */
+	if (setjmp(s->crash_jb) != 0 && s->current)
+		proc_crashed(s, s->current, NULL, false);
+	sched_loop(s);
+	ebr_offline(&s->ebr);
+	ht_thread_fini();
+	rt_alloc_thread_fini();
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+int
+rt_start(const rt_config *cfg)
+{
+	rt_config c = cfg ? *cfg : (rt_config){0};
+	if (atomic_exchange(&rt_g.started, true))
+		return -1;
+	if (c.schedulers <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		c.schedulers = n > 0 ? (int)n : 1;
+	}
+	if (c.max_procs == 0)
+		c.max_procs = 1u << 22;
+	rt_g.nsched = c.schedulers;
+	rt_g.budget = c.budget > 0 ? c.budget : 100;
+	rt_log_set_level(c.log_level);
+	atomic_store(&rt_g.stopping, false);
+	atomic_store(&rt_g.global_epoch, 1);
+	pthread_mutex_init(&rt_g.ebr_lock, NULL);
+	if (ht_init(&rt_g.procs, c.max_procs) < 0 || ht_init(&rt_g.timers, c.max_procs) < 0)
+		return -1;
+	rt_g.scheds = calloc((size_t)c.schedulers, sizeof(sched));
+	if (!rt_g.scheds)
+		return -1;
+	for (int i = 0; i < c.schedulers; i++) {
+		sched *s = &rt_g.scheds[i];
+		s->id = i;
+		s->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+		if (!s->loop)
+			return -1;
+		ev_set_userdata(s->loop, s);
+		ev_set_loop_release_cb(s->loop, loop_release_cb, loop_acquire_cb);
+		ev_async_init(&s->wake, wake_cb);
+		ev_async_start(s->loop, &s->wake);
+		pthread_mutex_init(&s->inject_lock, NULL);
+		ebr_register(&s->ebr);
+	}
+	for (int i = 0; i < c.schedulers; i++)
+		if (pthread_create(&rt_g.scheds[i].thread, NULL, sched_main, &rt_g.scheds[i]) != 0)
+			return -1;
+	return 0;
+}
+
+void
+rt_shutdown(void)
+{
+	if (!atomic_load(&rt_g.started))
+		return;
+	atomic_store(&rt_g.stopping, true);
+	for (int i = 0; i < rt_g.nsched; i++)
+		ev_async_send(rt_g.scheds[i].loop, &rt_g.scheds[i].wake);
+	for (int i = 0; i < rt_g.nsched; i++)
+		pthread_join(rt_g.scheds[i].thread, NULL);
+	/* Single-threaded from here: free what is left. */
+	for (int i = 0; i < rt_g.nsched; i++) {
+		sched *s = &rt_g.scheds[i];
+		rt_cur = s;
+		ebr_drain_all(&s->ebr);
+		run_cmds(s);
+	}
+	rt_cur = NULL;
+	proc_free_all();
+	timers_free_all();
+	registry_fini();
+	for (int i = 0; i < rt_g.nsched; i++) {
+		sched *s = &rt_g.scheds[i];
+		ev_loop_destroy(s->loop);
+		pthread_mutex_destroy(&s->inject_lock);
+	}
+	ebr_free_foreign();
+	free(rt_g.scheds);
+	rt_g.scheds = NULL;
+	ht_fini(&rt_g.procs);
+	ht_fini(&rt_g.timers);
+	ht_thread_fini();
+	rt_alloc_thread_fini();
+	pthread_mutex_destroy(&rt_g.ebr_lock);
+	atomic_store(&rt_g.started, false);
+}
+
+int
+rt_schedulers(void)
+{
+	return rt_g.nsched;
+}
+
+int
+rt_scheduler_id(void)
+{
+	sched *s = rt_cur;
+	return s ? s->id : -1;
+}
+
+int
+rt_pin(void)
+{
+	sched *s = rt_cur;
+	if (!s || !s->current)
+		return -1;
+	s->current->home = (int16_t)s->id;
+	return s->id;
+}
+
+struct ev_loop *
+rt_loop(void)
+{
+	sched *s = rt_cur;
+	return s ? s->loop : NULL;
+}

@@ -1,0 +1,450 @@
+/*
+ * Supervisors, after OTP's: a process that traps exits, starts its children
+ * linked, and restarts them by strategy when they exit.
+ *
+ * - one_for_one: only the exited child is restarted.
+ * - one_for_all: the others are terminated (reverse start order), then all
+ *   are started again in order.
+ * - rest_for_one: the children started after it are terminated, then it and
+ *   they are started again.
+ * - simple_one_for_one: a dynamic supervisor for many children of one spec,
+ *   added with rt_sup_start_child (the channel processes).
+ *
+ * Restart intensity: more than `intensity` restarts within `period_ms` and the
+ * supervisor terminates every child and exits with "shutdown"; its own
+ * supervisor decides what comes next.  Children are terminated one by one in
+ * reverse start order: "shutdown" then, after shutdown_ms, "kill" (or "kill"
+ * at once when shutdown_ms is 0).  A dynamic supervisor terminates all of its
+ * children at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/internal.h"
+
+enum {
+	SUP_ADOPT = RT_TAG_SYSTEM + 0x200, /* payload: sup_adopt + arg (dynamic child started) */
+	SUP_TERMINATE_CHILD,               /* payload: rt_pid */
+	SUP_KILL_TIMER,                    /* payload: rt_pid: shutdown_ms expired */
+};
+
+typedef struct sup_adopt {
+	rt_pid pid; /* must stay first: filled in by proc_spawn_supervised */
+	const rt_behaviour *beh;
+	size_t arg_size;
+	unsigned char arg[];
+} sup_adopt;
+
+typedef struct child {
+	char *id;
+	const rt_behaviour *beh; /* dynamic children: their own behaviour */
+	rt_pid pid; /* RT_NOPID when not running */
+	void *arg;
+	size_t arg_size;
+	bool terminating;
+} child;
+
+/* What to do once the children being terminated are gone. */
+enum after { AFTER_NOTHING, AFTER_RESTART_FROM, AFTER_EXIT };
+
+typedef struct sup_state {
+	rt_sup_spec spec;     /* copy; spec.children points at `specs` */
+	rt_child_spec *specs; /* owned copies (args too) */
+	child *kids;          /* static: one per spec; dynamic: running children */
+	size_t nkids, capkids;
+	int64_t *restarts; /* ring of restart times (ms) */
+	int nrestarts, rhead;
+	/* Termination in progress. */
+	size_t *term;   /* indices into kids, in the order to terminate */
+	size_t nterm, iterm;
+	enum after after;
+	size_t restart_from;
+	char *exit_reason;
+	rt_pid parent;
+} sup_state;
+
+static const rt_child_spec *
+spec_of(sup_state *s, size_t i)
+{
+	return &s->specs[s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE ? 0 : i];
+}
+
+static bool
+clean(const char *r)
+{
+	return strcmp(r, "normal") == 0 || strncmp(r, "shutdown", 8) == 0;
+}
+
+static void
+start_kid(sup_state *s, size_t i)
+{
+	const rt_child_spec *cs = spec_of(s, i);
+	child *k = &s->kids[i];
+	k->terminating = false;
+	k->pid = rt_spawn_opt(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, RT_SPAWN_LINK, NULL);
+	if (!k->pid)
+		rt_log_error("supervisor: could not start child %s", cs->id);
+}
+
+static void
+remove_kid(sup_state *s, size_t i)
+{
+	free(s->kids[i].arg);
+	if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE) {
+		s->kids[i] = s->kids[--s->nkids];
+		return;
+	}
+	s->kids[i].pid = RT_NOPID;
+}
+
+static ssize_t
+find_kid(sup_state *s, rt_pid pid)
+{
+	for (size_t i = 0; i < s->nkids; i++)
+		if (s->kids[i].pid == pid)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Records one restart; false when the intensity is exceeded. */
+static bool
+note_restart(sup_state *s)
+{
+	int cap = s->spec.intensity + 1;
+	int64_t now = rt_now_ms();
+	s->restarts[s->rhead] = now;
+	s->rhead = (s->rhead + 1) % cap;
+	if (s->nrestarts < cap)
+		s->nrestarts++;
+	int recent = 0;
+	for (int i = 0; i < s->nrestarts; i++)
+		if (now - s->restarts[i] <= (int64_t)s->spec.period_ms)
+			recent++;
+	return recent <= s->spec.intensity;
+}
+
+static void
+terminate_next(sup_state *s);
+
+static void
+finish_after(sup_state *s, int *rc)
+{
+	free(s->term);
+	s->term = NULL;
+	s->nterm = s->iterm = 0;
+	enum after a = s->after;
+	s->after = AFTER_NOTHING;
+	if (a == AFTER_RESTART_FROM) {
+		for (size_t i = s->restart_from; i < s->nkids; i++)
+			if (!s->kids[i].pid && spec_of(s, i)->restart != RT_TEMPORARY)
+				start_kid(s, i);
+	} else if (a == AFTER_EXIT) {
+		*rc = rt_stop(s->exit_reason ? s->exit_reason : "shutdown");
+	}
+}
+
+/* Starts terminating kids[from..] (all, or those after `from`) in reverse order. */
+static void
+begin_terminate(sup_state *s, size_t from, enum after after)
+{
+	free(s->term);
+	s->term = calloc(s->nkids + 1, sizeof(size_t));
+	if (!s->term)
+		abort();
+	s->nterm = s->iterm = 0;
+	for (size_t i = s->nkids; i-- > from;)
+		if (s->kids[i].pid)
+			s->term[s->nterm++] = i;
+	s->after = after;
+	if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE) {
+		/* All at once. */
+		for (size_t j = 0; j < s->nterm; j++) {
+			child *k = &s->kids[s->term[j]];
+			k->terminating = true;
+			uint32_t ms = spec_of(s, 0)->shutdown_ms;
+			rt_exit(k->pid, ms ? "shutdown" : "kill");
+			if (ms)
+				rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid, sizeof(rt_pid));
+		}
+		return;
+	}
+	terminate_next(s);
+}
+
+static void
+terminate_next(sup_state *s)
+{
+	while (s->iterm < s->nterm) {
+		child *k = &s->kids[s->term[s->iterm]];
+		if (!k->pid) {
+			s->iterm++;
+			continue;
+		}
+		k->terminating = true;
+		uint32_t ms = spec_of(s, s->term[s->iterm])->shutdown_ms;
+		rt_exit(k->pid, ms ? "shutdown" : "kill");
+		if (ms)
+			rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid, sizeof(rt_pid));
+		return;
+	}
+}
+
+static bool
+terminating_done(sup_state *s)
+{
+	for (size_t j = 0; j < s->nterm; j++) {
+		size_t i = s->term[j];
+		if (i < s->nkids && s->kids[i].terminating && s->kids[i].pid)
+			return false;
+	}
+	return true;
+}
+
+static int
+sup_init(void *state, const void *arg, size_t arg_size)
+{
+	sup_state *s = state;
+	(void)arg_size;
+	const sup_state *src = arg; /* a filled-in template: see rt_sup_start */
+	*s = *src;
+	rt_trap_exit(true);
+	if (s->spec.strategy != RT_SIMPLE_ONE_FOR_ONE)
+		for (size_t i = 0; i < s->nkids; i++)
+			start_kid(s, i);
+	return RT_OK;
+}
+
+static int
+on_child_exit(sup_state *s, size_t i, const char *reason)
+{
+	int rc = RT_OK;
+	child *k = &s->kids[i];
+	bool was_terminating = k->terminating;
+	const rt_child_spec *cs = spec_of(s, i);
+	k->pid = RT_NOPID;
+	k->terminating = false;
+	if (was_terminating && s->after == AFTER_NOTHING) {
+		remove_kid(s, i); /* rt_sup_terminate_child: not restarted */
+		return RT_OK;
+	}
+	if (s->after != AFTER_NOTHING) {
+		if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE) {
+			/* term[] holds indices; removal would shift them: mark only. */
+			if (terminating_done(s))
+				finish_after(s, &rc);
+			return rc;
+		}
+		if (s->iterm < s->nterm && s->term[s->iterm] == i) {
+			s->iterm++;
+			terminate_next(s);
+		}
+		if (s->iterm >= s->nterm)
+			finish_after(s, &rc);
+		return rc;
+	}
+	bool restart = cs->restart == RT_PERMANENT ||
+		       (cs->restart == RT_TRANSIENT && !clean(reason));
+	if (!restart) {
+		if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE || cs->restart == RT_TEMPORARY)
+			remove_kid(s, i);
+		return RT_OK;
+	}
+	char pb[32];
+	rt_log_warning("supervisor %s: child %s %s exited (%s), restarting",
+		       rt_pid_str(rt_self(), pb, sizeof(pb)), cs->id ? cs->id : "?", "", reason);
+	if (!note_restart(s)) {
+		rt_log_error("supervisor %s: reached maximum restart intensity (%d in %u ms), "
+			     "shutting down",
+			     pb, s->spec.intensity, s->spec.period_ms);
+		free(s->exit_reason);
+		s->exit_reason = strdup("shutdown");
+		begin_terminate(s, 0, AFTER_EXIT);
+		if (s->nterm == 0)
+			finish_after(s, &rc);
+		return rc;
+	}
+	switch (s->spec.strategy) {
+	case RT_ONE_FOR_ONE:
+	case RT_SIMPLE_ONE_FOR_ONE:
+		start_kid(s, i);
+		break;
+	case RT_ONE_FOR_ALL:
+	case RT_REST_FOR_ONE:
+		s->restart_from = s->spec.strategy == RT_ONE_FOR_ALL ? 0 : i;
+		begin_terminate(s, s->restart_from, AFTER_RESTART_FROM);
+		if (s->nterm == 0)
+			finish_after(s, &rc);
+		break;
+	}
+	return rc;
+}
+
+static int
+sup_handle(void *state, rt_msg *m)
+{
+	sup_state *s = state;
+	int rc = RT_OK;
+	switch (m->tag) {
+	case RT_MSG_EXIT: {
+		rt_exit_info *e = rt_msg_data(m);
+		ssize_t i = find_kid(s, e->pid);
+		if (i >= 0)
+			return on_child_exit(s, (size_t)i, e->reason);
+		/* From the parent or an explicit rt_exit: terminate everything, then
+		 * exit with the same reason (as OTP). */
+		if (strcmp(e->reason, "normal") == 0 && e->pid != s->parent)
+			return RT_OK;
+		free(s->exit_reason);
+		s->exit_reason = strdup(e->reason);
+		begin_terminate(s, 0, AFTER_EXIT);
+		if (s->nterm == 0)
+			finish_after(s, &rc);
+		return rc;
+	}
+	case SUP_ADOPT: {
+		sup_adopt *a = rt_msg_data(m);
+		if (s->after == AFTER_EXIT) {
+			rt_exit(a->pid, "kill");
+			return RT_OK;
+		}
+		if (s->nkids == s->capkids) {
+			s->capkids = s->capkids ? s->capkids * 2 : 16;
+			s->kids = realloc(s->kids, s->capkids * sizeof(child));
+			if (!s->kids)
+				abort();
+		}
+		child *k = &s->kids[s->nkids++];
+		memset(k, 0, sizeof(*k));
+		k->pid = a->pid;
+		k->beh = a->beh;
+		proc_add_link(rt_cur->current, a->pid);
+		k->arg_size = a->arg_size;
+		k->arg = malloc(a->arg_size ? a->arg_size : 1);
+		if (!k->arg)
+			abort();
+		memcpy(k->arg, a->arg, a->arg_size);
+		return RT_OK;
+	}
+	case SUP_TERMINATE_CHILD: {
+		rt_pid pid = *(rt_pid *)rt_msg_data(m);
+		ssize_t i = find_kid(s, pid);
+		if (i < 0)
+			return RT_OK;
+		/* Make it temporary for this exit: it must not come back. */
+		uint32_t ms = spec_of(s, (size_t)i)->shutdown_ms;
+		s->kids[i].terminating = true;
+		rt_exit(pid, ms ? "shutdown" : "kill");
+		if (ms)
+			rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &pid, sizeof(pid));
+		return RT_OK;
+	}
+	case SUP_KILL_TIMER: {
+		rt_pid pid = *(rt_pid *)rt_msg_data(m);
+		if (find_kid(s, pid) >= 0)
+			rt_exit(pid, "kill");
+		return RT_OK;
+	}
+	default:
+		return RT_OK;
+	}
+}
+
+/* A child killed through rt_sup_terminate_child ends up here as "terminating"
+ * while no bulk termination runs: it is removed, not restarted.  That case is
+ * handled in on_child_exit by was_terminating with after == AFTER_NOTHING. */
+
+static void
+sup_terminate(void *state, const char *reason)
+{
+	sup_state *s = state;
+	(void)reason;
+	/* Children still running (the supervisor was killed): kill them. */
+	for (size_t i = 0; i < s->nkids; i++) {
+		if (s->kids[i].pid)
+			rt_exit(s->kids[i].pid, "kill");
+		free(s->kids[i].arg);
+	}
+	for (size_t i = 0; i < s->spec.nchildren; i++)
+		free((void *)s->specs[i].arg);
+	free(s->specs);
+	free(s->kids);
+	free(s->restarts);
+	free(s->term);
+	free(s->exit_reason);
+}
+
+static const rt_behaviour sup_behaviour = {
+	.name = "supervisor",
+	.state_size = sizeof(sup_state),
+	.init = sup_init,
+	.handle = sup_handle,
+	.terminate = sup_terminate,
+};
+
+rt_pid
+rt_sup_start(const rt_sup_spec *spec)
+{
+	sup_state t;
+	memset(&t, 0, sizeof(t));
+	t.spec = *spec;
+	if (t.spec.intensity == 0 && t.spec.period_ms == 0) {
+		t.spec.intensity = 3;
+		t.spec.period_ms = 5000;
+	}
+	if (t.spec.intensity < 0)
+		t.spec.intensity = 0;
+	if (t.spec.strategy == RT_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
+		return RT_NOPID;
+	t.specs = calloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
+	t.restarts = calloc((size_t)t.spec.intensity + 1, sizeof(int64_t));
+	if (!t.specs || !t.restarts)
+		abort();
+	for (size_t i = 0; i < spec->nchildren; i++) {
+		t.specs[i] = spec->children[i];
+		void *a = malloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
+		if (!a)
+			abort();
+		if (spec->children[i].arg_size)
+			memcpy(a, spec->children[i].arg, spec->children[i].arg_size);
+		t.specs[i].arg = a;
+	}
+	t.spec.children = t.specs;
+	if (t.spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
+		t.nkids = t.capkids = spec->nchildren;
+		t.kids = calloc(t.nkids ? t.nkids : 1, sizeof(child));
+		if (!t.kids)
+			abort();
+		for (size_t i = 0; i < t.nkids; i++) {
+			t.kids[i].id = (char *)spec->children[i].id;
+			t.kids[i].arg_size = spec->children[i].arg_size;
+			t.kids[i].arg = malloc(t.kids[i].arg_size ? t.kids[i].arg_size : 1);
+			if (!t.kids[i].arg)
+				abort();
+			memcpy(t.kids[i].arg, t.specs[i].arg, t.kids[i].arg_size);
+		}
+	}
+	t.parent = rt_self();
+	rt_pid pid = rt_spawn_opt(&sup_behaviour, &t, sizeof(t), t.parent ? RT_SPAWN_LINK : 0, NULL);
+	if (!pid) {
+		sup_terminate(&t, "noproc");
+	}
+	return pid;
+}
+
+rt_pid
+rt_sup_start_child(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size)
+{
+	rt_msg *adopt = rt_msg_alloc(SUP_ADOPT, sizeof(sup_adopt) + arg_size);
+	sup_adopt *a = rt_msg_data(adopt);
+	a->beh = b;
+	a->arg_size = arg_size;
+	if (arg_size)
+		memcpy(a->arg, arg, arg_size);
+	return proc_spawn_supervised(sup, b, arg, arg_size, adopt);
+}
+
+int
+rt_sup_terminate_child(rt_pid sup, rt_pid child)
+{
+	return rt_send(sup, SUP_TERMINATE_CHILD, &child, sizeof(child));
+}

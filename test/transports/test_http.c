@@ -1,0 +1,700 @@
+/*
+ * Unit tests of transports/http: request parsing (complete, split, pipelined,
+ * chunked, every error status), header helpers, query/path decoding and the
+ * response-head writer.
+ */
+#include "transports/http.h"
+
+#include "test/harness.h"
+
+/* Parses the NUL-terminated s (copied into a private mutable buffer). */
+static tp_http_result
+parse_str(const tp_http_config *cfg, const char *s, tp_http_request *req, char *store, size_t cap)
+{
+	size_t n = strlen(s);
+	if (n > cap)
+		abort();
+	memcpy(store, s, n);
+	return tp_http_parse(cfg, store, n, req);
+}
+
+static int
+slice_is(tp_http_str s, const char *want)
+{
+	return s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
+}
+
+#define CHECK_SLICE(s, want)                                                                       \
+	CHECK_MSG(slice_is((s), (want)), "slice %s is \"%.*s\", want \"%s\"", #s, (int)(s).len,    \
+	          (s).ptr ? (s).ptr : "", (want))
+
+/* Expects an error with the given status. */
+static void
+expect_status(const tp_http_config *cfg, const char *s, int status)
+{
+	static char store[70000];
+	tp_http_request req;
+	tp_http_result r = parse_str(cfg, s, &req, store, sizeof(store));
+	CHECK_MSG(r == TP_HTTP_ERROR && req.status == status,
+	          "request \"%.40s...\": result %d status %d, want status %d", s, r, req.status,
+	          status);
+	CHECK(req.error != NULL);
+}
+
+static void
+test_simple_get(void)
+{
+	char buf[256];
+	tp_http_request req;
+	const char *s = "GET /chat/websocket?vsn=2.0.0&token=abc HTTP/1.1\r\n"
+	                "Host: example.com\r\n"
+	                "User-Agent:   curl/8  \r\n"
+	                "\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.method, "GET");
+	CHECK_EQ(req.method_id, TP_HTTP_GET);
+	CHECK_SLICE(req.target, "/chat/websocket?vsn=2.0.0&token=abc");
+	CHECK_SLICE(req.path, "/chat/websocket");
+	CHECK_SLICE(req.query, "vsn=2.0.0&token=abc");
+	CHECK_EQ(req.minor_version, 1);
+	CHECK_EQ(req.nheaders, 2);
+	CHECK_SLICE(req.headers[0].name, "Host");
+	CHECK_SLICE(req.headers[0].value, "example.com");
+	CHECK_SLICE(req.headers[1].value, "curl/8");
+	CHECK_EQ(req.content_length, -1);
+	CHECK_EQ(req.body_len, 0);
+	CHECK(req.body == NULL);
+	CHECK_EQ(req.keep_alive, 1);
+	CHECK_EQ(req.consumed, strlen(s));
+	/* Header slices point into the caller's buffer. */
+	CHECK(req.headers[0].value.ptr >= buf && req.headers[0].value.ptr < buf + sizeof(buf));
+
+	/* Other methods, no query, bare LF line ends, leading empty line. */
+	s = "\r\nDELETE /x HTTP/1.0\nA: b\n\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.method_id, TP_HTTP_DELETE);
+	CHECK_SLICE(req.path, "/x");
+	CHECK_EQ(req.query.len, 0);
+	CHECK_EQ(req.minor_version, 0);
+	CHECK_EQ(req.consumed, strlen(s));
+
+	s = "BREW /pot HTTP/1.1\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.method_id, TP_HTTP_OTHER);
+	CHECK_SLICE(req.method, "BREW");
+
+	/* Absolute-form and asterisk-form targets. */
+	s = "GET http://example.com:4000/a/b?c=d HTTP/1.1\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.path, "/a/b");
+	CHECK_SLICE(req.query, "c=d");
+	s = "GET http://example.com HTTP/1.1\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.path, "/");
+	s = "OPTIONS * HTTP/1.1\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.method_id, TP_HTTP_OPTIONS);
+	CHECK_SLICE(req.path, "*");
+}
+
+static void
+test_keep_alive_defaults(void)
+{
+	char buf[256];
+	tp_http_request req;
+	static const struct {
+		const char *req;
+		int ka;
+	} cases[] = {
+	    {"GET / HTTP/1.1\r\n\r\n", 1},
+	    {"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0},
+	    {"GET / HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", 0},
+	    {"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n", 1},
+	    {"GET / HTTP/1.0\r\n\r\n", 0},
+	    {"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 1},
+	    {"GET / HTTP/1.0\r\nconnection: Upgrade,Keep-Alive\r\n\r\n", 1},
+	    {"GET / HTTP/1.0\r\nConnection: close\r\n\r\n", 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		CHECK_EQ(parse_str(NULL, cases[i].req, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+		CHECK_MSG(req.keep_alive == cases[i].ka, "case %zu: keep_alive %d", i,
+		          req.keep_alive);
+	}
+}
+
+static void
+test_pipelined(void)
+{
+	char buf[256];
+	tp_http_request req;
+	const char *a = "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+	const char *b = "GET /b?x=1 HTTP/1.1\r\n\r\n";
+	char s[256];
+	snprintf(s, sizeof(s), "%s%s", a, b);
+	size_t n = strlen(s);
+	memcpy(buf, s, n);
+
+	CHECK_EQ(tp_http_parse(NULL, buf, n, &req), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.path, "/a");
+	CHECK_EQ(req.body_len, 3);
+	CHECK_MEM(req.body, "abc", 3);
+	CHECK_EQ(req.consumed, strlen(a));
+	size_t off = req.consumed;
+
+	CHECK_EQ(tp_http_parse(NULL, buf + off, n - off, &req), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.path, "/b");
+	CHECK_SLICE(req.query, "x=1");
+	CHECK_EQ(req.consumed, strlen(b));
+	off += req.consumed;
+	CHECK_EQ(off, n);
+	CHECK_EQ(tp_http_parse(NULL, buf + off, 0, &req), TP_HTTP_NEED_MORE);
+}
+
+/* Every proper prefix of s must be NEED_MORE; the whole must complete. */
+static void
+check_split(const char *s, size_t body_len, const char *body)
+{
+	size_t n = strlen(s);
+	char *buf = malloc(n + 1);
+	tp_http_request req;
+	for (size_t k = 0; k < n; k++) {
+		memcpy(buf, s, k);
+		tp_http_result r = tp_http_parse(NULL, buf, k, &req);
+		CHECK_MSG(r == TP_HTTP_NEED_MORE, "prefix %zu/%zu: result %d (status %d)", k, n, r,
+		          req.status);
+		CHECK(req.need > k);
+	}
+	memcpy(buf, s, n);
+	CHECK_EQ(tp_http_parse(NULL, buf, n, &req), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.consumed, n);
+	CHECK_EQ(req.body_len, body_len);
+	if (body_len)
+		CHECK_MEM(req.body, body, body_len);
+	free(buf);
+}
+
+static void
+test_split_byte_by_byte(void)
+{
+	check_split("GET /x?y=z HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", 0, NULL);
+	check_split("GET / HTTP/1.0\nA: b\n\n", 0, NULL);
+	check_split("POST /p HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world", 11, "hello world");
+	check_split("POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	            "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n",
+	            5, "abcde");
+}
+
+static void
+test_post_content_length(void)
+{
+	char buf[256];
+	tp_http_request req;
+	const char *s =
+	    "POST /api/login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded"
+	    "\r\nContent-Length: 18\r\n\r\nuser=bob&pass=x%21";
+	size_t n = strlen(s);
+	memcpy(buf, s, n);
+	/* Headers complete, body partial: need tells the total size. */
+	CHECK_EQ(tp_http_parse(NULL, buf, n - 5, &req), TP_HTTP_NEED_MORE);
+	CHECK_EQ(req.need, n);
+	CHECK_EQ(tp_http_parse(NULL, buf, n, &req), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.method_id, TP_HTTP_POST);
+	CHECK_EQ(req.content_length, 18);
+	CHECK_EQ(req.body_len, 18);
+	CHECK_MEM(req.body, "user=bob&pass=x%21", 18);
+	char out[32];
+	CHECK_EQ(tp_http_query_get(req.body, req.body_len, "pass", out, sizeof(out)), 2);
+	CHECK_STR(out, "x!");
+
+	/* Identical duplicate Content-Length values are accepted. */
+	s = "PUT / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.body_len, 2);
+	CHECK_EQ(req.consumed, strlen(s));
+	/* Content-Length: 0 */
+	s = "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.content_length, 0);
+	CHECK_EQ(req.body_len, 0);
+}
+
+static void
+test_chunked_body(void)
+{
+	char buf[512];
+	tp_http_request req;
+	const char *body = "POST /upload HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"
+	                   "5;name=value;quoted=\"a b\"\r\nhello\r\n"
+	                   "6 ; x\r\n world\r\n"
+	                   "A\r\n0123456789\r\n"
+	                   "1\r\n!\r\n"
+	                   "000\r\n"
+	                   "X-Checksum: abc\r\n"
+	                   "X-Other: 1\r\n"
+	                   "\r\n";
+	const char *next = "GET /next HTTP/1.1\r\n\r\n";
+	char s[512];
+	snprintf(s, sizeof(s), "%s%s", body, next);
+	size_t n = strlen(s);
+	memcpy(buf, s, n);
+	CHECK_EQ(tp_http_parse(NULL, buf, n, &req), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.chunked, 1);
+	CHECK_EQ(req.content_length, -1);
+	CHECK_EQ(req.body_len, 22);
+	CHECK_MEM(req.body, "hello world0123456789!", 22);
+	CHECK_EQ(req.consumed, strlen(body));
+	CHECK_EQ(req.keep_alive, 1);
+	/* The pipelined request after it is untouched. */
+	CHECK_MEM(buf + req.consumed, next, strlen(next));
+	size_t off = req.consumed;
+	CHECK_EQ(tp_http_parse(NULL, buf + off, n - off, &req), TP_HTTP_COMPLETE);
+	CHECK_SLICE(req.path, "/next");
+
+	/* Empty chunked body, bare LF framing; HTTP/1.0 + chunked closes. */
+	const char *e = "POST / HTTP/1.0\nTransfer-Encoding: chunked\n\n0\n\n";
+	CHECK_EQ(parse_str(NULL, e, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.body_len, 0);
+	CHECK_EQ(req.consumed, strlen(e));
+	CHECK_EQ(req.keep_alive, 0);
+
+	/* Chunked framing errors. */
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3 x\r\n", 400);
+	expect_status(
+	    NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nbad trailer\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400);
+}
+
+static void
+test_error_400(void)
+{
+	/* Garbage, detected before any line end arrives (a TLS ClientHello). */
+	expect_status(NULL, "\x16\x03\x01\x02\x00\x01", 400);
+	expect_status(NULL, "GET\r\n\r\n", 400);
+	expect_status(NULL, "GET /\r\n\r\n", 400);           /* HTTP/0.9 */
+	expect_status(NULL, "GET  / HTTP/1.1\r\n\r\n", 400); /* double space */
+	expect_status(NULL, "GET / HTTP/1.1 \r\n\r\n", 400); /* trailing space */
+	expect_status(NULL, "GET / http/1.1\r\n\r\n", 400);  /* lowercase version */
+	expect_status(NULL, "GET / HTTP/1.10\r\n\r\n", 400);
+	expect_status(NULL, "GET x HTTP/1.1\r\n\r\n", 400);      /* not a path */
+	expect_status(NULL, "GET /a\x01 HTTP/1.1\r\n\r\n", 400); /* control in target */
+	expect_status(NULL, "GET / HTTP/1.1\rX\n\r\n", 400);     /* CR without LF */
+	expect_status(NULL, "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400);
+	expect_status(NULL, "\rGET / HTTP/1.1\r\n\r\n", 400);
+	/* Bad header lines. */
+	expect_status(NULL, "GET / HTTP/1.1\r\nHost example.com\r\n\r\n", 400);
+	expect_status(NULL, "GET / HTTP/1.1\r\nHost : example.com\r\n\r\n", 400);
+	expect_status(NULL, "GET / HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", 400);
+	expect_status(NULL, "GET / HTTP/1.1\r\n: empty\r\n\r\n", 400);
+	expect_status(NULL, "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400);
+	expect_status(NULL, "GET / HTTP/1.1\r\nA: nul\x01here\r\n\r\n", 400);
+	/* Bad Content-Length. */
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", 400);
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", 400);
+	/* Conflicting duplicates. */
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+	              400);
+	/* Both framings (request smuggling). */
+	expect_status(NULL,
+	              "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+	              400);
+}
+
+static void
+test_error_413(void)
+{
+	char s[256];
+	snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n",
+	         TP_HTTP_DEFAULT_MAX_BODY + 1);
+	expect_status(NULL, s, 413); /* from the headers, before any body byte */
+	expect_status(NULL, "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+	              413);
+	snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n",
+	         TP_HTTP_DEFAULT_MAX_BODY);
+	char buf[256];
+	tp_http_request req;
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_NEED_MORE);
+
+	/* Chunked: one chunk too big (seen from its size line), or the total. */
+	tp_http_config cfg = {0};
+	cfg.max_body = 10;
+	expect_status(&cfg, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n", 413);
+	expect_status(&cfg,
+	              "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	              "6\r\nabcdef\r\n5\r\n",
+	              413);
+	expect_status(
+	    &cfg, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff", 413);
+	CHECK_EQ(parse_str(&cfg,
+	                   "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                   "6\r\nabcdef\r\n4\r\nghij\r\n0\r\n\r\n",
+	                   &req, buf, sizeof(buf)),
+	         TP_HTTP_COMPLETE);
+	CHECK_EQ(req.body_len, 10);
+	/* Chunk framing overhead is bounded too. */
+	cfg.max_chunk_overhead = 20;
+	expect_status(&cfg,
+	              "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	              "1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	              413);
+}
+
+static void
+test_error_414(void)
+{
+	static char s[TP_HTTP_DEFAULT_MAX_REQUEST_LINE + 64];
+	tp_http_request req;
+	static char buf[sizeof(s)];
+	/* A request line of exactly the limit is fine. */
+	size_t pre = strlen("GET /"), post = strlen(" HTTP/1.1");
+	memset(s, 0, sizeof(s));
+	strcpy(s, "GET /");
+	memset(s + pre, 'a', TP_HTTP_DEFAULT_MAX_REQUEST_LINE - pre - post);
+	strcat(s, " HTTP/1.1\r\n\r\n");
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	/* One more byte is not. */
+	memset(s, 0, sizeof(s));
+	strcpy(s, "GET /");
+	memset(s + pre, 'a', TP_HTTP_DEFAULT_MAX_REQUEST_LINE - pre - post + 1);
+	strcat(s, " HTTP/1.1\r\n\r\n");
+	expect_status(NULL, s, 414);
+	/* Detected before the line end arrives. */
+	memset(s, 0, sizeof(s));
+	strcpy(s, "GET /");
+	memset(s + pre, 'a', TP_HTTP_DEFAULT_MAX_REQUEST_LINE);
+	expect_status(NULL, s, 414);
+	/* A smaller configured limit. */
+	tp_http_config cfg = {0};
+	cfg.max_request_line = 16;
+	expect_status(&cfg, "GET /0123456789 HTTP/1.1\r\n\r\n", 414);
+	CHECK_EQ(parse_str(&cfg, "GET /01 HTTP/1.1\r\n\r\n", &req, buf, sizeof(buf)),
+	         TP_HTTP_COMPLETE);
+}
+
+static void
+test_error_431(void)
+{
+	static char s[40000];
+	char *p = s;
+	tp_http_request req;
+	static char buf[sizeof(s)];
+
+	/* 64 headers are fine, 65 are not. */
+	p += sprintf(p, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i < 64; i++)
+		p += sprintf(p, "X-H%d: %d\r\n", i, i);
+	sprintf(p, "\r\n");
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK_EQ(req.nheaders, 64);
+	p += sprintf(p, "X-Last: 1\r\n");
+	sprintf(p, "\r\n");
+	expect_status(NULL, s, 431);
+
+	/* A header section over 16384 bytes, complete or still arriving. */
+	p = s;
+	p += sprintf(p, "GET / HTTP/1.1\r\nX-Big: ");
+	memset(p, 'v', 16400);
+	p += 16400;
+	*p = '\0';
+	expect_status(NULL, s, 431);
+	sprintf(p, "\r\n\r\n");
+	expect_status(NULL, s, 431);
+
+	/* Configured limits. */
+	tp_http_config cfg = {0};
+	cfg.max_headers = 1;
+	expect_status(&cfg, "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n", 431);
+	cfg.max_headers = 0;
+	cfg.max_header_bytes = 10;
+	expect_status(&cfg, "GET / HTTP/1.1\r\nAbcdef: 1\r\n\r\n", 431);
+	CHECK_EQ(parse_str(&cfg, "GET / HTTP/1.1\r\nA: 1\r\n\r\n", &req, buf, sizeof(buf)),
+	         TP_HTTP_COMPLETE);
+}
+
+static void
+test_error_501_505(void)
+{
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501);
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501);
+	expect_status(NULL, "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 501);
+	expect_status(NULL, "GET / HTTP/2.0\r\n\r\n", 505);
+	expect_status(NULL, "GET / HTTP/1.2\r\n\r\n", 505);
+	expect_status(NULL, "GET / HTTP/0.9\r\n\r\n", 505);
+}
+
+static void
+test_header_lookup(void)
+{
+	char buf[256];
+	tp_http_request req;
+	const char *s = "GET / HTTP/1.1\r\nHOST: a\r\nsec-websocket-key:\tK== \r\n"
+	                "X-Dup: 1\r\nx-dup: 2\r\nEmpty:\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	const tp_http_str *v = tp_http_header_get(&req, "host");
+	CHECK(v != NULL);
+	CHECK_SLICE(*v, "a");
+	v = tp_http_header_get(&req, "Sec-WebSocket-Key");
+	CHECK(v != NULL);
+	CHECK_SLICE(*v, "K==");
+	v = tp_http_header_get(&req, "X-DUP");
+	CHECK(v != NULL);
+	CHECK_SLICE(*v, "1");
+	CHECK_EQ(tp_http_header_count(&req, "x-dup"), 2);
+	v = tp_http_header_get(&req, "empty");
+	CHECK(v != NULL);
+	CHECK_EQ(v->len, 0);
+	CHECK(tp_http_header_get(&req, "missing") == NULL);
+	CHECK(tp_http_header_get(&req, "hos") == NULL);
+	CHECK(tp_http_header_get(&req, "hostx") == NULL);
+	CHECK_EQ(tp_http_header_count(&req, "missing"), 0);
+}
+
+static void
+test_token_list(void)
+{
+	const char *v = "keep-alive, Upgrade";
+	CHECK(tp_http_has_token(v, strlen(v), "upgrade"));
+	CHECK(tp_http_has_token(v, strlen(v), "KEEP-ALIVE"));
+	CHECK(!tp_http_has_token(v, strlen(v), "close"));
+	CHECK(!tp_http_has_token(v, strlen(v), "upgrad"));
+	CHECK(!tp_http_has_token(v, strlen(v), "keep"));
+	v = " ,\tupgrade\t,, ";
+	CHECK(tp_http_has_token(v, strlen(v), "Upgrade"));
+	CHECK(!tp_http_has_token("", 0, "x"));
+	CHECK(!tp_http_has_token("upgrade-x", 9, "upgrade"));
+	/* Only the given length is looked at. */
+	CHECK(!tp_http_has_token("close", 4, "close"));
+
+	char buf[256];
+	tp_http_request req;
+	const char *s = "GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n\r\n";
+	CHECK_EQ(parse_str(NULL, s, &req, buf, sizeof(buf)), TP_HTTP_COMPLETE);
+	CHECK(tp_http_header_has_token(&req, "connection", "upgrade"));
+	CHECK(!tp_http_header_has_token(&req, "upgrade", "websocket"));
+}
+
+static void
+test_query(void)
+{
+	const char *q = "a=1&name=J%C3%BCrgen+M%20x&empty=&flag&a=2&&sp%61ced+key=v&bad=%zz&"
+	                "long=0123456789";
+	size_t ql = strlen(q);
+	char out[16];
+
+	CHECK_EQ(tp_http_query_get(q, ql, "a", out, sizeof(out)), 1);
+	CHECK_STR(out, "1"); /* first wins */
+	CHECK_EQ(tp_http_query_get(q, ql, "name", out, sizeof(out)), 11);
+	CHECK_STR(out, "J\xC3\xBCrgen M x");
+	CHECK_EQ(tp_http_query_get(q, ql, "empty", out, sizeof(out)), 0);
+	CHECK_STR(out, "");
+	CHECK_EQ(tp_http_query_get(q, ql, "flag", out, sizeof(out)), 0);
+	CHECK_EQ(tp_http_query_get(q, ql, "spaced key", out, sizeof(out)), 1);
+	CHECK_STR(out, "v");
+	CHECK_EQ(tp_http_query_get(q, ql, "missing", out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_query_get(q, ql, "fla", out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_query_get(q, ql, "bad", out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_query_get(q, ql, "long", out, 11), 10);
+	CHECK_EQ(tp_http_query_get(q, ql, "long", out, 10), -1); /* no room for the NUL */
+	CHECK_EQ(tp_http_query_get("", 0, "a", out, sizeof(out)), -1);
+	/* Only qlen bytes count. */
+	CHECK_EQ(tp_http_query_get("a=12", 3, "a", out, sizeof(out)), 1);
+
+	/* Iteration: every parameter in order, raw. */
+	size_t pos = 0;
+	tp_http_str k, v;
+	const char *want[][2] = {
+	    {"a", "1"}, {"name", "J%C3%BCrgen+M%20x"}, {"empty", ""},  {"flag", ""},
+	    {"a", "2"}, {"sp%61ced+key", "v"},         {"bad", "%zz"}, {"long", "0123456789"}};
+	size_t i = 0;
+	while (tp_http_query_next(q, ql, &pos, &k, &v)) {
+		CHECK(i < sizeof(want) / sizeof(want[0]));
+		CHECK_SLICE(k, want[i][0]);
+		CHECK_SLICE(v, want[i][1]);
+		i++;
+	}
+	CHECK_EQ(i, sizeof(want) / sizeof(want[0]));
+	CHECK_EQ(tp_http_query_next(q, ql, &pos, &k, &v), 0);
+
+	/* Form decoding keeps %00 (values are bytes) and decodes in place. */
+	char d[] = "x%00y+z";
+	CHECK_EQ(tp_http_form_decode(d, strlen(d), d, sizeof(d)), 5);
+	CHECK_MEM(d, "x\0y z", 6);
+	CHECK_EQ(tp_http_form_decode("%4", 2, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_form_decode("%", 1, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_form_decode("ab", 2, out, 2), -1);
+	CHECK_EQ(tp_http_form_decode("", 0, out, 1), 0);
+	CHECK_EQ(tp_http_form_decode("", 0, out, 0), -1);
+}
+
+static void
+test_path_decode(void)
+{
+	char out[64];
+	const char *p = "/a%2Fb/c%20d+e";
+	CHECK_EQ(tp_http_path_decode(p, strlen(p), out, sizeof(out)), 10);
+	CHECK_STR(out, "/a/b/c d+e");
+	CHECK_EQ(tp_http_path_decode("/%00", 4, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_path_decode("/%zz", 4, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_path_decode("/%4", 3, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_path_decode("/%", 2, out, sizeof(out)), -1);
+	CHECK_EQ(tp_http_path_decode("/abc", 4, out, 4), -1);
+	CHECK_EQ(tp_http_path_decode("/abc", 4, out, 5), 4);
+	char inplace[] = "/x%41%62";
+	CHECK_EQ(tp_http_path_decode(inplace, strlen(inplace), inplace, sizeof(inplace)), 4);
+	CHECK_STR(inplace, "/xAb");
+}
+
+static void
+test_response_head(void)
+{
+	char out[512];
+	tp_http_head h = {200, "application/json", 13, TP_HTTP_CONN_KEEP_ALIVE, NULL};
+	const char *want = "HTTP/1.1 200 OK\r\n"
+	                   "Content-Type: application/json\r\n"
+	                   "Content-Length: 13\r\n"
+	                   "Connection: keep-alive\r\n"
+	                   "\r\n";
+	CHECK_EQ(tp_http_head_write(out, sizeof(out), &h), strlen(want));
+	CHECK_STR(out, want);
+	/* Exactly enough room (with the NUL), and one byte short. */
+	CHECK_EQ(tp_http_head_write(out, strlen(want) + 1, &h), strlen(want));
+	CHECK_EQ(tp_http_head_write(out, strlen(want), &h), -1);
+
+	h = (tp_http_head){204, NULL, -1, TP_HTTP_CONN_CLOSE, "X-A: 1\r\nX-B: 2\r\n"};
+	want = "HTTP/1.1 204 No Content\r\nConnection: close\r\nX-A: 1\r\nX-B: 2\r\n\r\n";
+	CHECK_EQ(tp_http_head_write(out, sizeof(out), &h), strlen(want));
+	CHECK_STR(out, want);
+
+	h = (tp_http_head){304, NULL, 0, TP_HTTP_CONN_NONE, NULL};
+	want = "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n";
+	rt_buf *b = tp_http_head_append(NULL, &h);
+	CHECK_EQ(b->len, strlen(want));
+	CHECK_MEM(b->data, want, b->len);
+	/* Appending to an existing buffer keeps what was there. */
+	b = tp_http_head_append(b, &h);
+	CHECK_EQ(b->len, 2 * strlen(want));
+	CHECK_MEM(b->data + strlen(want), want, strlen(want));
+	rt_buf_release(b);
+
+	/* Header injection through the content type is refused. */
+	h = (tp_http_head){200, "text/html\r\nX-Evil: 1", 0, TP_HTTP_CONN_CLOSE, NULL};
+	CHECK_EQ(tp_http_head_write(out, sizeof(out), &h), -1);
+
+	/* Reason phrases. */
+	static const struct {
+		int status;
+		const char *reason;
+	} r[] = {{200, "OK"},
+	         {101, "Switching Protocols"},
+	         {204, "No Content"},
+	         {301, "Moved Permanently"},
+	         {304, "Not Modified"},
+	         {400, "Bad Request"},
+	         {403, "Forbidden"},
+	         {404, "Not Found"},
+	         {405, "Method Not Allowed"},
+	         {408, "Request Timeout"},
+	         {411, "Length Required"},
+	         {413, "Content Too Large"},
+	         {414, "URI Too Long"},
+	         {426, "Upgrade Required"},
+	         {431, "Request Header Fields Too Large"},
+	         {500, "Internal Server Error"},
+	         {501, "Not Implemented"},
+	         {503, "Service Unavailable"},
+	         {505, "HTTP Version Not Supported"},
+	         {299, "Unknown"}};
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
+		CHECK_STR(tp_http_reason(r[i].status), r[i].reason);
+}
+
+static void
+test_error_response(void)
+{
+	char out[512];
+	const char *want = "HTTP/1.1 404 Not Found\r\n"
+	                   "Content-Type: text/plain\r\n"
+	                   "Content-Length: 14\r\n"
+	                   "Connection: close\r\n"
+	                   "\r\n"
+	                   "404 Not Found\n";
+	CHECK_EQ(tp_http_error_write(out, sizeof(out), 404, TP_HTTP_CONN_CLOSE, NULL),
+	         strlen(want));
+	CHECK_STR(out, want);
+	CHECK_EQ(tp_http_error_write(out, 20, 404, TP_HTTP_CONN_CLOSE, NULL), -1);
+
+	want = "HTTP/1.1 426 Upgrade Required\r\n"
+	       "Content-Type: text/plain\r\n"
+	       "Content-Length: 21\r\n"
+	       "Connection: keep-alive\r\n"
+	       "Sec-WebSocket-Version: 13\r\n"
+	       "\r\n"
+	       "426 Upgrade Required\n";
+	rt_buf *b = rt_buf_alloc(4);
+	b = rt_buf_append(b, "x", 1);
+	b = tp_http_error_append(b, 426, TP_HTTP_CONN_KEEP_ALIVE, "Sec-WebSocket-Version: 13\r\n");
+	CHECK_EQ(b->len, 1 + strlen(want));
+	CHECK_MEM(b->data, "x", 1);
+	CHECK_MEM(b->data + 1, want, strlen(want));
+	rt_buf_release(b);
+}
+
+/* Arbitrary bytes never crash the parser or make it read outside the buffer. */
+static void
+test_fuzz_no_crash(void)
+{
+	static const char *seeds[] = {
+	    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+	    "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e\r\nabc\r\n0\r\nT: v\r\n\r\n",
+	    "POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+	};
+	uint32_t seed = 12345;
+	for (int iter = 0; iter < 20000; iter++) {
+		const char *s = seeds[iter % 3];
+		size_t n = strlen(s);
+		char *buf = malloc(n); /* exact size so ASan sees any overrun */
+		memcpy(buf, s, n);
+		for (int m = 0; m < 3; m++) {
+			seed = seed * 1103515245 + 12345;
+			size_t at = (seed >> 8) % n;
+			seed = seed * 1103515245 + 12345;
+			buf[at] = (char)(seed >> 16);
+		}
+		seed = seed * 1103515245 + 12345;
+		size_t len = (seed >> 8) % (n + 1);
+		tp_http_request req;
+		tp_http_result r = tp_http_parse(NULL, buf, len, &req);
+		if (r == TP_HTTP_COMPLETE)
+			CHECK(req.consumed <= len);
+		if (r == TP_HTTP_ERROR)
+			CHECK(req.status >= 400 && req.status <= 505);
+		free(buf);
+	}
+}
+
+TEST_LIST = {
+    TEST(test_simple_get),
+    TEST(test_keep_alive_defaults),
+    TEST(test_pipelined),
+    TEST(test_split_byte_by_byte),
+    TEST(test_post_content_length),
+    TEST(test_chunked_body),
+    TEST(test_error_400),
+    TEST(test_error_413),
+    TEST(test_error_414),
+    TEST(test_error_431),
+    TEST(test_error_501_505),
+    TEST(test_header_lookup),
+    TEST(test_token_list),
+    TEST(test_query),
+    TEST(test_path_decode),
+    TEST(test_response_head),
+    TEST(test_error_response),
+    TEST(test_fuzz_no_crash),
+    TEST_END,
+};
