@@ -398,6 +398,26 @@ proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t
 }
 
 rt_pid
+rt_spawn_on(int sched_id, const rt_behaviour *b, const void *arg, size_t arg_size)
+{
+	if (sched_id < 0 || sched_id >= rt_g.nsched)
+		return RT_NOPID;
+	sched *s = rt_cur;
+	if (!s)
+		ebr_foreign_enter();
+	rt_proc *p = proc_create(b, arg, arg_size);
+	rt_pid pid = RT_NOPID;
+	if (p) {
+		p->home = (int16_t)sched_id;
+		pid = p->pid;
+		proc_publish(p);
+	}
+	if (!s)
+		ebr_foreign_leave();
+	return pid;
+}
+
+rt_pid
 rt_spawn(const rt_behaviour *b, const void *arg, size_t arg_size)
 {
 	return rt_spawn_opt(b, arg, arg_size, 0, NULL);
@@ -598,7 +618,6 @@ exit_finish(sched *s, rt_proc *p)
 static void
 proc_exit(sched *s, rt_proc *p, const char *reason, bool owned, bool crashed)
 {
-	bool brutal = reason == REASON_KILLED; /* an untrappable kill: no terminate */
 	if (reason)
 		set_reason(p, reason, owned);
 	p->flags |= PF_EXITING;
@@ -612,7 +631,9 @@ proc_exit(sched *s, rt_proc *p, const char *reason, bool owned, bool crashed)
 			rt_log_debug("process %s (%s) exited: %s", rt_pid_str(p->pid, pb, sizeof(pb)),
 				     p->beh->name, r);
 	}
-	if (p->beh->terminate && !brutal && (p->flags & PF_STARTED))
+	/* Unlike Erlang, terminate runs after a kill too ("killed"): in C it is
+	 * where the state's heap memory is released. */
+	if (p->beh->terminate && (p->flags & PF_STARTED))
 		p->beh->terminate(p->state, r);
 	exit_finish(s, p);
 }

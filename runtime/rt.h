@@ -100,7 +100,9 @@ typedef struct rt_behaviour {
 	int (*init)(void *state, const void *arg, size_t arg_size);
 	/* Handles one message (borrowed).  Required. */
 	int (*handle)(void *state, rt_msg *msg);
-	/* Runs once when the process exits, for any reason but "kill". */
+	/* Runs once when the process exits, for any reason: after an untrappable
+	 * kill with reason "killed" (unlike Erlang, since in C this is where the
+	 * state's heap memory is released: do only that then). */
 	void (*terminate)(void *state, const char *reason);
 	/* Optional: runs after each batch of messages (to coalesce work such as writes). */
 	void (*flush)(void *state);
@@ -152,6 +154,10 @@ enum {
 rt_pid rt_spawn(const rt_behaviour *b, const void *arg, size_t arg_size);
 rt_pid rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
 		    uint64_t *mref);
+
+/* Spawns a process pinned to scheduler `sched` (0..rt_schedulers()-1), e.g.
+ * one listener per scheduler.  Returns RT_NOPID on a bad index or a full table. */
+rt_pid rt_spawn_on(int sched, const rt_behaviour *b, const void *arg, size_t arg_size);
 
 /* The calling process; RT_NOPID outside a process. */
 rt_pid rt_self(void);

@@ -1,0 +1,202 @@
+/*
+ * channels.h: Phoenix Channels for applications written in C.
+ *
+ * An application defines a socket handler (connect, id, channel routes with
+ * `*` wildcards) and channel modules as ops tables (join, handle_in,
+ * handle_out for intercepted events, handle_info, terminate).  Each joined
+ * topic of each client runs as its own process under the endpoint's channel
+ * supervisor, as in Phoenix.  Payloads are JSON: handlers read them as cJSON
+ * trees and answer with JSON text (or binary data for the V2 serializer).
+ *
+ * Threading: callbacks run inside the channel's process; every ch_* call
+ * that takes a ch_chan must be made from that process.  ch_broadcast_*,
+ * ch_endpoint_broadcast and ch_reply_ref may be called from any thread.
+ */
+#ifndef channels_channels_h
+#define channels_channels_h
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/rt.h"
+
+/* Results of join, handle_in, handle_out, handle_info. */
+enum {
+	CH_OK = 0,    /* join: accepted; others: {:noreply, socket} */
+	CH_STOP = 1,  /* stop the channel with the reason given to ch_stop */
+	CH_ERROR = -1 /* join: refused (reply set with ch_join_error); others: crash */
+};
+
+typedef struct ch_chan ch_chan;
+typedef struct ch_endpoint ch_endpoint;
+
+/* A payload received from a client: JSON (parsed) or binary (V2 only). */
+typedef struct ch_payload {
+	const cJSON *json;  /* NULL for binary payloads */
+	const char *raw;    /* the JSON text as received (for exact echo), NULL for binary */
+	size_t raw_len;
+	const uint8_t *bin; /* binary payload, or NULL */
+	size_t bin_len;
+} ch_payload;
+
+/* A reference to a client message, for replying later (Phoenix's socket_ref):
+ * a plain value, safe to copy into a message or a timer. */
+typedef struct ch_ref {
+	rt_pid transport;
+	uint8_t vsn;
+	char join_ref[48]; /* raw JSON tokens, as received */
+	char ref[48];
+	char topic[256];
+} ch_ref;
+
+typedef struct ch_channel_ops {
+	const char *name;
+	size_t state_size;             /* private state, zeroed, per channel process */
+	const char *const *intercepts; /* NULL-terminated events routed through handle_out */
+	/* Joins `topic` with `params`.  Return CH_OK (reply {} unless ch_join_reply
+	 * set one) or CH_ERROR after ch_join_error. */
+	int (*join)(ch_chan *ch, void *state, const char *topic, const ch_payload *params);
+	/* An event pushed by the client.  Reply with ch_reply (or later with
+	 * ch_socket_ref + ch_reply_ref), or not at all. */
+	int (*handle_in)(ch_chan *ch, void *state, const char *event, const ch_payload *payload);
+	/* An intercepted broadcast about to go to this client; push it with ch_push
+	 * or drop it.  payload is the broadcast's JSON. */
+	int (*handle_out)(ch_chan *ch, void *state, const char *event, const cJSON *payload);
+	/* Any other message sent to the channel process. */
+	int (*handle_info)(ch_chan *ch, void *state, rt_msg *msg);
+	/* The channel ends: "normal", "shutdown", "shutdown: left", "shutdown: closed",
+	 * or a crash reason. */
+	void (*terminate)(ch_chan *ch, void *state, const char *reason);
+} ch_channel_ops;
+
+typedef struct ch_route {
+	const char *pattern; /* "room:*" matches any topic starting with "room:"; else exact */
+	const ch_channel_ops *channel;
+} ch_route;
+
+/* Query parameters of the connection request (decoded). */
+typedef struct ch_param {
+	const char *key;
+	const char *value;
+} ch_param;
+
+typedef struct ch_params {
+	const ch_param *items;
+	size_t n;
+} ch_params;
+
+/* The value of the first parameter named key, or NULL. */
+const char *ch_params_get(const ch_params *p, const char *key);
+
+typedef struct ch_connect_info {
+	const char *peer;       /* "127.0.0.1:5555" */
+	const char *origin;     /* Origin header or NULL */
+	const char *user_agent; /* or NULL */
+	const char *transport;  /* "websocket" or "longpoll" */
+} ch_connect_info;
+
+typedef struct ch_socket_handler {
+	/* Accepts (CH_OK, filling `assigns`, a JSON object owned by the socket)
+	 * or refuses (CH_ERROR: HTTP 403) a connection. */
+	int (*connect)(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
+		       cJSON *assigns);
+	/* Names the socket ("users_socket:42") into buf; returns its length, 0 for none. */
+	size_t (*id)(const cJSON *assigns, char *buf, size_t cap);
+	const ch_route *routes;
+	size_t nroutes;
+	uint32_t max_channels; /* per socket; 0: 100 as in Phoenix */
+} ch_socket_handler;
+
+/* ------------------------------------------------------------------ endpoint */
+
+typedef struct ch_endpoint_opts {
+	const ch_socket_handler *handler;
+	const char *secret_key_base; /* for tokens */
+	uint32_t heartbeat_timeout_ms; /* transports close a socket silent this long (60000) */
+} ch_endpoint_opts;
+
+/* Starts the endpoint's channel supervisor and PubSub (after rt_start). */
+ch_endpoint *ch_endpoint_start(const ch_endpoint_opts *opts);
+
+/* Shuts the channel supervisor down and frees the endpoint (before rt_shutdown). */
+void ch_endpoint_stop(ch_endpoint *ep);
+
+const ch_socket_handler *ch_endpoint_handler(const ch_endpoint *ep);
+const char *ch_endpoint_secret(const ch_endpoint *ep);
+
+/* Broadcasts {topic, event, payload JSON text} to every subscriber of topic
+ * (every node once clustering exists).  Any thread.  Returns 0, or -1 if
+ * the payload is not a JSON object or a field is too long. */
+int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
+			  const char *payload_json);
+
+/* Local PubSub, for application processes: subscribe the calling process to
+ * topic; it receives CH_MSG_BROADCAST messages (payload: ch_broadcast_view
+ * via ch_broadcast_read). */
+int ch_pubsub_subscribe(ch_endpoint *ep, const char *topic);
+int ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic);
+
+enum { CH_MSG_BROADCAST = 0xFFFE0001u };
+
+typedef struct ch_broadcast_view {
+	const char *topic;
+	const char *event;
+	const char *payload; /* JSON text */
+	size_t payload_len;
+} ch_broadcast_view;
+
+/* Reads a CH_MSG_BROADCAST message (valid while the message is). */
+int ch_broadcast_read(const rt_msg *m, ch_broadcast_view *out);
+
+/* ------------------------------------------------------------------ inside a channel */
+
+const char *ch_topic(const ch_chan *ch);
+ch_endpoint *ch_endpoint_of(const ch_chan *ch);
+/* The socket's assigns (from connect) merged with the channel's own. */
+const cJSON *ch_assigns(const ch_chan *ch);
+/* Stores a copy-free assign (takes ownership of value). */
+void ch_assign(ch_chan *ch, const char *key, cJSON *value);
+/* The socket id ("users_socket:42") or NULL. */
+const char *ch_socket_id(const ch_chan *ch);
+
+/* join: the reply payload for an accepted join (JSON object text). */
+void ch_join_reply(ch_chan *ch, const char *json);
+/* join: refuse with this reply payload (JSON object text); returns CH_ERROR. */
+int ch_join_error(ch_chan *ch, const char *json);
+
+/* handle_in: replies to the message being handled ({"status":..,"response":..}). */
+void ch_reply(ch_chan *ch, const char *status, const char *json);
+void ch_reply_binary(ch_chan *ch, const char *status, const void *data, size_t len);
+
+/* A reference to the message being handled, for ch_reply_ref later. */
+ch_ref ch_socket_ref(const ch_chan *ch);
+/* Replies through a reference, from any process or thread. */
+void ch_reply_ref(const ch_ref *ref, const char *status, const char *json);
+
+/* Pushes an event to this channel's client. */
+void ch_push(ch_chan *ch, const char *event, const char *json);
+void ch_push_binary(ch_chan *ch, const char *event, const void *data, size_t len);
+
+/* Broadcasts to every subscriber of this channel's topic (broadcast!), or to
+ * all but this channel's client (broadcast_from!). */
+int ch_broadcast(ch_chan *ch, const char *event, const char *json);
+int ch_broadcast_from(ch_chan *ch, const char *event, const char *json);
+
+/* Sets the stop reason and returns CH_STOP ("normal", "shutdown" or
+ * "shutdown: ..." close the channel with phx_close; others give phx_error). */
+int ch_stop(ch_chan *ch, const char *reason);
+
+/* ------------------------------------------------------------------ tokens */
+
+/* Signs `data` (a string, e.g. a user id) as Phoenix.Token.sign(endpoint, salt, data)
+ * does, into out (NUL-terminated); returns the length or -1. */
+int ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, char *out,
+			 size_t cap);
+/* Verifies; on success copies the data (a string, or an integer printed in
+ * decimal) into out and returns 0; -1 invalid or expired. */
+int ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
+			   int64_t max_age_s, char *out, size_t cap);
+
+#endif /* channels_channels_h */

@@ -1,0 +1,195 @@
+/*
+ * The channels endpoint: the socket handler, the channel supervisor (a
+ * dynamic supervisor of temporary children, as Phoenix's), PubSub, token
+ * keys, and the application-facing broadcast and token helpers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channels/internal.h"
+
+ch_endpoint *
+ch_endpoint_start(const ch_endpoint_opts *opts)
+{
+	ch_endpoint *ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		abort();
+	ep->handler = opts->handler;
+	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
+	ep->max_channels = opts->handler && opts->handler->max_channels ? opts->handler->max_channels
+								       : 100;
+	ep->pubsub = pubsub_new();
+	pthread_mutex_init(&ep->key_lock, NULL);
+	static const rt_child_spec channel_spec = {
+		.id = "channel",
+		.behaviour = &ch_channel_behaviour,
+		.restart = RT_TEMPORARY,
+		.shutdown_ms = 5000,
+	};
+	rt_sup_spec spec = {.strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec,
+			    .nchildren = 1};
+	ep->chan_sup = rt_sup_start(&spec);
+	if (!ep->chan_sup) {
+		ch_endpoint_stop(ep);
+		return NULL;
+	}
+	return ep;
+}
+
+void
+ch_endpoint_stop(ch_endpoint *ep)
+{
+	if (!ep)
+		return;
+	if (ep->chan_sup) {
+		rt_exit(ep->chan_sup, "shutdown");
+		for (int i = 0; i < 10000 && rt_alive(ep->chan_sup); i++) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	for (int i = 0; i < ep->nkeys; i++)
+		ch_token_key_free(ep->keys[i].key);
+	pthread_mutex_destroy(&ep->key_lock);
+	pubsub_free(ep->pubsub);
+	free(ep->secret);
+	free(ep);
+}
+
+const ch_socket_handler *
+ch_endpoint_handler(const ch_endpoint *ep)
+{
+	return ep->handler;
+}
+
+const char *
+ch_endpoint_secret(const ch_endpoint *ep)
+{
+	return ep->secret;
+}
+
+const ch_channel_ops *
+endpoint_route(const ch_endpoint *ep, const char *topic)
+{
+	const ch_socket_handler *h = ep->handler;
+	for (size_t i = 0; h && i < h->nroutes; i++) {
+		const char *pat = h->routes[i].pattern;
+		size_t n = strlen(pat);
+		if (n > 0 && pat[n - 1] == '*') {
+			if (strncmp(topic, pat, n - 1) == 0)
+				return h->routes[i].channel;
+		} else if (strcmp(topic, pat) == 0) {
+			return h->routes[i].channel;
+		}
+	}
+	return NULL;
+}
+
+const char *
+ch_params_get(const ch_params *p, const char *key)
+{
+	for (size_t i = 0; p && i < p->n; i++)
+		if (strcmp(p->items[i].key, key) == 0)
+			return p->items[i].value;
+	return NULL;
+}
+
+const ch_token_key *
+endpoint_key(ch_endpoint *ep, const char *salt)
+{
+	if (strlen(salt) >= sizeof(ep->keys[0].salt))
+		return NULL;
+	pthread_mutex_lock(&ep->key_lock);
+	for (int i = 0; i < ep->nkeys; i++)
+		if (strcmp(ep->keys[i].salt, salt) == 0) {
+			const ch_token_key *k = ep->keys[i].key;
+			pthread_mutex_unlock(&ep->key_lock);
+			return k;
+		}
+	ch_token_key *k = NULL;
+	if (ep->nkeys < (int)(sizeof(ep->keys) / sizeof(ep->keys[0]))) {
+		k = ch_token_key_new(ep->secret, strlen(ep->secret), salt, strlen(salt));
+		if (k) {
+			snprintf(ep->keys[ep->nkeys].salt, sizeof(ep->keys[0].salt), "%s", salt);
+			ep->keys[ep->nkeys++].key = k;
+		}
+	}
+	pthread_mutex_unlock(&ep->key_lock);
+	return k;
+}
+
+int
+ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, char *out,
+		     size_t cap)
+{
+	const ch_token_key *k = endpoint_key((ch_endpoint *)ep, salt);
+	if (!k)
+		return -1;
+	ch_token_data d;
+	if (ch_token_data_set_binary(&d, data, strlen(data)) < 0)
+		return -1;
+	return ch_token_sign(k, &d, rt_wall_ms(), CH_TOKEN_DEFAULT_MAX_AGE, out, cap);
+}
+
+int
+ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
+		       int64_t max_age_s, char *out, size_t cap)
+{
+	const ch_token_key *k = endpoint_key((ch_endpoint *)ep, salt);
+	if (!k || !token)
+		return -1;
+	ch_token_data *d = malloc(sizeof(*d));
+	if (!d)
+		return -1;
+	int rc = -1;
+	if (ch_token_verify(k, token, strlen(token), max_age_s, rt_wall_ms(), d) == CH_TOKEN_OK) {
+		if (d->type == CH_TOKEN_INTEGER)
+			rc = snprintf(out, cap, "%lld", (long long)d->integer) < (int)cap ? 0 : -1;
+		else if (d->bin_len < cap && !memchr(d->bin, 0, d->bin_len)) {
+			memcpy(out, d->bin, d->bin_len);
+			out[d->bin_len] = 0;
+			rc = 0;
+		}
+	}
+	free(d);
+	return rc;
+}
+
+int
+ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
+		      const char *payload_json)
+{
+	const char *p = payload_json;
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	if (*p != '{')
+		return -1;
+	return pubsub_local_broadcast(ep->pubsub, RT_NOPID, topic, event, payload_json,
+				      strlen(payload_json));
+}
+
+int
+ch_pubsub_subscribe(ch_endpoint *ep, const char *topic)
+{
+	rt_pid self = rt_self();
+	if (!self)
+		return -1;
+	return pubsub_subscribe(ep->pubsub, topic, self, RT_NOPID, 2, NULL);
+}
+
+int
+ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic)
+{
+	rt_pid self = rt_self();
+	if (!self)
+		return -1;
+	return pubsub_unsubscribe(ep->pubsub, topic, self);
+}
+
+int
+send_frame(rt_pid transport, rt_buf *frame, int kind)
+{
+	frame->flags = (uint32_t)kind;
+	return rt_send_buf(transport, CH_MSG_FRAME, NULL, 0, frame);
+}

@@ -1,0 +1,657 @@
+/*
+ * The Phoenix socket (Phoenix.Socket's __in__/__info__), run inside the
+ * transport process of one client connection.
+ *
+ * It routes decoded client messages: heartbeats, phx_join (a channel process
+ * per topic, started under the channel supervisor), phx_leave, and events
+ * for joined topics (checked against the join_ref of the current join);
+ * it turns channel exits into phx_close (clean) or phx_error (crash).
+ *
+ * Phoenix's socket process waits, blocked, for a joining channel's answer
+ * (and for a duplicate channel to stop).  Here nothing blocks: the socket
+ * enters a "blocked" state and defers every client frame and every message
+ * until the answer arrives, then replays them in order, so the client sees
+ * exactly the order Phoenix gives (e.g. the join reply before any broadcast
+ * on the new topic).  The deferred queue is bounded.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channels/internal.h"
+
+#define DEFER_MAX_ITEMS 4096
+#define DEFER_MAX_BYTES (8u << 20)
+#define DUP_TIMEOUT_MS 5000
+
+typedef struct chan_ent {
+	char *topic;
+	char *join_ref; /* the join message's raw join_ref (may be NULL for V1) */
+	rt_pid pid;
+	uint64_t mon;
+} chan_ent;
+
+typedef struct deferred {
+	struct deferred *next;
+	bool is_frame; /* a client frame, else a runtime message */
+	bool binary;
+	uint32_t tag;
+	rt_pid from;
+	rt_buf *buf;
+	size_t len;
+	uint8_t data[];
+} deferred;
+
+enum block { B_NONE, B_JOINING, B_DUPLICATE };
+
+struct ch_socket {
+	ch_endpoint *ep;
+	ch_transport t;
+	int vsn;
+	cJSON *assigns;
+	char *assigns_json; /* printed once, NULL when empty */
+	char *id;
+	chan_ent *chans;
+	uint32_t nchans, capchans;
+	enum block block;
+	/* B_JOINING */
+	rt_pid join_pid;
+	uint64_t join_mon;
+	char *join_topic, *join_join_ref, *join_ref;
+	/* B_DUPLICATE */
+	rt_pid dup_pid;
+	uint64_t dup_mon;
+	rt_timer dup_timer;
+	char *dup_topic, *dup_join_ref;
+	/* frames to send after the next join reply (phx_close of a duplicate) */
+	rt_buf *after[4];
+	int after_kind[4];
+	int nafter;
+	deferred *dq_head, *dq_tail;
+	size_t dq_n, dq_bytes;
+	bool overflowed;
+};
+
+static int process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary);
+static bool handle_info(ch_socket *s, rt_msg *m);
+
+/* ------------------------------------------------------------------ sending */
+
+static void
+send_kind(ch_socket *s, rt_buf *b, int kind)
+{
+	if (kind < 0) {
+		rt_buf_release(b);
+		return;
+	}
+	b->flags = (uint32_t)kind;
+	s->t.send(s->t.conn, b, kind);
+}
+
+static void
+reply(ch_socket *s, const char *join_ref, const char *ref, const char *topic, const char *status,
+      const char *json)
+{
+	rt_buf *b = NULL;
+	int kind = ch_encode_reply(&b, s->vsn, join_ref, ref, topic, status, json, strlen(json));
+	send_kind(s, b, kind);
+}
+
+/* phx_close / phx_error: [join_ref, join_ref, topic, event, {}]. */
+static rt_buf *
+encode_exit(ch_socket *s, const char *topic, const char *join_ref, const char *event, int *kind)
+{
+	rt_buf *b = NULL;
+	*kind = ch_encode_message(&b, s->vsn, join_ref, join_ref, topic, event, "{}", 2);
+	return b;
+}
+
+static void
+flush_after(ch_socket *s)
+{
+	for (int i = 0; i < s->nafter; i++)
+		send_kind(s, s->after[i], s->after_kind[i]);
+	s->nafter = 0;
+}
+
+/* ------------------------------------------------------------------ channels */
+
+static chan_ent *
+find_topic(ch_socket *s, const char *topic)
+{
+	for (uint32_t i = 0; i < s->nchans; i++)
+		if (strcmp(s->chans[i].topic, topic) == 0)
+			return &s->chans[i];
+	return NULL;
+}
+
+static chan_ent *
+find_pid(ch_socket *s, rt_pid pid)
+{
+	for (uint32_t i = 0; i < s->nchans; i++)
+		if (s->chans[i].pid == pid)
+			return &s->chans[i];
+	return NULL;
+}
+
+static void
+delete_chan(ch_socket *s, chan_ent *c)
+{
+	rt_demonitor(c->mon);
+	pubsub_unsubscribe(s->ep->pubsub, c->topic, c->pid);
+	free(c->topic);
+	free(c->join_ref);
+	*c = s->chans[--s->nchans];
+}
+
+static char *
+dup_or_null(const char *p)
+{
+	if (!p)
+		return NULL;
+	char *d = strdup(p);
+	if (!d)
+		abort();
+	return d;
+}
+
+/* ------------------------------------------------------------------ deferral */
+
+static bool
+defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_buf *buf,
+      const void *data, size_t len)
+{
+	if (s->dq_n >= DEFER_MAX_ITEMS || s->dq_bytes + len > DEFER_MAX_BYTES) {
+		if (!s->overflowed)
+			rt_log_warning("socket %s: too much arrived while a join was pending; closing",
+				       s->id ? s->id : "(anonymous)");
+		s->overflowed = true;
+		return false;
+	}
+	deferred *d = malloc(sizeof(*d) + len);
+	if (!d)
+		abort();
+	d->next = NULL;
+	d->is_frame = is_frame;
+	d->binary = binary;
+	d->tag = tag;
+	d->from = from;
+	d->buf = buf ? rt_buf_retain(buf) : NULL;
+	d->len = len;
+	if (len)
+		memcpy(d->data, data, len);
+	if (s->dq_tail)
+		s->dq_tail->next = d;
+	else
+		s->dq_head = d;
+	s->dq_tail = d;
+	s->dq_n++;
+	s->dq_bytes += len;
+	return true;
+}
+
+static void
+defer_front_frame(ch_socket *s, const uint8_t *data, size_t len, bool binary)
+{
+	deferred *d = malloc(sizeof(*d) + len);
+	if (!d)
+		abort();
+	memset(d, 0, sizeof(*d));
+	d->is_frame = true;
+	d->binary = binary;
+	d->len = len;
+	memcpy(d->data, data, len);
+	d->next = s->dq_head;
+	s->dq_head = d;
+	if (!s->dq_tail)
+		s->dq_tail = d;
+	s->dq_n++;
+	s->dq_bytes += len;
+}
+
+/* Replays deferred work until the queue is empty or the socket blocks again. */
+static void
+replay(ch_socket *s)
+{
+	while (s->block == B_NONE && s->dq_head) {
+		deferred *d = s->dq_head;
+		s->dq_head = d->next;
+		if (!s->dq_head)
+			s->dq_tail = NULL;
+		s->dq_n--;
+		s->dq_bytes -= d->len;
+		if (d->is_frame) {
+			int code = process_in(s, d->data, d->len, d->binary);
+			if (code)
+				s->t.close(s->t.conn, code, "undecodable message");
+		} else {
+			rt_msg *m = rt_msg_alloc(d->tag, d->len);
+			if (d->len)
+				memcpy(rt_msg_data(m), d->data, d->len);
+			m->from = d->from;
+			m->buf = d->buf;
+			d->buf = NULL;
+			handle_info(s, m);
+			rt_msg_free(m);
+		}
+		rt_buf_release(d->buf);
+		free(d);
+	}
+}
+
+static void
+unblock(ch_socket *s)
+{
+	s->block = B_NONE;
+	flush_after(s);
+	replay(s);
+}
+
+/* ------------------------------------------------------------------ join */
+
+static void
+start_join(ch_socket *s, const ch_msg *m, const ch_channel_ops *ops)
+{
+	const char *chan_join_ref = ch_ref_is_null(m->join_ref) ? m->ref : m->join_ref;
+	size_t tl = strlen(m->topic), jl = strlen(chan_join_ref);
+	const void *params = m->bin ? (const void *)m->bin : (const void *)m->payload_json;
+	size_t pl = m->bin ? m->bin_len : m->payload_json_len;
+	size_t al = s->assigns_json ? strlen(s->assigns_json) : 0;
+	size_t il = s->id ? strlen(s->id) : 0;
+	size_t size = sizeof(chan_start) + tl + jl + pl + al + il + 5;
+	chan_start *cs = malloc(size);
+	if (!cs)
+		abort();
+	memset(cs, 0, sizeof(*cs));
+	cs->ops = ops;
+	cs->ep = s->ep;
+	cs->transport = rt_self();
+	cs->vsn = (uint8_t)s->vsn;
+	cs->topic_len = (uint32_t)tl;
+	cs->join_ref_len = (uint32_t)jl;
+	cs->params_len = (uint32_t)pl;
+	cs->params_binary = m->bin != NULL;
+	cs->assigns_len = (uint32_t)al;
+	cs->id_len = (uint32_t)il;
+	char *p = (char *)(cs + 1);
+	memcpy(p, m->topic, tl + 1);
+	p += tl + 1;
+	memcpy(p, chan_join_ref, jl + 1);
+	p += jl + 1;
+	if (pl)
+		memcpy(p, params, pl);
+	p[pl] = 0;
+	p += pl + 1;
+	if (al)
+		memcpy(p, s->assigns_json, al);
+	p[al] = 0;
+	p += al + 1;
+	if (il)
+		memcpy(p, s->id, il);
+	p[il] = 0;
+	rt_pid pid = rt_sup_start_child(s->ep->chan_sup, &ch_channel_behaviour, cs, size);
+	free(cs);
+	if (!pid) {
+		reply(s, m->join_ref, m->ref, m->topic, "error", "{\"reason\":\"join crashed\"}");
+		return;
+	}
+	s->block = B_JOINING;
+	s->join_pid = pid;
+	s->join_mon = rt_monitor(pid);
+	s->join_topic = dup_or_null(m->topic);
+	s->join_join_ref = dup_or_null(m->join_ref);
+	s->join_ref = dup_or_null(m->ref);
+}
+
+static void
+end_join(ch_socket *s, bool ok, const char *response)
+{
+	reply(s, s->join_join_ref, s->join_ref, s->join_topic, ok ? "ok" : "error", response);
+	if (ok) {
+		if (s->nchans == s->capchans) {
+			s->capchans = s->capchans ? s->capchans * 2 : 2;
+			s->chans = realloc(s->chans, s->capchans * sizeof(chan_ent));
+			if (!s->chans)
+				abort();
+		}
+		s->chans[s->nchans++] = (chan_ent){.topic = s->join_topic,
+						   .join_ref = s->join_join_ref,
+						   .pid = s->join_pid,
+						   .mon = s->join_mon};
+	} else {
+		rt_demonitor(s->join_mon);
+		free(s->join_topic);
+		free(s->join_join_ref);
+	}
+	free(s->join_ref);
+	s->join_topic = s->join_join_ref = s->join_ref = NULL;
+	s->join_pid = RT_NOPID;
+	unblock(s);
+}
+
+/* A second join of a joined topic: stop the old channel first (as Phoenix,
+ * waiting for it up to 5 s, then killing it), then join again. */
+static void
+start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, bool binary)
+{
+	s->dup_pid = old->pid;
+	s->dup_topic = old->topic;
+	s->dup_join_ref = old->join_ref;
+	rt_demonitor(old->mon);
+	pubsub_unsubscribe(s->ep->pubsub, old->topic, old->pid);
+	*old = s->chans[--s->nchans];
+	s->dup_mon = rt_monitor(s->dup_pid);
+	rt_exit(s->dup_pid, "shutdown: duplicate_join");
+	s->dup_timer = rt_send_after(DUP_TIMEOUT_MS, rt_self(), SOCK_DUP_TIMEOUT, NULL, 0);
+	s->block = B_DUPLICATE;
+	defer_front_frame(s, frame, len, binary);
+}
+
+static void
+end_duplicate(ch_socket *s)
+{
+	rt_cancel_timer(s->dup_timer);
+	rt_demonitor(s->dup_mon);
+	int kind;
+	rt_buf *b = encode_exit(s, s->dup_topic, s->dup_join_ref, "phx_close", &kind);
+	if (s->nafter < 4) {
+		s->after[s->nafter] = b;
+		s->after_kind[s->nafter++] = kind;
+	} else {
+		rt_buf_release(b);
+	}
+	free(s->dup_topic);
+	free(s->dup_join_ref);
+	s->dup_topic = s->dup_join_ref = NULL;
+	s->dup_pid = RT_NOPID;
+	/* Unlike a join, the replies queued in `after` wait for the new join's reply. */
+	s->block = B_NONE;
+	replay(s);
+}
+
+/* ------------------------------------------------------------------ in */
+
+static void
+forward_event(chan_ent *c, const ch_msg *m)
+{
+	const char *ref = m->ref ? m->ref : "null";
+	size_t rl = strlen(ref), el = strlen(m->event);
+	const void *payload = m->bin ? (const void *)m->bin : (const void *)m->payload_json;
+	size_t pl = m->bin ? m->bin_len : m->payload_json_len;
+	rt_msg *msg = rt_msg_alloc(CHAN_IN, sizeof(chan_in_hdr) + rl + el + pl + 3);
+	chan_in_hdr *h = rt_msg_data(msg);
+	h->ref_len = (uint32_t)rl;
+	h->event_len = (uint32_t)el;
+	h->payload_len = (uint32_t)pl;
+	h->binary = m->bin != NULL;
+	char *p = (char *)(h + 1);
+	memcpy(p, ref, rl + 1);
+	p += rl + 1;
+	memcpy(p, m->event, el + 1);
+	p += el + 1;
+	if (pl)
+		memcpy(p, payload, pl);
+	p[pl] = 0;
+	rt_send_msg(c->pid, msg);
+}
+
+static bool
+join_ref_matches(const chan_ent *c, const ch_msg *m)
+{
+	return ch_ref_is_null(m->join_ref) || ch_ref_equal(m->join_ref, c->join_ref);
+}
+
+static int
+process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
+{
+	ch_msg m;
+	const char *err = NULL;
+	if (ch_msg_decode(s->vsn, binary, data, len, &m, &err) < 0) {
+		rt_log_debug("socket: undecodable message (%s): closing with 1011",
+			     err ? err : "?");
+		return 1011;
+	}
+	if (strcmp(m.topic, "phoenix") == 0 && strcmp(m.event, "heartbeat") == 0) {
+		reply(s, NULL, m.ref, "phoenix", "ok", "{}");
+		ch_msg_free(&m);
+		return 0;
+	}
+	chan_ent *c = find_topic(s, m.topic);
+	bool is_join = strcmp(m.event, "phx_join") == 0;
+	if (is_join && c) {
+		start_duplicate(s, c, data, len, binary);
+	} else if (is_join) {
+		const ch_channel_ops *ops = endpoint_route(s->ep, m.topic);
+		if (!ops) {
+			rt_log_warning("ignoring unmatched topic \"%s\"", m.topic);
+			reply(s, NULL, m.ref, m.topic, "error", "{\"reason\":\"unmatched topic\"}");
+		} else if (s->nchans >= s->ep->max_channels) {
+			rt_log_error("reached max channels per transport limit of %u for socket %s",
+				     s->ep->max_channels, s->id ? s->id : "nil");
+			reply(s, m.join_ref, m.ref, m.topic, "error",
+			      "{\"reason\":\"too many channels joined\"}");
+		} else {
+			start_join(s, &m, ops);
+		}
+	} else if (strcmp(m.event, "phx_leave") == 0) {
+		if (!c) {
+			reply(s, m.join_ref, m.ref, m.topic, "ok", "{}");
+		} else if (join_ref_matches(c, &m)) {
+			const char *ref = m.ref ? m.ref : "null";
+			rt_send(c->pid, CHAN_LEAVE, ref, strlen(ref) + 1);
+		}
+	} else if (c) {
+		if (join_ref_matches(c, &m))
+			forward_event(c, &m);
+		/* else: a stale message for an earlier join: ignored */
+	} else {
+		reply(s, NULL, m.ref, m.topic, "error", "{\"reason\":\"unmatched topic\"}");
+	}
+	if (s->block == B_NONE)
+		flush_after(s);
+	ch_msg_free(&m);
+	return 0;
+}
+
+int
+ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
+{
+	if (s->block != B_NONE)
+		return defer(s, true, binary, 0, RT_NOPID, NULL, data, len) ? 0 : 1011;
+	return process_in(s, data, len, binary);
+}
+
+/* ------------------------------------------------------------------ info */
+
+/* Whether m ends the current block (and is handled now, not deferred). */
+static bool
+unblocks(ch_socket *s, rt_msg *m)
+{
+	if (s->block == B_JOINING) {
+		if (m->tag == CHAN_JOINED && m->from == s->join_pid)
+			return true;
+		if (m->tag == RT_MSG_DOWN && ((rt_down_info *)rt_msg_data(m))->ref == s->join_mon)
+			return true;
+	} else if (s->block == B_DUPLICATE) {
+		if (m->tag == RT_MSG_DOWN && ((rt_down_info *)rt_msg_data(m))->ref == s->dup_mon)
+			return true;
+		if (m->tag == SOCK_DUP_TIMEOUT)
+			return true;
+	}
+	return false;
+}
+
+static bool
+handle_info(ch_socket *s, rt_msg *m)
+{
+	switch (m->tag) {
+	case CH_MSG_FRAME:
+		if (m->buf)
+			s->t.send(s->t.conn, rt_buf_retain(m->buf), (int)m->buf->flags);
+		return true;
+	case CHAN_JOINED: {
+		if (s->block != B_JOINING || m->from != s->join_pid)
+			return true;
+		chan_joined *j = rt_msg_data(m);
+		end_join(s, j->ok, (const char *)(j + 1));
+		return true;
+	}
+	case CHAN_CLOSE: {
+		chan_ent *c = find_pid(s, m->from);
+		if (c) {
+			int kind;
+			rt_buf *b = encode_exit(s, c->topic, c->join_ref, "phx_close", &kind);
+			delete_chan(s, c);
+			send_kind(s, b, kind);
+		}
+		return true;
+	}
+	case RT_MSG_DOWN: {
+		rt_down_info *d = rt_msg_data(m);
+		if (s->block == B_JOINING && d->ref == s->join_mon) {
+			rt_log_error("join of %s crashed: %s", s->join_topic, d->reason);
+			end_join(s, false, "{\"reason\":\"join crashed\"}");
+			return true;
+		}
+		if (s->block == B_DUPLICATE && d->ref == s->dup_mon) {
+			end_duplicate(s);
+			return true;
+		}
+		chan_ent *c = find_pid(s, d->pid);
+		if (c && c->mon == d->ref) {
+			int kind;
+			rt_buf *b = encode_exit(s, c->topic, c->join_ref, "phx_error", &kind);
+			delete_chan(s, c);
+			send_kind(s, b, kind);
+			return true;
+		}
+		return false;
+	}
+	case SOCK_DUP_TIMEOUT:
+		if (s->block == B_DUPLICATE)
+			rt_exit(s->dup_pid, "kill");
+		return true;
+	case CH_MSG_BROADCAST: {
+		ch_broadcast_view v;
+		if (ch_broadcast_read(m, &v) == 0 && s->id && strcmp(v.topic, s->id) == 0 &&
+		    strcmp(v.event, "disconnect") == 0)
+			s->t.close(s->t.conn, 1000, "disconnected");
+		return true;
+	}
+	default:
+		return false;
+	}
+}
+
+static bool
+is_socket_tag(uint32_t tag)
+{
+	return tag == CH_MSG_FRAME || tag == CHAN_JOINED || tag == CHAN_CLOSE ||
+	       tag == RT_MSG_DOWN || tag == SOCK_DUP_TIMEOUT || tag == CH_MSG_BROADCAST;
+}
+
+bool
+ch_socket_info(ch_socket *s, rt_msg *m)
+{
+	if (!is_socket_tag(m->tag))
+		return false;
+	if (s->block != B_NONE && !unblocks(s, m)) {
+		if (!defer(s, false, false, m->tag, m->from, m->buf, rt_msg_data(m), m->size))
+			s->t.close(s->t.conn, 1011, "overloaded");
+		return true;
+	}
+	return handle_info(s, m);
+}
+
+/* ------------------------------------------------------------------ open/close */
+
+static int
+parse_vsn(const char *v)
+{
+	if (!v || strcmp(v, "1.0.0") == 0 || strncmp(v, "1.0.", 4) == 0)
+		return 1;
+	if (strcmp(v, "2.0.0") == 0 || strncmp(v, "2.0.", 4) == 0)
+		return 2;
+	return 0;
+}
+
+ch_socket *
+ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
+	       const ch_transport *t, int *http_status)
+{
+	int vsn = parse_vsn(ch_params_get(params, "vsn"));
+	if (!vsn) {
+		rt_log_error("the client's requested serializer version \"%s\" is not supported",
+			     ch_params_get(params, "vsn"));
+		*http_status = 403;
+		return NULL;
+	}
+	const ch_socket_handler *h = ep->handler;
+	cJSON *assigns = cJSON_CreateObject();
+	if (!assigns)
+		abort();
+	if (h && h->connect && h->connect(ep, params, info, assigns) != CH_OK) {
+		cJSON_Delete(assigns);
+		*http_status = 403;
+		return NULL;
+	}
+	ch_socket *s = calloc(1, sizeof(*s));
+	if (!s)
+		abort();
+	s->ep = ep;
+	s->t = *t;
+	s->vsn = vsn;
+	s->assigns = assigns;
+	if (assigns->child)
+		s->assigns_json = cJSON_PrintUnformatted(assigns);
+	char id[256];
+	size_t n = h && h->id ? h->id(assigns, id, sizeof(id)) : 0;
+	if (n > 0 && n < sizeof(id)) {
+		id[n] = 0;
+		s->id = dup_or_null(id);
+		pubsub_subscribe(ep->pubsub, s->id, rt_self(), RT_NOPID, vsn, NULL);
+	}
+	*http_status = 0;
+	return s;
+}
+
+void
+ch_socket_close(ch_socket *s, const char *reason)
+{
+	(void)reason;
+	if (!s)
+		return;
+	if (s->id) {
+		pubsub_unsubscribe(s->ep->pubsub, s->id, rt_self());
+		free(s->id);
+	}
+	/* Channel processes monitor this process and stop when it exits. */
+	for (uint32_t i = 0; i < s->nchans; i++) {
+		free(s->chans[i].topic);
+		free(s->chans[i].join_ref);
+	}
+	free(s->chans);
+	free(s->join_topic);
+	free(s->join_join_ref);
+	free(s->join_ref);
+	free(s->dup_topic);
+	free(s->dup_join_ref);
+	for (int i = 0; i < s->nafter; i++)
+		rt_buf_release(s->after[i]);
+	deferred *d = s->dq_head;
+	while (d) {
+		deferred *n = d->next;
+		rt_buf_release(d->buf);
+		free(d);
+		d = n;
+	}
+	cJSON_Delete(s->assigns);
+	free(s->assigns_json);
+	free(s);
+}
+
+int
+ch_socket_vsn(const ch_socket *s)
+{
+	return s->vsn;
+}

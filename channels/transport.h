@@ -1,0 +1,62 @@
+/*
+ * transport.h: what a transport (transports/websocket, later long polling)
+ * and the Phoenix socket layer (channels/socket.c) promise each other.
+ *
+ * A transport process owns one client connection.  Once the client is
+ * accepted (ch_socket_open) the same process is the Phoenix socket: frames
+ * from the client go to ch_socket_in, every runtime message that is not the
+ * transport's own goes to ch_socket_info, and the socket sends frames and
+ * close requests back through the ch_transport callbacks, which only queue
+ * work on the connection (they never block).
+ *
+ * Messages to a transport process from others (the fastlane, channel
+ * replies and pushes) are tagged CH_MSG_FRAME and carry an encoded frame in
+ * m->buf; rt_buf.flags of such a frame is CH_FRAME_TEXT or CH_FRAME_BINARY.
+ * ch_socket_info handles them by calling t->send.
+ */
+#ifndef channels_transport_h
+#define channels_transport_h
+
+#include "channels/channels.h"
+
+enum {
+	CH_MSG_FRAME = 0xFFFE0010u, /* m->buf: an encoded frame for the client */
+};
+
+/* Frame kinds, in rt_buf.flags of frames (same values as the serializer's). */
+enum { CH_FRAME_TEXT_KIND = 1, CH_FRAME_BINARY_KIND = 2 };
+
+typedef struct ch_transport {
+	void *conn;
+	/* Queues one frame to the client; takes over the buffer reference. */
+	void (*send)(void *conn, rt_buf *frame, int kind);
+	/* Closes the connection after the queued frames, with a WebSocket close code. */
+	void (*close)(void *conn, int code, const char *reason);
+} ch_transport;
+
+typedef struct ch_socket ch_socket;
+
+/* Accepts or refuses a client: picks the serializer from the "vsn" parameter
+ * (absent or "1.0.0": V1, "2.0.0": V2; anything else refused), runs the
+ * handler's connect, subscribes to the socket id topic.  Returns the socket,
+ * or NULL with *http_status set (403 refused, 400 bad vsn).  Must be called
+ * from the transport process. */
+ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
+			  const ch_transport *t, int *http_status);
+
+/* A data frame from the client.  Returns 0, or a close code (1011 when the
+ * message cannot be decoded, as Phoenix does) after which the transport
+ * closes the connection. */
+int ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary);
+
+/* A runtime message for the socket.  Returns true if it was the socket's. */
+bool ch_socket_info(ch_socket *s, rt_msg *m);
+
+/* The connection ended (reason for logs).  Channels are told (they see the
+ * transport exit); s is freed. */
+void ch_socket_close(ch_socket *s, const char *reason);
+
+/* The serializer version in use (1 or 2). */
+int ch_socket_vsn(const ch_socket *s);
+
+#endif /* channels_transport_h */
