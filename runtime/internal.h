@@ -18,6 +18,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 
+#include "runtime/pidmap.h"
 #include "runtime/rt.h"
 
 /* System signals travel in the mailbox with the messages, so that ordering
@@ -44,8 +45,7 @@ enum {
 
 /* Rarely used per-process data, allocated on first use. */
 typedef struct proc_ext {
-	rt_pid *links;
-	uint32_t nlinks, caplinks;
+	pidmap links;
 	struct mon { uint64_t ref; rt_pid pid; } *mons_out; /* monitors I hold */
 	uint32_t nout, capout;
 	struct mon *mons_in; /* monitors on me */

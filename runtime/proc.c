@@ -234,29 +234,13 @@ rt_exit(rt_pid pid, const char *reason)
 static void
 ext_add_link(proc_ext *x, rt_pid pid)
 {
-	for (uint32_t i = 0; i < x->nlinks; i++)
-		if (x->links[i] == pid)
-			return;
-	if (x->nlinks == x->caplinks) {
-		x->caplinks = x->caplinks ? x->caplinks * 2 : 4;
-		x->links = realloc(x->links, x->caplinks * sizeof(rt_pid));
-		if (!x->links)
-			abort();
-	}
-	x->links[x->nlinks++] = pid;
+	pidmap_put(&x->links, pid, 0);
 }
 
 static bool
 ext_del_link(proc_ext *x, rt_pid pid)
 {
-	if (!x)
-		return false;
-	for (uint32_t i = 0; i < x->nlinks; i++)
-		if (x->links[i] == pid) {
-			x->links[i] = x->links[--x->nlinks];
-			return true;
-		}
-	return false;
+	return x && pidmap_del(&x->links, pid);
 }
 
 static void
@@ -319,7 +303,7 @@ proc_discard(rt_proc *p)
 	ht_free(&rt_g.procs, p->pid);
 	msg_free(p->mb_tail);
 	if (p->ext) {
-		free(p->ext->links);
+		pidmap_free(&p->ext->links);
 		free(p->ext->mons_in);
 		free(p->ext);
 	}
@@ -595,13 +579,14 @@ exit_finish(sched *s, rt_proc *p)
 		timer_proc_exit(p);
 		io_proc_exit(p);
 		registry_proc_exit(p);
-		for (uint32_t i = 0; i < x->nlinks; i++)
-			send_reason(x->links[i], SIG_EXIT_LINK, reason);
+		pidmap_ent e;
+		for (uint32_t i = 0; pidmap_next(&x->links, &i, &e);)
+			send_reason(e.key, SIG_EXIT_LINK, reason);
 		for (uint32_t i = 0; i < x->nout; i++)
 			rt_send(x->mons_out[i].pid, SIG_DEMONITOR, &x->mons_out[i].ref, sizeof(uint64_t));
 		for (uint32_t i = 0; i < x->nin; i++)
 			send_down(x->mons_in[i].pid, x->mons_in[i].ref, p->pid, reason);
-		free(x->links);
+		pidmap_free(&x->links);
 		free(x->mons_out);
 		free(x->mons_in);
 		free(x->name);
@@ -667,12 +652,33 @@ proc_free_final(rt_proc *p)
 	rt_free(p, proc_block_size(p->beh));
 }
 
-/* Frees every live process without callbacks (rt_shutdown, schedulers joined). */
+/* Runs p's terminate during rt_shutdown, surviving a crash inside it. */
+static void
+terminate_at_shutdown(sched *s, rt_proc *p)
+{
+	s->current = p;
+	if (setjmp(s->crash_jb) == 0)
+		p->beh->terminate(p->state, "shutdown");
+	else
+		rt_log_error("process %s crashed in terminate during shutdown", p->beh->name);
+	s->current = NULL;
+}
+
+/* Ends every live process (rt_shutdown, schedulers joined): terminate with
+ * "shutdown" for all first (they may still send to each other), then free. */
 void
 proc_free_all(void)
 {
 	handle_table *t = &rt_g.procs;
+	sched *s = rt_cur;
 	uint32_t n = atomic_load(&t->fresh);
+	for (uint32_t i = 1; i < n && i < t->cap; i++) {
+		rt_proc *p = atomic_load(&t->slots[i].ptr);
+		if (p && p->beh->terminate && (p->flags & PF_STARTED) && !(p->flags & PF_EXITING)) {
+			p->flags |= PF_EXITING;
+			terminate_at_shutdown(s, p);
+		}
+	}
 	for (uint32_t i = 1; i < n && i < t->cap; i++) {
 		rt_proc *p = atomic_load(&t->slots[i].ptr);
 		if (!p)
@@ -684,7 +690,8 @@ proc_free_all(void)
 		if (p->ext) {
 			timer_proc_exit(p);
 			io_proc_exit(p);
-			free(p->ext->links);
+			registry_proc_exit(p);
+			pidmap_free(&p->ext->links);
 			free(p->ext->mons_out);
 			free(p->ext->mons_in);
 			free(p->ext->name);

@@ -129,9 +129,10 @@ typedef struct rt_config {
 /* Starts the scheduler threads.  Returns 0, or -1 if already started or out of resources. */
 int rt_start(const rt_config *cfg);
 
-/* Stops the schedulers and frees every remaining process without running
- * callbacks (call it after the application has shut its processes down).
- * From a non-scheduler thread only. */
+/* Stops the schedulers, then ends every remaining process: terminate runs
+ * with reason "shutdown" (no links or monitors fire any more), and all
+ * memory is released.  Better: shut the application's supervision tree down
+ * first.  From a non-scheduler thread only. */
 void rt_shutdown(void);
 
 /* Number of scheduler threads. */

@@ -359,8 +359,14 @@ rt_shutdown(void)
 		ebr_drain_all(&s->ebr);
 		run_cmds(s);
 	}
-	rt_cur = NULL;
+	rt_cur = &rt_g.scheds[0];
 	proc_free_all();
+	for (int i = 0; i < rt_g.nsched; i++) {
+		rt_cur = &rt_g.scheds[i];
+		ebr_drain_all(&rt_g.scheds[i].ebr);
+		run_cmds(&rt_g.scheds[i]);
+	}
+	rt_cur = NULL;
 	timers_free_all();
 	registry_fini();
 	for (int i = 0; i < rt_g.nsched; i++) {

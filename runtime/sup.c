@@ -52,6 +52,7 @@ typedef struct sup_state {
 	rt_child_spec *specs; /* owned copies (args too) */
 	child *kids;          /* static: one per spec; dynamic: running children */
 	size_t nkids, capkids;
+	pidmap index;         /* pid -> position in kids, for running children */
 	int64_t *restarts; /* ring of restart times (ms) */
 	int nrestarts, rhead;
 	/* Termination in progress. */
@@ -84,26 +85,37 @@ start_kid(sup_state *s, size_t i)
 	k->pid = rt_spawn_opt(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, RT_SPAWN_LINK, NULL);
 	if (!k->pid)
 		rt_log_error("supervisor: could not start child %s", cs->id);
+	else
+		pidmap_put(&s->index, k->pid, (uint32_t)i);
+}
+
+/* A child stops running: forget its pid (its exit was handled). */
+static void
+kid_stopped(sup_state *s, size_t i)
+{
+	if (s->kids[i].pid)
+		pidmap_del(&s->index, s->kids[i].pid);
+	s->kids[i].pid = RT_NOPID;
 }
 
 static void
 remove_kid(sup_state *s, size_t i)
 {
+	kid_stopped(s, i);
 	free(s->kids[i].arg);
+	s->kids[i].arg = NULL;
 	if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE) {
 		s->kids[i] = s->kids[--s->nkids];
-		return;
+		if (i < s->nkids && s->kids[i].pid)
+			pidmap_put(&s->index, s->kids[i].pid, (uint32_t)i);
 	}
-	s->kids[i].pid = RT_NOPID;
 }
 
 static ssize_t
 find_kid(sup_state *s, rt_pid pid)
 {
-	for (size_t i = 0; i < s->nkids; i++)
-		if (s->kids[i].pid == pid)
-			return (ssize_t)i;
-	return -1;
+	uint32_t i;
+	return pidmap_get(&s->index, pid, &i) ? (ssize_t)i : -1;
 }
 
 /* Records one restart; false when the intensity is exceeded. */
@@ -221,7 +233,7 @@ on_child_exit(sup_state *s, size_t i, const char *reason)
 	child *k = &s->kids[i];
 	bool was_terminating = k->terminating;
 	const rt_child_spec *cs = spec_of(s, i);
-	k->pid = RT_NOPID;
+	kid_stopped(s, i);
 	k->terminating = false;
 	if (was_terminating && s->after == AFTER_NOTHING) {
 		remove_kid(s, i); /* rt_sup_terminate_child: not restarted */
@@ -317,12 +329,16 @@ sup_handle(void *state, rt_msg *m)
 		memset(k, 0, sizeof(*k));
 		k->pid = a->pid;
 		k->beh = a->beh;
+		pidmap_put(&s->index, a->pid, (uint32_t)(s->nkids - 1));
 		proc_add_link(rt_cur->current, a->pid);
-		k->arg_size = a->arg_size;
-		k->arg = malloc(a->arg_size ? a->arg_size : 1);
-		if (!k->arg)
-			abort();
-		memcpy(k->arg, a->arg, a->arg_size);
+		/* Only a child that may be restarted needs its argument kept. */
+		if (spec_of(s, 0)->restart != RT_TEMPORARY) {
+			k->arg_size = a->arg_size;
+			k->arg = malloc(a->arg_size ? a->arg_size : 1);
+			if (!k->arg)
+				abort();
+			memcpy(k->arg, a->arg, a->arg_size);
+		}
 		return RT_OK;
 	}
 	case SUP_TERMINATE_CHILD: {
@@ -368,6 +384,7 @@ sup_terminate(void *state, const char *reason)
 		free((void *)s->specs[i].arg);
 	free(s->specs);
 	free(s->kids);
+	pidmap_free(&s->index);
 	free(s->restarts);
 	free(s->term);
 	free(s->exit_reason);
