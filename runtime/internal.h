@@ -163,6 +163,13 @@ struct sched {
 	pthread_mutex_t inject_lock;
 	rt_proc *inj_head, *inj_tail;
 	_Atomic size_t inj_len;
+	/* Processes made runnable here for other schedulers, handed over in one
+	 * batch per target after the current turn (owner only). */
+	struct pend {
+		rt_proc *head, *tail;
+		size_t n;
+	} *pend;
+	bool has_pend;
 	/* Commands to run on this thread (timer cancels from elsewhere). */
 	cmd *cmds;
 	_Atomic int ncmds;

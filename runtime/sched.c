@@ -124,12 +124,41 @@ drain_inject(sched *s)
 	s->lq_len += n;
 }
 
+/* Hands the batched remote wake-ups to their schedulers. */
+static void
+flush_pend(sched *s)
+{
+	s->has_pend = false;
+	for (int i = 0; i < rt_g.nsched; i++) {
+		struct pend *pd = &s->pend[i];
+		if (pd->n) {
+			inject(&rt_g.scheds[i], pd->head, pd->tail, pd->n);
+			pd->head = pd->tail = NULL;
+			pd->n = 0;
+		}
+	}
+}
+
 void
 sched_make_runnable(rt_proc *p)
 {
 	sched *s = rt_cur;
 	if (s && (p->home < 0 || p->home == s->id)) {
 		lq_push(s, p);
+		return;
+	}
+	if (s && !atomic_load_explicit(&rt_g.stopping, memory_order_relaxed)) {
+		/* A pinned process of another scheduler: batch it (a broadcast
+		 * wakes thousands of them in one turn). */
+		struct pend *pd = &s->pend[p->home];
+		p->rq_next = NULL;
+		if (pd->tail)
+			pd->tail->rq_next = p;
+		else
+			pd->head = p;
+		pd->tail = p;
+		pd->n++;
+		s->has_pend = true;
 		return;
 	}
 	sched *t;
@@ -267,11 +296,15 @@ sched_loop(sched *s)
 		rt_proc *p = lq_pop(s);
 		if (!p) {
 			ev_run(s->loop, EVRUN_NOWAIT);
+			if (s->has_pend) /* I/O callbacks may have made some runnable */
+				flush_pend(s);
 			if (s->lq_len == 0 && atomic_load(&s->inj_len) == 0)
 				idle(s);
 			continue;
 		}
 		proc_run(s, p);
+		if (s->has_pend)
+			flush_pend(s);
 		if ((++s->runs & 63) == 0)
 			ev_run(s->loop, EVRUN_NOWAIT);
 		share_work(s);
@@ -330,6 +363,9 @@ rt_start(const rt_config *cfg)
 		if (!s->loop)
 			return -1;
 		ev_set_userdata(s->loop, s);
+		s->pend = calloc((size_t)c.schedulers, sizeof(struct pend));
+		if (!s->pend)
+			return -1;
 		ev_set_loop_release_cb(s->loop, loop_release_cb, loop_acquire_cb);
 		ev_async_init(&s->wake, wake_cb);
 		ev_async_start(s->loop, &s->wake);
@@ -373,6 +409,7 @@ rt_shutdown(void)
 		sched *s = &rt_g.scheds[i];
 		ev_loop_destroy(s->loop);
 		pthread_mutex_destroy(&s->inject_lock);
+		free(s->pend);
 	}
 	ebr_free_foreign();
 	free(rt_g.scheds);
