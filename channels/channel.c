@@ -25,9 +25,9 @@ struct ch_chan {
 	char *topic;
 	char *join_ref; /* raw JSON token */
 	char *socket_id;
-	cJSON *assigns;       /* NULL when empty */
-	const char *cur_ref;  /* raw ref of the event being handled */
-	char *join_reply;     /* JSON set by ch_join_reply / ch_join_error */
+	cJSON *assigns;      /* NULL when empty */
+	const char *cur_ref; /* raw ref of the event being handled */
+	char *join_reply;    /* JSON set by ch_join_reply / ch_join_error */
 	char *stop_reason;
 	cJSON *cur_json; /* payload being handled: freed by terminate if a handler crashes */
 	uint8_t vsn;
@@ -111,7 +111,7 @@ chan_init(void *st, const void *arg, size_t size)
 		return rt_stop("shutdown");
 	}
 	pubsub_subscribe(ch->ep->pubsub, ch->topic, rt_self(), ch->transport, ch->vsn,
-			 ch->ops->intercepts);
+	                 ch->ops->intercepts);
 	ch->joined = true;
 	ch->transport_mon = rt_monitor(ch->transport);
 	send_joined(ch, true);
@@ -203,7 +203,7 @@ chan_handle(void *st, rt_msg *m)
 		rt_down_info *d = rt_msg_data(m);
 		if (d->ref == ch->transport_mon)
 			return rt_stop(strcmp(d->reason, "normal") == 0 ? "shutdown: closed"
-									 : d->reason);
+			                                                : d->reason);
 		break;
 	}
 	default:
@@ -233,11 +233,11 @@ chan_terminate(void *st, const char *reason)
 }
 
 const rt_behaviour ch_channel_behaviour = {
-	.name = "channel",
-	.state_size = sizeof(ch_chan),
-	.init = chan_init,
-	.handle = chan_handle,
-	.terminate = chan_terminate,
+    .name = "channel",
+    .state_size = sizeof(ch_chan),
+    .init = chan_init,
+    .handle = chan_handle,
+    .terminate = chan_terminate,
 };
 
 /* ------------------------------------------------------------------ API */
@@ -298,7 +298,7 @@ ch_reply(ch_chan *ch, const char *status, const char *json)
 		return;
 	rt_buf *b = NULL;
 	int kind = ch_encode_reply(&b, ch->vsn, ch->join_ref, ch->cur_ref, ch->topic, status, json,
-				   json ? strlen(json) : 0);
+	                           json ? strlen(json) : 0);
 	if (kind < 0) {
 		rt_buf_release(b);
 		rt_crash("cannot encode the reply to %s on %s", ch->cur_ref, ch->topic);
@@ -313,7 +313,7 @@ ch_reply_binary(ch_chan *ch, const char *status, const void *data, size_t len)
 		return;
 	rt_buf *b = NULL;
 	int kind = ch_encode_reply_bin(&b, ch->vsn, ch->join_ref, ch->cur_ref, ch->topic, status,
-				       data, len);
+	                               data, len);
 	if (kind < 0) {
 		rt_buf_release(b);
 		rt_crash("cannot encode a binary reply on %s (serializer V%d)", ch->topic, ch->vsn);
@@ -350,7 +350,7 @@ ch_reply_ref(const ch_ref *ref, const char *status, const char *json)
 {
 	rt_buf *b = NULL;
 	int kind = ch_encode_reply(&b, ref->vsn, ref->join_ref, ref->ref, ref->topic, status, json,
-				   json ? strlen(json) : 0);
+	                           json ? strlen(json) : 0);
 	if (kind < 0) {
 		rt_buf_release(b);
 		return;
@@ -363,7 +363,7 @@ ch_push(ch_chan *ch, const char *event, const char *json)
 {
 	rt_buf *b = NULL;
 	int kind = ch_encode_message(&b, ch->vsn, ch->join_ref, NULL, ch->topic, event,
-				     json ? json : "{}", json ? strlen(json) : 2);
+	                             json ? json : "{}", json ? strlen(json) : 2);
 	if (kind < 0) {
 		rt_buf_release(b);
 		rt_crash("cannot encode push %s on %s", event, ch->topic);
@@ -387,14 +387,14 @@ int
 ch_broadcast(ch_chan *ch, const char *event, const char *json)
 {
 	return pubsub_local_broadcast(ch->ep->pubsub, RT_NOPID, ch->topic, event, json,
-				      strlen(json));
+	                              strlen(json));
 }
 
 int
 ch_broadcast_from(ch_chan *ch, const char *event, const char *json)
 {
 	return pubsub_local_broadcast(ch->ep->pubsub, rt_self(), ch->topic, event, json,
-				      strlen(json));
+	                              strlen(json));
 }
 
 int

@@ -34,8 +34,8 @@ typedef struct ch_endpoint ch_endpoint;
 
 /* A payload received from a client: JSON (parsed) or binary (V2 only). */
 typedef struct ch_payload {
-	const cJSON *json;  /* NULL for binary payloads */
-	const char *raw;    /* the JSON text as received (for exact echo), NULL for binary */
+	const cJSON *json; /* NULL for binary payloads */
+	const char *raw;   /* the JSON text as received (for exact echo), NULL for binary */
 	size_t raw_len;
 	const uint8_t *bin; /* binary payload, or NULL */
 	size_t bin_len;
@@ -101,7 +101,7 @@ typedef struct ch_socket_handler {
 	/* Accepts (CH_OK, filling `assigns`, a JSON object owned by the socket)
 	 * or refuses (CH_ERROR: HTTP 403) a connection. */
 	int (*connect)(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
-		       cJSON *assigns);
+	               cJSON *assigns);
 	/* Names the socket ("users_socket:42") into buf; returns its length, 0 for none. */
 	size_t (*id)(const cJSON *assigns, char *buf, size_t cap);
 	const ch_route *routes;
@@ -113,7 +113,7 @@ typedef struct ch_socket_handler {
 
 typedef struct ch_endpoint_opts {
 	const ch_socket_handler *handler;
-	const char *secret_key_base; /* for tokens */
+	const char *secret_key_base;   /* for tokens */
 	uint32_t heartbeat_timeout_ms; /* transports close a socket silent this long (60000) */
 } ch_endpoint_opts;
 
@@ -130,7 +130,7 @@ const char *ch_endpoint_secret(const ch_endpoint *ep);
  * (every node once clustering exists).  Any thread.  Returns 0, or -1 if
  * the payload is not a JSON object or a field is too long. */
 int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
-			  const char *payload_json);
+                          const char *payload_json);
 
 /* Local PubSub, for application processes: subscribe the calling process to
  * topic; it receives CH_MSG_BROADCAST messages (payload: ch_broadcast_view
@@ -193,10 +193,10 @@ int ch_stop(ch_chan *ch, const char *reason);
 /* Signs `data` (a string, e.g. a user id) as Phoenix.Token.sign(endpoint, salt, data)
  * does, into out (NUL-terminated); returns the length or -1. */
 int ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, char *out,
-			 size_t cap);
+                         size_t cap);
 /* Verifies; on success copies the data (a string, or an integer printed in
  * decimal) into out and returns 0; -1 invalid or expired. */
 int ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
-			   int64_t max_age_s, char *out, size_t cap);
+                           int64_t max_age_s, char *out, size_t cap);
 
 #endif /* channels_channels_h */

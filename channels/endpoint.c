@@ -17,18 +17,18 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 		abort();
 	ep->handler = opts->handler;
 	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
-	ep->max_channels = opts->handler && opts->handler->max_channels ? opts->handler->max_channels
-								       : 100;
+	ep->max_channels =
+	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	ep->pubsub = pubsub_new();
 	pthread_mutex_init(&ep->key_lock, NULL);
 	static const rt_child_spec channel_spec = {
-		.id = "channel",
-		.behaviour = &ch_channel_behaviour,
-		.restart = RT_TEMPORARY,
-		.shutdown_ms = 5000,
+	    .id = "channel",
+	    .behaviour = &ch_channel_behaviour,
+	    .restart = RT_TEMPORARY,
+	    .shutdown_ms = 5000,
 	};
-	rt_sup_spec spec = {.strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec,
-			    .nchildren = 1};
+	rt_sup_spec spec = {
+	    .strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec, .nchildren = 1};
 	ep->chan_sup = rt_sup_start(&spec);
 	if (!ep->chan_sup) {
 		ch_endpoint_stop(ep);
@@ -121,7 +121,7 @@ endpoint_key(ch_endpoint *ep, const char *salt)
 
 int
 ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, char *out,
-		     size_t cap)
+                     size_t cap)
 {
 	const ch_token_key *k = endpoint_key((ch_endpoint *)ep, salt);
 	if (!k)
@@ -134,7 +134,7 @@ ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, 
 
 int
 ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
-		       int64_t max_age_s, char *out, size_t cap)
+                       int64_t max_age_s, char *out, size_t cap)
 {
 	const ch_token_key *k = endpoint_key((ch_endpoint *)ep, salt);
 	if (!k || !token)
@@ -158,7 +158,7 @@ ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *toke
 
 int
 ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
-		      const char *payload_json)
+                      const char *payload_json)
 {
 	const char *p = payload_json;
 	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
@@ -166,7 +166,7 @@ ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
 	if (*p != '{')
 		return -1;
 	return pubsub_local_broadcast(ep->pubsub, RT_NOPID, topic, event, payload_json,
-				      strlen(payload_json));
+	                              strlen(payload_json));
 }
 
 int

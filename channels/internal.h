@@ -13,19 +13,20 @@
 
 /* Messages between the socket (transport process) and its channel processes. */
 enum {
-	CHAN_IN = 0xFFFE0100u, /* socket -> channel: a client event (chan_in_hdr + strings + payload) */
-	CHAN_LEAVE,            /* socket -> channel: phx_leave (payload: ref raw, NUL-terminated) */
-	CHAN_JOINED,           /* channel -> socket: join result (chan_joined + reply JSON) */
-	CHAN_CLOSE,            /* channel -> socket: stopping cleanly, send phx_close */
-	SOCK_DUP_TIMEOUT,      /* socket -> itself: a duplicate channel did not stop in time */
+	CHAN_IN =
+	    0xFFFE0100u,  /* socket -> channel: a client event (chan_in_hdr + strings + payload) */
+	CHAN_LEAVE,       /* socket -> channel: phx_leave (payload: ref raw, NUL-terminated) */
+	CHAN_JOINED,      /* channel -> socket: join result (chan_joined + reply JSON) */
+	CHAN_CLOSE,       /* channel -> socket: stopping cleanly, send phx_close */
+	SOCK_DUP_TIMEOUT, /* socket -> itself: a duplicate channel did not stop in time */
 };
 
 typedef struct chan_in_hdr {
-	uint32_t ref_len;   /* raw ref token */
+	uint32_t ref_len; /* raw ref token */
 	uint32_t event_len;
 	uint32_t payload_len;
-	uint8_t binary;     /* payload is binary (else JSON text) */
-	/* ref, NUL, event, NUL, payload follow */
+	uint8_t binary; /* payload is binary (else JSON text) */
+	                /* ref, NUL, event, NUL, payload follow */
 } chan_in_hdr;
 
 typedef struct chan_joined {
@@ -56,13 +57,13 @@ void pubsub_free(ch_pubsub *ps);
  * frames directly (0: pid gets CH_MSG_BROADCAST messages); intercepts: events
  * that go to pid even with a fastlane. */
 int pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, int vsn,
-		     const char *const *intercepts);
+                     const char *const *intercepts);
 int pubsub_unsubscribe(ch_pubsub *ps, const char *topic, rt_pid pid);
 
 /* Delivers {topic, event, payload} to the local subscribers of topic except
  * `from`: encodes the frame once per serializer for fastlane subscribers. */
 int pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char *event,
-			   const char *payload, size_t payload_len);
+                           const char *payload, size_t payload_len);
 
 /* Subscribers of a topic (tests, stats). */
 size_t pubsub_count(ch_pubsub *ps, const char *topic);

@@ -132,7 +132,7 @@ grow(shard *sh)
 
 int
 pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, int vsn,
-		 const char *const *intercepts)
+                 const char *const *intercepts)
 {
 	uint64_t h = hash_topic(topic);
 	shard *sh = shard_of(ps, h);
@@ -156,8 +156,8 @@ pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, 
 		if (!t->subs)
 			abort();
 	}
-	t->subs[t->n++] = (sub){.pid = pid, .fastlane = fastlane, .intercepts = intercepts,
-				.vsn = (uint8_t)vsn};
+	t->subs[t->n++] =
+	    (sub){.pid = pid, .fastlane = fastlane, .intercepts = intercepts, .vsn = (uint8_t)vsn};
 	pthread_rwlock_unlock(&sh->lock);
 	return 0;
 }
@@ -239,7 +239,7 @@ ch_broadcast_read(const rt_msg *m, ch_broadcast_view *out)
 
 int
 pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char *event,
-		       const char *payload, size_t payload_len)
+                       const char *payload, size_t payload_len)
 {
 	uint64_t h = hash_topic(topic);
 	shard *sh = shard_of(ps, h);
@@ -260,13 +260,14 @@ pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char
 			int v = s->vsn == 1 ? 1 : 2;
 			if (!enc[v] && !enc_failed[v]) {
 				int kind = ch_encode_broadcast(&enc[v], v, topic, event, payload,
-							       payload_len);
+				                               payload_len);
 				if (kind < 0) {
 					rt_buf_release(enc[v]);
 					enc[v] = NULL;
 					enc_failed[v] = true;
-					rt_log_warning("broadcast on %s: cannot encode %s for vsn %d",
-						       topic, event, v);
+					rt_log_warning(
+					    "broadcast on %s: cannot encode %s for vsn %d", topic,
+					    event, v);
 				} else {
 					enc[v]->flags = (uint32_t)kind;
 				}

@@ -163,8 +163,9 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 {
 	if (s->dq_n >= DEFER_MAX_ITEMS || s->dq_bytes + len > DEFER_MAX_BYTES) {
 		if (!s->overflowed)
-			rt_log_warning("socket %s: too much arrived while a join was pending; closing",
-				       s->id ? s->id : "(anonymous)");
+			rt_log_warning(
+			    "socket %s: too much arrived while a join was pending; closing",
+			    s->id ? s->id : "(anonymous)");
 		s->overflowed = true;
 		return false;
 	}
@@ -315,9 +316,9 @@ end_join(ch_socket *s, bool ok, const char *response)
 				abort();
 		}
 		s->chans[s->nchans++] = (chan_ent){.topic = s->join_topic,
-						   .join_ref = s->join_join_ref,
-						   .pid = s->join_pid,
-						   .mon = s->join_mon};
+		                                   .join_ref = s->join_join_ref,
+		                                   .pid = s->join_pid,
+		                                   .mon = s->join_mon};
 	} else {
 		rt_demonitor(s->join_mon);
 		free(s->join_topic);
@@ -408,7 +409,7 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 	const char *err = NULL;
 	if (ch_msg_decode(s->vsn, binary, data, len, &m, &err) < 0) {
 		rt_log_debug("socket: undecodable message (%s): closing with 1011",
-			     err ? err : "?");
+		             err ? err : "?");
 		return 1011;
 	}
 	if (strcmp(m.topic, "phoenix") == 0 && strcmp(m.event, "heartbeat") == 0) {
@@ -427,7 +428,7 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 			reply(s, NULL, m.ref, m.topic, "error", "{\"reason\":\"unmatched topic\"}");
 		} else if (s->nchans >= s->ep->max_channels) {
 			rt_log_error("reached max channels per transport limit of %u for socket %s",
-				     s->ep->max_channels, s->id ? s->id : "nil");
+			             s->ep->max_channels, s->id ? s->id : "nil");
 			reply(s, m.join_ref, m.ref, m.topic, "error",
 			      "{\"reason\":\"too many channels joined\"}");
 		} else {
@@ -577,12 +578,12 @@ parse_vsn(const char *v)
 
 ch_socket *
 ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
-	       const ch_transport *t, int *http_status)
+               const ch_transport *t, int *http_status)
 {
 	int vsn = parse_vsn(ch_params_get(params, "vsn"));
 	if (!vsn) {
 		rt_log_error("the client's requested serializer version \"%s\" is not supported",
-			     ch_params_get(params, "vsn"));
+		             ch_params_get(params, "vsn"));
 		*http_status = 403;
 		return NULL;
 	}

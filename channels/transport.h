@@ -42,7 +42,7 @@ typedef struct ch_socket ch_socket;
  * or NULL with *http_status set (403 refused, 400 bad vsn).  Must be called
  * from the transport process. */
 ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
-			  const ch_transport *t, int *http_status);
+                          const ch_transport *t, int *http_status);
 
 /* A data frame from the client.  Returns 0, or a close code (1011 when the
  * message cannot be decoded, as Phoenix does) after which the transport

@@ -56,8 +56,10 @@ member_handle(void *state, rt_msg *msg)
 	return RT_OK;
 }
 
-static const rt_behaviour member_behaviour = {
-	.name = "ring_member", .state_size = sizeof(member), .init = member_init, .handle = member_handle};
+static const rt_behaviour member_behaviour = {.name = "ring_member",
+                                              .state_size = sizeof(member),
+                                              .init = member_init,
+                                              .handle = member_handle};
 
 int
 main(void)
@@ -71,14 +73,21 @@ main(void)
 	rt_child_spec kids[8];
 	for (int i = 0; i < 8; i++) {
 		idx[i] = i;
-		kids[i] = (rt_child_spec){.id = "member", .behaviour = &member_behaviour, .arg = &idx[i],
-					  .arg_size = sizeof(int), .restart = RT_PERMANENT, .shutdown_ms = 100};
+		kids[i] = (rt_child_spec){.id = "member",
+		                          .behaviour = &member_behaviour,
+		                          .arg = &idx[i],
+		                          .arg_size = sizeof(int),
+		                          .restart = RT_PERMANENT,
+		                          .shutdown_ms = 100};
 	}
-	rt_sup_spec spec = {.strategy = RT_ONE_FOR_ONE, .intensity = 10, .period_ms = 1000,
-			    .children = kids, .nchildren = 8};
+	rt_sup_spec spec = {.strategy = RT_ONE_FOR_ONE,
+	                    .intensity = 10,
+	                    .period_ms = 1000,
+	                    .children = kids,
+	                    .nchildren = 8};
 	rt_pid sup = rt_sup_start(&spec);
 	rt_log_info("runtime demo: 8 supervised processes on %d schedulers; Ctrl-C to stop",
-		    rt_schedulers());
+	            rt_schedulers());
 	while (!rt_whereis("ring-0"))
 		usleep(1000);
 	uint64_t zero = 0;

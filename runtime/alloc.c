@@ -12,7 +12,7 @@
 
 #include "runtime/internal.h"
 
-#define NCLASSES 7      /* 32, 64, ..., 2048 bytes */
+#define NCLASSES 7 /* 32, 64, ..., 2048 bytes */
 #define MIN_SHIFT 5
 #define CACHE_BYTES (256 * 1024)
 

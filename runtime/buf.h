@@ -17,10 +17,10 @@
 #include <stdint.h>
 
 typedef struct rt_buf {
-	atomic_uint refs;  /* owners; freed when it drops to zero */
-	uint32_t flags;    /* free for the user (e.g. the WebSocket opcode) */
-	size_t len;        /* bytes used */
-	size_t cap;        /* bytes allocated in data[] */
+	atomic_uint refs; /* owners; freed when it drops to zero */
+	uint32_t flags;   /* free for the user (e.g. the WebSocket opcode) */
+	size_t len;       /* bytes used */
+	size_t cap;       /* bytes allocated in data[] */
 	uint8_t data[];
 } rt_buf;
 

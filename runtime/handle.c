@@ -47,8 +47,8 @@ ht_init(handle_table *t, uint32_t cap)
 {
 	memset(t, 0, sizeof(*t));
 	size_t bytes = (size_t)cap * sizeof(handle_slot);
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		       -1, 0);
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	t->slots = p;

@@ -46,7 +46,10 @@ enum {
 /* Rarely used per-process data, allocated on first use. */
 typedef struct proc_ext {
 	pidmap links;
-	struct mon { uint64_t ref; rt_pid pid; } *mons_out; /* monitors I hold */
+	struct mon {
+		uint64_t ref;
+		rt_pid pid;
+	} * mons_out; /* monitors I hold */
 	uint32_t nout, capout;
 	struct mon *mons_in; /* monitors on me */
 	uint32_t nin, capin;
@@ -72,9 +75,9 @@ typedef struct rt_proc {
 	};
 	const char *reason; /* exit reason while exiting (static or malloc'd: reason_owned) */
 	uint32_t flags;
-	int16_t home;        /* pinned scheduler, -1 when free to move */
+	int16_t home; /* pinned scheduler, -1 when free to move */
 	uint8_t reason_owned;
-	uint8_t size_class;  /* allocation class of this block */
+	uint8_t size_class; /* allocation class of this block */
 	_Alignas(16) unsigned char state[];
 } rt_proc;
 
@@ -95,7 +98,7 @@ void rt_free(void *p, size_t size);
 typedef struct ebr_thread {
 	_Atomic uint64_t epoch; /* last epoch observed, or EBR_OFFLINE */
 	struct ebr_thread *next;
-	rt_proc *ret_head;      /* retired processes, oldest first, linked through rq_next */
+	rt_proc *ret_head; /* retired processes, oldest first, linked through rq_next */
 	rt_proc *ret_tail;
 	uint64_t nretired;
 } ebr_thread;
@@ -134,7 +137,7 @@ typedef struct handle_table {
 
 int ht_init(handle_table *t, uint32_t cap);
 void ht_fini(handle_table *t);
-uint64_t ht_alloc(handle_table *t, void *ptr);  /* 0 when full */
+uint64_t ht_alloc(handle_table *t, void *ptr); /* 0 when full */
 void ht_free(handle_table *t, uint64_t h);
 void *ht_get(handle_table *t, uint64_t h);
 /* Like ht_get, and NULL unless the slot still holds handle h (generation check). */
@@ -168,7 +171,7 @@ struct sched {
 	struct pend {
 		rt_proc *head, *tail;
 		size_t n;
-	} *pend;
+	} * pend;
 	bool has_pend;
 	/* Commands to run on this thread (timer cancels from elsewhere). */
 	cmd *cmds;
@@ -215,7 +218,7 @@ void proc_free_final(rt_proc *p);
 void proc_free_all(void);
 void proc_after_handle(sched *s, rt_proc *p, int rc);
 rt_pid proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
-			     rt_msg *adopt);
+                             rt_msg *adopt);
 void proc_add_link(rt_proc *p, rt_pid pid);
 proc_ext *proc_ext_get(rt_proc *p);
 void msg_free(rt_msg *m);

@@ -33,7 +33,8 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	rt_io *io = w->data;
-	io->pending |= ((revents & EV_READ) ? RT_IO_READ : 0) | ((revents & EV_WRITE) ? RT_IO_WRITE : 0);
+	io->pending |=
+	    ((revents & EV_READ) ? RT_IO_READ : 0) | ((revents & EV_WRITE) ? RT_IO_WRITE : 0);
 	if (io->notified)
 		return;
 	io->notified = true;

@@ -93,8 +93,7 @@ mbox_markempty(rt_proc *p)
 	rt_msg *head = atomic_load(&p->mb_head);
 	if (head != tail)
 		return false;
-	return atomic_compare_exchange_strong(&p->mb_head, &tail,
-					      (rt_msg *)((uintptr_t)tail | 1));
+	return atomic_compare_exchange_strong(&p->mb_head, &tail, (rt_msg *)((uintptr_t)tail | 1));
 }
 
 /* ------------------------------------------------------------------ lookup */
@@ -290,7 +289,7 @@ proc_create(const rt_behaviour *b, const void *arg, size_t arg_size)
 		msg_free(stub);
 		rt_free(p, proc_block_size(b));
 		rt_log_error("process table full (%u slots): spawn of %s refused", rt_g.procs.cap,
-			     b->name);
+		             b->name);
 		return NULL;
 	}
 	return p;
@@ -357,7 +356,7 @@ rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
  * always learns of the child before of its exit. */
 rt_pid
 proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
-		      rt_msg *adopt)
+                      rt_msg *adopt)
 {
 	sched *s = rt_cur;
 	if (!s)
@@ -583,7 +582,8 @@ exit_finish(sched *s, rt_proc *p)
 		for (uint32_t i = 0; pidmap_next(&x->links, &i, &e);)
 			send_reason(e.key, SIG_EXIT_LINK, reason);
 		for (uint32_t i = 0; i < x->nout; i++)
-			rt_send(x->mons_out[i].pid, SIG_DEMONITOR, &x->mons_out[i].ref, sizeof(uint64_t));
+			rt_send(x->mons_out[i].pid, SIG_DEMONITOR, &x->mons_out[i].ref,
+			        sizeof(uint64_t));
 		for (uint32_t i = 0; i < x->nin; i++)
 			send_down(x->mons_in[i].pid, x->mons_in[i].ref, p->pid, reason);
 		pidmap_free(&x->links);
@@ -611,10 +611,10 @@ proc_exit(sched *s, rt_proc *p, const char *reason, bool owned, bool crashed)
 		char pb[32];
 		if (crashed)
 			rt_log_error("crash report: process %s (%s) exited: %s",
-				     rt_pid_str(p->pid, pb, sizeof(pb)), p->beh->name, r);
+			             rt_pid_str(p->pid, pb, sizeof(pb)), p->beh->name, r);
 		else
-			rt_log_debug("process %s (%s) exited: %s", rt_pid_str(p->pid, pb, sizeof(pb)),
-				     p->beh->name, r);
+			rt_log_debug("process %s (%s) exited: %s",
+			             rt_pid_str(p->pid, pb, sizeof(pb)), p->beh->name, r);
 	}
 	/* Unlike Erlang, terminate runs after a kill too ("killed"): in C it is
 	 * where the state's heap memory is released. */
@@ -632,8 +632,8 @@ proc_crashed(sched *s, rt_proc *p, const char *reason, bool owned)
 	if (p->flags & PF_EXITING) {
 		char pb[32];
 		rt_log_error("crash report: process %s (%s) crashed in terminate: %s",
-			     rt_pid_str(p->pid, pb, sizeof(pb)), p->beh->name,
-			     p->reason ? p->reason : "?");
+		             rt_pid_str(p->pid, pb, sizeof(pb)), p->beh->name,
+		             p->reason ? p->reason : "?");
 		exit_finish(s, p);
 		return;
 	}

@@ -72,8 +72,8 @@ rt_msg_data(const rt_msg *m)
 }
 
 typedef struct rt_exit_info {
-	rt_pid pid;       /* the process that exited (or sent the signal) */
-	char reason[];    /* "normal", "shutdown", "killed", "noproc", or a crash reason */
+	rt_pid pid;    /* the process that exited (or sent the signal) */
+	char reason[]; /* "normal", "shutdown", "killed", "noproc", or a crash reason */
 } rt_exit_info;
 
 typedef struct rt_down_info {
@@ -154,7 +154,7 @@ enum {
  * init.  Returns the new pid, or RT_NOPID when the process table is full. */
 rt_pid rt_spawn(const rt_behaviour *b, const void *arg, size_t arg_size);
 rt_pid rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
-		    uint64_t *mref);
+                    uint64_t *mref);
 
 /* Spawns a process pinned to scheduler `sched` (0..rt_schedulers()-1), e.g.
  * one listener per scheduler.  Returns RT_NOPID on a bad index or a full table. */
@@ -307,20 +307,20 @@ typedef enum rt_strategy {
 } rt_strategy;
 
 typedef struct rt_child_spec {
-	const char *id;              /* unique within the supervisor */
+	const char *id; /* unique within the supervisor */
 	const rt_behaviour *behaviour;
-	const void *arg;             /* copied by the supervisor (arg_size bytes) */
+	const void *arg; /* copied by the supervisor (arg_size bytes) */
 	size_t arg_size;
 	rt_restart restart;
-	uint32_t shutdown_ms;        /* 0: brutal kill; else "shutdown" then "kill" after this */
+	uint32_t shutdown_ms; /* 0: brutal kill; else "shutdown" then "kill" after this */
 } rt_child_spec;
 
 typedef struct rt_sup_spec {
 	rt_strategy strategy;
-	int intensity;       /* max restarts ...           (default 3 when both are 0) */
-	uint32_t period_ms;  /* ... within this window     (default 5000) */
+	int intensity;      /* max restarts ...           (default 3 when both are 0) */
+	uint32_t period_ms; /* ... within this window     (default 5000) */
 	const rt_child_spec *children;
-	size_t nchildren;    /* for RT_SIMPLE_ONE_FOR_ONE: exactly one template (restart, shutdown) */
+	size_t nchildren; /* for RT_SIMPLE_ONE_FOR_ONE: exactly one template (restart, shutdown) */
 } rt_sup_spec;
 
 /* Starts a supervisor process (linked to the caller when called from a

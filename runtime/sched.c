@@ -166,7 +166,7 @@ sched_make_runnable(rt_proc *p)
 		t = &rt_g.scheds[p->home];
 	else
 		t = &rt_g.scheds[atomic_fetch_add_explicit(&rt_g.rr, 1, memory_order_relaxed) %
-				 (uint32_t)rt_g.nsched];
+		                 (uint32_t)rt_g.nsched];
 	inject(t, p, p, 1);
 }
 

@@ -38,7 +38,7 @@ typedef struct sup_adopt {
 typedef struct child {
 	char *id;
 	const rt_behaviour *beh; /* dynamic children: their own behaviour */
-	rt_pid pid; /* RT_NOPID when not running */
+	rt_pid pid;              /* RT_NOPID when not running */
 	void *arg;
 	size_t arg_size;
 	bool terminating;
@@ -52,11 +52,11 @@ typedef struct sup_state {
 	rt_child_spec *specs; /* owned copies (args too) */
 	child *kids;          /* static: one per spec; dynamic: running children */
 	size_t nkids, capkids;
-	pidmap index;         /* pid -> position in kids, for running children */
+	pidmap index;      /* pid -> position in kids, for running children */
 	int64_t *restarts; /* ring of restart times (ms) */
 	int nrestarts, rhead;
 	/* Termination in progress. */
-	size_t *term;   /* indices into kids, in the order to terminate */
+	size_t *term; /* indices into kids, in the order to terminate */
 	size_t nterm, iterm;
 	enum after after;
 	size_t restart_from;
@@ -82,7 +82,8 @@ start_kid(sup_state *s, size_t i)
 	const rt_child_spec *cs = spec_of(s, i);
 	child *k = &s->kids[i];
 	k->terminating = false;
-	k->pid = rt_spawn_opt(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, RT_SPAWN_LINK, NULL);
+	k->pid =
+	    rt_spawn_opt(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, RT_SPAWN_LINK, NULL);
 	if (!k->pid)
 		rt_log_error("supervisor: could not start child %s", cs->id);
 	else
@@ -135,8 +136,7 @@ note_restart(sup_state *s)
 	return recent <= s->spec.intensity;
 }
 
-static void
-terminate_next(sup_state *s);
+static void terminate_next(sup_state *s);
 
 static void
 finish_after(sup_state *s, int *rc)
@@ -176,7 +176,8 @@ begin_terminate(sup_state *s, size_t from, enum after after)
 			uint32_t ms = spec_of(s, 0)->shutdown_ms;
 			rt_exit(k->pid, ms ? "shutdown" : "kill");
 			if (ms)
-				rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid, sizeof(rt_pid));
+				rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid,
+				              sizeof(rt_pid));
 		}
 		return;
 	}
@@ -254,8 +255,8 @@ on_child_exit(sup_state *s, size_t i, const char *reason)
 			finish_after(s, &rc);
 		return rc;
 	}
-	bool restart = cs->restart == RT_PERMANENT ||
-		       (cs->restart == RT_TRANSIENT && !clean(reason));
+	bool restart =
+	    cs->restart == RT_PERMANENT || (cs->restart == RT_TRANSIENT && !clean(reason));
 	if (!restart) {
 		if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE || cs->restart == RT_TEMPORARY)
 			remove_kid(s, i);
@@ -263,11 +264,11 @@ on_child_exit(sup_state *s, size_t i, const char *reason)
 	}
 	char pb[32];
 	rt_log_warning("supervisor %s: child %s %s exited (%s), restarting",
-		       rt_pid_str(rt_self(), pb, sizeof(pb)), cs->id ? cs->id : "?", "", reason);
+	               rt_pid_str(rt_self(), pb, sizeof(pb)), cs->id ? cs->id : "?", "", reason);
 	if (!note_restart(s)) {
 		rt_log_error("supervisor %s: reached maximum restart intensity (%d in %u ms), "
-			     "shutting down",
-			     pb, s->spec.intensity, s->spec.period_ms);
+		             "shutting down",
+		             pb, s->spec.intensity, s->spec.period_ms);
 		free(s->exit_reason);
 		s->exit_reason = strdup("shutdown");
 		begin_terminate(s, 0, AFTER_EXIT);
@@ -391,11 +392,11 @@ sup_terminate(void *state, const char *reason)
 }
 
 static const rt_behaviour sup_behaviour = {
-	.name = "supervisor",
-	.state_size = sizeof(sup_state),
-	.init = sup_init,
-	.handle = sup_handle,
-	.terminate = sup_terminate,
+    .name = "supervisor",
+    .state_size = sizeof(sup_state),
+    .init = sup_init,
+    .handle = sup_handle,
+    .terminate = sup_terminate,
 };
 
 rt_pid
@@ -441,7 +442,8 @@ rt_sup_start(const rt_sup_spec *spec)
 		}
 	}
 	t.parent = rt_self();
-	rt_pid pid = rt_spawn_opt(&sup_behaviour, &t, sizeof(t), t.parent ? RT_SPAWN_LINK : 0, NULL);
+	rt_pid pid =
+	    rt_spawn_opt(&sup_behaviour, &t, sizeof(t), t.parent ? RT_SPAWN_LINK : 0, NULL);
 	if (!pid) {
 		sup_terminate(&t, "noproc");
 	}

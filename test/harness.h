@@ -31,8 +31,14 @@ struct test_case {
 	void (*fn)(void);
 };
 
-#define TEST(fn) {#fn, fn}
-#define TEST_END {NULL, NULL}
+#define TEST(fn)                                                                                   \
+	{                                                                                          \
+#fn, fn                                                                            \
+	}
+#define TEST_END                                                                                   \
+	{                                                                                          \
+		NULL, NULL                                                                         \
+	}
 #define TEST_LIST const struct test_case test_list_[]
 
 extern const struct test_case test_list_[];
@@ -71,7 +77,7 @@ test_fail_(const char *file, int line, const char *fmt, ...)
 		long long a_ = (long long)(a), b_ = (long long)(b);                                \
 		if (a_ != b_)                                                                      \
 			test_fail_(__FILE__, __LINE__, "CHECK_EQ(%s, %s): %lld != %lld", #a, #b,   \
-				   a_, b_);                                                        \
+			           a_, b_);                                                        \
 	} while (0)
 
 #define CHECK_STR(a, b)                                                                            \
@@ -79,14 +85,14 @@ test_fail_(const char *file, int line, const char *fmt, ...)
 		const char *a_ = (a), *b_ = (b);                                                   \
 		if (!a_ || !b_ || strcmp(a_, b_) != 0)                                             \
 			test_fail_(__FILE__, __LINE__, "CHECK_STR(%s, %s): \"%s\" != \"%s\"", #a,  \
-				   #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                    \
+			           #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                    \
 	} while (0)
 
 #define CHECK_MEM(a, b, n)                                                                         \
 	do {                                                                                       \
 		if (memcmp((a), (b), (n)) != 0)                                                    \
 			test_fail_(__FILE__, __LINE__, "CHECK_MEM(%s, %s, %s) differ", #a, #b,     \
-				   #n);                                                            \
+			           #n);                                                            \
 	} while (0)
 
 /* Monotonic milliseconds, for wait loops in tests. */
@@ -139,7 +145,8 @@ main(int argc, char **argv)
 			pid_t pid = fork();
 			if (pid == 0) {
 				alarm(timeout);
-				exit(test_run_one_(tc)); /* exit, not _exit: LeakSanitizer checks at exit */
+				exit(test_run_one_(
+				    tc)); /* exit, not _exit: LeakSanitizer checks at exit */
 			}
 			int st = 0;
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -147,7 +154,7 @@ main(int argc, char **argv)
 			bad = !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 			if (WIFSIGNALED(st))
 				fprintf(stderr, "    killed by signal %d%s\n", WTERMSIG(st),
-					WTERMSIG(st) == SIGALRM ? " (time limit)" : "");
+				        WTERMSIG(st) == SIGALRM ? " (time limit)" : "");
 		}
 		printf("%s %s (%lld ms)\n", bad ? "FAIL" : "ok  ", tc->name,
 		       (long long)(test_now_ms() - t0));

@@ -37,7 +37,7 @@ take(int client, const char *needle, int ms, frame *f)
 				if (f)
 					*f = out.items[i];
 				memmove(&out.items[i], &out.items[i + 1],
-					(size_t)(out.n - i - 1) * sizeof(frame));
+				        (size_t)(out.n - i - 1) * sizeof(frame));
 				out.n--;
 				pthread_mutex_unlock(&out.mu);
 				return 0;
@@ -149,10 +149,10 @@ fake_terminate(void *st, const char *reason)
 }
 
 static const rt_behaviour fake_behaviour = {.name = "fake_transport",
-					    .state_size = sizeof(fake),
-					    .init = fake_init,
-					    .handle = fake_handle,
-					    .terminate = fake_terminate};
+                                            .state_size = sizeof(fake),
+                                            .init = fake_init,
+                                            .handle = fake_handle,
+                                            .terminate = fake_terminate};
 
 /* ------------------------------------------------------------------ a test app */
 
@@ -194,7 +194,7 @@ room_in(ch_chan *ch, void *st, const char *event, const ch_payload *p)
 		return ch_stop(ch, "shutdown");
 	if (strcmp(event, "ignore") == 0) {
 		snprintf(r->ignored, sizeof(r->ignored), "%s",
-			 cJSON_GetStringValue(cJSON_GetObjectItem(p->json, "user_id")));
+		         cJSON_GetStringValue(cJSON_GetObjectItem(p->json, "user_id")));
 		ch_reply(ch, "ok", "{}");
 		return CH_OK;
 	}
@@ -233,17 +233,17 @@ room_info(ch_chan *ch, void *st, rt_msg *m)
 
 static const char *const room_intercepts[] = {"user_joined", NULL};
 static const ch_channel_ops room_ops = {.name = "room",
-					 .state_size = sizeof(room),
-					 .intercepts = room_intercepts,
-					 .join = room_join,
-					 .handle_in = room_in,
-					 .handle_out = room_out,
-					 .handle_info = room_info};
+                                        .state_size = sizeof(room),
+                                        .intercepts = room_intercepts,
+                                        .join = room_join,
+                                        .handle_in = room_in,
+                                        .handle_out = room_out,
+                                        .handle_info = room_info};
 static const ch_route routes[] = {{"room:*", &room_ops}};
 
 static int
 sock_connect(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
-	     cJSON *assigns)
+             cJSON *assigns)
 {
 	(void)ep;
 	(void)info;
@@ -264,11 +264,8 @@ sock_id(const cJSON *assigns, char *buf, size_t cap)
 	return (size_t)snprintf(buf, cap, "users_socket:%s", u);
 }
 
-static const ch_socket_handler handler = {.connect = sock_connect,
-					  .id = sock_id,
-					  .routes = routes,
-					  .nroutes = 1,
-					  .max_channels = 3};
+static const ch_socket_handler handler = {
+    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 1, .max_channels = 3};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -325,16 +322,18 @@ test_join_reply_and_ping(void)
 	send_text(0, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"ping\",{\"n\":12345678901234567890}]");
-	EXPECT(0, "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"n\":"
-		  "12345678901234567890}}]");
+	EXPECT(0,
+	       "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"n\":"
+	       "12345678901234567890}}]");
 	send_text(0, "[\"1\",\"3\",\"room:reply\",\"phx_join\",{}]");
 	EXPECT(0, "{\"status\":\"ok\",\"response\":{\"welcome\":true}}");
 	send_text(0, "[\"4\",\"4\",\"room:deny\",\"phx_join\",{}]");
 	EXPECT(0, "[\"4\",\"4\",\"room:deny\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-		  "\"reason\":\"unauthorized\"}}]");
+	          "\"reason\":\"unauthorized\"}}]");
 	send_text(0, "[\"5\",\"5\",\"room:crashjoin\",\"phx_join\",{}]");
-	EXPECT(0, "[\"5\",\"5\",\"room:crashjoin\",\"phx_reply\",{\"status\":\"error\",\"response\":"
-		  "{\"reason\":\"join crashed\"}}]");
+	EXPECT(0,
+	       "[\"5\",\"5\",\"room:crashjoin\",\"phx_reply\",{\"status\":\"error\",\"response\":"
+	       "{\"reason\":\"join crashed\"}}]");
 	teardown();
 }
 
@@ -347,12 +346,13 @@ test_heartbeat_and_unmatched(void)
 	EXPECT(0, "[null,\"7\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
 	send_text(0, "[\"1\",\"8\",\"nope:x\",\"phx_join\",{}]");
 	EXPECT(0, "[null,\"8\",\"nope:x\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-		  "\"reason\":\"unmatched topic\"}}]");
+	          "\"reason\":\"unmatched topic\"}}]");
 	send_text(0, "[\"1\",\"9\",\"room:other\",\"ping\",{}]");
 	EXPECT(0, "[null,\"9\",\"room:other\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-		  "\"reason\":\"unmatched topic\"}}]");
+	          "\"reason\":\"unmatched topic\"}}]");
 	send_text(0, "[\"1\",\"10\",\"room:other\",\"phx_leave\",{}]");
-	EXPECT(0, "[\"1\",\"10\",\"room:other\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	EXPECT(0,
+	       "[\"1\",\"10\",\"room:other\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
 	teardown();
 }
 
@@ -363,13 +363,14 @@ test_broadcast_fastlane_and_from(void)
 	client(0, NULL, 2);
 	client(1, NULL, 1);
 	send_text(0, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
-	send_text(1, "{\"topic\":\"room:lobby\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
+	send_text(1,
+	          "{\"topic\":\"room:lobby\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
 	EXPECT(0, "phx_reply");
 	EXPECT(1, "phx_reply");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"new_msg\",{\"body\":\"hi\"}]");
 	EXPECT(0, "[null,null,\"room:lobby\",\"new_msg\",{\"body\":\"hi\"}]");
 	EXPECT(1, "{\"topic\":\"room:lobby\",\"event\":\"new_msg\",\"payload\":{\"body\":\"hi\"},"
-		  "\"ref\":null}");
+	          "\"ref\":null}");
 	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"shout\",{\"x\":1}]");
 	EXPECT(1, "\"shout\"");
 	usleep(100000);
@@ -432,7 +433,8 @@ test_leave_and_stop_give_phx_close(void)
 	EXPECT(0, "phx_reply");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"phx_leave\",{}]");
 	frame f;
-	CHECK(take(0, "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"", 3000, &f) == 0);
+	CHECK(take(0, "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"", 3000, &f) ==
+	      0);
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 0, 3000);
 	CHECK_EQ(ch_endpoint_broadcast(ep, "room:lobby", "after", "{}"), 0);
@@ -476,20 +478,22 @@ test_max_channels_and_async_reply(void)
 	client(0, NULL, 2);
 	for (int i = 0; i < 3; i++) {
 		char buf[128];
-		snprintf(buf, sizeof(buf), "[\"%d\",\"%d\",\"room:r%d\",\"phx_join\",{}]", i + 1, i + 1, i);
+		snprintf(buf, sizeof(buf), "[\"%d\",\"%d\",\"room:r%d\",\"phx_join\",{}]", i + 1,
+		         i + 1, i);
 		send_text(0, buf);
 		EXPECT(0, "\"status\":\"ok\"");
 	}
 	send_text(0, "[\"9\",\"9\",\"room:r9\",\"phx_join\",{}]");
 	EXPECT(0, "[\"9\",\"9\",\"room:r9\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-		  "\"reason\":\"too many channels joined\"}}]");
+	          "\"reason\":\"too many channels joined\"}}]");
 	send_text(0, "[\"1\",\"10\",\"room:r0\",\"slow\",{}]");
 	send_text(0, "[\"1\",\"11\",\"room:r0\",\"ping\",{}]");
 	frame a, b;
 	CHECK(take(0, "\"11\"", 3000, &a) == 0);
-	CHECK(take(0, "[\"1\",\"10\",\"room:r0\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
-		      "\"slow\":true}}]",
-		   3000, &b) == 0);
+	CHECK(take(0,
+	           "[\"1\",\"10\",\"room:r0\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
+	           "\"slow\":true}}]",
+	           3000, &b) == 0);
 	teardown();
 }
 
@@ -524,8 +528,8 @@ test_transport_exit_stops_channels(void)
 	rt_send(clients[0], FT_CLOSE, NULL, 0);
 	clients[0] = 0;
 	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 0 &&
-		       pubsub_count(ep->pubsub, "room:two") == 0,
-		   3000);
+	               pubsub_count(ep->pubsub, "room:two") == 0,
+	           3000);
 	WAIT_UNTIL(rt_process_count() == 1, 3000); /* only the channel supervisor */
 	teardown();
 }
@@ -553,16 +557,16 @@ test_undecodable_closes_1011(void)
 }
 
 TEST_LIST = {
-	TEST(test_join_reply_and_ping),
-	TEST(test_heartbeat_and_unmatched),
-	TEST(test_broadcast_fastlane_and_from),
-	TEST(test_intercept_handle_out),
-	TEST(test_crash_gives_phx_error_and_rejoin),
-	TEST(test_leave_and_stop_give_phx_close),
-	TEST(test_duplicate_join_and_stale_ref),
-	TEST(test_max_channels_and_async_reply),
-	TEST(test_connect_refused_and_disconnect),
-	TEST(test_transport_exit_stops_channels),
-	TEST(test_undecodable_closes_1011),
-	TEST_END,
+    TEST(test_join_reply_and_ping),
+    TEST(test_heartbeat_and_unmatched),
+    TEST(test_broadcast_fastlane_and_from),
+    TEST(test_intercept_handle_out),
+    TEST(test_crash_gives_phx_error_and_rejoin),
+    TEST(test_leave_and_stop_give_phx_close),
+    TEST(test_duplicate_join_and_stale_ref),
+    TEST(test_max_channels_and_async_reply),
+    TEST(test_connect_refused_and_disconnect),
+    TEST(test_transport_exit_stops_channels),
+    TEST(test_undecodable_closes_1011),
+    TEST_END,
 };

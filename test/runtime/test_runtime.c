@@ -392,7 +392,7 @@ timers_handle(void *state, rt_msg *m)
 }
 
 static const rt_behaviour timers_behaviour = {
-	.name = "timers", .init = timers_init, .handle = timers_handle};
+    .name = "timers", .init = timers_init, .handle = timers_handle};
 
 static void
 test_timers_cancelled_on_exit_million(void)
@@ -417,8 +417,12 @@ static rt_child_spec
 child(int id, rt_restart restart, probe_arg *arg)
 {
 	arg->id = id;
-	return (rt_child_spec){.id = "probe", .behaviour = &probe_behaviour, .arg = arg,
-			       .arg_size = sizeof(*arg), .restart = restart, .shutdown_ms = 1000};
+	return (rt_child_spec){.id = "probe",
+	                       .behaviour = &probe_behaviour,
+	                       .arg = arg,
+	                       .arg_size = sizeof(*arg),
+	                       .restart = restart,
+	                       .shutdown_ms = 1000};
 }
 
 static rt_pid
@@ -426,8 +430,8 @@ start_sup3(rt_strategy strategy, rec started[3])
 {
 	probe_arg args[3] = {{0}};
 	rt_child_spec specs[3] = {child(1, RT_PERMANENT, &args[0]),
-				  child(2, RT_PERMANENT, &args[1]),
-				  child(3, RT_PERMANENT, &args[2])};
+	                          child(2, RT_PERMANENT, &args[1]),
+	                          child(3, RT_PERMANENT, &args[2])};
 	rt_sup_spec spec = {.strategy = strategy, .children = specs, .nchildren = 3};
 	rt_pid sup = rt_sup_start(&spec);
 	CHECK(sup != RT_NOPID);
@@ -549,8 +553,8 @@ test_sup_restart_types(void)
 	start(2);
 	probe_arg args[3] = {{0}};
 	rt_child_spec specs[3] = {child(1, RT_PERMANENT, &args[0]),
-				  child(2, RT_TRANSIENT, &args[1]),
-				  child(3, RT_TEMPORARY, &args[2])};
+	                          child(2, RT_TRANSIENT, &args[1]),
+	                          child(3, RT_TEMPORARY, &args[2])};
 	rt_sup_spec spec = {.strategy = RT_ONE_FOR_ONE, .children = specs, .nchildren = 3};
 	rt_sup_start(&spec);
 	rec st[3], r;
@@ -577,8 +581,12 @@ test_sup_shutdown_timeout_kills(void)
 {
 	start(2);
 	probe_arg a = {.id = 1, .trap_exit = true}; /* ignores "shutdown" */
-	rt_child_spec cs = {.id = "stubborn", .behaviour = &probe_behaviour, .arg = &a,
-			    .arg_size = sizeof(a), .restart = RT_PERMANENT, .shutdown_ms = 100};
+	rt_child_spec cs = {.id = "stubborn",
+	                    .behaviour = &probe_behaviour,
+	                    .arg = &a,
+	                    .arg_size = sizeof(a),
+	                    .restart = RT_PERMANENT,
+	                    .shutdown_ms = 100};
 	rt_sup_spec spec = {.strategy = RT_ONE_FOR_ONE, .children = &cs, .nchildren = 1};
 	rt_pid sup = rt_sup_start(&spec);
 	rec r;
@@ -602,10 +610,17 @@ test_sup_escalation(void)
 	start(2);
 	/* inner: one child, at most 1 restart in 5 s; outer restarts inner. */
 	probe_arg a = {.id = 1};
-	rt_child_spec leaf = {.id = "leaf", .behaviour = &probe_behaviour, .arg = &a,
-			      .arg_size = sizeof(a), .restart = RT_PERMANENT, .shutdown_ms = 1000};
-	rt_sup_spec inner = {.strategy = RT_ONE_FOR_ONE, .intensity = 1, .period_ms = 5000,
-			     .children = &leaf, .nchildren = 1};
+	rt_child_spec leaf = {.id = "leaf",
+	                      .behaviour = &probe_behaviour,
+	                      .arg = &a,
+	                      .arg_size = sizeof(a),
+	                      .restart = RT_PERMANENT,
+	                      .shutdown_ms = 1000};
+	rt_sup_spec inner = {.strategy = RT_ONE_FOR_ONE,
+	                     .intensity = 1,
+	                     .period_ms = 5000,
+	                     .children = &leaf,
+	                     .nchildren = 1};
 	/* The outer supervisor starts the inner one through a tiny behaviour. */
 	rt_pid inner_pid = rt_sup_start(&inner);
 	rec r;
@@ -626,8 +641,12 @@ test_dynamic_supervisor(void)
 {
 	start(2);
 	probe_arg tmpl = {0};
-	rt_child_spec cs = {.id = "dyn", .behaviour = &probe_behaviour, .arg = &tmpl,
-			    .arg_size = sizeof(tmpl), .restart = RT_TEMPORARY, .shutdown_ms = 500};
+	rt_child_spec cs = {.id = "dyn",
+	                    .behaviour = &probe_behaviour,
+	                    .arg = &tmpl,
+	                    .arg_size = sizeof(tmpl),
+	                    .restart = RT_TEMPORARY,
+	                    .shutdown_ms = 500};
 	rt_sup_spec spec = {.strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &cs, .nchildren = 1};
 	rt_pid sup = rt_sup_start(&spec);
 	enum { N = 1000 };
@@ -673,7 +692,8 @@ spinner_handle(void *state, rt_msg *m)
 	return RT_OK;
 }
 
-static const rt_behaviour spinner = {.name = "spinner", .init = spinner_init, .handle = spinner_handle};
+static const rt_behaviour spinner = {
+    .name = "spinner", .init = spinner_init, .handle = spinner_handle};
 
 static void
 test_budget_prevents_starvation(void)
@@ -831,7 +851,8 @@ crasher_handle(void *state, rt_msg *m)
 	rt_crash("storm");
 }
 
-static const rt_behaviour crasher = {.name = "crasher", .init = crasher_init, .handle = crasher_handle};
+static const rt_behaviour crasher = {
+    .name = "crasher", .init = crasher_init, .handle = crasher_handle};
 
 #include <malloc.h>
 
@@ -933,35 +954,35 @@ test_stress_many_to_many(void)
 }
 
 TEST_LIST = {
-	TEST(test_order_from_outside),
-	TEST(test_order_between_processes),
-	TEST(test_dead_pid_dropped_and_never_reused),
-	TEST(test_link_crash_kills_linked),
-	TEST(test_link_normal_exit_keeps_linked),
-	TEST(test_trap_exit_turns_signal_into_message),
-	TEST(test_exit_signals),
-	TEST(test_monitor_down_and_noproc),
-	TEST(test_demonitor_suppresses_down),
-	TEST(test_link_to_dead_gives_noproc),
-	TEST(test_unlink),
-	TEST(test_crash_is_contained),
-	TEST(test_registered_names),
-	TEST(test_timer_fires_and_cancels),
-	TEST(test_timers_cancelled_on_exit_million),
-	TEST(test_sup_one_for_one),
-	TEST(test_sup_one_for_all),
-	TEST(test_sup_rest_for_one),
-	TEST(test_sup_intensity_and_shutdown_order),
-	TEST(test_sup_shutdown_reverse_order),
-	TEST(test_sup_restart_types),
-	TEST(test_sup_shutdown_timeout_kills),
-	TEST(test_sup_escalation),
-	TEST(test_dynamic_supervisor),
-	TEST(test_budget_prevents_starvation),
-	TEST(test_idle_node_uses_no_cpu),
-	TEST(test_io_readiness_and_fd_released),
-	TEST(test_work_is_shared_between_schedulers),
-	TEST(test_crash_storm_leaves_memory_where_it_started),
-	TEST(test_stress_many_to_many),
-	TEST_END,
+    TEST(test_order_from_outside),
+    TEST(test_order_between_processes),
+    TEST(test_dead_pid_dropped_and_never_reused),
+    TEST(test_link_crash_kills_linked),
+    TEST(test_link_normal_exit_keeps_linked),
+    TEST(test_trap_exit_turns_signal_into_message),
+    TEST(test_exit_signals),
+    TEST(test_monitor_down_and_noproc),
+    TEST(test_demonitor_suppresses_down),
+    TEST(test_link_to_dead_gives_noproc),
+    TEST(test_unlink),
+    TEST(test_crash_is_contained),
+    TEST(test_registered_names),
+    TEST(test_timer_fires_and_cancels),
+    TEST(test_timers_cancelled_on_exit_million),
+    TEST(test_sup_one_for_one),
+    TEST(test_sup_one_for_all),
+    TEST(test_sup_rest_for_one),
+    TEST(test_sup_intensity_and_shutdown_order),
+    TEST(test_sup_shutdown_reverse_order),
+    TEST(test_sup_restart_types),
+    TEST(test_sup_shutdown_timeout_kills),
+    TEST(test_sup_escalation),
+    TEST(test_dynamic_supervisor),
+    TEST(test_budget_prevents_starvation),
+    TEST(test_idle_node_uses_no_cpu),
+    TEST(test_io_readiness_and_fd_released),
+    TEST(test_work_is_shared_between_schedulers),
+    TEST(test_crash_storm_leaves_memory_where_it_started),
+    TEST(test_stress_many_to_many),
+    TEST_END,
 };

@@ -17,22 +17,22 @@ enum {
 	P_UNLINK,      /* rt_pid */
 	P_MONITOR,     /* rt_pid; records P_MONITOR_REF with the ref */
 	P_MONITOR_REF,
-	P_DEMONITOR,   /* uint64 ref */
-	P_CRASH,       /* crash via rt_crash */
-	P_ASSERT,      /* RT_ASSERT(0) */
-	P_ERROR,       /* return RT_ERROR */
-	P_STOP,        /* payload: reason string */
-	P_SEND,        /* payload: probe_send */
-	P_TRAP,        /* payload: bool */
-	P_TIMER,       /* payload: probe_timer */
-	P_TIMER_REF,   /* recorded: rt_timer */
-	P_CANCEL,      /* payload: rt_timer; records P_CANCELLED with bool */
+	P_DEMONITOR, /* uint64 ref */
+	P_CRASH,     /* crash via rt_crash */
+	P_ASSERT,    /* RT_ASSERT(0) */
+	P_ERROR,     /* return RT_ERROR */
+	P_STOP,      /* payload: reason string */
+	P_SEND,      /* payload: probe_send */
+	P_TRAP,      /* payload: bool */
+	P_TIMER,     /* payload: probe_timer */
+	P_TIMER_REF, /* recorded: rt_timer */
+	P_CANCEL,    /* payload: rt_timer; records P_CANCELLED with bool */
 	P_CANCELLED,
-	P_REGISTER,    /* payload: name */
-	P_REGISTERED,  /* recorded: int rc */
-	P_SPAWN_LINK,  /* spawn a linked probe; records P_SPAWNED with its pid */
+	P_REGISTER,   /* payload: name */
+	P_REGISTERED, /* recorded: int rc */
+	P_SPAWN_LINK, /* spawn a linked probe; records P_SPAWNED with its pid */
 	P_SPAWNED,
-	P_EXIT_SIG,    /* payload: probe_exit: rt_exit(pid, reason) */
+	P_EXIT_SIG, /* payload: probe_exit: rt_exit(pid, reason) */
 	P_USER = 2000,
 };
 
@@ -55,13 +55,13 @@ typedef struct probe_exit {
 } probe_exit;
 
 typedef struct probe_arg {
-	int id;           /* recorded in every item */
+	int id; /* recorded in every item */
 	bool trap_exit;
 	bool fail_init;
 } probe_arg;
 
 typedef struct rec {
-	int id;           /* the probe's id */
+	int id; /* the probe's id */
 	rt_pid self;
 	uint32_t tag;
 	rt_pid from;
@@ -208,7 +208,7 @@ probe_handle(void *state, rt_msg *m)
 	case P_TIMER: {
 		probe_timer *pt = d;
 		rt_timer t = rt_send_after(pt->ms, pt->to ? pt->to : rt_self(), pt->tag, &pt->value,
-					   sizeof(pt->value));
+		                           sizeof(pt->value));
 		inbox_put(s->id, P_TIMER_REF, m->from, &t, sizeof(t));
 		return RT_OK;
 	}
@@ -241,11 +241,11 @@ probe_terminate(void *state, const char *reason)
 }
 
 static const rt_behaviour probe_behaviour = {
-	.name = "probe",
-	.state_size = sizeof(probe_state),
-	.init = probe_init,
-	.handle = probe_handle,
-	.terminate = probe_terminate,
+    .name = "probe",
+    .state_size = sizeof(probe_state),
+    .init = probe_init,
+    .handle = probe_handle,
+    .terminate = probe_terminate,
 };
 
 static rt_pid
