@@ -188,6 +188,19 @@ int ch_broadcast_from(ch_chan *ch, const char *event, const char *json);
  * "shutdown: ..." close the channel with phx_close; others give phx_error). */
 int ch_stop(ch_chan *ch, const char *reason);
 
+/* ------------------------------------------------------------------ presence */
+
+/* Tracks the calling channel's process under `key` in its topic with `meta`
+ * (a JSON object; a "phx_ref" is added), as Phoenix.Presence.track does:
+ * every subscriber of the topic gets a presence_diff with the join, and the
+ * entry goes away (presence_diff with the leave) when the channel process
+ * exits.  Returns 0, or -1 when meta is not a JSON object. */
+int ch_presence_track(ch_chan *ch, const char *key, const char *meta_json);
+
+/* The topic's presence state as JSON text ({key: {"metas": [...]}, ...}),
+ * malloc'd: the payload of a "presence_state" push. */
+char *ch_presence_list(ch_chan *ch);
+
 /* ------------------------------------------------------------------ tokens */
 
 /* Signs `data` (a string, e.g. a user id) as Phoenix.Token.sign(endpoint, salt, data)

@@ -20,6 +20,7 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	ep->pubsub = pubsub_new();
+	ep->presence = presence_new();
 	pthread_mutex_init(&ep->key_lock, NULL);
 	static const rt_child_spec channel_spec = {
 	    .id = "channel",
@@ -52,6 +53,7 @@ ch_endpoint_stop(ch_endpoint *ep)
 	for (int i = 0; i < ep->nkeys; i++)
 		ch_token_key_free(ep->keys[i].key);
 	pthread_mutex_destroy(&ep->key_lock);
+	presence_free(ep->presence);
 	pubsub_free(ep->pubsub);
 	free(ep->secret);
 	free(ep);

@@ -70,7 +70,17 @@ size_t pubsub_count(ch_pubsub *ps, const char *topic);
 
 /* ------------------------------------------------------------------ endpoint */
 
+/* ------------------------------------------------------------------ presence */
+
+typedef struct ch_presence ch_presence;
+
+ch_presence *presence_new(void);
+void presence_free(ch_presence *pr);
+/* Removes pid's entries from topic and broadcasts the leaves (channel exit). */
+void presence_untrack_pid(ch_endpoint *ep, const char *topic, rt_pid pid);
+
 struct ch_endpoint {
+	ch_presence *presence;
 	const ch_socket_handler *handler;
 	char *secret;
 	rt_pid chan_sup;

@@ -231,6 +231,34 @@ room_info(ch_chan *ch, void *st, rt_msg *m)
 	return CH_OK;
 }
 
+static int
+pres_join(ch_chan *ch, void *st, const char *topic, const ch_payload *params)
+{
+	(void)st;
+	(void)topic;
+	const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(params->json, "name"));
+	ch_assign(ch, "name", cJSON_CreateString(name ? name : "anon"));
+	rt_send(rt_self(), 88, NULL, 0);
+	return CH_OK;
+}
+
+static int
+pres_info(ch_chan *ch, void *st, rt_msg *m)
+{
+	(void)st;
+	if (m->tag != 88)
+		return CH_OK;
+	const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(ch_assigns(ch), "name"));
+	CHECK_EQ(ch_presence_track(ch, name, "{\"online_at\":1700000000}"), 0);
+	char *state = ch_presence_list(ch);
+	ch_push(ch, "presence_state", state);
+	free(state);
+	return CH_OK;
+}
+
+static const ch_channel_ops pres_ops = {
+    .name = "presence", .join = pres_join, .handle_info = pres_info};
+
 static const char *const room_intercepts[] = {"user_joined", NULL};
 static const ch_channel_ops room_ops = {.name = "room",
                                         .state_size = sizeof(room),
@@ -239,7 +267,7 @@ static const ch_channel_ops room_ops = {.name = "room",
                                         .handle_in = room_in,
                                         .handle_out = room_out,
                                         .handle_info = room_info};
-static const ch_route routes[] = {{"room:*", &room_ops}};
+static const ch_route routes[] = {{"room:*", &room_ops}, {"presence:*", &pres_ops}};
 
 static int
 sock_connect(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
@@ -265,7 +293,7 @@ sock_id(const cJSON *assigns, char *buf, size_t cap)
 }
 
 static const ch_socket_handler handler = {
-    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 1, .max_channels = 3};
+    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 2, .max_channels = 3};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -556,7 +584,34 @@ test_undecodable_closes_1011(void)
 	teardown();
 }
 
+static void
+test_presence_state_and_diffs(void)
+{
+	setup();
+	client(0, NULL, 2);
+	client(1, NULL, 2);
+	send_text(0, "[\"p1\",\"p1\",\"presence:x\",\"phx_join\",{\"name\":\"first\"}]");
+	EXPECT(0, "[\"p1\",\"p1\",\"presence:x\",\"phx_reply\",{\"status\":\"ok\"");
+	frame f;
+	CHECK(take(0,
+	           "[\"p1\",null,\"presence:x\",\"presence_state\",{\"first\":{\"metas\":[{"
+	           "\"online_at\":1700000000,\"phx_ref\":\"",
+	           3000, &f) == 0);
+	EXPECT(0, "[null,null,\"presence:x\",\"presence_diff\",{\"joins\":{\"first\":{\"metas\":[");
+	send_text(1, "[\"q1\",\"q1\",\"presence:x\",\"phx_join\",{\"name\":\"first\"}]");
+	CHECK(take(1, "presence_state", 3000, &f) == 0);
+	CHECK(strstr(f.text, "{\"first\":{\"metas\":[{") != NULL);
+	CHECK(strstr(f.text, "},{") != NULL); /* two metas under one key */
+	EXPECT(0, "\"presence_diff\",{\"joins\":{\"first\"");
+	rt_send(clients[1], FT_CLOSE, NULL, 0);
+	WAIT_UNTIL(!rt_alive(clients[1]), 3000);
+	clients[1] = 0;
+	EXPECT(0, "\"presence_diff\",{\"joins\":{},\"leaves\":{\"first\":{\"metas\":[{");
+	teardown();
+}
+
 TEST_LIST = {
+    TEST(test_presence_state_and_diffs),
     TEST(test_join_reply_and_ping),
     TEST(test_heartbeat_and_unmatched),
     TEST(test_broadcast_fastlane_and_from),
