@@ -14,7 +14,7 @@
 
 #define NCLASSES 7 /* 32, 64, ..., 2048 bytes */
 #define MIN_SHIFT 5
-#define CACHE_BYTES (256 * 1024)
+#define CACHE_BYTES (64 * 1024)
 
 typedef struct free_block {
 	struct free_block *next;

@@ -1,15 +1,15 @@
 #!/bin/sh
 # Installs what the project needs on a Debian 12 machine, only what is missing.
-#   setup.sh build   compiler and libraries
-#   setup.sh test    + Node.js/npm packages for the integration tests, Chromium
+#   setup.sh build   compiler and libraries, Node.js/npm for the chat page's phoenix.js
+#   setup.sh test    + npm packages for the integration tests, Chromium
 #   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
 set -e
 level=${1:-build}
 cd "$(dirname "$0")/.."
 
-pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev"
+pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev nodejs npm"
 case $level in
-test) pkgs="$pkgs nodejs npm chromium redis-server" ;;
+test) pkgs="$pkgs chromium redis-server" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
 esac
 missing=""
@@ -25,6 +25,11 @@ if [ -n "$(echo $missing)" ]; then
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+fi
+
+# The chat page serves the official phoenix.js from examples/chat/node_modules.
+if [ -f examples/chat/package.json ] && [ ! -d examples/chat/node_modules ]; then
+	(cd examples/chat && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
 if [ "$level" = test ] && [ -f test/integration/package.json ]; then

@@ -23,9 +23,9 @@
 /* What an app route handler answers.  The handler fills it in; the
  * connection writes it out and releases body. */
 typedef struct tp_response {
-	int status;               /* default 200 */
-	const char *content_type; /* default "application/json" */
-	rt_buf *body;             /* may be NULL for an empty body */
+	int status;                /* default 200 */
+	const char *content_type;  /* default "application/json" */
+	rt_buf *body;              /* may be NULL for an empty body */
 	const char *extra_headers; /* "Name: value\r\n"... or NULL */
 } tp_response;
 
@@ -38,36 +38,57 @@ typedef struct tp_route {
 	void *udata;
 } tp_route;
 
+/* tp_endpoint_opts.port: bind any free port (tests; see tp_endpoint_port). */
+#define TP_PORT_ANY (-1)
+
 typedef struct tp_endpoint_opts {
-	const char *bind;          /* default "127.0.0.1" */
-	int port;                  /* default 4000 */
-	ch_endpoint *socket;       /* the Phoenix socket endpoint, or NULL */
-	const char *socket_path;   /* default "/socket" */
+	const char *bind;        /* default "127.0.0.1" */
+	int port;                /* default (0) 4000; TP_PORT_ANY: a free port */
+	ch_endpoint *socket;     /* the Phoenix socket endpoint, or NULL */
+	const char *socket_path; /* default "/socket" */
 	const tp_route *routes;
 	size_t nroutes;
-	const char *static_dir;    /* files served for GET/HEAD; "/" serves index.html; NULL: none */
-	const char *const *static_aliases; /* pairs {url path, file path}, NULL-terminated (e.g. the npm phoenix.js) */
-	bool check_origin;         /* refuse upgrades whose Origin is not in origins (403) */
-	const char *const *origins; /* NULL-terminated list of allowed origins ("http://localhost:4000") */
-	size_t max_frame;          /* WebSocket max message (default 1 MiB -> 1009) */
-	size_t max_outbound;       /* per-connection queued bytes before disconnect (default 4 MiB) */
-	uint32_t ws_idle_ms;       /* close a WebSocket with no client message for this long (60000) */
-	uint32_t http_idle_ms;     /* keep-alive idle / slow request timeout (15000) */
-	size_t max_body;           /* HTTP request body limit (default 1 MiB -> 413) */
-	int backlog;               /* listen backlog (default 4096) */
+	/* Files served for GET/HEAD ("/" serves index.html); NULL: none. */
+	const char *static_dir;
+	/* Pairs {url path, file path}, NULL-terminated (e.g. the npm phoenix.js). */
+	const char *const *static_aliases;
+	/* Refuse upgrades whose Origin is not in origins (403); no Origin passes. */
+	bool check_origin;
+	/* NULL-terminated allowed origins: "http://localhost:4000", "//host" (any
+	 * scheme); a host starting with "*." matches its subdomains; an entry
+	 * without a port allows any port. */
+	const char *const *origins;
+	size_t max_frame;      /* WebSocket max message (default 1 MiB -> 1009) */
+	size_t max_outbound;   /* per-connection queued bytes before disconnect (default 4 MiB) */
+	uint32_t ws_idle_ms;   /* close a WebSocket with no client frame for this long (60000) */
+	uint32_t http_idle_ms; /* keep-alive idle / slow request timeout (15000) */
+	size_t max_body;       /* HTTP request body limit (default 1 MiB -> 413) */
+	int backlog;           /* listen backlog (default 4096) */
 } tp_endpoint_opts;
 
 typedef struct tp_endpoint tp_endpoint;
 
 /* Binds and starts listening (after rt_start and ch_endpoint_start).  Returns
- * NULL on failure (message on stderr: e.g. port in use). */
+ * NULL on failure (message on stderr: e.g. port in use: the listening sockets
+ * use SO_REUSEPORT among themselves, but a port that another socket already
+ * listens on is refused, not shared).  Everything in opts is copied, except route
+ * handlers' udata and the socket endpoint.  Static files are read into memory
+ * here (files over 8 MiB are skipped with a warning); a missing static_dir or
+ * alias file is a warning, not a failure. */
 tp_endpoint *tp_endpoint_start(const tp_endpoint_opts *opts);
 
+/* The port the endpoint listens on (useful with opts.port 0). */
+int tp_endpoint_port(const tp_endpoint *ep);
+
 /* Stops accepting, closes every WebSocket with 1001 (going away) after what
- * is queued for it, waits up to timeout_ms for connections to finish, frees. */
+ * is queued for it, lets HTTP responses in flight finish (idle keep-alive
+ * connections close at once), waits up to timeout_ms for connections to
+ * finish, then closes the rest at once (waiting up to 1 s more), frees.  Call
+ * it from outside the runtime's schedulers (e.g. the main thread), before
+ * ch_endpoint_stop and rt_shutdown. */
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
-/* Counters since start. */
+/* Counters since start; open and ws_open are the connections open now. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests;

@@ -1,0 +1,74 @@
+/*
+ * launcher.h: the command-line launcher of a phx-c application.
+ *
+ * An application describes itself with an app_def (its Phoenix socket
+ * handler, its HTTP routes, its static files and a development secret) and
+ * hands it to app_main from its main().  app_main parses the command line,
+ * starts the runtime, the channel endpoint and the HTTP endpoint, waits for
+ * SIGINT or SIGTERM and shuts everything down in order:
+ *
+ *     rt_start -> ch_endpoint_start -> tp_endpoint_start -> "listening on ..."
+ *     -> SIGINT/SIGTERM -> tp_endpoint_stop (WebSockets closed with 1001)
+ *     -> ch_endpoint_stop -> rt_shutdown -> exit 0
+ *
+ * Flags (app_main --help prints them):
+ *     --port N                 HTTP port (default 4000)
+ *     --bind ADDR              address to listen on (default 127.0.0.1)
+ *     --schedulers N           scheduler threads (default: one per core)
+ *     --log-level LEVEL        error | warning | info | debug (default info)
+ *     --check-origin O[,O...]  refuse WebSocket upgrades from other origins
+ *                              (default: no origin check)
+ *     --secret-key-base S      token secret (default: $SECRET_KEY_BASE, else
+ *                              the app's development default)
+ *     --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit
+ *     --salt S                 salt for --mint-token (default "user socket")
+ *     --help                   print the usage and exit
+ *
+ * Exit codes: APP_EXIT_OK (clean stop), APP_EXIT_FAILURE (the runtime or an
+ * endpoint could not start, e.g. the port is in use), APP_EXIT_USAGE (bad
+ * command line).
+ */
+#ifndef bin_launcher_h
+#define bin_launcher_h
+
+#include <stddef.h>
+
+#include "channels/channels.h"
+#include "transports/transports.h"
+
+enum {
+	APP_EXIT_OK = 0,
+	APP_EXIT_FAILURE = 1,
+	APP_EXIT_USAGE = 2,
+};
+
+/*
+ * What an app route handler receives as its udata: app_main wraps every
+ * route of the app_def, so that handlers can reach the running endpoint
+ * (for ch_endpoint_broadcast, ch_token_sign_string, ...) without global
+ * state.  `udata` is the route's own tp_route.udata.
+ */
+typedef struct app_ctx {
+	const struct app_def *app;
+	ch_endpoint *endpoint;
+	void *udata;
+} app_ctx;
+
+typedef struct app_def {
+	const char *name;                /* program name for usage and logs ("phx-chat") */
+	const char *description;         /* one line for --help, or NULL */
+	const ch_socket_handler *socket; /* mounted at /socket */
+	const tp_route *routes;          /* udata of each handler: const app_ctx * (above) */
+	size_t nroutes;
+	/* Static files, relative to the working directory or, failing that, to
+	 * the directory above the executable's (so build/phx-chat finds
+	 * examples/chat/static from anywhere).  NULL: none. */
+	const char *static_dir;
+	const char *const *static_aliases; /* pairs {url path, file path}, NULL-terminated */
+	const char *default_secret;        /* development secret_key_base (>= 64 bytes) */
+} app_def;
+
+/* Runs the application; returns the process exit code (APP_EXIT_*). */
+int app_main(int argc, char **argv, const app_def *app);
+
+#endif /* bin_launcher_h */

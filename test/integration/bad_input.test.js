@@ -1,0 +1,143 @@
+'use strict'
+// Bad input over real sockets: garbage instead of an HTTP request, oversized,
+// unmasked and undecodable WebSocket frames, a wrong-arity V2 message and an
+// event no handle_in clause matches.  Each case checks what the offender gets
+// (the same as Phoenix on Bandit) and that a well-behaved client of the same
+// node keeps receiving its broadcasts.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const {
+  RawClient, TcpClient, encodeFrame, postJSON, getToken, uniq
+} = require('./lib')
+
+const T = { timeout: 20000 }
+const OP_TEXT = 1
+
+// The well-behaved client: joined to room:lobby for the whole file.
+let watcher = null
+let watcherJoinRef = null
+
+test.before(async () => {
+  watcher = await RawClient.connect()
+  watcherJoinRef = (await watcher.joinOk('room:lobby')).joinRef
+})
+
+test.after(() => { if (watcher) watcher.close() })
+
+// Asserts that the watcher is still connected and receives a broadcast of
+// room:lobby (from POST /api/broadcast) and replies to its own pushes.
+async function assertWatcherAlive () {
+  assert.ok(watcher.isOpen, 'the well-behaved client must stay connected')
+  const marker = uniq('probe-')
+  const res = await postJSON('/api/broadcast', { topic: 'room:lobby', event: 'probe', payload: { marker } })
+  assert.deepEqual(res.json, { ok: true })
+  const m = await watcher.next((x) => x.event === 'probe' && x.payload && x.payload.marker === marker, 3000, 'the probe broadcast')
+  assert.deepEqual(m.raw, [null, null, 'room:lobby', 'probe', { marker }])
+  const pong = await watcher.request('room:lobby', 'ping', { marker }, watcherJoinRef)
+  assert.deepEqual(pong.payload, { status: 'ok', response: { marker } })
+  assert.equal(watcher.all.filter((x) => x.event === 'phx_error').length, 0, 'no phx_error on the well-behaved client')
+}
+
+test('garbage bytes instead of an HTTP request: 400 and the connection is closed', T, async (t) => {
+  const c = await TcpClient.connect()
+  t.after(() => c.destroy())
+  c.write(Buffer.from('\x16\x03\x01\x00\xa5\x01\x00\x00\xa1 garbage \x00\xff\r\n\r\n', 'latin1'))
+  const head = await c.until((d) => { const s = d.toString('latin1'); return s.includes('\r\n\r\n') && s }, 5000, 'an HTTP response')
+  assert.match(head, /^HTTP\/1\.[01] 400 /)
+  await c.waitEnd(5000)
+  await assertWatcherAlive()
+})
+
+test('a frame larger than the limit closes the WebSocket with 1009', T, async (t) => {
+  const c = await TcpClient.connect()
+  t.after(() => c.destroy())
+  await c.upgrade()
+  // Only the header: it claims a 16 MiB text frame, far over the 1 MiB limit.
+  c.write(encodeFrame(OP_TEXT, Buffer.alloc(0), { length: 16 * 1024 * 1024 }).subarray(0, 14))
+  assert.equal(await c.closeCode(), 1009)
+  await c.waitEnd(5000)
+  await assertWatcherAlive()
+})
+
+test('a 2 MiB message sent whole also gets 1009', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  c.ws.send('x'.repeat(2 * 1024 * 1024))
+  const info = await c.waitClose(5000)
+  // The server may reset the connection while the client still writes; when
+  // the close frame made it, it must say 1009.
+  assert.ok(info.code === 1009 || info.code === 1006, `close code ${info.code}`)
+  await assertWatcherAlive()
+})
+
+test('an unmasked client frame closes the WebSocket with 1002', T, async (t) => {
+  const c = await TcpClient.connect()
+  t.after(() => c.destroy())
+  await c.upgrade()
+  c.write(encodeFrame(OP_TEXT, JSON.stringify([null, '1', 'phoenix', 'heartbeat', {}]), { mask: false }))
+  assert.equal(await c.closeCode(), 1002)
+  await c.waitEnd(5000)
+  await assertWatcherAlive()
+})
+
+test('invalid JSON closes the WebSocket with 1011, as Phoenix does', T, async (t) => {
+  const c = await TcpClient.connect()
+  t.after(() => c.destroy())
+  await c.upgrade()
+  c.write(encodeFrame(OP_TEXT, '{"this is": not json'))
+  assert.equal(await c.closeCode(), 1011)
+  await c.waitEnd(5000)
+  await assertWatcherAlive()
+})
+
+test('a V2 array of the wrong arity closes the WebSocket with 1011', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  const { joinRef } = await c.joinOk('room:lobby')
+  c.ws.send(JSON.stringify([joinRef, '9', 'room:lobby', 'ping']))
+  const info = await c.waitClose(5000)
+  assert.equal(info.code, 1011)
+  await assertWatcherAlive()
+})
+
+test('an unknown event crashes that channel only: phx_error for that topic, nothing else', T, async (t) => {
+  const user = uniq('bad')
+  const c = await RawClient.connect({ params: { token: await getToken(user) } })
+  t.after(() => c.close())
+  const lobby = await c.joinOk('room:lobby')
+  const mine = await c.joinOk(`room:user:${user}`)
+  const ref = c.push('room:lobby', 'no_such_event', { x: 1 }, { joinRef: lobby.joinRef })
+  const err = await c.next((m) => m.event === 'phx_error', 3000, 'phx_error')
+  assert.deepEqual(err.raw, [lobby.joinRef, lobby.joinRef, 'room:lobby', 'phx_error', {}])
+  const pong = await c.request(`room:user:${user}`, 'ping', { still: 1 }, mine.joinRef)
+  assert.deepEqual(pong.payload, { status: 'ok', response: { still: 1 } })
+  await c.expectNone((m) => (m.event === 'phx_reply' && m.ref === ref) ||
+    (m.event === 'phx_error' && m.topic !== 'room:lobby'), 300, 'a reply to the unknown event or another phx_error')
+  assert.ok(c.isOpen, 'the socket stays open')
+  // The topic can be joined again.
+  await c.joinOk('room:lobby')
+  await assertWatcherAlive()
+})
+
+test('a payload of the wrong shape (new_msg without body) crashes the channel like an unknown event', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  const lobby = await c.joinOk('room:lobby')
+  c.push('room:lobby', 'new_msg', { text: 'no body' }, { joinRef: lobby.joinRef })
+  const err = await c.next((m) => m.event === 'phx_error', 3000, 'phx_error')
+  assert.deepEqual(err.raw, [lobby.joinRef, lobby.joinRef, 'room:lobby', 'phx_error', {}])
+  await assertWatcherAlive()
+})
+
+test('bad HTTP API requests answer 400 and change nothing', T, async () => {
+  for (const body of ['not json', '[]', '{"topic":"room:lobby"}', '{"topic":"room:lobby","event":"e","payload":3}']) {
+    const res = await postJSON('/api/broadcast', body)
+    assert.equal(res.status, 400, `POST /api/broadcast ${body}`)
+  }
+  assert.equal((await postJSON('/api/disconnect', '{}')).status, 400)
+  const { httpGet } = require('./lib')
+  assert.equal((await httpGet('/token')).status, 400)
+  assert.equal((await httpGet(`/token?user_id=${'x'.repeat(5000)}`)).status, 400)
+  await assertWatcherAlive()
+})

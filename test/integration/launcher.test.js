@@ -1,0 +1,116 @@
+'use strict'
+// The launcher (bin/launcher.c) as a user runs it: --help, bad flags,
+// --mint-token, SIGTERM with open WebSockets (close 1001, exit 0) and a
+// second instance on a busy port (exit 1).
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { spawnSync } = require('node:child_process')
+const {
+  PHX_BIN, PORT, RawClient, freePort, startServer, waitHttp, withTimeout, uniq
+} = require('./lib')
+
+const T = { timeout: 30000 }
+
+function run (args, opts = {}) {
+  return spawnSync(PHX_BIN, args, { encoding: 'utf8', timeout: 10000, ...opts })
+}
+
+test('--help prints the usage and exits 0', T, () => {
+  const r = run(['--help'])
+  assert.equal(r.status, 0, r.stderr)
+  for (const flag of ['--port', '--bind', '--schedulers', '--log-level', '--check-origin', '--secret-key-base', '--mint-token']) {
+    assert.ok(r.stdout.includes(flag), `--help mentions ${flag}`)
+  }
+})
+
+test('bad flags exit 2 with a message on stderr', T, () => {
+  for (const args of [['--bogus'], ['--port'], ['--port', 'abc'], ['--port', '70000'], ['--port', '0'], ['--log-level', 'loud'], ['--schedulers', '0'], ['extra']]) {
+    const r = run(args)
+    assert.equal(r.status, 2, `${args.join(' ')} exited ${r.status}: ${r.stderr}`)
+    assert.ok(r.stderr.length > 0, `${args.join(' ')} explains itself on stderr`)
+  }
+})
+
+test('--mint-token prints a token that opens room:user:ID on the running server', T, async (t) => {
+  const user = uniq('mint')
+  const r = run(['--mint-token', user])
+  assert.equal(r.status, 0, r.stderr)
+  const token = r.stdout.trim()
+  assert.match(token, /^SFMyNTY\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/)
+  const c = await RawClient.connect({ params: { token } })
+  t.after(() => c.close())
+  const own = await c.join(`room:user:${user}`)
+  assert.equal(own.status, 'ok', own.reply.text)
+  const other = await c.join(`room:user:${user}x`)
+  assert.deepEqual(other.response, { reason: 'unauthorized' })
+})
+
+test('--mint-token with another salt or secret gives a token the server refuses', T, async () => {
+  for (const extra of [['--salt', 'other salt'], ['--secret-key-base', 'x'.repeat(64)]]) {
+    const r = run(['--mint-token', 'someone', ...extra])
+    assert.equal(r.status, 0, r.stderr)
+    await assert.rejects(RawClient.connect({ params: { token: r.stdout.trim() } }), (err) => err.statusCode === 403)
+  }
+})
+
+test('SIGTERM closes open WebSockets with 1001 and exits 0', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '2'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const clients = []
+  for (let i = 0; i < 3; i++) {
+    const c = await RawClient.connect({ base: `ws://127.0.0.1:${port}` })
+    await c.joinOk('room:lobby')
+    clients.push(c)
+  }
+  srv.proc.kill('SIGTERM')
+  for (const c of clients) {
+    const info = await c.waitClose(8000)
+    assert.equal(info.code, 1001, 'WebSockets are closed with 1001 (going away)')
+  }
+  const { code, signal } = await withTimeout(srv.exited, 10000, 'the server to exit')
+  assert.equal(signal, null, `exited on signal ${signal}; output:\n${srv.out()}`)
+  assert.equal(code, 0, `exit code; output:\n${srv.out()}`)
+  assert.match(srv.out(), /listening on http:\/\/127\.0\.0\.1:\d+/)
+})
+
+test('SIGINT stops an idle server with exit 0', T, async (t) => {
+  const port = await freePort()
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--log-level', 'warning'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(`http://127.0.0.1:${port}`)
+  srv.proc.kill('SIGINT')
+  const { code } = await withTimeout(srv.exited, 10000, 'the server to exit')
+  assert.equal(code, 0, srv.out())
+})
+
+test('a second instance on the port of the running server exits 1', T, async (t) => {
+  const srv = startServer(['--port', String(PORT)])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  const { code } = await withTimeout(srv.exited, 10000, 'the second instance to exit')
+  assert.equal(code, 1, srv.out())
+  assert.match(srv.out(), /in use/i)
+})
+
+test('--check-origin refuses upgrades from other origins with 403', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--check-origin', `http://good.example,${base}`])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const WebSocket = require('ws')
+  const status = (origin) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket/websocket?vsn=2.0.0`, { origin, handshakeTimeout: 5000 })
+    ws.once('open', () => { ws.terminate(); resolve(101) })
+    ws.once('unexpected-response', (req, res) => { res.resume(); req.destroy(); resolve(res.statusCode) })
+    ws.once('error', reject)
+  })
+  assert.equal(await status('http://good.example'), 101)
+  assert.equal(await status(base), 101)
+  assert.equal(await status('http://evil.example'), 403)
+  srv.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})

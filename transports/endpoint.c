@@ -1,0 +1,521 @@
+/*
+ * The HTTP endpoint: configuration, listening sockets, one listener process
+ * per scheduler, the per-scheduler shards (connection registry, timeout
+ * lists, counters), stats, and the orderly stop.
+ *
+ * Listeners.  tp_endpoint_start binds one SO_REUSEPORT socket per scheduler
+ * (the kernel spreads connections over them) and spawns a listener pinned to
+ * each scheduler.  On readiness a listener accepts up to ACCEPT_BATCH
+ * connections (level-triggered: the rest comes with the next event, so other
+ * processes of the scheduler are not starved) and spawns a connection
+ * process for each on its own scheduler.  When out of file descriptors
+ * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
+ * the socket for EMFILE_PAUSE_MS.
+ *
+ * Registry.  The set of live connections is sharded by scheduler: the
+ * shard's timeout lists hold every connection of that scheduler at all
+ * times, and only that scheduler's thread touches them (no lock, no bytes
+ * beyond the list links).  The listener sweeps them every tick (expired
+ * deadlines -> TP_MSG_TIMEOUT) and, on stop, sends every connection
+ * TP_MSG_SHUTDOWN.  The shard's `open` counter tells tp_endpoint_stop when
+ * all are gone.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transports/conn.h"
+
+#define ACCEPT_BATCH 64
+#define EMFILE_PAUSE_MS 100
+#define CLOSE_WAIT_MS 2000
+#define ABORT_WAIT_MS 1000
+
+/* ------------------------------------------------------------------ listener */
+
+typedef struct listener_arg {
+	tp_endpoint *ep;
+	int idx;
+	int fd;
+} listener_arg;
+
+typedef struct listener {
+	tp_endpoint *ep;
+	int idx;
+	rt_io *io;
+	uint32_t tick_ms;
+	bool paused;
+} listener;
+
+/* True at most once a second for the whole endpoint (all listeners). */
+static bool
+may_warn(tp_endpoint *ep)
+{
+	int64_t now = rt_now_ms(), last = atomic_load(&ep->last_accept_warn_ms);
+	return now - last >= 1000 &&
+	       atomic_compare_exchange_strong(&ep->last_accept_warn_ms, &last, now);
+}
+
+static int
+listener_init(void *state, const void *arg, size_t size)
+{
+	listener *l = state;
+	const listener_arg *a = arg;
+	(void)size;
+	l->ep = a->ep;
+	l->idx = a->idx;
+	l->io = rt_io_open(a->fd, RT_IO_READ, NULL);
+	if (!l->io) {
+		close(a->fd);
+		return rt_stop("shutdown");
+	}
+	RT_ASSERT(rt_scheduler_id() == l->idx);
+	uint32_t m = l->ep->tq_ms[TQ_HTTP];
+	if (l->ep->tq_ms[TQ_WS] < m)
+		m = l->ep->tq_ms[TQ_WS];
+	if (l->ep->tq_ms[TQ_CLOSE] < m)
+		m = l->ep->tq_ms[TQ_CLOSE];
+	l->tick_ms = m / 8 < 5 ? 5 : m / 8 > 250 ? 250 : m / 8;
+	rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
+	return RT_OK;
+}
+
+static void
+accept_some(listener *l)
+{
+	tp_endpoint *ep = l->ep;
+	tp_shard *sh = &ep->shards[l->idx];
+	int lfd = rt_io_fd(l->io);
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (may_warn(ep))
+					rt_log_warning("accept: %s: not accepting for %d ms",
+					               strerror(errno), EMFILE_PAUSE_MS);
+				rt_io_set(l->io, 0);
+				l->paused = true;
+				rt_send_after(EMFILE_PAUSE_MS, rt_self(), TP_LST_ACCEPT, NULL, 0);
+				return;
+			}
+			if (may_warn(ep))
+				rt_log_warning("accept: %s", strerror(errno));
+			return;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		tp_count(&sh->accepted, 1);
+		atomic_fetch_add(&sh->open, 1);
+		conn_arg ca = {.ep = ep, .fd = fd};
+		if (!rt_spawn_on(l->idx, &tp_conn_behaviour, &ca, sizeof(ca))) {
+			close(fd);
+			atomic_fetch_sub(&sh->open, 1);
+			if (may_warn(ep))
+				rt_log_warning("accept: process table full: connection refused");
+		}
+	}
+}
+
+/* Expired deadlines: off the list, and a TP_MSG_TIMEOUT to the connection. */
+static void
+sweep(listener *l)
+{
+	tp_shard *sh = &l->ep->shards[l->idx];
+	uint32_t now = tp_now(l->ep);
+	for (int q = 1; q < TQ_COUNT; q++) {
+		conn *c;
+		while ((c = tq_first(&sh->lists[q])) && tp_before(tq_deadline(c), now)) {
+			tq_remove(c);
+			rt_send(tq_pid(c), TP_MSG_TIMEOUT, NULL, 0);
+		}
+	}
+}
+
+/* Sends tag to every connection of the shard. */
+static void
+tell_all(listener *l, uint32_t tag)
+{
+	tp_shard *sh = &l->ep->shards[l->idx];
+	for (int q = 1; q < TQ_COUNT; q++)
+		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
+			rt_send(tq_pid(c), tag, NULL, 0);
+}
+
+static int
+listener_handle(void *state, rt_msg *m)
+{
+	listener *l = state;
+	switch (m->tag) {
+	case RT_MSG_IO:
+		if (l->io && !l->paused)
+			accept_some(l);
+		break;
+	case TP_LST_TICK:
+		sweep(l);
+		rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
+		break;
+	case TP_LST_ACCEPT:
+		if (l->io && l->paused) {
+			l->paused = false;
+			rt_io_set(l->io, RT_IO_READ);
+		}
+		break;
+	case TP_LST_STOP:
+		if (l->io) {
+			rt_io_close(l->io);
+			l->io = NULL;
+		}
+		tell_all(l, TP_MSG_SHUTDOWN);
+		break;
+	case TP_LST_ABORT:
+		tell_all(l, TP_MSG_ABORT);
+		break;
+	case TP_LST_EXIT:
+		return rt_stop("shutdown");
+	default:
+		break;
+	}
+	return RT_OK;
+}
+
+static void
+listener_terminate(void *state, const char *reason)
+{
+	listener *l = state;
+	if (strcmp(reason, "shutdown") != 0)
+		rt_log_error("listener %d of port %d exited: %s", l->idx, l->ep->port, reason);
+	atomic_fetch_sub(&l->ep->listeners_alive, 1);
+}
+
+static const rt_behaviour listener_behaviour = {
+    .name = "tp_listener",
+    .state_size = sizeof(listener),
+    .init = listener_init,
+    .handle = listener_handle,
+    .terminate = listener_terminate,
+};
+
+/* ------------------------------------------------------------------ sockets */
+
+static int
+listen_socket(const struct addrinfo *ai, int backlog)
+{
+	int fd =
+	    socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static void
+set_port(struct sockaddr *sa, int port)
+{
+	if (sa->sa_family == AF_INET6)
+		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
+/* Binds ep->nsched sockets to bind:port (TP_PORT_ANY: a free port, the same
+ * for all).  A probe without SO_REUSEPORT goes first: SO_REUSEPORT would let
+ * us share a port that another process (of the same user) listens on, and
+ * silently split its connections with it. */
+static int
+open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	int rc = getaddrinfo(addr, "0", &hints, &res);
+	if (rc != 0 || !res) {
+		fprintf(stderr, "tp_endpoint_start: bad bind address %s: %s\n", addr,
+		        gai_strerror(rc));
+		return -1;
+	}
+	set_port(res->ai_addr, port == TP_PORT_ANY ? 0 : port);
+	int probe = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+	int one = 1;
+	if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(probe, res->ai_addr, res->ai_addrlen) != 0) {
+		fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr, port,
+		        strerror(errno));
+		if (probe >= 0)
+			close(probe);
+		freeaddrinfo(res);
+		return -1;
+	}
+	if (port == TP_PORT_ANY) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		getsockname(probe, (struct sockaddr *)&ss, &sl);
+		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+		                                      : ((struct sockaddr_in *)&ss)->sin_port);
+		set_port(res->ai_addr, port);
+	}
+	close(probe);
+	for (int i = 0; i < ep->nsched; i++) {
+		ep->lfds[i] = listen_socket(res, backlog);
+		if (ep->lfds[i] < 0) {
+			fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr,
+			        port, strerror(errno));
+			freeaddrinfo(res);
+			return -1;
+		}
+	}
+	ep->port = port;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s ? s : "");
+	if (!p)
+		abort();
+	return p;
+}
+
+static void
+endpoint_free(tp_endpoint *ep)
+{
+	for (int i = 0; ep->lfds && i < ep->nsched; i++)
+		if (ep->lfds[i] >= 0)
+			close(ep->lfds[i]);
+	free(ep->lfds);
+	free(ep->listeners);
+	free(ep->shards);
+	for (size_t i = 0; i < ep->nroutes; i++) {
+		free(ep->routes[i].method);
+		free(ep->routes[i].path);
+	}
+	free(ep->routes);
+	for (size_t i = 0; i < ep->norigins; i++)
+		free(ep->origins[i]);
+	free(ep->origins);
+	free(ep->ws_path);
+	tp_static_free(ep->files);
+	free(ep);
+}
+
+tp_endpoint *
+tp_endpoint_start(const tp_endpoint_opts *opts)
+{
+	int nsched = rt_schedulers();
+	if (!opts || nsched <= 0) {
+		fprintf(stderr, "tp_endpoint_start: start the runtime first\n");
+		return NULL;
+	}
+	tp_endpoint *ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		abort();
+	ep->socket = opts->socket;
+	const char *sp = opts->socket_path ? opts->socket_path : "/socket";
+	size_t spl = strlen(sp);
+	while (spl > 0 && sp[spl - 1] == '/')
+		spl--;
+	ep->ws_path = malloc(spl + sizeof("/websocket"));
+	if (!ep->ws_path)
+		abort();
+	memcpy(ep->ws_path, sp, spl);
+	memcpy(ep->ws_path + spl, "/websocket", sizeof("/websocket"));
+
+	ep->nroutes = opts->routes ? opts->nroutes : 0;
+	ep->routes = calloc(ep->nroutes ? ep->nroutes : 1, sizeof(tp_route_c));
+	if (!ep->routes)
+		abort();
+	for (size_t i = 0; i < ep->nroutes; i++) {
+		const tp_route *r = &opts->routes[i];
+		ep->routes[i].method = xstrdup(r->method ? r->method : "GET");
+		ep->routes[i].path = xstrdup(r->path);
+		ep->routes[i].fn = r->fn;
+		ep->routes[i].udata = r->udata;
+		if (!r->fn || !r->path || r->path[0] != '/') {
+			fprintf(stderr,
+			        "tp_endpoint_start: route %zu: needs a path starting with / "
+			        "and a handler\n",
+			        i);
+			endpoint_free(ep);
+			return NULL;
+		}
+	}
+	ep->check_origin = opts->check_origin;
+	while (opts->origins && opts->origins[ep->norigins])
+		ep->norigins++;
+	ep->origins = calloc(ep->norigins ? ep->norigins : 1, sizeof(char *));
+	if (!ep->origins)
+		abort();
+	for (size_t i = 0; i < ep->norigins; i++)
+		ep->origins[i] = xstrdup(opts->origins[i]);
+
+	ep->max_frame = opts->max_frame ? opts->max_frame : TP_WS_DEFAULT_MAX_MESSAGE;
+	if (ep->max_frame > (size_t)1 << 30)
+		ep->max_frame = (size_t)1 << 30;
+	ep->max_outbound = opts->max_outbound ? opts->max_outbound : (size_t)4 << 20;
+	ep->tq_ms[TQ_HTTP] = opts->http_idle_ms ? opts->http_idle_ms : 15000;
+	ep->tq_ms[TQ_WS] = opts->ws_idle_ms ? opts->ws_idle_ms : 60000;
+	ep->tq_ms[TQ_CLOSE] = CLOSE_WAIT_MS;
+	for (int q = 1; q < TQ_COUNT; q++)
+		if (ep->tq_ms[q] > 86400000u) /* deadlines are 32-bit: at most a day */
+			ep->tq_ms[q] = 86400000u;
+	tp_http_config_default(&ep->http);
+	if (opts->max_body)
+		ep->http.max_body = opts->max_body;
+	ep->t0_ms = rt_now_ms();
+
+	if (opts->port < TP_PORT_ANY || opts->port > 65535) {
+		fprintf(stderr, "tp_endpoint_start: bad port %d\n", opts->port);
+		endpoint_free(ep);
+		return NULL;
+	}
+	ep->nsched = nsched;
+	ep->lfds = malloc((size_t)nsched * sizeof(int));
+	ep->listeners = calloc((size_t)nsched, sizeof(rt_pid));
+	ep->shards = aligned_alloc(64, (size_t)nsched * sizeof(tp_shard));
+	if (!ep->lfds || !ep->listeners || !ep->shards)
+		abort();
+	memset(ep->shards, 0, (size_t)nsched * sizeof(tp_shard));
+	for (int i = 0; i < nsched; i++)
+		ep->lfds[i] = -1;
+	if (open_listeners(ep, opts->bind ? opts->bind : "127.0.0.1",
+	                   opts->port ? opts->port : 4000,
+	                   opts->backlog > 0 ? opts->backlog : 4096) < 0) {
+		endpoint_free(ep);
+		return NULL;
+	}
+	ep->files = tp_static_load(opts->static_dir, opts->static_aliases);
+
+	atomic_store(&ep->listeners_alive, nsched);
+	for (int i = 0; i < nsched; i++) {
+		listener_arg la = {.ep = ep, .idx = i, .fd = ep->lfds[i]};
+		ep->listeners[i] = rt_spawn_on(i, &listener_behaviour, &la, sizeof(la));
+		if (!ep->listeners[i]) {
+			fprintf(stderr, "tp_endpoint_start: cannot spawn a listener\n");
+			atomic_fetch_sub(&ep->listeners_alive, nsched - i);
+			for (int j = 0; j < i; j++)
+				rt_send(ep->listeners[j], TP_LST_EXIT, NULL, 0);
+			for (int j = 0; j < i; j++)
+				ep->lfds[j] = -1; /* owned (and closed) by the listeners */
+			while (atomic_load(&ep->listeners_alive) > 0) {
+				struct timespec ts = {0, 1000000};
+				nanosleep(&ts, NULL);
+			}
+			endpoint_free(ep);
+			return NULL;
+		}
+	}
+	for (int i = 0; i < nsched; i++)
+		ep->lfds[i] = -1; /* the listeners own them now */
+	rt_log_debug("endpoint listening on port %d (%d listeners, %zu static files)", ep->port,
+	             nsched, ep->files->n);
+	return ep;
+}
+
+int
+tp_endpoint_port(const tp_endpoint *ep)
+{
+	return ep ? ep->port : -1;
+}
+
+static uint64_t
+open_count(tp_endpoint *ep)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < ep->nsched; i++)
+		n += atomic_load(&ep->shards[i].open);
+	return n;
+}
+
+static void
+tell_listeners(tp_endpoint *ep, uint32_t tag)
+{
+	for (int i = 0; i < ep->nsched; i++)
+		rt_send(ep->listeners[i], tag, NULL, 0);
+}
+
+/* Waits up to ms for cond; true when it holds. */
+#define WAIT_FOR(cond, ms)                                                                         \
+	({                                                                                         \
+		int64_t until_ = rt_now_ms() + (ms);                                               \
+		while (!(cond) && rt_now_ms() < until_) {                                          \
+			struct timespec ts_ = {0, 1000000};                                        \
+			nanosleep(&ts_, NULL);                                                     \
+		}                                                                                  \
+		(cond);                                                                            \
+	})
+
+void
+tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms)
+{
+	if (!ep)
+		return;
+	atomic_store(&ep->stopping, true);
+	tell_listeners(ep, TP_LST_STOP);
+	if (rt_scheduler_id() >= 0) {
+		/* Waiting here would block this scheduler's connections. */
+		rt_log_error("tp_endpoint_stop called from a scheduler thread: connections are "
+		             "closing, the endpoint is not freed");
+		return;
+	}
+	if (!WAIT_FOR(open_count(ep) == 0, timeout_ms)) {
+		rt_log_warning("endpoint stop: %llu connections still open after %u ms: closing "
+		               "them",
+		               (unsigned long long)open_count(ep), timeout_ms);
+		atomic_store(&ep->aborting, true);
+		tell_listeners(ep, TP_LST_ABORT);
+		WAIT_FOR(open_count(ep) == 0, ABORT_WAIT_MS);
+	}
+	tell_listeners(ep, TP_LST_EXIT);
+	WAIT_FOR(atomic_load(&ep->listeners_alive) == 0, ABORT_WAIT_MS);
+	if (open_count(ep) != 0 || atomic_load(&ep->listeners_alive) != 0) {
+		rt_log_error("endpoint stop: processes still running (a handler is stuck?): the "
+		             "endpoint is not freed");
+		return;
+	}
+	endpoint_free(ep);
+}
+
+void
+tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!ep)
+		return;
+	for (int i = 0; i < ep->nsched; i++) {
+		tp_shard *s = &ep->shards[i];
+		out->accepted += atomic_load_explicit(&s->accepted, memory_order_relaxed);
+		out->open += atomic_load_explicit(&s->open, memory_order_relaxed);
+		out->ws_open += atomic_load_explicit(&s->ws_open, memory_order_relaxed);
+		out->slow_disconnects +=
+		    atomic_load_explicit(&s->slow_disconnects, memory_order_relaxed);
+		out->closed_1009 += atomic_load_explicit(&s->closed_1009, memory_order_relaxed);
+		out->closed_1002 += atomic_load_explicit(&s->closed_1002, memory_order_relaxed);
+		out->closed_1007 += atomic_load_explicit(&s->closed_1007, memory_order_relaxed);
+		out->closed_1011 += atomic_load_explicit(&s->closed_1011, memory_order_relaxed);
+		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
+	}
+}
