@@ -34,8 +34,10 @@ pidmap_put(pidmap *m, rt_pid key, uint32_t val)
 {
 	if (key <= TOMB)
 		return false;
-	if ((m->used + 1) * 2 > m->cap)
-		rehash(m, m->cap ? (m->n * 4 > m->cap ? m->cap * 2 : m->cap) : 4);
+	/* Load at most 3/4 (one entry fits in two slots: a process with one
+	 * link costs 32 bytes). */
+	if ((m->used + 1) * 4 > m->cap * 3)
+		rehash(m, m->cap ? (m->n * 2 >= m->cap ? m->cap * 2 : m->cap) : 2);
 	uint32_t i = slot_of(key, m->cap), tomb = UINT32_MAX;
 	for (;; i = (i + 1) & (m->cap - 1)) {
 		pidmap_ent *e = &m->slots[i];

@@ -1,6 +1,6 @@
 /*
  * pidmap: an open-addressing hash map from pid to a 32-bit value (linear
- * probing, tombstones, load ≤ 1/2).  Used for link sets and the children of
+ * probing, tombstones, load ≤ 3/4).  Used for link sets and the children of
  * dynamic supervisors, which reach tens of thousands of entries: every
  * operation is O(1) on average.  Pids 0 and 1 are never valid, so they mark
  * empty and deleted slots.  Owner-only (no locking).

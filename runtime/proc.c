@@ -246,7 +246,7 @@ static void
 mon_add(struct mon **v, uint32_t *n, uint32_t *cap, uint64_t ref, rt_pid pid)
 {
 	if (*n == *cap) {
-		*cap = *cap ? *cap * 2 : 4;
+		*cap = *cap ? *cap * 2 : 1; /* most processes hold one monitor */
 		*v = realloc(*v, *cap * sizeof(struct mon));
 		if (!*v)
 			abort();
