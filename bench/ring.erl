@@ -6,13 +6,14 @@
 %%
 %% (REPEAT: runs of each timed scenario, default 3; the best is reported.)
 %%
-%% Scenarios (schedulers set with erlang:system_flag(schedulers_online, N)):
-%%   ring   1,000 processes pass one token 10,000,000 hops on 1 scheduler
-%%          (the token is a bare integer, Erlang's cheapest message)
+%% Scenarios, in this order (schedulers set with
+%% erlang:system_flag(schedulers_online, N)):
 %%   idle   1,000,000 processes waiting in receive: erlang:memory(total) growth
-%%          and RSS growth (from /proc/self/statm) per process
+%%          and RSS growth (from /proc/PID/statm) per process
 %%   spawn  5,000,000 spawn+exit (fun() -> ok end) from one driver per
 %%          scheduler, on 1 and on 2 schedulers
+%%   ring   1,000 processes pass one token 10,000,000 hops on 1 scheduler
+%%          (the token is a bare integer, Erlang's cheapest message)
 %%   m2m    1,000 processes, 8 tokens each, every hop to a random peer,
 %%          20,000,000 messages, on 2 and on 1 schedulers
 %% Prints a human summary, then one JSON object as the last line.
@@ -39,19 +40,19 @@ main(Args) ->
               "~.1f bytes/process (RSS)~n", [IdleN, IdleMem, IdleRss]),
 
     SpawnN = 5000000 div Div,
-    Se1 = best(Repeat, fun() -> set_schedulers(1), spawn_exit(SpawnN, 1) end),
-    Se2 = best(Repeat, fun() -> set_schedulers(2), spawn_exit(SpawnN, 2) end),
+    Se1 = runs(Repeat, fun() -> set_schedulers(1), spawn_exit(SpawnN, 1) end),
+    Se2 = runs(Repeat, fun() -> set_schedulers(2), spawn_exit(SpawnN, 2) end),
     show(io_lib:format("spawn+exit, ~p processes, 1 scheduler", [SpawnN]), Se1),
     show(io_lib:format("spawn+exit, ~p processes, 2 schedulers", [SpawnN]), Se2),
 
     RingHops = 10000000 div Div,
-    Ring = best(Repeat, fun() -> set_schedulers(1), ring(1000, RingHops) end),
+    Ring = runs(Repeat, fun() -> set_schedulers(1), ring(1000, RingHops) end),
     show(io_lib:format("ring, 1000 processes, ~p hops, 1 scheduler", [RingHops]), Ring),
 
     M2mTotal = 20000000 div Div,
     Delivered = (M2mTotal div 8000) * 8000 + 1000,
-    M2 = best(Repeat, fun() -> set_schedulers(2), m2m(1000, 8, M2mTotal) end),
-    M1 = best(Repeat, fun() -> set_schedulers(1), m2m(1000, 8, M2mTotal) end),
+    M2 = runs(Repeat, fun() -> set_schedulers(2), m2m(1000, 8, M2mTotal) end),
+    M1 = runs(Repeat, fun() -> set_schedulers(1), m2m(1000, 8, M2mTotal) end),
     set_schedulers(Online0),
     show(io_lib:format("many-to-many, 1000 x 8 tokens, ~pM msgs, 2 scheds",
                        [Delivered div 1000000]), M2),
@@ -73,7 +74,7 @@ main(Args) ->
 
 %% Runs F N times; returns every result (the best is reported: other work on
 %% the machine only ever slows a run down).
-best(N, F) -> [F() || _ <- lists:seq(1, N)].
+runs(N, F) -> [F() || _ <- lists:seq(1, N)].
 
 top(Runs) -> round(lists:max(Runs)).
 

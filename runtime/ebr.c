@@ -82,7 +82,10 @@ ebr_quiescent(ebr_thread *t)
 	uint64_t e = atomic_load(&rt_g.global_epoch);
 	if (atomic_load_explicit(&t->epoch, memory_order_relaxed) != e)
 		atomic_store(&t->epoch, e);
-	if (t->ret_head) {
+	/* Advancing reads every thread's announcement, cache lines the others
+	 * keep writing: do it once per batch of retirements, or every 64
+	 * quiescent points so that a few retired processes are not kept long. */
+	if (t->ret_head && (t->nretired >= EBR_BATCH || (++t->ticks & 63) == 0)) {
 		try_advance();
 		free_ready(t, atomic_load(&rt_g.global_epoch));
 	}

@@ -101,7 +101,10 @@ typedef struct ebr_thread {
 	rt_proc *ret_head; /* retired processes, oldest first, linked through rq_next */
 	rt_proc *ret_tail;
 	uint64_t nretired;
+	uint32_t ticks; /* quiescent points passed (paces epoch advances) */
 } ebr_thread;
+
+#define EBR_BATCH 64 /* retirements between two attempts to advance the epoch */
 
 #define EBR_OFFLINE UINT64_MAX
 
@@ -123,16 +126,22 @@ void ht_thread_fini(void);
 typedef struct handle_slot {
 	void *_Atomic ptr;
 	_Atomic uint32_t gen;
-	uint32_t next_free;
 } handle_slot;
+
+/* Live-handle counter, striped so that threads counting spawns and exits do
+ * not share one cache line; ht_live sums the stripes. */
+#define HT_STRIPES 8
+typedef struct ht_stripe {
+	_Alignas(64) _Atomic int64_t n;
+} ht_stripe;
 
 typedef struct handle_table {
 	handle_slot *slots;
 	uint32_t cap;
-	_Atomic uint32_t fresh; /* slots below this index have been used */
-	pthread_mutex_t lock;   /* guards the free list */
-	uint32_t free_head;     /* index + 1, 0 = empty */
-	_Atomic uint64_t live;
+	_Atomic uint32_t fresh;                  /* slots below this index have been used */
+	pthread_mutex_t lock;                    /* guards the free list */
+	struct idx_batch *free_head, *free_tail; /* free indices, in batches, oldest first */
+	ht_stripe live[HT_STRIPES];
 } handle_table;
 
 int ht_init(handle_table *t, uint32_t cap);
@@ -140,6 +149,7 @@ void ht_fini(handle_table *t);
 uint64_t ht_alloc(handle_table *t, void *ptr); /* 0 when full */
 void ht_free(handle_table *t, uint64_t h);
 void *ht_get(handle_table *t, uint64_t h);
+uint64_t ht_live(handle_table *t); /* handles allocated and not freed (approximate) */
 /* Like ht_get, and NULL unless the slot still holds handle h (generation check). */
 void *ht_get_checked(handle_table *t, uint64_t h);
 

@@ -148,7 +148,7 @@ rt_pid_str(rt_pid pid, char *buf, size_t len)
 uint64_t
 rt_process_count(void)
 {
-	return atomic_load_explicit(&rt_g.procs.live, memory_order_relaxed);
+	return ht_live(&rt_g.procs);
 }
 
 /* ------------------------------------------------------------------ send */

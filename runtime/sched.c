@@ -22,6 +22,8 @@
 
 #include "runtime/internal.h"
 
+#define SHARE_MAX 32 /* processes handed over per share_work */
+
 runtime rt_g;
 __thread sched *rt_cur;
 
@@ -184,7 +186,11 @@ share_work(sched *s)
 	}
 	if (!t)
 		return;
+	/* At most SHARE_MAX: the walk below reads the header of every process it
+	 * passes (a cache miss each, often on a line another core is writing). */
 	size_t want = s->lq_len / 2, n = 0;
+	if (want > SHARE_MAX)
+		want = SHARE_MAX;
 	rt_proc *head = NULL, *tail = NULL, *prev = NULL, *p = s->lq_head;
 	while (p && n < want) {
 		rt_proc *next = p->rq_next;

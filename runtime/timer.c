@@ -191,7 +191,7 @@ timer_msg_free(rt_msg *m)
 uint64_t
 rt_timer_count(void)
 {
-	return atomic_load(&rt_g.timers.live);
+	return ht_live(&rt_g.timers);
 }
 
 void
