@@ -44,16 +44,10 @@ typedef struct deferred {
 
 enum block { B_NONE, B_JOINING, B_DUPLICATE };
 
-struct ch_socket {
-	ch_endpoint *ep;
-	ch_transport t;
-	int vsn;
-	cJSON *assigns;
-	char *assigns_json; /* printed once, NULL when empty */
-	char *id;
-	chan_ent *chans;
-	uint32_t nchans, capchans;
-	enum block block;
+/* State needed only while the socket is blocked (a join or a duplicate join
+ * in progress) or has work deferred: allocated on demand, so that an idle
+ * socket stays small. */
+typedef struct pending {
 	/* B_JOINING */
 	rt_pid join_pid;
 	uint64_t join_mon;
@@ -70,7 +64,46 @@ struct ch_socket {
 	deferred *dq_head, *dq_tail;
 	size_t dq_n, dq_bytes;
 	bool overflowed;
+} pending;
+
+struct ch_socket {
+	ch_endpoint *ep;
+	ch_transport t;
+	char *assigns_json; /* printed once, NULL when empty */
+	char *id;
+	chan_ent *chans;
+	uint32_t nchans, capchans;
+	uint8_t vsn;
+	uint8_t block; /* enum block */
+	pending *pd;
 };
+
+static pending *
+pd_get(ch_socket *s)
+{
+	if (!s->pd) {
+		s->pd = calloc(1, sizeof(pending));
+		if (!s->pd)
+			abort();
+	}
+	return s->pd;
+}
+
+/* Frees the pending state once nothing needs it. */
+static void
+pd_put(ch_socket *s)
+{
+	pending *pd = s->pd;
+	if (pd && s->block == B_NONE && !pd->dq_head && pd->nafter == 0) {
+		free(pd->join_topic);
+		free(pd->join_join_ref);
+		free(pd->join_ref);
+		free(pd->dup_topic);
+		free(pd->dup_join_ref);
+		free(pd);
+		s->pd = NULL;
+	}
+}
 
 static int process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary);
 static bool handle_info(ch_socket *s, rt_msg *m);
@@ -109,9 +142,11 @@ encode_exit(ch_socket *s, const char *topic, const char *join_ref, const char *e
 static void
 flush_after(ch_socket *s)
 {
-	for (int i = 0; i < s->nafter; i++)
-		send_kind(s, s->after[i], s->after_kind[i]);
-	s->nafter = 0;
+	if (!s->pd)
+		return;
+	for (int i = 0; i < s->pd->nafter; i++)
+		send_kind(s, s->pd->after[i], s->pd->after_kind[i]);
+	s->pd->nafter = 0;
 }
 
 /* ------------------------------------------------------------------ channels */
@@ -161,12 +196,13 @@ static bool
 defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_buf *buf,
       const void *data, size_t len)
 {
-	if (s->dq_n >= DEFER_MAX_ITEMS || s->dq_bytes + len > DEFER_MAX_BYTES) {
-		if (!s->overflowed)
+	pd_get(s);
+	if (s->pd->dq_n >= DEFER_MAX_ITEMS || s->pd->dq_bytes + len > DEFER_MAX_BYTES) {
+		if (!s->pd->overflowed)
 			rt_log_warning(
 			    "socket %s: too much arrived while a join was pending; closing",
 			    s->id ? s->id : "(anonymous)");
-		s->overflowed = true;
+		s->pd->overflowed = true;
 		return false;
 	}
 	deferred *d = malloc(sizeof(*d) + len);
@@ -181,13 +217,13 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 	d->len = len;
 	if (len)
 		memcpy(d->data, data, len);
-	if (s->dq_tail)
-		s->dq_tail->next = d;
+	if (s->pd->dq_tail)
+		s->pd->dq_tail->next = d;
 	else
-		s->dq_head = d;
-	s->dq_tail = d;
-	s->dq_n++;
-	s->dq_bytes += len;
+		s->pd->dq_head = d;
+	s->pd->dq_tail = d;
+	s->pd->dq_n++;
+	s->pd->dq_bytes += len;
 	return true;
 }
 
@@ -202,25 +238,26 @@ defer_front_frame(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 	d->binary = binary;
 	d->len = len;
 	memcpy(d->data, data, len);
-	d->next = s->dq_head;
-	s->dq_head = d;
-	if (!s->dq_tail)
-		s->dq_tail = d;
-	s->dq_n++;
-	s->dq_bytes += len;
+	pd_get(s);
+	d->next = s->pd->dq_head;
+	s->pd->dq_head = d;
+	if (!s->pd->dq_tail)
+		s->pd->dq_tail = d;
+	s->pd->dq_n++;
+	s->pd->dq_bytes += len;
 }
 
 /* Replays deferred work until the queue is empty or the socket blocks again. */
 static void
 replay(ch_socket *s)
 {
-	while (s->block == B_NONE && s->dq_head) {
-		deferred *d = s->dq_head;
-		s->dq_head = d->next;
-		if (!s->dq_head)
-			s->dq_tail = NULL;
-		s->dq_n--;
-		s->dq_bytes -= d->len;
+	while (s->block == B_NONE && s->pd && s->pd->dq_head) {
+		deferred *d = s->pd->dq_head;
+		s->pd->dq_head = d->next;
+		if (!s->pd->dq_head)
+			s->pd->dq_tail = NULL;
+		s->pd->dq_n--;
+		s->pd->dq_bytes -= d->len;
 		if (d->is_frame) {
 			int code = process_in(s, d->data, d->len, d->binary);
 			if (code)
@@ -246,6 +283,7 @@ unblock(ch_socket *s)
 	s->block = B_NONE;
 	flush_after(s);
 	replay(s);
+	pd_put(s);
 }
 
 /* ------------------------------------------------------------------ join */
@@ -296,37 +334,39 @@ start_join(ch_socket *s, const ch_msg *m, const ch_channel_ops *ops)
 		reply(s, m->join_ref, m->ref, m->topic, "error", "{\"reason\":\"join crashed\"}");
 		return;
 	}
+	pd_get(s);
 	s->block = B_JOINING;
-	s->join_pid = pid;
-	s->join_mon = rt_monitor(pid);
-	s->join_topic = dup_or_null(m->topic);
-	s->join_join_ref = dup_or_null(m->join_ref);
-	s->join_ref = dup_or_null(m->ref);
+	s->pd->join_pid = pid;
+	s->pd->join_mon = rt_monitor(pid);
+	s->pd->join_topic = dup_or_null(m->topic);
+	s->pd->join_join_ref = dup_or_null(m->join_ref);
+	s->pd->join_ref = dup_or_null(m->ref);
 }
 
 static void
 end_join(ch_socket *s, bool ok, const char *response)
 {
-	reply(s, s->join_join_ref, s->join_ref, s->join_topic, ok ? "ok" : "error", response);
+	reply(s, s->pd->join_join_ref, s->pd->join_ref, s->pd->join_topic, ok ? "ok" : "error",
+	      response);
 	if (ok) {
 		if (s->nchans == s->capchans) {
-			s->capchans = s->capchans ? s->capchans * 2 : 2;
+			s->capchans = s->capchans ? s->capchans * 2 : 1;
 			s->chans = realloc(s->chans, s->capchans * sizeof(chan_ent));
 			if (!s->chans)
 				abort();
 		}
-		s->chans[s->nchans++] = (chan_ent){.topic = s->join_topic,
-		                                   .join_ref = s->join_join_ref,
-		                                   .pid = s->join_pid,
-		                                   .mon = s->join_mon};
+		s->chans[s->nchans++] = (chan_ent){.topic = s->pd->join_topic,
+		                                   .join_ref = s->pd->join_join_ref,
+		                                   .pid = s->pd->join_pid,
+		                                   .mon = s->pd->join_mon};
 	} else {
-		rt_demonitor(s->join_mon);
-		free(s->join_topic);
-		free(s->join_join_ref);
+		rt_demonitor(s->pd->join_mon);
+		free(s->pd->join_topic);
+		free(s->pd->join_join_ref);
 	}
-	free(s->join_ref);
-	s->join_topic = s->join_join_ref = s->join_ref = NULL;
-	s->join_pid = RT_NOPID;
+	free(s->pd->join_ref);
+	s->pd->join_topic = s->pd->join_join_ref = s->pd->join_ref = NULL;
+	s->pd->join_pid = RT_NOPID;
 	unblock(s);
 }
 
@@ -335,15 +375,16 @@ end_join(ch_socket *s, bool ok, const char *response)
 static void
 start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, bool binary)
 {
-	s->dup_pid = old->pid;
-	s->dup_topic = old->topic;
-	s->dup_join_ref = old->join_ref;
+	pd_get(s);
+	s->pd->dup_pid = old->pid;
+	s->pd->dup_topic = old->topic;
+	s->pd->dup_join_ref = old->join_ref;
 	rt_demonitor(old->mon);
 	pubsub_unsubscribe(s->ep->pubsub, old->topic, old->pid);
 	*old = s->chans[--s->nchans];
-	s->dup_mon = rt_monitor(s->dup_pid);
-	rt_exit(s->dup_pid, "shutdown: duplicate_join");
-	s->dup_timer = rt_send_after(DUP_TIMEOUT_MS, rt_self(), SOCK_DUP_TIMEOUT, NULL, 0);
+	s->pd->dup_mon = rt_monitor(s->pd->dup_pid);
+	rt_exit(s->pd->dup_pid, "shutdown: duplicate_join");
+	s->pd->dup_timer = rt_send_after(DUP_TIMEOUT_MS, rt_self(), SOCK_DUP_TIMEOUT, NULL, 0);
 	s->block = B_DUPLICATE;
 	defer_front_frame(s, frame, len, binary);
 }
@@ -351,20 +392,20 @@ start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, b
 static void
 end_duplicate(ch_socket *s)
 {
-	rt_cancel_timer(s->dup_timer);
-	rt_demonitor(s->dup_mon);
+	rt_cancel_timer(s->pd->dup_timer);
+	rt_demonitor(s->pd->dup_mon);
 	int kind;
-	rt_buf *b = encode_exit(s, s->dup_topic, s->dup_join_ref, "phx_close", &kind);
-	if (s->nafter < 4) {
-		s->after[s->nafter] = b;
-		s->after_kind[s->nafter++] = kind;
+	rt_buf *b = encode_exit(s, s->pd->dup_topic, s->pd->dup_join_ref, "phx_close", &kind);
+	if (s->pd->nafter < 4) {
+		s->pd->after[s->pd->nafter] = b;
+		s->pd->after_kind[s->pd->nafter++] = kind;
 	} else {
 		rt_buf_release(b);
 	}
-	free(s->dup_topic);
-	free(s->dup_join_ref);
-	s->dup_topic = s->dup_join_ref = NULL;
-	s->dup_pid = RT_NOPID;
+	free(s->pd->dup_topic);
+	free(s->pd->dup_join_ref);
+	s->pd->dup_topic = s->pd->dup_join_ref = NULL;
+	s->pd->dup_pid = RT_NOPID;
 	/* Unlike a join, the replies queued in `after` wait for the new join's reply. */
 	s->block = B_NONE;
 	replay(s);
@@ -448,8 +489,10 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 	} else {
 		reply(s, NULL, m.ref, m.topic, "error", "{\"reason\":\"unmatched topic\"}");
 	}
-	if (s->block == B_NONE)
+	if (s->block == B_NONE) {
 		flush_after(s);
+		pd_put(s);
+	}
 	ch_msg_free(&m);
 	return 0;
 }
@@ -469,12 +512,14 @@ static bool
 unblocks(ch_socket *s, rt_msg *m)
 {
 	if (s->block == B_JOINING) {
-		if (m->tag == CHAN_JOINED && m->from == s->join_pid)
+		if (m->tag == CHAN_JOINED && m->from == s->pd->join_pid)
 			return true;
-		if (m->tag == RT_MSG_DOWN && ((rt_down_info *)rt_msg_data(m))->ref == s->join_mon)
+		if (m->tag == RT_MSG_DOWN &&
+		    ((rt_down_info *)rt_msg_data(m))->ref == s->pd->join_mon)
 			return true;
 	} else if (s->block == B_DUPLICATE) {
-		if (m->tag == RT_MSG_DOWN && ((rt_down_info *)rt_msg_data(m))->ref == s->dup_mon)
+		if (m->tag == RT_MSG_DOWN &&
+		    ((rt_down_info *)rt_msg_data(m))->ref == s->pd->dup_mon)
 			return true;
 		if (m->tag == SOCK_DUP_TIMEOUT)
 			return true;
@@ -491,7 +536,7 @@ handle_info(ch_socket *s, rt_msg *m)
 			s->t.send(s->t.conn, rt_buf_retain(m->buf), (int)m->buf->flags);
 		return true;
 	case CHAN_JOINED: {
-		if (s->block != B_JOINING || m->from != s->join_pid)
+		if (s->block != B_JOINING || m->from != s->pd->join_pid)
 			return true;
 		chan_joined *j = rt_msg_data(m);
 		end_join(s, j->ok, (const char *)(j + 1));
@@ -509,12 +554,12 @@ handle_info(ch_socket *s, rt_msg *m)
 	}
 	case RT_MSG_DOWN: {
 		rt_down_info *d = rt_msg_data(m);
-		if (s->block == B_JOINING && d->ref == s->join_mon) {
-			rt_log_error("join of %s crashed: %s", s->join_topic, d->reason);
+		if (s->block == B_JOINING && d->ref == s->pd->join_mon) {
+			rt_log_error("join of %s crashed: %s", s->pd->join_topic, d->reason);
 			end_join(s, false, "{\"reason\":\"join crashed\"}");
 			return true;
 		}
-		if (s->block == B_DUPLICATE && d->ref == s->dup_mon) {
+		if (s->block == B_DUPLICATE && d->ref == s->pd->dup_mon) {
 			end_duplicate(s);
 			return true;
 		}
@@ -530,7 +575,7 @@ handle_info(ch_socket *s, rt_msg *m)
 	}
 	case SOCK_DUP_TIMEOUT:
 		if (s->block == B_DUPLICATE)
-			rt_exit(s->dup_pid, "kill");
+			rt_exit(s->pd->dup_pid, "kill");
 		return true;
 	case CH_MSG_BROADCAST: {
 		ch_broadcast_view v;
@@ -601,8 +646,7 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 		abort();
 	s->ep = ep;
 	s->t = *t;
-	s->vsn = vsn;
-	s->assigns = assigns;
+	s->vsn = (uint8_t)vsn;
 	if (assigns->child)
 		s->assigns_json = cJSON_PrintUnformatted(assigns);
 	char id[256];
@@ -612,6 +656,7 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 		s->id = dup_or_null(id);
 		pubsub_subscribe(ep->pubsub, s->id, rt_self(), RT_NOPID, vsn, NULL);
 	}
+	cJSON_Delete(assigns); /* channels get them as text */
 	*http_status = 0;
 	return s;
 }
@@ -632,21 +677,22 @@ ch_socket_close(ch_socket *s, const char *reason)
 		free(s->chans[i].join_ref);
 	}
 	free(s->chans);
-	free(s->join_topic);
-	free(s->join_join_ref);
-	free(s->join_ref);
-	free(s->dup_topic);
-	free(s->dup_join_ref);
-	for (int i = 0; i < s->nafter; i++)
-		rt_buf_release(s->after[i]);
-	deferred *d = s->dq_head;
-	while (d) {
-		deferred *n = d->next;
-		rt_buf_release(d->buf);
-		free(d);
-		d = n;
+	pending *pd = s->pd;
+	if (pd) {
+		for (int i = 0; i < pd->nafter; i++)
+			rt_buf_release(pd->after[i]);
+		pd->nafter = 0;
+		deferred *d = pd->dq_head;
+		while (d) {
+			deferred *n = d->next;
+			rt_buf_release(d->buf);
+			free(d);
+			d = n;
+		}
+		pd->dq_head = NULL;
+		s->block = B_NONE;
+		pd_put(s);
 	}
-	cJSON_Delete(s->assigns);
 	free(s->assigns_json);
 	free(s);
 }

@@ -172,10 +172,12 @@ struct sched {
 	/* Local run queue: owner only. */
 	rt_proc *lq_head, *lq_tail;
 	size_t lq_len;
+	size_t lq_movable; /* of which not pinned (candidates for sharing) */
 	/* Inject queue: processes made runnable by other threads. */
 	pthread_mutex_t inject_lock;
 	rt_proc *inj_head, *inj_tail;
 	_Atomic size_t inj_len;
+	size_t inj_movable; /* guarded by inject_lock */
 	/* Processes made runnable here for other schedulers, handed over in one
 	 * batch per target after the current turn (owner only). */
 	struct pend {

@@ -74,6 +74,7 @@ lq_push(sched *s, rt_proc *p)
 		s->lq_head = p;
 	s->lq_tail = p;
 	s->lq_len++;
+	s->lq_movable += p->home < 0;
 }
 
 static rt_proc *
@@ -85,13 +86,14 @@ lq_pop(sched *s)
 		if (!s->lq_head)
 			s->lq_tail = NULL;
 		s->lq_len--;
+		s->lq_movable -= p->home < 0;
 	}
 	return p;
 }
 
 /* Appends a chain of processes to s's inject queue and wakes s if asleep. */
 static void
-inject(sched *s, rt_proc *head, rt_proc *tail, size_t n)
+inject(sched *s, rt_proc *head, rt_proc *tail, size_t n, size_t movable)
 {
 	tail->rq_next = NULL;
 	pthread_mutex_lock(&s->inject_lock);
@@ -101,6 +103,7 @@ inject(sched *s, rt_proc *head, rt_proc *tail, size_t n)
 		s->inj_head = head;
 	s->inj_tail = tail;
 	atomic_fetch_add(&s->inj_len, n);
+	s->inj_movable += movable;
 	pthread_mutex_unlock(&s->inject_lock);
 	/* seq_cst pairs with the sleeper's store of `sleeping` before its final
 	 * check of inj_len: one of the two sees the other. */
@@ -114,6 +117,8 @@ drain_inject(sched *s)
 	pthread_mutex_lock(&s->inject_lock);
 	rt_proc *h = s->inj_head, *t = s->inj_tail;
 	size_t n = atomic_exchange(&s->inj_len, 0);
+	size_t movable = s->inj_movable;
+	s->inj_movable = 0;
 	s->inj_head = s->inj_tail = NULL;
 	pthread_mutex_unlock(&s->inject_lock);
 	if (!h)
@@ -124,6 +129,7 @@ drain_inject(sched *s)
 		s->lq_head = h;
 	s->lq_tail = t;
 	s->lq_len += n;
+	s->lq_movable += movable;
 }
 
 /* Hands the batched remote wake-ups to their schedulers. */
@@ -134,7 +140,7 @@ flush_pend(sched *s)
 	for (int i = 0; i < rt_g.nsched; i++) {
 		struct pend *pd = &s->pend[i];
 		if (pd->n) {
-			inject(&rt_g.scheds[i], pd->head, pd->tail, pd->n);
+			inject(&rt_g.scheds[i], pd->head, pd->tail, pd->n, 0); /* all pinned */
 			pd->head = pd->tail = NULL;
 			pd->n = 0;
 		}
@@ -169,14 +175,14 @@ sched_make_runnable(rt_proc *p)
 	else
 		t = &rt_g.scheds[atomic_fetch_add_explicit(&rt_g.rr, 1, memory_order_relaxed) %
 		                 (uint32_t)rt_g.nsched];
-	inject(t, p, p, 1);
+	inject(t, p, p, 1, p->home < 0);
 }
 
 /* Hands half of s's movable waiting processes to a sleeping scheduler. */
 static void
 share_work(sched *s)
 {
-	if (s->lq_len < 2 || atomic_load_explicit(&rt_g.sleepers, memory_order_relaxed) == 0)
+	if (s->lq_movable < 2 || atomic_load_explicit(&rt_g.sleepers, memory_order_relaxed) == 0)
 		return;
 	sched *t = NULL;
 	for (int i = 1; i < rt_g.nsched && !t; i++) {
@@ -188,11 +194,13 @@ share_work(sched *s)
 		return;
 	/* At most SHARE_MAX: the walk below reads the header of every process it
 	 * passes (a cache miss each, often on a line another core is writing). */
-	size_t want = s->lq_len / 2, n = 0;
+	size_t want = s->lq_movable / 2, n = 0, walked = 0;
 	if (want > SHARE_MAX)
 		want = SHARE_MAX;
 	rt_proc *head = NULL, *tail = NULL, *prev = NULL, *p = s->lq_head;
-	while (p && n < want) {
+	/* The walk is bounded too: pinned processes (connections) may fill the
+	 * queue and are skipped. */
+	while (p && n < want && walked++ < 4 * SHARE_MAX) {
 		rt_proc *next = p->rq_next;
 		if (p->home < 0) {
 			if (prev)
@@ -215,7 +223,8 @@ share_work(sched *s)
 	}
 	if (n) {
 		s->lq_len -= n;
-		inject(t, head, tail, n);
+		s->lq_movable -= n;
+		inject(t, head, tail, n, n);
 	}
 }
 
