@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include "bench/hist.h"
+#include "bench/util.h"
 #include "transports/ws.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -245,23 +246,6 @@ struct fanout_hdr {
 };
 
 /* Writes all of p[0, n) to a blocking fd. */
-static int
-write_all(int fd, const void *p, size_t n)
-{
-	const char *s = p;
-	while (n) {
-		ssize_t r = write(fd, s, n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 static int
 send_msg(int fd, uint32_t type, const void *p, size_t n)
 {

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "bench/hist.h"
+#include "bench/util.h"
 
 #define FD_RESERVE 64
 #define MAX_SIZE 65536
@@ -76,23 +77,6 @@ die(const char *what)
 {
 	fprintf(stderr, "rawfanout: %s: %s\n", what, strerror(errno));
 	exit(2);
-}
-
-static int
-write_all(int fd, const void *p, size_t n)
-{
-	const char *s = p;
-	while (n) {
-		ssize_t r = write(fd, s, n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += r;
-		n -= (size_t)r;
-	}
-	return 0;
 }
 
 static int

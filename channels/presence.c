@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "channels/internal.h"
+#include "runtime/hash.h"
 
 typedef struct pentry {
 	char *key;
@@ -39,10 +40,7 @@ struct ch_presence {
 static unsigned
 hash(const char *s)
 {
-	unsigned h = 2166136261u;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % NBUCKETS;
+	return (unsigned)(rt_hash_str(s) % NBUCKETS);
 }
 
 ch_presence *

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "channels/internal.h"
+#include "runtime/hash.h"
 
 #define NSHARDS 64
 #define MAX_DEAD 64
@@ -50,10 +51,7 @@ struct ch_pubsub {
 static uint64_t
 hash_topic(const char *s)
 {
-	uint64_t h = 1469598103934665603ull;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-	return h;
+	return rt_hash_str(s);
 }
 
 ch_pubsub *

@@ -318,8 +318,10 @@ proc_publish(rt_proc *p)
 	sched_make_runnable(p);
 }
 
-rt_pid
-rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags, uint64_t *mref)
+/* The spawn path shared by rt_spawn_opt and rt_spawn_on (home: pinned
+ * scheduler, -1 for none). */
+static rt_pid
+spawn(const rt_behaviour *b, const void *arg, size_t arg_size, int flags, uint64_t *mref, int home)
 {
 	sched *s = rt_cur;
 	rt_proc *parent = s ? s->current : NULL;
@@ -332,6 +334,7 @@ rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
 		return RT_NOPID;
 	}
 	rt_pid pid = p->pid;
+	p->home = (int16_t)home;
 	if (parent && (flags & RT_SPAWN_LINK)) {
 		ext_add_link(proc_ext_get(p), parent->pid);
 		ext_add_link(proc_ext_get(parent), pid);
@@ -348,6 +351,12 @@ rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags,
 	if (!s)
 		ebr_foreign_leave();
 	return pid;
+}
+
+rt_pid
+rt_spawn_opt(const rt_behaviour *b, const void *arg, size_t arg_size, int flags, uint64_t *mref)
+{
+	return spawn(b, arg, arg_size, flags, mref, -1);
 }
 
 /* Spawns a child of a dynamic supervisor from any thread: the child is born
@@ -385,19 +394,7 @@ rt_spawn_on(int sched_id, const rt_behaviour *b, const void *arg, size_t arg_siz
 {
 	if (sched_id < 0 || sched_id >= rt_g.nsched)
 		return RT_NOPID;
-	sched *s = rt_cur;
-	if (!s)
-		ebr_foreign_enter();
-	rt_proc *p = proc_create(b, arg, arg_size);
-	rt_pid pid = RT_NOPID;
-	if (p) {
-		p->home = (int16_t)sched_id;
-		pid = p->pid;
-		proc_publish(p);
-	}
-	if (!s)
-		ebr_foreign_leave();
-	return pid;
+	return spawn(b, arg, arg_size, 0, NULL, sched_id);
 }
 
 rt_pid

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/hash.h"
 #include "runtime/internal.h"
 
 #define NBUCKETS 256
@@ -26,10 +27,7 @@ static struct {
 static unsigned
 hash(const char *s)
 {
-	unsigned h = 2166136261u;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % NBUCKETS;
+	return (unsigned)(rt_hash_str(s) % NBUCKETS);
 }
 
 static reg_entry **
