@@ -6,18 +6,20 @@
 # Each section is a shell function section_NAME below: it runs its binaries,
 # prints a human summary and writes results/NAME.json.  Sections run in the
 # order of SECTIONS (default: all known ones); to add one, write its function
-# and append its name to ALL_SECTIONS.  BENCH_QUICK=1 passes --quick (10x
-# smaller sizes) to every benchmark; BENCH_REPEAT=N runs each timed scenario
-# N times (default 3) and reports the best.  The last line printed is one JSON
-# object {"SECTION": <results/SECTION.json>, ...} of the sections that ran.
-# The exit status is 0 when everything ran, non-zero when a benchmark crashed
-# or printed no result (a missed performance target is reported, not an error).
+# and append its name to ALL_SECTIONS.  BENCH_QUICK=1 runs a much smaller smoke
+# version (runtime: --quick, 10x smaller sizes; channels: 2,000 connections and
+# 2 s scenarios); BENCH_REPEAT=N runs each timed runtime scenario N times
+# (default 3) and reports the best (channels scenarios run once each).  The last
+# line printed is one JSON object {"SECTION": <results/SECTION.json>, ...} of
+# the sections that ran.  The exit status is 0 when everything ran, non-zero
+# when a benchmark or the server crashed or a benchmark printed no result (a
+# missed performance target or a failed scenario is reported, not an error).
 set -u
 BUILD=${1:-build}
 [ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 
-ALL_SECTIONS="runtime"
+ALL_SECTIONS="runtime channels"
 SECTIONS=${*:-$ALL_SECTIONS}
 QUICK=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && QUICK="--quick"
@@ -25,7 +27,14 @@ REPEAT=${BENCH_REPEAT:-3}
 RESULTS=results
 mkdir -p "$RESULTS"
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT INT TERM
+SERVER_PID=""
+# Never leave a server behind (the channels section starts one).
+cleanup() {
+	[ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'cleanup; trap - EXIT; exit 130' INT TERM
 
 # ------------------------------------------------------------------ helpers
 
@@ -156,6 +165,464 @@ section_runtime() {
 			"$t_mem" "$t_spawn" "$t_ring"
 	} >"$RESULTS/runtime.json"
 	echo "  results written to $RESULTS/runtime.json"
+	return $failed
+}
+
+# ------------------------------------------------------------------ channels
+#
+# The reference app (build/phx-chat) under build/bench/loadgen, next to the
+# raw reference build/bench/rawfanout.  See "The channels section" in
+# bench/README.md for what each figure means.
+
+# proc_alive PID: true while PID runs (a zombie has exited).
+proc_alive() {
+	st=$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# http_up PORT: true when something answers HTTP on 127.0.0.1:PORT.
+http_up() {
+	if command -v curl >/dev/null 2>&1; then
+		curl -s -o /dev/null -m 2 "http://127.0.0.1:$1/"
+	elif command -v wget >/dev/null 2>&1; then
+		wget -q -O /dev/null -T 2 -t 1 "http://127.0.0.1:$1/"
+	else
+		ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -q .
+	fi
+}
+
+# port_free PORT: no socket of this machine uses PORT (no ss: assume free; a
+# server that cannot bind exits with status 1 and the next port is tried).
+port_free() {
+	command -v ss >/dev/null 2>&1 || return 0
+	[ -z "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+}
+
+# now_ms: monotonic enough for durations (GNU date).
+now_ms() {
+	echo $(($(date +%s%N) / 1000000))
+}
+
+# server_start: starts $CHAT on a free port, waits until it answers HTTP.
+# Sets SERVER_PID, SERVER_PORT and URL; returns non-zero when it cannot.
+server_start() {
+	SERVER_PID=""
+	port=$((15000 + $$ % 5000))
+	tries=0
+	while [ $tries -lt 20 ]; do
+		tries=$((tries + 1))
+		port=$((port + 1))
+		port_free "$port" || continue
+		echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $CHAT --port $port --log-level warning" >>"$RESULTS/server.log"
+		"$CHAT" --port "$port" --log-level warning >>"$RESULTS/server.log" 2>&1 &
+		pid=$!
+		SERVER_STARTS=$((SERVER_STARTS + 1))
+		i=0
+		while [ $i -lt 150 ] && proc_alive "$pid"; do
+			if http_up "$port"; then
+				SERVER_PID=$pid
+				SERVER_PORT=$port
+				URL=http://127.0.0.1:$port
+				echo "  phx-chat pid $pid listening on $URL (log: $RESULTS/server.log)"
+				return 0
+			fi
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if proc_alive "$pid"; then
+			echo "bench: phx-chat did not answer HTTP on port $port within 15 s" >&2
+			kill -KILL "$pid" 2>/dev/null
+			wait "$pid"
+			return 1
+		fi
+		wait "$pid"
+		rc=$?
+		[ "$rc" = 1 ] && continue # port taken meanwhile: next one
+		echo "bench: phx-chat exited with status $rc at start (see $RESULTS/server.log)" >&2
+		return 1
+	done
+	echo "bench: no free port for phx-chat" >&2
+	return 1
+}
+
+# server_stop: SIGTERM, then up to 20 s for the exit (then SIGKILL).  Sets
+# SERVER_EXIT (its exit status; 0 is a clean shutdown) and SERVER_STOP_MS.
+server_stop() {
+	[ -n "$SERVER_PID" ] || return 0
+	t0=$(now_ms)
+	kill -TERM "$SERVER_PID" 2>/dev/null
+	i=0
+	while proc_alive "$SERVER_PID" && [ $i -lt 200 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if proc_alive "$SERVER_PID"; then
+		echo "bench: phx-chat did not exit within 20 s of SIGTERM: SIGKILL" >&2
+		kill -KILL "$SERVER_PID" 2>/dev/null
+	fi
+	wait "$SERVER_PID"
+	SERVER_EXIT=$?
+	SERVER_STOP_MS=$(($(now_ms) - t0))
+	SERVER_PID=""
+}
+
+# server_check SCENARIO: after a scenario, a server that died is a crash:
+# recorded, and a fresh server is started for the scenarios that follow.
+server_check() {
+	if [ -z "$SERVER_PID" ]; then
+		server_start || return 1
+		return 0
+	fi
+	proc_alive "$SERVER_PID" && return 0
+	wait "$SERVER_PID"
+	rc=$?
+	SERVER_DIED=$rc
+	echo "bench: phx-chat CRASHED during $1 (exit status $rc; see $RESULTS/server.log)" >&2
+	CRASHES="$CRASHES${CRASHES:+,}{\"scenario\":\"$1\",\"exit_status\":$rc}"
+	SERVER_PID=""
+	failed=1
+	server_start
+}
+
+# settle: waits (up to 20 s) until the server has closed every connection of
+# the previous scenario, so that its teardown does not overlap the next one.
+settle() {
+	[ -n "$SERVER_PID" ] && command -v ss >/dev/null 2>&1 || {
+		sleep 1
+		return
+	}
+	i=0
+	while [ $i -lt 200 ]; do
+		[ -z "$(ss -Htn state connected exclude time-wait "( sport = :$SERVER_PORT )" 2>/dev/null | head -n 1)" ] && return
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "bench: the server still holds connections 20 s after the last scenario" >&2
+}
+
+# note_result NAME RC: records how scenario NAME ended (results/NAME.json).
+note_result() {
+	f=$RESULTS/$1.json
+	if [ -n "$SERVER_DIED" ]; then
+		st="server crashed (exit status $SERVER_DIED)"
+		SERVER_DIED=""
+	elif [ ! -s "$f" ]; then
+		st="no result"
+		failed=1
+	elif [ "$2" = 0 ]; then
+		st=ok
+	elif [ "$2" = 124 ]; then
+		st="timed out (partial result)"
+	elif [ "$2" -ge 125 ]; then
+		st="crashed (exit status $2)"
+		failed=1
+	else
+		st="incomplete (exit status $2)"
+	fi
+	[ "$st" = ok ] || echo "bench: scenario $1: $st" >&2
+	SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$1\":{\"exit_status\":$2,\"status\":\"$st\",\"file\":\"$f\"}"
+}
+
+# lg NAME ARGS...: one loadgen scenario against the server: summary on the
+# terminal, JSON in results/NAME.json, charts in results/NAME/ (gnuplot).
+lg() {
+	name=$1
+	shift
+	rm -rf "$RESULTS/$name.json" "$RESULTS/$name"
+	echo
+	echo "-- $name: loadgen $*"
+	if [ -z "$SERVER_PID" ]; then
+		echo "bench: scenario $name: no server" >&2
+		SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$name\":{\"exit_status\":null,\"status\":\"no server\",\"file\":null}"
+		failed=1
+		return
+	fi
+	set -- "$@" --url "$URL" --server-pid "$SERVER_PID" --json "$RESULTS/$name.json"
+	[ -n "$PLOT" ] && set -- "$@" --plot "$RESULTS/$name"
+	{
+		timeout --foreground -s INT -k 30 "$LG_LIMIT" "$LG" "$@" 2>&1
+		echo $? >"$TMP/$name.rc"
+	} | grep -v '^{"'
+	server_check "$name"
+	note_result "$name" "$(cat "$TMP/$name.rc")"
+	settle
+}
+
+# raw NAME ARGS...: one rawfanout run, JSON in results/NAME.json.
+raw() {
+	name=$1
+	shift
+	rm -f "$RESULTS/$name.json"
+	echo
+	echo "-- $name: rawfanout $*"
+	{
+		timeout -k 10 "$RAW_LIMIT" "$RAW" "$@" --json "$RESULTS/$name.json" 2>&1
+		echo $? >"$TMP/$name.rc"
+	} | grep -v '^{"'
+	note_result "$name" "$(cat "$TMP/$name.rc")"
+}
+
+# jn NAME KEY: the top-level number KEY of results/NAME.json ("" when absent).
+jn() {
+	[ -s "$RESULTS/$1.json" ] || return 0
+	json_num "$2" "$(cat "$RESULTS/$1.json")"
+}
+
+# jp NAME OBJ KEY: KEY of the percentile object OBJ (e.g. latency_ms p99).
+jp() {
+	[ -s "$RESULTS/$1.json" ] || return 0
+	o=$(sed -n "s/.*\"$2\":{\([^}]*\)}.*/\1/p" "$RESULTS/$1.json")
+	[ -n "$o" ] && json_num "$3" "{$o}"
+}
+
+# v VALUE: VALUE, or null when empty (for JSON).
+v() {
+	if [ -z "$1" ]; then echo null; else echo "$1"; fi
+}
+
+# fig KEY VALUE: adds "KEY": VALUE to the figures object.
+fig() {
+	FIGS="$FIGS${FIGS:+,}\"$1\":$(v "$2")"
+}
+
+# fmt KIND VALUE: a figure for the table (rate, ms, bytes, x, count).
+fmt() {
+	awk -v k="$1" -v n="$2" 'BEGIN {
+		if (n == "" || n == "null") { print "-"; exit }
+		if (k == "ms") printf (n < 10 ? "%.2f ms\n" : "%.1f ms\n"), n;
+		else if (k == "bytes") printf "%.0f B\n", n;
+		else if (k == "x") printf "%.2fx\n", n;
+		else if (k == "count") printf "%d\n", n;
+		else if (n >= 1e6) printf "%.2f M/s\n", n / 1e6;
+		else if (n >= 1e3) printf "%.1f k/s\n", n / 1e3;
+		else printf "%.1f /s\n", n }'
+}
+
+# row FIGURE MEASURED GOAL MET RAW RATIO: one line of the comparison table.
+row() {
+	case $4 in true) m=met ;; false) m=MISSED ;; null) m="n/a" ;; *) m=$4 ;; esac
+	printf '  %-46s %19s %11s %-7s %10s %6s\n' "$1" "$2" "$3" "$m" "$5" "$6" >>"$TMP/table"
+}
+
+# goal KEY VALUE OP LIMIT [NO]: adds "KEY": {"value","limit","met"} to the goals
+# object; sets T to met (true/false/null; false whenever NO is given and not 0).
+goal() {
+	T=$(met "$2" "$3" "$4")
+	[ "${5:-0}" != 0 ] && [ "$T" = true ] && T=false
+	GOALS="$GOALS${GOALS:+,}\"$1\":{\"value\":$(v "$2"),\"limit\":$4,\"met\":$T}"
+}
+
+section_channels() {
+	load0=$(loadavg)
+	CHAT=$BUILD/phx-chat
+	LG=$BUILD/bench/loadgen
+	RAW=$BUILD/bench/rawfanout
+	for b in "$CHAT" "$LG" "$RAW"; do
+		if [ ! -x "$b" ]; then
+			echo "bench: $b is missing (run make all)" >&2
+			return 1
+		fi
+	done
+	if ! command -v timeout >/dev/null 2>&1; then
+		echo "bench: timeout (coreutils) not found" >&2
+		return 1
+	fi
+	# 19,000 connections need 19,000 descriptors in the server and in the loadgen.
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null
+	PLOT=""
+	if command -v gnuplot >/dev/null 2>&1; then
+		PLOT=1
+	else
+		echo "bench: gnuplot not found (apt-get install gnuplot-nox): no charts"
+	fi
+	if [ -n "$QUICK" ]; then
+		N=2000 D=2 HOLD=1 RAW_FAN_M=10 RAW_PEAK_M=1600
+	else
+		N=19000 D=8 HOLD=3 RAW_FAN_M=25 RAW_PEAK_M=800
+	fi
+	PP_N=1000
+	PP_SMALL=100
+	BATCH=16
+	HALF_W=$((N / 2))     # connect: 2 workers of N/2
+	PUB_W=$((N / 2 + 1))  # broadcast: N subscribers + 1 publisher over 2 workers
+	LG_LIMIT=$((D + 150)) # setup (--timeout 30) + run + drain (10 s) + reports, generously
+	RAW_LIMIT=120
+	failed=0
+	SERVER_STARTS=0
+	SERVER_EXIT=""
+	SERVER_STOP_MS=""
+	CRASHES=""
+	SERVER_DIED=""
+	SCENARIOS=""
+	FIGS=""
+	GOALS=""
+	: >"$TMP/table"
+	: >"$RESULTS/server.log"
+	# No figure of an earlier run may stand in for a scenario that does not run now.
+	for sc in connect broadcast-fanout broadcast-peak broadcast-half pingpong-$PP_N \
+		pingpong-$PP_SMALL raw-fanout raw-peak; do
+		rm -rf "$RESULTS/$sc.json" "$RESULTS/$sc"
+	done
+	common="--workers 2 --timeout 30"
+
+	echo "channels: $CHAT under $LG, $N connections on room:lobby, ${D} s scenarios"
+	server_start || return 1
+
+	# A fresh server first: its RSS growth per joined connection.
+	lg connect connect -n "$N" $common --per-worker "$HALF_W" --connect-rate 0 --duration "$HOLD"
+	lg broadcast-fanout broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 \
+		--publishers 1 --rate 5 --duration "$D"
+	lg broadcast-peak broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 \
+		--publishers 1 --rate 0 --window 16 --duration "$D"
+	peak=$(jn broadcast-peak deliveries_per_s)
+	half_rate=""
+	if [ -n "$peak" ] && [ "$peak" != null ]; then
+		half_rate=$(awk -v d="$peak" -v n="$N" 'BEGIN { r = int(d / 2 / n + 0.5); print (r < 1 ? 1 : r) }')
+		lg broadcast-half broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 \
+			--publishers 1 --rate "$half_rate" --duration "$D"
+	else
+		echo "bench: no peak delivery rate: broadcast-half skipped" >&2
+		SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"broadcast-half\":{\"exit_status\":null,\"status\":\"skipped (no peak)\",\"file\":null}"
+	fi
+	lg pingpong-$PP_N pingpong -n "$PP_N" --timeout 30 --connect-rate 0 --duration "$D"
+	lg pingpong-$PP_SMALL pingpong -n "$PP_SMALL" --timeout 30 --connect-rate 0 --duration "$D"
+
+	echo
+	echo "-- stopping phx-chat (SIGTERM)"
+	server_stop
+	if [ "$SERVER_EXIT" != "" ]; then
+		echo "  exit status $SERVER_EXIT after $SERVER_STOP_MS ms"
+		if [ "$SERVER_EXIT" != 0 ]; then
+			echo "bench: phx-chat exited with status $SERVER_EXIT on SIGTERM (see $RESULTS/server.log)" >&2
+			failed=1
+		fi
+	fi
+
+	# The raw reference, with the machine otherwise as idle as for the node.
+	raw raw-fanout -n "$N" -m "$RAW_FAN_M" --rate 5
+	raw raw-peak -n "$N" -m "$RAW_PEAK_M" --batch "$BATCH"
+
+	# ---- figures
+	c_mem=$(jn connect server_bytes_per_conn)
+	c_rate=$(jn connect connect_rate_per_s)
+	c_joined=$(jn connect joined)
+	f_p50=$(jp broadcast-fanout fanout_ms p50)
+	f_p99=$(jp broadcast-fanout fanout_ms p99)
+	f_dps=$(jn broadcast-fanout deliveries_per_s)
+	h_p99=$(jp broadcast-half latency_ms p99)
+	h_dps=$(jn broadcast-half deliveries_per_s)
+	p_rt=$(jn pingpong-$PP_N round_trips_per_s)
+	p_p99=$(jp pingpong-$PP_N latency_ms p99)
+	p_mean=$(jp pingpong-$PP_N latency_ms mean)
+	p_little=$(awk -v n="$PP_N" -v t="$p_rt" 'BEGIN { if (t == "" || t + 0 == 0) print ""; else printf "%.3f\n", n / t * 1000 }')
+	s_rt=$(jn pingpong-$PP_SMALL round_trips_per_s)
+	s_p99=$(jp pingpong-$PP_SMALL latency_ms p99)
+	rf_dps=$(jn raw-fanout deliveries_per_s)
+	rf_p50=$(jp raw-fanout fanout_ms p50)
+	rf_p99=$(jp raw-fanout fanout_ms p99)
+	rp_dps=$(jn raw-peak deliveries_per_s)
+	# Loss, duplicates and order over the three broadcast runs (null if none ran).
+	# A run where a subscriber dropped or that did not complete is not clean either.
+	bad=""
+	unclean=0
+	for sc in broadcast-fanout broadcast-peak broadcast-half; do
+		if [ ! -s "$RESULTS/$sc.json" ]; then
+			unclean=$((unclean + 1))
+			continue
+		fi
+		for k in lost duplicated out_of_order; do
+			x=$(jn $sc $k)
+			bad=$((${bad:-0} + ${x:-0}))
+		done
+		[ "$(jn $sc dropped)" = 0 ] || unclean=$((unclean + 1))
+		[ "$(jn $sc ok)" = true ] || unclean=$((unclean + 1))
+	done
+	raw_lost=""
+	for sc in raw-fanout raw-peak; do
+		x=$(jn $sc lost)
+		[ -n "$x" ] && raw_lost=$((${raw_lost:-0} + x))
+	done
+	r_peak=$(ratio "$peak" "$rp_dps" 3)
+	r_fan50=$(ratio "$f_p50" "$rf_p50")
+	r_fan99=$(ratio "$f_p99" "$rf_p99")
+	r_fdps=$(ratio "$f_dps" "$rf_dps")
+
+	fig server_bytes_per_conn "$c_mem"
+	fig connect_rate_per_s "$c_rate"
+	fig connect_joined "$c_joined"
+	fig connect_server_rss_before "$(jn connect server_rss_before)"
+	fig connect_server_rss_after "$(jn connect server_rss_after)"
+	for k in join_ms connect_join_ms; do
+		for p in p50 p99 max; do fig "${k}_$p" "$(jp connect $k $p)"; done
+	done
+	for sc in fanout peak half; do
+		n=broadcast-$sc
+		for k in deliveries_per_s sent_per_s rate_target_per_pub lost duplicated out_of_order dropped \
+			server_cpu_pct loadgen_cpu_pct loadgen_loop_max_ms; do
+			fig "${sc}_$k" "$(jn $n $k)"
+		done
+		for k in latency_ms fanout_ms; do
+			for p in p50 p90 p99 max mean; do fig "${sc}_${k%_ms}_ms_$p" "$(jp $n $k $p)"; done
+		done
+	done
+	for n in $PP_N $PP_SMALL; do
+		for k in round_trips_per_s server_cpu_pct loadgen_cpu_pct; do fig "pingpong_${n}_$k" "$(jn pingpong-$n $k)"; done
+		for p in p50 p90 p99 max mean; do fig "pingpong_${n}_latency_ms_$p" "$(jp pingpong-$n latency_ms $p)"; done
+	done
+	fig pingpong_${PP_N}_littles_law_mean_ms "$p_little"
+	for sc in fanout peak; do
+		for k in deliveries_per_s lost; do fig "raw_${sc}_$k" "$(jn raw-$sc $k)"; done
+		for k in latency_ms fanout_ms send_loop_ms; do
+			for p in p50 p99 max; do fig "raw_${sc}_${k%_ms}_ms_$p" "$(jp raw-$sc $k $p)"; done
+		done
+	done
+
+	# ---- goals and the table
+	row "figure" "measured" "goal" "met?" "raw" "ratio"
+	goal server_bytes_per_conn_le_2048 "$c_mem" le 2048
+	row "server RSS per joined connection ($(fmt count "$c_joined"))" "$(fmt bytes "$c_mem")" "<= 2048 B" "$T" "-" "-"
+	goal connect_rate_per_s_ge_20000 "$c_rate" ge 20000
+	row "connect+join rate" "$(fmt rate "$c_rate")" ">= 20 k/s" "$T" "-" "-"
+	row "  join latency p50 / p99" "$(fmt ms "$(jp connect join_ms p50)") / $(fmt ms "$(jp connect join_ms p99)")" "" "" "" ""
+	goal peak_deliveries_per_s_ge_350000 "$peak" ge 350000
+	row "broadcast peak deliveries/s (window 16)" "$(fmt rate "$peak")" ">= 350 k/s" "$T" "$(fmt rate "$rp_dps")" "$r_peak"
+	goal peak_over_raw_ge_0_9 "$r_peak" ge 0.9
+	row "  peak / raw (send() of $BATCH messages at a time)" "$(fmt x "$r_peak")" ">= 0.90x" "$T" "" ""
+	goal lost_dup_ooo_eq_0 "$bad" le 0 "$unclean"
+	row "lost + dup + out of order (3 broadcasts)" "$(fmt count "$bad")" "0" "$T" "$(fmt count "$raw_lost")" ""
+	[ "$unclean" = 0 ] || row "  broadcast runs missing, incomplete or with drops" "$unclean" "0" "false" "" ""
+	row "broadcast at 5 msg/s: deliveries/s" "$(fmt rate "$f_dps")" "" "" "$(fmt rate "$rf_dps")" "$r_fdps"
+	goal fanout_ms_p50_le_50 "$f_p50" le 50
+	row "fan-out time p50 (send -> last subscriber)" "$(fmt ms "$f_p50")" "<= 50 ms" "$T" "$(fmt ms "$rf_p50")" "$r_fan50"
+	goal fanout_ms_p99_le_50 "$f_p99" le 50
+	row "fan-out time p99" "$(fmt ms "$f_p99")" "<= 50 ms" "$T" "$(fmt ms "$rf_p99")" "$r_fan99"
+	goal half_peak_latency_ms_p99_le_10 "$h_p99" le 10
+	row "latency p99 at half peak (${half_rate:-?} msg/s, $(fmt rate "$h_dps"))" "$(fmt ms "$h_p99")" "<= 10 ms" "$T" "-" "-"
+	goal pingpong_round_trips_per_s_ge_150000 "$p_rt" ge 150000
+	row "ping-pong round trips/s ($PP_N clients)" "$(fmt rate "$p_rt")" ">= 150 k/s" "$T" "-" "-"
+	goal pingpong_latency_ms_p99_le_2 "$p_p99" le 2
+	row "  round-trip p99 ($PP_N clients)" "$(fmt ms "$p_p99")" "<= 2 ms" "$T" "" ""
+	row "  mean: measured / Little's law $PP_N/rate" "$(fmt ms "$p_mean") / $(fmt ms "$p_little")" "" "" "" ""
+	row "ping-pong $PP_SMALL clients: rate, p99" "$(fmt rate "$s_rt"), $(fmt ms "$s_p99")" "" "" "" ""
+
+	echo
+	echo "channels: phx-chat vs goals (raw = rawfanout on the same machine; ratio = phx-c / raw)"
+	[ -n "$QUICK" ] && echo "  (BENCH_QUICK: $N connections, ${D} s scenarios; the goals are for 19,000)"
+	cat "$TMP/table"
+	[ -n "$CRASHES" ] && echo "  server crashes: $CRASHES"
+
+	{
+		printf '{"machine":%s,"quick":%s,' "$(machine_json "$load0")" "$([ -n "$QUICK" ] && echo true || echo false)"
+		printf '"sizes":{"connections":%s,"workers":2,"duration_s":%s,"connect_hold_s":%s,"pingpong_clients":[%s,%s],"half_rate_per_s":%s,"raw_fanout_messages":%s,"raw_peak_messages":%s,"raw_peak_batch":%s},' \
+			"$N" "$D" "$HOLD" "$PP_N" "$PP_SMALL" "$(v "$half_rate")" "$RAW_FAN_M" "$RAW_PEAK_M" "$BATCH"
+		printf '"server":{"binary":"%s","starts":%s,"crashes":[%s],"exit_status_on_sigterm":%s,"stop_ms":%s,"log":"%s/server.log"},' \
+			"$CHAT" "$SERVER_STARTS" "$CRASHES" "$(v "$SERVER_EXIT")" "$(v "$SERVER_STOP_MS")" "$RESULTS"
+		printf '"scenarios":{%s},"figures":{%s},' "$SCENARIOS" "$FIGS"
+		printf '"ratios":{"peak_over_raw_peak":%s,"fanout_p50_over_raw":%s,"fanout_p99_over_raw":%s,"fanout_deliveries_over_raw":%s},' \
+			"$r_peak" "$r_fan50" "$r_fan99" "$r_fdps"
+		printf '"goals":{%s}}\n' "$GOALS"
+	} >"$RESULTS/channels.json"
+	echo "  results written to $RESULTS/channels.json (per scenario: $RESULTS/<scenario>.json${PLOT:+, charts in $RESULTS/<scenario>/})"
 	return $failed
 }
 
