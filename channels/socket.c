@@ -23,6 +23,10 @@
 #define DEFER_MAX_ITEMS 4096
 #define DEFER_MAX_BYTES (8u << 20)
 #define DUP_TIMEOUT_MS 5000
+/* Events a client may have queued for one of its channels: past this the
+ * client is flooding a channel that cannot keep up, and is disconnected
+ * (1008) rather than growing the node's memory. */
+#define CHANNEL_BACKLOG_MAX 10000
 
 typedef struct chan_ent {
 	char *topic;
@@ -483,9 +487,17 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 			rt_send(c->pid, CHAN_LEAVE, ref, strlen(ref) + 1);
 		}
 	} else if (c) {
-		if (join_ref_matches(c, &m))
+		if (!join_ref_matches(c, &m)) {
+			/* a stale message for an earlier join: ignored */
+		} else if (rt_msgq_len(c->pid) >= CHANNEL_BACKLOG_MAX) {
+			rt_log_warning("socket %s: %u events queued for %s; closing (1008)",
+			               s->id ? s->id : "(anonymous)", CHANNEL_BACKLOG_MAX,
+			               c->topic);
+			ch_msg_free(&m);
+			return 1008;
+		} else {
 			forward_event(c, &m);
-		/* else: a stale message for an earlier join: ignored */
+		}
 	} else {
 		reply(s, NULL, m.ref, m.topic, "error", "{\"reason\":\"unmatched topic\"}");
 	}

@@ -58,6 +58,7 @@ typedef struct proc_ext {
 	char *name;               /* registered name */
 } proc_ext;
 
+/* 64 bytes: an idle process costs one 64-byte block (+ a mailbox stub). */
 typedef struct rt_proc {
 	/* Mailbox: an intrusive MPSC queue (Vyukov, as Pony's messageq).  Senders
 	 * exchange mb_head; bit 0 of mb_head means "empty and not scheduled", and
@@ -74,10 +75,14 @@ typedef struct rt_proc {
 		uint64_t retire_epoch; /* once retired (ebr.c) */
 	};
 	const char *reason; /* exit reason while exiting (static or malloc'd: reason_owned) */
-	uint32_t flags;
-	int16_t home; /* pinned scheduler, -1 when free to move */
+	/* Messages pushed (senders, atomic add) and popped (the consumer alone, a
+	 * plain store): their difference modulo 2^16 is the queue length, for
+	 * rt_msgq_len's limits. */
+	_Atomic uint16_t mb_in;
+	_Atomic uint16_t mb_out;
+	int16_t home;  /* pinned scheduler, -1 when free to move */
+	uint8_t flags; /* PF_* */
 	uint8_t reason_owned;
-	uint8_t size_class; /* allocation class of this block */
 	_Alignas(16) unsigned char state[];
 } rt_proc;
 

@@ -15,6 +15,8 @@
 
 #include "runtime/internal.h"
 
+_Static_assert(sizeof(rt_proc) == 64, "rt_proc grew past one cache line");
+
 static const char REASON_NORMAL[] = "normal";
 static const char REASON_KILLED[] = "killed";
 static const char REASON_NOPROC[] = "noproc";
@@ -63,6 +65,7 @@ mbox_push(rt_proc *p, rt_msg *m)
 	/* acq_rel: release publishes m's contents to the consumer; acquire pairs
 	 * with markempty's CAS so the consumer's last writes are visible to
 	 * whoever schedules it next. */
+	atomic_fetch_add_explicit(&p->mb_in, 1, memory_order_relaxed);
 	rt_msg *prev = atomic_exchange_explicit(&p->mb_head, m, memory_order_acq_rel);
 	bool was_empty = ((uintptr_t)prev & 1) != 0;
 	prev = (rt_msg *)((uintptr_t)prev & ~(uintptr_t)1);
@@ -81,6 +84,9 @@ mbox_pop(rt_proc *p)
 		return NULL;
 	p->mb_tail = next;
 	msg_free(tail);
+	atomic_store_explicit(
+	    &p->mb_out, (uint16_t)(atomic_load_explicit(&p->mb_out, memory_order_relaxed) + 1),
+	    memory_order_relaxed);
 	return next;
 }
 
@@ -403,6 +409,21 @@ rt_spawn(const rt_behaviour *b, const void *arg, size_t arg_size)
 	return rt_spawn_opt(b, arg, arg_size, 0, NULL);
 }
 
+uint32_t
+rt_msgq_len(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s)
+		ebr_foreign_enter();
+	rt_proc *p = proc_lookup(pid);
+	uint32_t n = p ? (uint16_t)(atomic_load_explicit(&p->mb_in, memory_order_relaxed) -
+	                            atomic_load_explicit(&p->mb_out, memory_order_relaxed))
+	               : 0;
+	if (!s)
+		ebr_foreign_leave();
+	return n;
+}
+
 bool
 rt_alive(rt_pid pid)
 {
@@ -491,7 +512,7 @@ rt_trap_exit(bool on)
 	if (on)
 		p->flags |= PF_TRAP_EXIT;
 	else
-		p->flags &= ~(uint32_t)PF_TRAP_EXIT;
+		p->flags &= (uint8_t)~PF_TRAP_EXIT;
 	return old;
 }
 

@@ -169,6 +169,11 @@ void *rt_self_state(void);
 /* True while the process exists. */
 bool rt_alive(rt_pid pid);
 
+/* Messages waiting in pid's mailbox (approximate, counted modulo 65,536; 0
+ * for a dead pid): for senders that must bound what they queue for a slow
+ * receiver. */
+uint32_t rt_msgq_len(rt_pid pid);
+
 /* Formats a pid as <0.INDEX.GEN> into buf (at least 32 bytes); returns buf. */
 char *rt_pid_str(rt_pid pid, char *buf, size_t len);
 

@@ -175,10 +175,17 @@ room_join(ch_chan *ch, void *st, const char *topic, const ch_payload *params)
 	return CH_OK;
 }
 
+static _Atomic int hold_released;
+
 static int
 room_in(ch_chan *ch, void *st, const char *event, const ch_payload *p)
 {
 	room *r = st;
+	if (strcmp(event, "hold") == 0) {
+		while (!atomic_load(&hold_released))
+			usleep(1000);
+		return CH_OK;
+	}
 	if (strcmp(event, "ping") == 0) {
 		r->pings++;
 		ch_reply(ch, "ok", p->raw);
@@ -610,7 +617,30 @@ test_presence_state_and_diffs(void)
 	teardown();
 }
 
+static void
+test_flooding_a_busy_channel_closes_1008(void)
+{
+	setup();
+	client(0, NULL, 2);
+	client(1, NULL, 2);
+	send_text(0, "[\"1\",\"1\",\"room:slowpoke\",\"phx_join\",{}]");
+	send_text(1, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
+	EXPECT(0, "phx_reply");
+	EXPECT(1, "phx_reply");
+	send_text(0, "[\"1\",\"2\",\"room:slowpoke\",\"hold\",{}]");
+	for (int i = 0; i < 10100 && rt_alive(clients[0]); i++)
+		send_text(0, "[\"1\",\"3\",\"room:slowpoke\",\"ping\",{}]");
+	WAIT_UNTIL(!rt_alive(clients[0]), 10000);
+	CHECK_EQ(out.closed_code[0], 1008);
+	clients[0] = 0;
+	atomic_store(&hold_released, 1);
+	send_text(1, "[\"1\",\"2\",\"room:lobby\",\"ping\",{}]");
+	EXPECT(1, "[\"1\",\"2\"");
+	teardown();
+}
+
 TEST_LIST = {
+    TEST(test_flooding_a_busy_channel_closes_1008),
     TEST(test_presence_state_and_diffs),
     TEST(test_join_reply_and_ping),
     TEST(test_heartbeat_and_unmatched),
