@@ -22,6 +22,18 @@ for t in $(find "$BUILD/test/$ONLY" -type f -name 'test_*' ! -name '*.o' ! -name
 	total_pass=$((total_pass + p))
 	total_fail=$((total_fail + f))
 done
+if [ -z "$ONLY" ]; then
+	echo "== install"
+	sh test/install.sh "$BUILD" 2>&1 | tee "$log"
+	line=$(grep -E '^install: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+	if [ -z "$line" ]; then
+		echo "FAIL install: ended without a summary"
+		total_fail=$((total_fail + 1))
+	else
+		total_pass=$((total_pass + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+		total_fail=$((total_fail + $(echo "$line" | sed -E 's/.*, ([0-9]+) failed.*/\1/')))
+	fi
+fi
 if [ -z "$ONLY" ] && [ -x test/integration/run.sh ]; then
 	echo "== integration"
 	sh test/integration/run.sh "$BUILD" 2>&1 | tee "$log"
