@@ -157,14 +157,6 @@ limit_note(const char *fmt, ...)
 	va_end(ap);
 }
 
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 die(const char *fmt, ...)
 {

@@ -6,7 +6,19 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 #include <unistd.h>
+
+/* CLOCK_MONOTONIC in nanoseconds: every timestamp of a run is on this clock
+ * (the load generator and the server share one machine). */
+static inline int64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* Writes all n bytes (retrying on EINTR); 0, or -1 on error. */
 static inline int
