@@ -908,8 +908,8 @@ test_crash_storm_leaves_memory_where_it_started(void)
 	long r3 = rss_kb(), h3 = heap_kb();
 	/* The first storm settles pools and tables; after that a leak of even 32
 	 * bytes per process would add 3 MB per storm. */
-	printf("    after storms: RSS %ld kB, %ld kB, %ld kB; heap in use %ld kB, %ld kB\n", r1,
-	       r2, r3, h1, h3);
+	printf("    after storms: RSS %ld kB, %ld kB, %ld kB; heap in use %ld kB, %ld kB\n", r1, r2,
+	       r3, h1, h3);
 #ifndef SANITIZED
 	/* Per-thread free lists may hold up to ~1.3 MB either way. */
 	CHECK_MSG(h3 - h1 < 2048, "heap in use grew from %ld kB to %ld kB", h1, h3);
