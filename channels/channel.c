@@ -149,6 +149,8 @@ handle_event(ch_chan *ch, rt_msg *m)
 		pl.bin_len = h->payload_len;
 	} else {
 		json = cJSON_ParseWithLength(payload, h->payload_len);
+		if (!json) /* validated by the socket: only cJSON's own limits fail */
+			rt_crash("%s: payload of %s cannot be parsed", ch->topic, event);
 		pl.json = json;
 		pl.raw = payload;
 		pl.raw_len = h->payload_len;

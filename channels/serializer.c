@@ -9,6 +9,7 @@
  */
 #include "channels/serializer.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -434,7 +435,7 @@ fail(ch_msg *out, const char **err, const char *why)
 /* Fills *out from the five field spans (join_ref may be absent: p == NULL). */
 static int
 build_text_msg(span join_ref, span ref, span topic, span event, span payload, ch_msg *out,
-               const char **err)
+               const char **err, bool tree)
 {
 	size_t need = (join_ref.p ? span_len(join_ref) : 0) + span_len(ref) + span_len(topic) +
 	              span_len(event) + span_len(payload) + 5;
@@ -451,6 +452,8 @@ build_text_msg(span join_ref, span ref, span topic, span event, span payload, ch
 		return fail(out, err, "event is not a string");
 	out->payload_json = arena_copy(&a, payload.p, span_len(payload));
 	out->payload_json_len = span_len(payload);
+	if (!tree)
+		return 0; /* scan_value validated it already */
 	out->payload = cJSON_ParseWithLength(out->payload_json, out->payload_json_len);
 	if (!out->payload)
 		return fail(out, err, "payload not parseable by cJSON");
@@ -458,7 +461,7 @@ build_text_msg(span join_ref, span ref, span topic, span event, span payload, ch
 }
 
 static int
-decode_v2_text(const uint8_t *data, size_t len, ch_msg *out, const char **err)
+decode_v2_text(const uint8_t *data, size_t len, ch_msg *out, const char **err, bool tree)
 {
 	const uint8_t *end = data + len;
 	const uint8_t *p = skip_ws(data, end);
@@ -493,14 +496,14 @@ decode_v2_text(const uint8_t *data, size_t len, ch_msg *out, const char **err)
 		return fail(out, err, "invalid JSON: trailing data");
 	if (count < 5)
 		return fail(out, err, "V2 array has fewer than 5 elements");
-	return build_text_msg(el[0], el[1], el[2], el[3], el[4], out, err);
+	return build_text_msg(el[0], el[1], el[2], el[3], el[4], out, err, tree);
 }
 
 /* The V1 keys, in the order of the spans kept for them. */
 static const char *const v1_keys[] = {"topic", "event", "payload", "ref", "join_ref"};
 
 static int
-decode_v1(const uint8_t *data, size_t len, ch_msg *out, const char **err)
+decode_v1(const uint8_t *data, size_t len, ch_msg *out, const char **err, bool tree)
 {
 	const uint8_t *end = data + len;
 	const uint8_t *p = skip_ws(data, end);
@@ -554,7 +557,7 @@ decode_v1(const uint8_t *data, size_t len, ch_msg *out, const char **err)
 		return fail(out, err, "missing key \"payload\"");
 	if (!field[3].p)
 		return fail(out, err, "missing key \"ref\"");
-	return build_text_msg(field[4], field[3], field[0], field[1], field[2], out, err);
+	return build_text_msg(field[4], field[3], field[0], field[1], field[2], out, err, tree);
 }
 
 /* Length of s as a JSON string token (Jason's escaping, quotes included). */
@@ -668,9 +671,9 @@ decode_v2_binary(const uint8_t *data, size_t len, ch_msg *out, const char **err)
 	return 0;
 }
 
-int
-ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
-              const char **err)
+static int
+decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out, const char **err,
+       bool tree)
 {
 	if (err)
 		*err = NULL;
@@ -682,12 +685,26 @@ ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_
 	if (!data)
 		data = (const uint8_t *)"";
 	if (vsn == CH_VSN_1)
-		return decode_v1(data, len, out, err); /* Phoenix's V1 ignores the opcode */
+		return decode_v1(data, len, out, err, tree); /* Phoenix's V1 ignores the opcode */
 	if (vsn != CH_VSN_2)
 		return fail(out, err, "unknown serializer version");
 	if (is_binary_frame)
 		return decode_v2_binary(data, len, out, err);
-	return decode_v2_text(data, len, out, err);
+	return decode_v2_text(data, len, out, err, tree);
+}
+
+int
+ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
+              const char **err)
+{
+	return decode(vsn, is_binary_frame, data, len, out, err, true);
+}
+
+int
+ch_msg_decode_raw(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
+                  const char **err)
+{
+	return decode(vsn, is_binary_frame, data, len, out, err, false);
 }
 
 void

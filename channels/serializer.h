@@ -95,6 +95,12 @@ typedef struct ch_msg {
 int ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
                   const char **err);
 
+/* The same, without building the payload's cJSON tree (payload stays NULL;
+ * payload_json is validated JSON text): for the socket, which only routes the
+ * message and hands the text to the channel process. */
+int ch_msg_decode_raw(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
+                      const char **err);
+
 /* Frees what ch_msg_decode allocated and zeroes *m.  NULL and zeroed messages are fine. */
 void ch_msg_free(ch_msg *m);
 

@@ -452,7 +452,7 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 {
 	ch_msg m;
 	const char *err = NULL;
-	if (ch_msg_decode(s->vsn, binary, data, len, &m, &err) < 0) {
+	if (ch_msg_decode_raw(s->vsn, binary, data, len, &m, &err) < 0) {
 		rt_log_debug("socket: undecodable message (%s): closing with 1011",
 		             err ? err : "?");
 		return 1011;

@@ -917,7 +917,38 @@ test_every_prefix_refused(void)
 	}
 }
 
+/* ch_msg_decode_raw: the same routing fields and validated payload text,
+ * without a cJSON tree; invalid payloads are still refused. */
+static void
+test_decode_raw_skips_the_tree(void)
+{
+	const char *f = "[\"1\",\"2\",\"room:a\",\"ping\",{\"n\":[1,2,{\"x\":null}]}]";
+	ch_msg m;
+	CHECK_EQ(ch_msg_decode_raw(CH_VSN_2, 0, (const uint8_t *)f, strlen(f), &m, NULL), 0);
+	CHECK(m.payload == NULL);
+	CHECK_STR(m.topic, "room:a");
+	CHECK_STR(m.event, "ping");
+	CHECK_EQ(m.payload_json_len, strlen("{\"n\":[1,2,{\"x\":null}]}"));
+	CHECK_MEM(m.payload_json, "{\"n\":[1,2,{\"x\":null}]}", m.payload_json_len);
+	ch_msg_free(&m);
+	const char *bad[] = {"[\"1\",\"2\",\"room:a\",\"ping\",{\"n\":}]",
+	                     "[\"1\",\"2\",\"room:a\",\"ping\",{\"n\":1]",
+	                     "{\"topic\":\"t\",\"event\":\"e\",\"payload\":[1,,2],\"ref\":null}"};
+	for (int i = 0; i < 3; i++) {
+		int vsn = i < 2 ? CH_VSN_2 : CH_VSN_1;
+		CHECK_EQ(
+		    ch_msg_decode_raw(vsn, 0, (const uint8_t *)bad[i], strlen(bad[i]), &m, NULL),
+		    -1);
+	}
+	const char *v1 = "{\"topic\":\"t\",\"event\":\"e\",\"payload\":{\"a\":1},\"ref\":\"3\"}";
+	CHECK_EQ(ch_msg_decode_raw(CH_VSN_1, 0, (const uint8_t *)v1, strlen(v1), &m, NULL), 0);
+	CHECK(m.payload == NULL);
+	CHECK_MEM(m.payload_json, "{\"a\":1}", 7);
+	ch_msg_free(&m);
+}
+
 TEST_LIST = {
+    TEST(test_decode_raw_skips_the_tree),
     TEST(test_v2_decode_basic),
     TEST(test_v2_decode_refs_any_json),
     TEST(test_v2_decode_payload_any_json),
