@@ -19,6 +19,7 @@
 
 #include "channels/internal.h"
 #include "runtime/hash.h"
+#include "runtime/pidmap.h" /* a generic container of the runtime's, for the pid index */
 
 #define NSHARDS 64
 #define MAX_DEAD 64
@@ -35,6 +36,7 @@ typedef struct topic_ent {
 	uint64_t hash;
 	sub *subs;
 	uint32_t n, cap;
+	pidmap index; /* subscriber pid -> position in subs: O(1) unsubscribe */
 	char topic[];
 } topic_ent;
 
@@ -82,6 +84,7 @@ pubsub_free(ch_pubsub *ps)
 			while (t) {
 				topic_ent *n = t->next;
 				free(t->subs);
+				pidmap_free(&t->index);
 				free(t);
 				t = n;
 			}
@@ -148,42 +151,47 @@ pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, 
 		if (++sh->ntopics > sh->nbuckets * 2)
 			grow(sh);
 	}
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 4;
-		t->subs = realloc(t->subs, t->cap * sizeof(sub));
-		if (!t->subs)
-			abort();
+	sub entry = {
+	    .pid = pid, .fastlane = fastlane, .intercepts = intercepts, .vsn = (uint8_t)vsn};
+	uint32_t i;
+	if (pidmap_get(&t->index, pid, &i)) {
+		t->subs[i] = entry; /* subscribing again updates the metadata */
+	} else {
+		if (t->n == t->cap) {
+			t->cap = t->cap ? t->cap * 2 : 4;
+			t->subs = realloc(t->subs, t->cap * sizeof(sub));
+			if (!t->subs)
+				abort();
+		}
+		pidmap_put(&t->index, pid, t->n);
+		t->subs[t->n++] = entry;
 	}
-	t->subs[t->n++] =
-	    (sub){.pid = pid, .fastlane = fastlane, .intercepts = intercepts, .vsn = (uint8_t)vsn};
 	pthread_rwlock_unlock(&sh->lock);
 	return 0;
 }
 
-/* Removes pid's subscriptions from topic (write lock held). */
+/* Removes pid's subscription to topic (write lock held). */
 static int
 remove_locked(shard *sh, const char *topic, uint64_t h, rt_pid pid)
 {
 	topic_ent **pp = find(sh, topic, h);
 	topic_ent *t = *pp;
-	if (!t)
+	uint32_t i;
+	if (!t || !pidmap_get(&t->index, pid, &i))
 		return -1;
-	int removed = 0;
-	for (uint32_t i = 0; i < t->n;) {
-		if (t->subs[i].pid == pid) {
-			t->subs[i] = t->subs[--t->n];
-			removed++;
-		} else {
-			i++;
-		}
+	pidmap_del(&t->index, pid);
+	if (i != --t->n) {
+		t->subs[i] = t->subs[t->n];
+		pidmap_put(&t->index, t->subs[i].pid, i);
 	}
 	if (t->n == 0) {
 		*pp = t->next;
 		free(t->subs);
+		pidmap_free(&t->index);
 		free(t);
 		sh->ntopics--;
 	}
-	return removed ? 0 : -1;
+	return 0;
 }
 
 int
