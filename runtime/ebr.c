@@ -134,24 +134,16 @@ void
 ebr_free_foreign(void)
 {
 	pthread_mutex_lock(&rt_g.ebr_lock);
-	ebr_thread **pp = (ebr_thread **)&rt_g.ebr_threads;
 	ebr_thread *t = atomic_load(&rt_g.ebr_threads);
-	ebr_thread *keep = NULL;
 	while (t) {
 		ebr_thread *n = t->next;
 		bool is_sched = false;
 		for (int i = 0; i < rt_g.nsched; i++)
-			if (t == &rt_g.scheds[i].ebr)
-				is_sched = true;
-		if (!is_sched)
+			is_sched |= t == &rt_g.scheds[i].ebr;
+		if (!is_sched) /* scheduler records live in rt_g.scheds */
 			free(t);
-		else {
-			t->next = keep;
-			keep = t;
-		}
 		t = n;
 	}
-	(void)pp;
 	atomic_store(&rt_g.ebr_threads, NULL);
 	pthread_mutex_unlock(&rt_g.ebr_lock);
 	tl_foreign = NULL;

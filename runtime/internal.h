@@ -33,7 +33,6 @@ enum {
 	SIG_DEMONITOR, /* payload: uint64 ref */
 	SIG_TIMER,     /* the message is a timer record (timer.c) */
 	SIG_IO,        /* payload: rt_io* */
-	SIG_CALL,      /* payload: sig_call, a function run in the process's context */
 };
 
 /* Process flags. */
@@ -230,7 +229,7 @@ uint64_t sched_new_ref(void);
 /* proc.c */
 rt_proc *proc_lookup(rt_pid pid);
 void proc_run(sched *s, rt_proc *p);
-void proc_crashed(sched *s, rt_proc *p, const char *reason, bool owned);
+void proc_crashed(sched *s, rt_proc *p);
 void proc_free_final(rt_proc *p);
 void proc_free_all(void);
 void proc_after_handle(sched *s, rt_proc *p, int rc);
@@ -245,16 +244,9 @@ bool mbox_push(rt_proc *p, rt_msg *m);
 void timer_proc_exit(rt_proc *p);
 void timer_deliver(rt_proc *p, rt_msg *m); /* handles SIG_TIMER */
 void timer_msg_free(rt_msg *m);
-void timers_free_all(void);
 void io_proc_exit(rt_proc *p);
 void io_deliver(rt_proc *p, rt_msg *m);
 void registry_proc_exit(rt_proc *p);
 void registry_fini(void);
-
-static inline sched *
-sched_self(void)
-{
-	return rt_cur;
-}
 
 #endif /* runtime_internal_h */

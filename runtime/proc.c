@@ -643,10 +643,8 @@ proc_exit(sched *s, rt_proc *p, const char *reason, bool owned, bool crashed)
 
 /* Called by the scheduler after a longjmp out of process p. */
 void
-proc_crashed(sched *s, rt_proc *p, const char *reason, bool owned)
+proc_crashed(sched *s, rt_proc *p)
 {
-	(void)reason;
-	(void)owned;
 	if (p->flags & PF_EXITING) {
 		char pb[32];
 		rt_log_error("crash report: process %s (%s) crashed in terminate: %s",

@@ -338,7 +338,7 @@ sched_main(void *arg)
 	/* A crashing process longjmps back here (rt_crash); sched_loop starts
 	 * afresh, so no local of the interrupted call is reused. */
 	if (setjmp(s->crash_jb) != 0 && s->current)
-		proc_crashed(s, s->current, NULL, false);
+		proc_crashed(s, s->current);
 	sched_loop(s);
 	ebr_offline(&s->ebr);
 	ht_thread_fini();
@@ -418,7 +418,6 @@ rt_shutdown(void)
 		run_cmds(&rt_g.scheds[i]);
 	}
 	rt_cur = NULL;
-	timers_free_all();
 	registry_fini();
 	for (int i = 0; i < rt_g.nsched; i++) {
 		sched *s = &rt_g.scheds[i];

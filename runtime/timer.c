@@ -193,10 +193,3 @@ rt_timer_count(void)
 {
 	return ht_live(&rt_g.timers);
 }
-
-void
-timers_free_all(void)
-{
-	/* Every record belongs to a process list, a loop or a message; those are
-	 * all freed by rt_shutdown before this point.  Nothing is left to do. */
-}

@@ -1250,13 +1250,6 @@ conn_handle(void *state, rt_msg *m)
 	default:
 		if (c->sock && !(c->flags & F_DEAD))
 			ch_socket_info(c->sock, m);
-		/* The runtime keeps the last message handled (its mailbox stub)
-		 * until the next one arrives: do not let it pin a frame buffer on
-		 * an idle connection.  Whoever needed the buffer retained it. */
-		if (m->buf) {
-			rt_buf_release(m->buf);
-			m->buf = NULL;
-		}
 		break;
 	}
 	if (c->flags & F_DEAD)
