@@ -173,10 +173,25 @@ struct sched {
 	struct ev_loop *loop;
 	ev_async wake;
 	ebr_thread ebr;
-	/* Local run queue: owner only. */
+	/* Local run queue: the owner's between turns; during one of the owner's
+	 * turns a sleeping scheduler may take its movable processes (rescue, in
+	 * sched.c), under lq_lock.  The counts are atomics so peers can read them. */
 	rt_proc *lq_head, *lq_tail;
-	size_t lq_len;
-	size_t lq_movable; /* of which not pinned (candidates for sharing) */
+	_Atomic size_t lq_len;
+	_Atomic size_t lq_movable; /* of which not pinned (candidates for sharing) */
+	pthread_mutex_t lq_lock;
+	/* Processes made runnable during a turn wait here (owner only) and join
+	 * the local queue when the turn ends, so a turn never touches lq. */
+	rt_proc *tq_head, *tq_tail;
+	size_t tq_len, tq_movable;
+	/* Odd while a process runs; +1 at every turn's start and end.  Peers
+	 * read it to tell a turn that has lasted too long. */
+	_Atomic uint64_t turn;
+	bool in_turn;          /* owner's copy of turn's parity */
+	_Atomic int steal_req; /* a peer holds lq_lock and may take from lq */
+	/* While idle: looks for a peer stuck in a long turn (sched.c). */
+	ev_timer rescue;
+	uint64_t *seen_turn; /* per peer, at the previous rescue tick */
 	/* Inject queue: processes made runnable by other threads. */
 	pthread_mutex_t inject_lock;
 	rt_proc *inj_head, *inj_tail;
@@ -214,6 +229,7 @@ typedef struct runtime {
 	pthread_mutex_t ebr_lock;
 	_Atomic uint64_t foreign_refs;
 	_Atomic uint32_t rr; /* round robin for foreign spawns */
+	bool membarrier;     /* private expedited membarrier registered (sched.c) */
 } runtime;
 
 /* The one runtime of this OS process.  Processes call rt_send/rt_self without

@@ -13,16 +13,31 @@
  * while another sleeps hands half of its movable processes to the sleeper.
  * Processes that own fds are pinned to the scheduler whose loop watches them
  * and always run there.
+ *
+ * Sharing happens between turns, so a handler that runs for a long time (a
+ * broadcast to 100,000 sockets, a blocking call) would hold up every process
+ * queued behind it.  A sleeping scheduler therefore wakes every RESCUE_MS
+ * while a peer is awake, and when a peer with work queued is still in the
+ * same turn as at the previous tick, takes its movable processes ("rescue").  The
+ * owner's turns stay free of locked instructions: processes made runnable
+ * during a turn go to a turn queue, and the handshake with a rescuer is an
+ * asymmetric Dekker: the owner publishes the end of its turn with a plain
+ * store and then reads steal_req; the rescuer writes steal_req and issues
+ * membarrier(2), which puts a full barrier into the owner's instruction
+ * stream, before it reads the turn counter.  One of the two sees the other.
  */
+#include <linux/membarrier.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "runtime/internal.h"
 
 #define SHARE_MAX 32 /* processes handed over per share_work */
+#define RESCUE_MS 2  /* a turn seen at two ticks this far apart is stuck */
 
 runtime rt_g;
 __thread sched *rt_cur;
@@ -64,6 +79,29 @@ sched_new_ref(void)
 
 /* ------------------------------------------------------------------ queues */
 
+/* The queue counts are written by one thread at a time (the owner, or a
+ * rescuer that holds the queue) and read by any: relaxed loads and stores,
+ * never a locked add. */
+static inline size_t
+cnt_get(_Atomic size_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static inline void
+cnt_add(_Atomic size_t *c, size_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+static inline void
+cnt_sub(_Atomic size_t *c, size_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
+	                      memory_order_relaxed);
+}
+
 static void
 lq_push(sched *s, rt_proc *p)
 {
@@ -73,8 +111,9 @@ lq_push(sched *s, rt_proc *p)
 	else
 		s->lq_head = p;
 	s->lq_tail = p;
-	s->lq_len++;
-	s->lq_movable += p->home < 0;
+	cnt_add(&s->lq_len, 1);
+	if (p->home < 0)
+		cnt_add(&s->lq_movable, 1);
 }
 
 static rt_proc *
@@ -85,10 +124,59 @@ lq_pop(sched *s)
 		s->lq_head = p->rq_next;
 		if (!s->lq_head)
 			s->lq_tail = NULL;
-		s->lq_len--;
-		s->lq_movable -= p->home < 0;
+		cnt_sub(&s->lq_len, 1);
+		if (p->home < 0)
+			cnt_sub(&s->lq_movable, 1);
 	}
 	return p;
+}
+
+/* Appends the chain head..tail (n processes, `movable` of them unpinned) to
+ * s's local queue. */
+static void
+lq_append(sched *s, rt_proc *head, rt_proc *tail, size_t n, size_t movable)
+{
+	tail->rq_next = NULL;
+	if (s->lq_tail)
+		s->lq_tail->rq_next = head;
+	else
+		s->lq_head = head;
+	s->lq_tail = tail;
+	cnt_add(&s->lq_len, n);
+	cnt_add(&s->lq_movable, movable);
+}
+
+/* Moves the unpinned processes of the list *head..*tail (at most `max`) to a
+ * new chain; returns how many. */
+static size_t
+take_movable(rt_proc **head, rt_proc **tail, size_t max, size_t walk_max, rt_proc **out_head,
+             rt_proc **out_tail)
+{
+	size_t n = 0, walked = 0;
+	rt_proc *prev = NULL, *p = *head;
+	*out_head = *out_tail = NULL;
+	while (p && n < max && walked++ < walk_max) {
+		rt_proc *next = p->rq_next;
+		if (p->home < 0) {
+			if (prev)
+				prev->rq_next = next;
+			else
+				*head = next;
+			if (*tail == p)
+				*tail = prev;
+			p->rq_next = NULL;
+			if (*out_tail)
+				(*out_tail)->rq_next = p;
+			else
+				*out_head = p;
+			*out_tail = p;
+			n++;
+		} else {
+			prev = p;
+		}
+		p = next;
+	}
+	return n;
 }
 
 /* Appends a chain of processes to s's inject queue and wakes s if asleep. */
@@ -123,13 +211,7 @@ drain_inject(sched *s)
 	pthread_mutex_unlock(&s->inject_lock);
 	if (!h)
 		return;
-	if (s->lq_tail)
-		s->lq_tail->rq_next = h;
-	else
-		s->lq_head = h;
-	s->lq_tail = t;
-	s->lq_len += n;
-	s->lq_movable += movable;
+	lq_append(s, h, t, n, movable);
 }
 
 /* Hands the batched remote wake-ups to their schedulers. */
@@ -152,7 +234,18 @@ sched_make_runnable(rt_proc *p)
 {
 	sched *s = rt_cur;
 	if (s && (p->home < 0 || p->home == s->id)) {
-		lq_push(s, p);
+		if (s->in_turn) { /* lq may be a rescuer's until the turn ends */
+			p->rq_next = NULL;
+			if (s->tq_tail)
+				s->tq_tail->rq_next = p;
+			else
+				s->tq_head = p;
+			s->tq_tail = p;
+			s->tq_len++;
+			s->tq_movable += p->home < 0;
+		} else {
+			lq_push(s, p);
+		}
 		return;
 	}
 	if (s && !atomic_load_explicit(&rt_g.stopping, memory_order_relaxed)) {
@@ -182,7 +275,8 @@ sched_make_runnable(rt_proc *p)
 static void
 share_work(sched *s)
 {
-	if (s->lq_movable < 2 || atomic_load_explicit(&rt_g.sleepers, memory_order_relaxed) == 0)
+	if (cnt_get(&s->lq_movable) < 2 ||
+	    atomic_load_explicit(&rt_g.sleepers, memory_order_relaxed) == 0)
 		return;
 	sched *t = NULL;
 	for (int i = 1; i < rt_g.nsched && !t; i++) {
@@ -194,37 +288,116 @@ share_work(sched *s)
 		return;
 	/* At most SHARE_MAX: the walk below reads the header of every process it
 	 * passes (a cache miss each, often on a line another core is writing). */
-	size_t want = s->lq_movable / 2, n = 0, walked = 0;
+	size_t want = cnt_get(&s->lq_movable) / 2;
 	if (want > SHARE_MAX)
 		want = SHARE_MAX;
-	rt_proc *head = NULL, *tail = NULL, *prev = NULL, *p = s->lq_head;
 	/* The walk is bounded too: pinned processes (connections) may fill the
 	 * queue and are skipped. */
-	while (p && n < want && walked++ < 4 * SHARE_MAX) {
-		rt_proc *next = p->rq_next;
-		if (p->home < 0) {
-			if (prev)
-				prev->rq_next = next;
-			else
-				s->lq_head = next;
-			if (s->lq_tail == p)
-				s->lq_tail = prev;
-			p->rq_next = NULL;
-			if (tail)
-				tail->rq_next = p;
-			else
-				head = p;
-			tail = p;
-			n++;
-		} else {
-			prev = p;
-		}
-		p = next;
-	}
+	rt_proc *head, *tail;
+	size_t n = take_movable(&s->lq_head, &s->lq_tail, want, 4 * SHARE_MAX, &head, &tail);
 	if (n) {
-		s->lq_len -= n;
-		s->lq_movable -= n;
+		cnt_sub(&s->lq_len, n);
+		cnt_sub(&s->lq_movable, n);
 		inject(t, head, tail, n, n);
+	}
+}
+
+/* ------------------------------------------------------------------ turns */
+
+static inline void
+turn_begin(sched *s)
+{
+	/* release: a rescuer that reads this odd value also sees lq as the owner
+	 * left it. */
+	atomic_store_explicit(&s->turn, atomic_load_explicit(&s->turn, memory_order_relaxed) + 1,
+	                      memory_order_release);
+	s->in_turn = true;
+}
+
+/* Ends the turn: waits out a rescuer that may be walking lq, then adds the
+ * processes made runnable during the turn.  Also called after a crash. */
+static void
+turn_end(sched *s)
+{
+	uint64_t t = atomic_load_explicit(&s->turn, memory_order_relaxed);
+	s->in_turn = false;
+	if (t & 1) {
+		atomic_store_explicit(&s->turn, t + 1, memory_order_relaxed);
+		/* Only a compiler barrier: the rescuer's membarrier supplies the
+		 * CPU one (see the top of this file). */
+		atomic_signal_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(&s->steal_req, memory_order_relaxed)) {
+			pthread_mutex_lock(&s->lq_lock);
+			atomic_store_explicit(&s->steal_req, 0, memory_order_relaxed);
+			pthread_mutex_unlock(&s->lq_lock);
+		}
+	}
+	if (s->tq_head) {
+		lq_append(s, s->tq_head, s->tq_tail, s->tq_len, s->tq_movable);
+		s->tq_head = s->tq_tail = NULL;
+		s->tq_len = s->tq_movable = 0;
+	}
+}
+
+/* Takes the movable processes of peer v, stuck in turn `t` (odd), onto s. */
+static void
+rescue_from(sched *s, sched *v, uint64_t t)
+{
+	rt_proc *head, *tail;
+	size_t n = 0;
+	pthread_mutex_lock(&v->inject_lock);
+	if (v->inj_movable) {
+		n = take_movable(&v->inj_head, &v->inj_tail, SIZE_MAX, SIZE_MAX, &head, &tail);
+		v->inj_movable -= n;
+		atomic_fetch_sub(&v->inj_len, n);
+	}
+	pthread_mutex_unlock(&v->inject_lock);
+	if (n)
+		lq_append(s, head, tail, n, n);
+	if (!rt_g.membarrier || cnt_get(&v->lq_movable) == 0)
+		return;
+	pthread_mutex_lock(&v->lq_lock);
+	atomic_store(&v->steal_req, 1);
+	syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	/* acquire: pairs with turn_begin's release. */
+	if (atomic_load_explicit(&v->turn, memory_order_acquire) == t) {
+		n = take_movable(&v->lq_head, &v->lq_tail, SIZE_MAX, SIZE_MAX, &head, &tail);
+		cnt_sub(&v->lq_len, n);
+		cnt_sub(&v->lq_movable, n);
+		if (n)
+			lq_append(s, head, tail, n, n);
+	}
+	pthread_mutex_unlock(&v->lq_lock);
+}
+
+/* True when some peer is awake: it may be in a turn that never ends. */
+static bool
+peers_awake(sched *s)
+{
+	for (int i = 0; i < rt_g.nsched; i++) {
+		sched *v = &rt_g.scheds[i];
+		if (v != s && !atomic_load_explicit(&v->sleeping, memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+static void
+rescue_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	sched *s = ev_userdata(loop);
+	for (int i = 0; i < rt_g.nsched; i++) {
+		sched *v = &rt_g.scheds[i];
+		if (v == s)
+			continue;
+		uint64_t t = atomic_load_explicit(&v->turn, memory_order_relaxed);
+		if ((t & 1) && t == s->seen_turn[i] &&
+		    (cnt_get(&v->lq_movable) ||
+		     atomic_load_explicit(&v->inj_len, memory_order_relaxed)))
+			rescue_from(s, v, t);
+		s->seen_turn[i] = t;
 	}
 }
 
@@ -292,8 +465,16 @@ idle(sched *s)
 {
 	atomic_store(&s->sleeping, 1);
 	atomic_fetch_add(&rt_g.sleepers, 1);
+	/* While a peer is awake, tick to see whether it is stuck (as Go's
+	 * sysmon does); a node where every scheduler sleeps has no timer. */
+	if (peers_awake(s)) {
+		if (!ev_is_active(&s->rescue))
+			ev_timer_again(s->loop, &s->rescue);
+	} else if (ev_is_active(&s->rescue)) {
+		ev_timer_stop(s->loop, &s->rescue);
+	}
 	if (atomic_load(&s->inj_len) == 0 && atomic_load(&s->ncmds) == 0 &&
-	    !atomic_load(&rt_g.stopping))
+	    cnt_get(&s->lq_len) == 0 && !atomic_load(&rt_g.stopping))
 		ev_run(s->loop, EVRUN_ONCE);
 	atomic_fetch_sub(&rt_g.sleepers, 1);
 	atomic_store(&s->sleeping, 0);
@@ -313,11 +494,13 @@ sched_loop(sched *s)
 			ev_run(s->loop, EVRUN_NOWAIT);
 			if (s->has_pend) /* I/O callbacks may have made some runnable */
 				flush_pend(s);
-			if (s->lq_len == 0 && atomic_load(&s->inj_len) == 0)
+			if (cnt_get(&s->lq_len) == 0 && atomic_load(&s->inj_len) == 0)
 				idle(s);
 			continue;
 		}
+		turn_begin(s);
 		proc_run(s, p);
+		turn_end(s);
 		if (s->has_pend)
 			flush_pend(s);
 		if ((++s->runs & 63) == 0)
@@ -337,8 +520,12 @@ sched_main(void *arg)
 	ebr_online(&s->ebr);
 	/* A crashing process longjmps back here (rt_crash); sched_loop starts
 	 * afresh, so no local of the interrupted call is reused. */
-	if (setjmp(s->crash_jb) != 0 && s->current)
-		proc_crashed(s, s->current);
+	if (setjmp(s->crash_jb) != 0) {
+		if (s->current)
+			proc_crashed(s, s->current);
+		s->current = NULL;
+		turn_end(s);
+	}
 	sched_loop(s);
 	ebr_offline(&s->ebr);
 	ht_thread_fini();
@@ -366,6 +553,11 @@ rt_start(const rt_config *cfg)
 	atomic_store(&rt_g.stopping, false);
 	atomic_store(&rt_g.global_epoch, 1);
 	pthread_mutex_init(&rt_g.ebr_lock, NULL);
+	/* Without membarrier (old kernel, seccomp) a stuck turn's inject queue
+	 * is still rescued, its local queue is not. */
+	rt_g.membarrier =
+	    c.schedulers > 1 &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 	if (ht_init(&rt_g.procs, c.max_procs) < 0 || ht_init(&rt_g.timers, c.max_procs) < 0)
 		return -1;
 	rt_g.scheds = calloc((size_t)c.schedulers, sizeof(sched));
@@ -384,7 +576,12 @@ rt_start(const rt_config *cfg)
 		ev_set_loop_release_cb(s->loop, loop_release_cb, loop_acquire_cb);
 		ev_async_init(&s->wake, wake_cb);
 		ev_async_start(s->loop, &s->wake);
+		ev_timer_init(&s->rescue, rescue_cb, 0., RESCUE_MS / 1000.);
+		s->seen_turn = calloc((size_t)c.schedulers, sizeof(uint64_t));
+		if (!s->seen_turn)
+			return -1;
 		pthread_mutex_init(&s->inject_lock, NULL);
+		pthread_mutex_init(&s->lq_lock, NULL);
 		ebr_register(&s->ebr);
 	}
 	for (int i = 0; i < c.schedulers; i++)
@@ -423,7 +620,9 @@ rt_shutdown(void)
 		sched *s = &rt_g.scheds[i];
 		ev_loop_destroy(s->loop);
 		pthread_mutex_destroy(&s->inject_lock);
+		pthread_mutex_destroy(&s->lq_lock);
 		free(s->pend);
+		free(s->seen_turn);
 	}
 	ebr_free_foreign();
 	free(rt_g.scheds);

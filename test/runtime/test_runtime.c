@@ -831,6 +831,79 @@ test_work_is_shared_between_schedulers(void)
 	rt_shutdown();
 }
 
+/* A turn that does not end (a handler stuck in a long computation or a
+ * blocking call) must not hold up the movable processes queued behind it on
+ * its scheduler: an idle peer takes them ("rescue").  Scheduler 1 is kept busy
+ * while the driver on scheduler 0 queues the blocker and then the waiter, so
+ * that no sharing happens at the end of the driver's turn; the blocker then
+ * blocks scheduler 0 until the waiter has run, which can only happen on
+ * scheduler 1, after a rescue. */
+static _Atomic int waiter_ran_on = -1;
+static _Atomic int spinner_spinning, blocker_blocked;
+
+static int
+waiter_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	(void)m;
+	atomic_store(&waiter_ran_on, rt_scheduler_id());
+	return RT_OK;
+}
+
+static int
+blocker_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	(void)m;
+	atomic_store(&blocker_blocked, 1);
+	for (int i = 0; i < 5000 && atomic_load(&waiter_ran_on) < 0; i++)
+		usleep(1000);
+	return RT_OK;
+}
+
+static int
+spin_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	(void)m;
+	atomic_store(&spinner_spinning, 1);
+	int64_t until = rt_now_ms() + 100;
+	while (rt_now_ms() < until)
+		;
+	return RT_OK;
+}
+
+static const rt_behaviour waiter = {.name = "waiter", .handle = waiter_handle};
+static const rt_behaviour blocker = {.name = "blocker", .handle = blocker_handle};
+static const rt_behaviour spin100 = {.name = "spin100", .handle = spin_handle};
+
+static int
+driver_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	(void)m;
+	rt_send(rt_spawn(&blocker, NULL, 0), 1, NULL, 0);
+	rt_send(rt_spawn(&waiter, NULL, 0), 1, NULL, 0);
+	return RT_OK;
+}
+
+static const rt_behaviour driver = {.name = "driver", .handle = driver_handle};
+
+static void
+test_stuck_turn_is_rescued(void)
+{
+	start(2);
+	rt_pid spinner = rt_spawn_on(1, &spin100, NULL, 0);
+	rt_pid drv = rt_spawn_on(0, &driver, NULL, 0);
+	rt_send(spinner, 1, NULL, 0);
+	WAIT_UNTIL(atomic_load(&spinner_spinning), 2000);
+	rt_send(drv, 1, NULL, 0);
+	WAIT_UNTIL(atomic_load(&waiter_ran_on) >= 0, 4000);
+	CHECK(atomic_load(&blocker_blocked));
+	CHECK_EQ(atomic_load(&waiter_ran_on), 1);
+	rt_shutdown();
+}
+
 /* Crash storm: 100k processes that crash on their first message. */
 static int
 crasher_init(void *state, const void *arg, size_t size)
@@ -991,6 +1064,7 @@ TEST_LIST = {
     TEST(test_idle_node_uses_no_cpu),
     TEST(test_io_readiness_and_fd_released),
     TEST(test_work_is_shared_between_schedulers),
+    TEST(test_stuck_turn_is_rescued),
     TEST(test_crash_storm_leaves_memory_where_it_started),
     TEST(test_stress_many_to_many),
     TEST_END,
