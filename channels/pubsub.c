@@ -249,9 +249,13 @@ pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char
 {
 	uint64_t h = hash_topic(topic);
 	shard *sh = shard_of(ps, h);
+	/* Each shared buffer takes a reference per remaining subscriber when it
+	 * is made; the ones not handed out are dropped at the end. */
 	rt_buf *enc[3] = {NULL, NULL, NULL};
+	uint32_t enc_spare[3] = {0, 0, 0};
 	bool enc_failed[3] = {false, false, false};
 	rt_buf *packed = NULL;
+	uint32_t packed_spare = 0;
 	rt_pid dead[MAX_DEAD];
 	int ndead = 0;
 
@@ -276,23 +280,30 @@ pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char
 					    event, v);
 				} else {
 					enc[v]->flags = (uint32_t)kind;
+					enc_spare[v] = t->n - i;
+					rt_buf_retain_n(enc[v], enc_spare[v]);
 				}
 			}
 			if (!enc[v])
 				continue;
-			rc = rt_send_buf(s->fastlane, CH_MSG_FRAME, NULL, 0, rt_buf_retain(enc[v]));
+			enc_spare[v]--;
+			rc = rt_send_buf(s->fastlane, CH_MSG_FRAME, NULL, 0, enc[v]);
 		} else {
-			if (!packed)
+			if (!packed) {
 				packed = pack_broadcast(topic, event, payload, payload_len);
-			rc = rt_send_buf(s->pid, CH_MSG_BROADCAST, NULL, 0, rt_buf_retain(packed));
+				packed_spare = t->n - i;
+				rt_buf_retain_n(packed, packed_spare);
+			}
+			packed_spare--;
+			rc = rt_send_buf(s->pid, CH_MSG_BROADCAST, NULL, 0, packed);
 		}
 		if (rc < 0 && ndead < MAX_DEAD)
 			dead[ndead++] = s->pid;
 	}
 	pthread_rwlock_unlock(&sh->lock);
-	rt_buf_release(enc[1]);
-	rt_buf_release(enc[2]);
-	rt_buf_release(packed);
+	rt_buf_release_n(enc[1], enc_spare[1] + 1);
+	rt_buf_release_n(enc[2], enc_spare[2] + 1);
+	rt_buf_release_n(packed, packed_spare + 1);
 	if (ndead) {
 		pthread_rwlock_wrlock(&sh->lock);
 		for (int i = 0; i < ndead; i++)

@@ -43,17 +43,29 @@ rt_buf_from(const void *p, size_t n)
 rt_buf *
 rt_buf_retain(rt_buf *b)
 {
-	atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
-	return b;
+	return rt_buf_retain_n(b, 1);
 }
 
 void
 rt_buf_release(rt_buf *b)
 {
-	if (!b)
+	rt_buf_release_n(b, 1);
+}
+
+rt_buf *
+rt_buf_retain_n(rt_buf *b, uint32_t n)
+{
+	atomic_fetch_add_explicit(&b->refs, n, memory_order_relaxed);
+	return b;
+}
+
+void
+rt_buf_release_n(rt_buf *b, uint32_t n)
+{
+	if (!b || n == 0)
 		return;
 	/* acq_rel: the last owner must see every other owner's reads finished. */
-	if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+	if (atomic_fetch_sub_explicit(&b->refs, n, memory_order_acq_rel) == n)
 		free(b);
 }
 

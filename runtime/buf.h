@@ -36,6 +36,11 @@ rt_buf *rt_buf_retain(rt_buf *b);
 /* Drops a reference, freeing the buffer with the last one.  NULL is ignored. */
 void rt_buf_release(rt_buf *b);
 
+/* n references at once (a fan-out takes one per recipient up front: one atomic
+ * operation instead of n on a cache line the recipients are releasing). */
+rt_buf *rt_buf_retain_n(rt_buf *b, uint32_t n);
+void rt_buf_release_n(rt_buf *b, uint32_t n);
+
 /* Makes room for n more bytes (sole owner only); returns the possibly moved buffer. */
 rt_buf *rt_buf_reserve(rt_buf *b, size_t n);
 

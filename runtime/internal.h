@@ -85,13 +85,6 @@ typedef struct rt_proc {
 	_Alignas(16) unsigned char state[];
 } rt_proc;
 
-/* ------------------------------------------------------------------ alloc */
-
-/* Size-class allocator with per-thread free lists (bounded), for messages and
- * process blocks.  Blocks carry no header: the caller passes the size back. */
-void *rt_alloc(size_t size);
-void rt_free(void *p, size_t size);
-
 /* ------------------------------------------------------------------ epochs */
 
 /* Epoch-based reclamation: a thread is "online" while it may hold pointers to

@@ -191,6 +191,14 @@ rt_msg *rt_msg_alloc(uint32_t tag, size_t size);
 int rt_send_msg(rt_pid to, rt_msg *m);
 void rt_msg_free(rt_msg *m);
 
+/* The runtime's small-block allocator: per-thread free lists per size class
+ * (32 to 2,048 bytes; larger sizes go to malloc), no lock and no atomic, for
+ * blocks a process allocates and frees by the thousand (queue entries).
+ * Blocks carry no header: rt_free is given the size rt_alloc was.  Never NULL
+ * (aborts when out of memory). */
+void *rt_alloc(size_t size);
+void rt_free(void *p, size_t size);
+
 /* Sets the reason for a following RT_STOP or RT_ERROR return; returns RT_STOP. */
 int rt_stop(const char *reason);
 
