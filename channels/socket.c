@@ -544,8 +544,11 @@ handle_info(ch_socket *s, rt_msg *m)
 {
 	switch (m->tag) {
 	case CH_MSG_FRAME:
-		if (m->buf)
-			s->t.send(s->t.conn, rt_buf_retain(m->buf), (int)m->buf->flags);
+		if (m->buf) { /* the transport takes the message's reference */
+			rt_buf *b = m->buf;
+			m->buf = NULL;
+			s->t.send(s->t.conn, b, (int)b->flags);
+		}
 		return true;
 	case CHAN_JOINED: {
 		if (s->block != B_JOINING || m->from != s->pd->join_pid)
