@@ -115,7 +115,6 @@ void ebr_foreign_enter(void);
 void ebr_foreign_leave(void);
 void ebr_free_foreign(void);
 void rt_alloc_thread_fini(void);
-void rt_alloc_depot_fini(void); /* rt_shutdown, once every thread is done */
 void ht_thread_fini(void);
 
 /* ------------------------------------------------------------------ table */

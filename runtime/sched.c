@@ -631,7 +631,6 @@ rt_shutdown(void)
 	ht_fini(&rt_g.timers);
 	ht_thread_fini();
 	rt_alloc_thread_fini();
-	rt_alloc_depot_fini();
 	pthread_mutex_destroy(&rt_g.ebr_lock);
 	atomic_store(&rt_g.started, false);
 }
