@@ -102,15 +102,22 @@ cnt_sub(_Atomic size_t *c, size_t n)
 	                      memory_order_relaxed);
 }
 
+/* Appends p to the run queue chain *head..*tail. */
+static inline void
+chain_push(rt_proc **head, rt_proc **tail, rt_proc *p)
+{
+	p->rq_next = NULL;
+	if (*tail)
+		(*tail)->rq_next = p;
+	else
+		*head = p;
+	*tail = p;
+}
+
 static void
 lq_push(sched *s, rt_proc *p)
 {
-	p->rq_next = NULL;
-	if (s->lq_tail)
-		s->lq_tail->rq_next = p;
-	else
-		s->lq_head = p;
-	s->lq_tail = p;
+	chain_push(&s->lq_head, &s->lq_tail, p);
 	cnt_add(&s->lq_len, 1);
 	if (p->home < 0)
 		cnt_add(&s->lq_movable, 1);
@@ -235,12 +242,7 @@ sched_make_runnable(rt_proc *p)
 	sched *s = rt_cur;
 	if (s && (p->home < 0 || p->home == s->id)) {
 		if (s->in_turn) { /* lq may be a rescuer's until the turn ends */
-			p->rq_next = NULL;
-			if (s->tq_tail)
-				s->tq_tail->rq_next = p;
-			else
-				s->tq_head = p;
-			s->tq_tail = p;
+			chain_push(&s->tq_head, &s->tq_tail, p);
 			s->tq_len++;
 			s->tq_movable += p->home < 0;
 		} else {
@@ -252,12 +254,7 @@ sched_make_runnable(rt_proc *p)
 		/* A pinned process of another scheduler: batch it (a broadcast
 		 * wakes thousands of them in one turn). */
 		struct pend *pd = &s->pend[p->home];
-		p->rq_next = NULL;
-		if (pd->tail)
-			pd->tail->rq_next = p;
-		else
-			pd->head = p;
-		pd->tail = p;
+		chain_push(&pd->head, &pd->tail, p);
 		pd->n++;
 		s->has_pend = true;
 		return;
