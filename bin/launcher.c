@@ -46,6 +46,7 @@ typedef struct app_opts {
 	const char *secret;
 	const char *mint_user;
 	const char *salt;
+	int max_frame; /* --max-frame-size, 0: the endpoint's default */
 	bool help;
 } app_opts;
 
@@ -65,6 +66,9 @@ app_usage(FILE *out, const app_def *app)
 	        "  --log-level LEVEL        error, warning, info or debug (default info)\n"
 	        "  --check-origin O[,O...]  accept WebSocket upgrades only from these origins,\n"
 	        "                           e.g. http://localhost:4000 (default: no check)\n"
+	        "  --max-frame-size BYTES   largest WebSocket message a client may send; a\n"
+	        "                           larger one closes the socket with 1009\n"
+	        "                           (default %zu, as Phoenix)\n"
 	        "  --secret-key-base S      secret for tokens (default: $SECRET_KEY_BASE,\n"
 	        "                           else a fixed development secret)\n"
 	        "  --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit\n"
@@ -73,7 +77,7 @@ app_usage(FILE *out, const app_def *app)
 	        "\n"
 	        "Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (port in use),\n"
 	        "2 on a bad command line.\n",
-	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, APP_DEFAULT_SALT);
+	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT);
 }
 
 static int
@@ -165,10 +169,11 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			return app_usage_error(app, "unknown option '%s'", arg);
 		memcpy(flag, arg, flen);
 		flag[flen] = '\0';
-		static const char *const known[] = {
-		    "--port",       "--bind",         "--schedulers",
-		    "--log-level",  "--check-origin", "--secret-key-base",
-		    "--mint-token", "--salt",         NULL};
+		static const char *const known[] = {"--port",           "--bind",
+		                                    "--schedulers",     "--log-level",
+		                                    "--check-origin",   "--secret-key-base",
+		                                    "--mint-token",     "--salt",
+		                                    "--max-frame-size", NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
 			ok = ok || strcmp(flag, known[k]) == 0;
@@ -200,6 +205,10 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			o->check_origin = strdup(val);
 			if (!o->check_origin || app_split_origins(o) < 0)
 				return app_usage_error(app, "bad --check-origin '%s'", val);
+		} else if (strcmp(flag, "--max-frame-size") == 0) {
+			if (app_parse_int(val, 1, (long)TP_MAX_MAX_FRAME, &o->max_frame) < 0)
+				return app_usage_error(
+				    app, "bad --max-frame-size '%s' (1..1073741824)", val);
 		} else if (strcmp(flag, "--secret-key-base") == 0) {
 			if (!*val)
 				return app_usage_error(app, "empty --secret-key-base%s", "");
@@ -450,6 +459,7 @@ app_main(int argc, char **argv, const app_def *app)
 	    .static_aliases = nalias ? (const char *const *)aliases : NULL,
 	    .check_origin = o.check_origin != NULL,
 	    .origins = o.check_origin ? o.origins : NULL,
+	    .max_frame = (size_t)o.max_frame,
 	};
 	tp = tp_endpoint_start(&tpopts);
 	if (!tp) {

@@ -18,6 +18,8 @@
  *     --log-level LEVEL        error | warning | info | debug (default info)
  *     --check-origin O[,O...]  refuse WebSocket upgrades from other origins
  *                              (default: no origin check)
+ *     --max-frame-size BYTES   largest WebSocket message a client may send
+ *                              (default 10000000, as Phoenix; larger: 1009)
  *     --secret-key-base S      token secret (default: $SECRET_KEY_BASE, else
  *                              the app's development default)
  *     --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit

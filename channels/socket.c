@@ -122,7 +122,7 @@ send_kind(ch_socket *s, rt_buf *b, int kind)
 		return;
 	}
 	b->flags = (uint32_t)kind;
-	s->t.send(s->t.conn, b, kind);
+	s->t.send(s->t.conn, b);
 }
 
 static void
@@ -455,7 +455,7 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 	if (ch_msg_decode_raw(s->vsn, binary, data, len, &m, &err) < 0) {
 		rt_log_debug("socket: undecodable message (%s): closing with 1011",
 		             err ? err : "?");
-		return 1011;
+		return CH_CLOSE_INTERNAL_ERROR;
 	}
 	if (strcmp(m.topic, "phoenix") == 0 && strcmp(m.event, "heartbeat") == 0) {
 		reply(s, NULL, m.ref, "phoenix", "ok", "{}");
@@ -494,7 +494,7 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 			               s->id ? s->id : "(anonymous)", CHANNEL_BACKLOG_MAX,
 			               c->topic);
 			ch_msg_free(&m);
-			return 1008;
+			return CH_CLOSE_POLICY_VIOLATION;
 		} else {
 			forward_event(c, &m);
 		}
@@ -513,7 +513,9 @@ int
 ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 {
 	if (s->block != B_NONE)
-		return defer(s, true, binary, 0, RT_NOPID, NULL, data, len) ? 0 : 1011;
+		return defer(s, true, binary, 0, RT_NOPID, NULL, data, len)
+		           ? 0
+		           : CH_CLOSE_INTERNAL_ERROR;
 	return process_in(s, data, len, binary);
 }
 
@@ -547,7 +549,7 @@ handle_info(ch_socket *s, rt_msg *m)
 		if (m->buf) { /* the transport takes the message's reference */
 			rt_buf *b = m->buf;
 			m->buf = NULL;
-			s->t.send(s->t.conn, b, (int)b->flags);
+			s->t.send(s->t.conn, b);
 		}
 		return true;
 	case CHAN_JOINED: {
@@ -596,7 +598,7 @@ handle_info(ch_socket *s, rt_msg *m)
 		ch_broadcast_view v;
 		if (ch_broadcast_read(m, &v) == 0 && s->id && strcmp(v.topic, s->id) == 0 &&
 		    strcmp(v.event, "disconnect") == 0)
-			s->t.close(s->t.conn, 1000, "disconnected");
+			s->t.close(s->t.conn, CH_CLOSE_NORMAL, "disconnected");
 		return true;
 	}
 	default:
@@ -618,7 +620,7 @@ ch_socket_info(ch_socket *s, rt_msg *m)
 		return false;
 	if (s->block != B_NONE && !unblocks(s, m)) {
 		if (!defer(s, false, false, m->tag, m->from, m->buf, rt_msg_data(m), m->size))
-			s->t.close(s->t.conn, 1011, "overloaded");
+			s->t.close(s->t.conn, CH_CLOSE_INTERNAL_ERROR, "overloaded");
 		return true;
 	}
 	return handle_info(s, m);

@@ -26,11 +26,30 @@ enum {
 /* Frame kinds, in rt_buf.flags of frames (same values as the serializer's). */
 enum { CH_FRAME_TEXT_KIND = 1, CH_FRAME_BINARY_KIND = 2 };
 
+/* WebSocket close codes (RFC 6455 7.4.1): what ch_socket_in returns and
+ * ch_transport.close takes, and what the WebSocket codec reports. */
+typedef enum ch_close_code {
+	CH_CLOSE_NORMAL = 1000,
+	CH_CLOSE_GOING_AWAY = 1001,     /* endpoint stop */
+	CH_CLOSE_PROTOCOL_ERROR = 1002, /* a frame breaks RFC 6455 */
+	CH_CLOSE_UNSUPPORTED_DATA = 1003,
+	CH_CLOSE_NO_STATUS = 1005,       /* a close frame without a code; never sent */
+	CH_CLOSE_INVALID_PAYLOAD = 1007, /* text that is not UTF-8 */
+	CH_CLOSE_POLICY_VIOLATION = 1008,
+	CH_CLOSE_MESSAGE_TOO_BIG = 1009,
+	CH_CLOSE_INTERNAL_ERROR = 1011, /* undecodable message (as Phoenix), overload */
+} ch_close_code;
+
+/* A transport as the socket sees it.  Owned by the transport process (the
+ * socket keeps a copy); the callbacks run on that process only. */
 typedef struct ch_transport {
 	void *conn;
-	/* Queues one frame to the client; takes over the buffer reference. */
-	void (*send)(void *conn, rt_buf *frame, int kind);
-	/* Closes the connection after the queued frames, with a WebSocket close code. */
+	/* Queues one frame to the client and takes over the buffer reference.
+	 * The frame's kind (text or binary) is frame->flags: CH_FRAME_TEXT_KIND or
+	 * CH_FRAME_BINARY_KIND. */
+	void (*send)(void *conn, rt_buf *frame);
+	/* Closes the connection after the queued frames, with a close code
+	 * (ch_close_code, or an application's 4000-4999). */
 	void (*close)(void *conn, int code, const char *reason);
 } ch_transport;
 
@@ -44,9 +63,9 @@ typedef struct ch_socket ch_socket;
 ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
                           const ch_transport *t, int *http_status);
 
-/* A data frame from the client.  Returns 0, or a close code (1011 when the
- * message cannot be decoded, as Phoenix does) after which the transport
- * closes the connection. */
+/* A data frame from the client.  Returns 0, or a close code
+ * (CH_CLOSE_INTERNAL_ERROR when the message cannot be decoded, as Phoenix
+ * does) after which the transport closes the connection. */
 int ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary);
 
 /* A runtime message for the socket.  Returns true if it was the socket's. */

@@ -1,166 +1,185 @@
 /*
- * conn.h: what the files of the HTTP endpoint share (not for apps).
+ * conn.h: the connection process and its I/O core (conn.c), and the contract
+ * between that core and the protocols a connection speaks (not for apps).
  *
- *   endpoint.c  tp_endpoint_start/stop, the listener processes (one per
- *               scheduler), the per-scheduler shards (connection registry and
- *               timeout lists), stats.
- *   conn.c      the connection process: HTTP/1.1, app routes, static files,
- *               the WebSocket transport of the Phoenix socket, the write path.
- *   static.c    the in-memory cache of static files.
+ * A connection is one accepted TCP connection, owned by one process pinned
+ * to the scheduler of the listener that accepted it.  conn.c owns the socket,
+ * the input buffer, the output queue, the connection's place on its shard's
+ * timeout lists, and closing.  What the bytes mean belongs to the
+ * connection's current protocol, a tp_proto: HTTP serving (serve.c) first;
+ * after an upgrade, the WebSocket transport of the Phoenix socket
+ * (websocket.c), which switches the connection over with conn_set_proto.  A
+ * later transport (long polling) is another tp_proto, or plain HTTP requests
+ * talking to a session process.
  *
- * Threading.  Every connection process is pinned to the scheduler of the
- * listener that accepted it, and the listener owns that scheduler's shard: the
- * shard's lists are touched only by that one thread (connections add and
- * remove themselves, the listener sweeps them), so they need no lock.  The
- * shard's counters are atomics because tp_endpoint_stats and
- * tp_endpoint_stop read them from other threads.
+ * Calls go one way: endpoint.c -> serve.c -> websocket.c -> connect.c and
+ * conn.c; conn.c reaches the protocols only through the tp_proto of the
+ * connection.
+ *
+ * Everything here runs on the connection's own process (its scheduler
+ * thread), except the tq_* accessors, which the listener of the same
+ * scheduler uses.
  */
 #ifndef transports_conn_h
 #define transports_conn_h
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "channels/transport.h"
-#include "transports/http.h"
-#include "transports/transports.h"
+#include "transports/endpoint.h"
 #include "transports/ws.h"
 
-/* Private message tags (below the channels' 0xFFFE.... and the runtime's). */
+/* Connection flags.  The core's: */
 enum {
-	/* to a connection */
-	TP_MSG_TIMEOUT = 0xFFFD0100u, /* the sweep found the deadline passed */
-	TP_MSG_STOP,                  /* end now (sent to self from flush) */
-	TP_MSG_RESUME,                /* output drained: parse buffered HTTP input */
-	TP_MSG_SHUTDOWN,              /* endpoint stop: 1001 / finish the response */
-	TP_MSG_ABORT,                 /* endpoint stop timed out: hard close */
-	/* to a listener */
-	TP_LST_TICK = 0xFFFD0200u, /* sweep the shard's timeout lists */
-	TP_LST_ACCEPT,             /* resume accepting after EMFILE */
-	TP_LST_STOP,               /* close the listening socket, shut connections down */
-	TP_LST_ABORT,              /* hard-close every connection */
-	TP_LST_EXIT,               /* exit */
+	F_CLOSING = 1 << 0,     /* close gracefully once the queue is written */
+	F_LINGER = 1 << 1,      /* write side shut down: discard input until EOF */
+	F_EOF = 1 << 2,         /* the peer shut its write side */
+	F_PAUSED = 1 << 3,      /* input paused (HTTP: output over the high water mark) */
+	F_WANT_WRITE = 1 << 4,  /* the last write would have blocked */
+	F_DEAD = 1 << 5,        /* fd closed: the process is ending */
+	F_STOP_SENT = 1 << 6,   /* TP_MSG_STOP sent to self */
+	F_SHUTDOWN = 1 << 7,    /* endpoint stop seen */
+	F_RESUME_SENT = 1 << 8, /* TP_MSG_RESUME sent to self */
+	F_CLEAN_END = 1 << 9,   /* the peer ended its input cleanly (close frame): no linger */
+	/* Bits 12..15 belong to the current protocol (cleared by conn_set_proto). */
+	F_PROTO_BITS = 0xF000,
 };
 
-/* Timeout lists of a shard: each holds connections in deadline order because
- * every connection joins at the tail with now + the list's fixed duration. */
-enum {
-	TQ_NONE = 0,
-	TQ_HTTP,  /* HTTP: keep-alive idle or request in progress (http_idle_ms) */
-	TQ_WS,    /* open WebSocket: no client data for ws_idle_ms */
-	TQ_CLOSE, /* closing: close handshake or lingering close (close_wait_ms) */
-	TQ_COUNT
+/* Why the connection ended (the exit reason, given to the protocol's terminate). */
+enum { W_NORMAL, W_SHUTDOWN, W_TIMEOUT, W_SLOW, W_RESET, W_NOMEM };
+
+typedef struct oq_ent oq_ent;
+typedef struct tp_proto tp_proto;
+
+/*
+ * One connection.  Owned by its process (and so by the scheduler thread it is
+ * pinned to); the listener of that scheduler reads tq_next and deadline and
+ * unlinks it (tq_remove) on the same thread.  At most 192 bytes, so that the
+ * runtime's process block stays in the 256-byte class.
+ */
+struct conn {
+	tp_endpoint *ep;
+	rt_io *io;
+	rt_pid pid;
+	const tp_proto *proto;   /* what the bytes mean now */
+	conn *tq_prev, *tq_next; /* timeout list links */
+	oq_ent *oq_tail;         /* output queue (circular, NULL when empty) */
+	uint8_t *in;             /* leftover input of an incomplete request/frame, or NULL */
+	size_t oq_bytes;         /* bytes queued (headers + payloads - written) */
+	size_t oq_off;           /* bytes of the head entry already written */
+	uint32_t deadline;       /* tp_now() time at which the current list times out */
+	uint32_t in_len, in_cap;
+	/* Bytes the buffered input must reach before the protocol can use it (0:
+	 * unknown), set by the protocol's input: the core grows c->in no further
+	 * than that ahead of what arrived, and skips parsing until it is there. */
+	uint32_t in_need;
+	uint16_t flags;
+	uint8_t tq;     /* TQ_* list the connection is on */
+	uint8_t why;    /* W_* */
+	uint16_t shard; /* = the scheduler it is pinned to */
+	/* The current protocol's state (zeroed by conn_set_proto). */
+	union {
+		struct {
+			tp_ws_reader reader;
+			ch_socket *sock; /* the Phoenix socket of this client */
+		} ws;                    /* websocket.c */
+	} u;
 };
 
-typedef struct conn conn;
+_Static_assert(sizeof(struct conn) <= 192, "keep the connection in the 256-byte process class");
 
-typedef struct tq_list {
-	conn *head, *tail;
-} tq_list;
-
-/* Per-scheduler data: written by that scheduler's thread only. */
-typedef struct tp_shard {
-	_Alignas(64) tq_list lists[TQ_COUNT];
-	/* counters (tp_stats) */
-	_Atomic uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002,
-	    closed_1007, closed_1011, http_requests;
-} tp_shard;
-
-/* A cached static file. */
-typedef struct tp_file {
-	char *url;          /* decoded URL path, e.g. "/js/app.js" */
-	const char *ctype;  /* static string */
-	rt_buf *body;       /* the whole file (shared by every response) */
-	rt_buf *head_keep;  /* 200 head with Connection: keep-alive */
-	rt_buf *head_close; /* 200 head with Connection: close */
-} tp_file;
-
-typedef struct tp_static {
-	tp_file *files; /* sorted by url */
-	size_t n;
-	size_t bytes;
-} tp_static;
-
-/* Loads every regular file under dir (may be NULL) and the alias pairs (may be
- * NULL).  Never NULL; problems are logged and the file skipped. */
-tp_static *tp_static_load(const char *dir, const char *const *aliases);
-void tp_static_free(tp_static *s);
-/* The file for a decoded URL path ("/" and ".../" mean index.html), or NULL. */
-const tp_file *tp_static_find(const tp_static *s, const char *path, size_t len);
-/* The content type for a file name, by extension. */
-const char *tp_static_ctype(const char *name);
-
-/* An app route, copied. */
-typedef struct tp_route_c {
-	char *method, *path;
-	tp_handler_fn fn;
-	void *udata;
-} tp_route_c;
-
-struct tp_endpoint {
-	/* Configuration (read-only after start). */
-	ch_endpoint *socket;
-	char *ws_path; /* "<socket_path>/websocket" */
-	tp_route_c *routes;
-	size_t nroutes;
-	bool check_origin;
-	char **origins;
-	size_t norigins;
-	size_t max_frame, max_outbound;
-	uint32_t tq_ms[TQ_COUNT]; /* duration of each timeout list */
-	int64_t t0_ms;            /* deadlines are uint32 ms since this (rt_now_ms) */
-	tp_http_config http;
-	tp_static *files;
-	int port; /* the bound port */
-
-	/* Listeners and shards: index = scheduler. */
-	int nsched;
-	int *lfds;
-	rt_pid *listeners;
-	tp_shard *shards;
-	_Atomic int listeners_alive;
-	_Atomic int64_t last_accept_warn_ms; /* accept warnings: at most one a second */
-	_Atomic bool stopping;               /* tp_endpoint_stop began: connections shut down */
-	_Atomic bool aborting;               /* ... and timed out: connections close at once */
+/*
+ * A protocol of a connection.  Every callback runs on the connection's
+ * process; none is called once F_DEAD is set, except terminate.
+ */
+struct tp_proto {
+	const char *name; /* "http", "websocket": logs */
+	/* Parses buf[0, len) (buffered input, or the read buffer) and returns the
+	 * bytes used; the rest is kept and given again, with more, next time.
+	 * May switch the protocol (conn_set_proto): the core then gives the rest
+	 * to the new one at once. */
+	size_t (*input)(conn *c, uint8_t *buf, size_t len);
+	/* The peer shut its write side (not called while lingering). */
+	void (*eof)(conn *c);
+	/* The connection's deadline passed; it is on no timeout list now.  Not
+	 * called while F_CLOSING or F_LINGER (the core closes at once then). */
+	void (*timeout)(conn *c);
+	/* The endpoint stops (not called when aborting: the core closes at once). */
+	void (*shutdown)(conn *c);
+	/* A runtime message that is not the core's own. */
+	void (*info)(conn *c, rt_msg *m);
+	/* The process ends (reason: the exit reason); release what the protocol
+	 * holds.  The fd is closed and the queue freed already. */
+	void (*terminate)(conn *c, const char *reason);
 };
-
-/* Milliseconds since the endpoint started (deadlines; compare with tp_before). */
-static inline uint32_t
-tp_now(const tp_endpoint *ep)
-{
-	return (uint32_t)(rt_now_ms() - ep->t0_ms);
-}
-
-/* a is at or before b (wrap-safe for differences below 24 days). */
-static inline bool
-tp_before(uint32_t a, uint32_t b)
-{
-	return (int32_t)(a - b) <= 0;
-}
 
 /* Connection process argument. */
 typedef struct conn_arg {
 	tp_endpoint *ep;
 	int fd;
+	const tp_proto *proto; /* the first protocol (HTTP serving) */
 } conn_arg;
 
 extern const rt_behaviour tp_conn_behaviour;
 
-/* Listener side of the shard's lists: the first connection and the link to
- * the next, the pid to message and the deadline (conn.c knows the layout). */
+/* ---- the core, for protocols ---- */
+
+/* The shard of the connection's scheduler (counters). */
+tp_shard *conn_shard(const conn *c);
+
+/* Writes "ip:port" of the peer into buf ("?" when unknown) and returns buf. */
+const char *conn_peer(const conn *c, char *buf, size_t cap);
+
+/* Switches the connection to protocol p: clears the protocol's flag bits and
+ * zeroes c->u (the old protocol released what it held there). */
+void conn_set_proto(conn *c, const tp_proto *p);
+
+/* Puts c at the tail of timeout list q (TQ_*) with deadline now + q's duration. */
+void conn_set_timeout(conn *c, int q);
+
+/* Queues buffer b (the queue takes the reference; NULL and empty buffers are
+ * dropped, and so is everything once F_DEAD is set). */
+void conn_push(conn *c, rt_buf *b);
+
+/* Queues payload (taking the reference) after a header of its own, hdr[0,
+ * hlen) with hlen <= 10 (a WebSocket frame header), so that one payload
+ * buffer can be shared by many connections. */
+void conn_push_with_header(conn *c, rt_buf *payload, const uint8_t *hdr, size_t hlen);
+
+/* The last queued entry (NULL: the queue is empty): a mark for conn_push_at
+ * and conn_truncate. */
+oq_ent *conn_mark(const conn *c);
+
+/* Queues b (taking the reference) right after mark (NULL: at the head);
+ * nothing after mark may have been written yet. */
+void conn_push_at(conn *c, oq_ent *mark, rt_buf *b);
+
+/* Drops every entry queued after mark (NULL: all); none of them may have
+ * been written yet. */
+void conn_truncate(conn *c, oq_ent *mark);
+
+/* Writes what the socket takes of the queue now, instead of at the end of
+ * the batch: 1 drained, 0 would block, -1 error (the caller finishes). */
+int conn_write_now(conn *c);
+
+/* Graceful close: write what is queued, shut the write side down, discard
+ * input until the peer closes (TQ_CLOSE bounds it); then the process exits. */
+void conn_close_graceful(conn *c);
+
+/* Hard close (why: W_*): drops the output, closes the fd at once (a reset
+ * for W_SLOW); the process exits after this batch. */
+void conn_finish(conn *c, int why);
+
+/* ---- the timeout lists, for the listener ---- */
+
+/* The first connection of l, and the one after c (NULL at the end). */
 conn *tq_first(tq_list *l);
 conn *tq_next(conn *c);
+/* The connection's process and deadline. */
 rt_pid tq_pid(const conn *c);
 uint32_t tq_deadline(const conn *c);
 /* Removes c from its list (the sweep does it before sending TP_MSG_TIMEOUT). */
 void tq_remove(conn *c);
-
-static inline void
-tp_count(_Atomic uint64_t *ctr, int64_t delta)
-{
-	atomic_fetch_add_explicit(ctr, (uint64_t)delta, memory_order_relaxed);
-}
 
 #endif /* transports_conn_h */

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "transports/conn.h"
+#include "transports/serve.h"
 
 #define ACCEPT_BATCH 64
 #define EMFILE_PAUSE_MS 100
@@ -118,7 +119,7 @@ accept_some(listener *l)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		tp_count(&sh->accepted, 1);
 		atomic_fetch_add(&sh->open, 1);
-		conn_arg ca = {.ep = ep, .fd = fd};
+		conn_arg ca = {.ep = ep, .fd = fd, .proto = &tp_http_proto};
 		if (!rt_spawn_on(l->idx, &tp_conn_behaviour, &ca, sizeof(ca))) {
 			close(fd);
 			atomic_fetch_sub(&sh->open, 1);
@@ -372,10 +373,12 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	for (size_t i = 0; i < ep->norigins; i++)
 		ep->origins[i] = xstrdup(opts->origins[i]);
 
-	ep->max_frame = opts->max_frame ? opts->max_frame : TP_WS_DEFAULT_MAX_MESSAGE;
-	if (ep->max_frame > (size_t)1 << 30)
-		ep->max_frame = (size_t)1 << 30;
-	ep->max_outbound = opts->max_outbound ? opts->max_outbound : (size_t)4 << 20;
+	ep->max_frame = opts->max_frame ? opts->max_frame : TP_DEFAULT_MAX_FRAME;
+	if (ep->max_frame > TP_MAX_MAX_FRAME)
+		ep->max_frame = TP_MAX_MAX_FRAME;
+	/* By default a reply as large as the largest message fits, over the usual 4 MiB. */
+	ep->max_outbound =
+	    opts->max_outbound ? opts->max_outbound : ((size_t)4 << 20) + ep->max_frame;
 	ep->tq_ms[TQ_HTTP] = opts->http_idle_ms ? opts->http_idle_ms : 15000;
 	ep->tq_ms[TQ_WS] = opts->ws_idle_ms ? opts->ws_idle_ms : 60000;
 	ep->tq_ms[TQ_CLOSE] = CLOSE_WAIT_MS;

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "transports/conn.h"
+#include "transports/endpoint.h"
 
 #define STATIC_MAX_FILE (8u * 1024 * 1024)    /* bytes per file */
 #define STATIC_MAX_TOTAL (256u * 1024 * 1024) /* bytes in the cache */

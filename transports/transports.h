@@ -41,6 +41,11 @@ typedef struct tp_route {
 /* tp_endpoint_opts.port: bind any free port (tests; see tp_endpoint_port). */
 #define TP_PORT_ANY (-1)
 
+/* tp_endpoint_opts.max_frame: Phoenix's (WebSockAdapter's) 10,000,000 bytes
+ * by default; at most 1 GiB. */
+#define TP_DEFAULT_MAX_FRAME ((size_t)10000000)
+#define TP_MAX_MAX_FRAME ((size_t)1 << 30)
+
 typedef struct tp_endpoint_opts {
 	const char *bind;        /* default "127.0.0.1" */
 	int port;                /* default (0) 4000; TP_PORT_ANY: a free port */
@@ -58,8 +63,13 @@ typedef struct tp_endpoint_opts {
 	 * scheme); a host starting with "*." matches its subdomains; an entry
 	 * without a port allows any port. */
 	const char *const *origins;
-	size_t max_frame;      /* WebSocket max message (default 1 MiB -> 1009) */
-	size_t max_outbound;   /* per-connection queued bytes before disconnect (default 4 MiB) */
+	/* Largest WebSocket message a client may send (default TP_DEFAULT_MAX_FRAME,
+	 * at most TP_MAX_MAX_FRAME): a frame header announcing more, or fragments
+	 * adding up to more, close the connection with 1009. */
+	size_t max_frame;
+	/* Bytes queued for one WebSocket client before it is disconnected as a
+	 * slow consumer (default 4 MiB + max_frame). */
+	size_t max_outbound;
 	uint32_t ws_idle_ms;   /* close a WebSocket with no client frame for this long (60000) */
 	uint32_t http_idle_ms; /* keep-alive idle / slow request timeout (15000) */
 	size_t max_body;       /* HTTP request body limit (default 1 MiB -> 413) */

@@ -6,8 +6,10 @@
 #include "transports/ws.h"
 
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- opening handshake ---- */
 
@@ -32,40 +34,98 @@ tp_ws_accept_key(const char *key, size_t len, char out[29])
 	return 0;
 }
 
-static int
-is_b64(char c)
+/* Appends to out[*n, cap) as snprintf does (always NUL-terminated, cut when full). */
+static void
+out_add(char *out, size_t cap, size_t *n, const char *p, size_t len)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '+' || c == '/';
+	if (*n + 1 >= cap)
+		return;
+	if (len > cap - 1 - *n)
+		len = cap - 1 - *n;
+	memcpy(out + *n, p, len);
+	*n += len;
+	out[*n] = '\0';
 }
 
-/* 1 when v is base64 for exactly 16 bytes: 22 alphabet characters then "==". */
-static int
-key_ok(const tp_http_str *v)
+/* Appends the values of every header named name as Elixir inspects a list of
+ * strings (["a", "b"]), lowercased when lower. */
+static void
+out_values(char *out, size_t cap, size_t *n, const tp_http_request *req, const char *name,
+           int lower)
 {
-	if (v->len != 24 || v->ptr[22] != '=' || v->ptr[23] != '=')
-		return 0;
-	for (size_t i = 0; i < 22; i++)
-		if (!is_b64(v->ptr[i]))
-			return 0;
-	return 1;
+	out_add(out, cap, n, "[", 1);
+	int first = 1;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const tp_http_header *h = &req->headers[i];
+		if (h->name.len != strlen(name) || strncasecmp(h->name.ptr, name, h->name.len) != 0)
+			continue;
+		out_add(out, cap, n, first ? "\"" : ", \"", first ? 1 : 3);
+		first = 0;
+		for (size_t k = 0; k < h->value.len; k++) {
+			unsigned char c = (unsigned char)h->value.ptr[k];
+			char esc[8];
+			if (c == '"' || c == '\\')
+				out_add(out, cap, n, (char[]){'\\', (char)c}, 2);
+			else if (c == '#' && k + 1 < h->value.len && h->value.ptr[k + 1] == '{')
+				out_add(out, cap, n, "\\#", 2);
+			else if (c < 0x20 || c == 0x7F)
+				out_add(out, cap, n, esc,
+				        (size_t)snprintf(esc, sizeof(esc), "\\x%02X", c));
+			else if (lower && c >= 'A' && c <= 'Z')
+				out_add(out, cap, n, (char[]){(char)(c + 32)}, 1);
+			else
+				out_add(out, cap, n, (const char *)&c, 1);
+		}
+		out_add(out, cap, n, "\"", 1);
+	}
+	out_add(out, cap, n, "]", 1);
+}
+
+/* A refusal: status 400 with WebSockAdapter's message in why. */
+static int
+refuse(char *why, size_t cap, const char *a, const tp_http_request *req, const char *name,
+       int lower)
+{
+	size_t n = 0;
+	if (cap)
+		why[0] = '\0';
+	out_add(why, cap, &n, a, strlen(a));
+	if (name)
+		out_values(why, cap, &n, req, name, lower);
+	return 400;
 }
 
 int
-tp_ws_check_upgrade(const tp_http_request *req)
+tp_ws_check_upgrade(const tp_http_request *req, char *why, size_t cap)
 {
-	if (req->method_id != TP_HTTP_GET || req->minor_version != 1)
-		return 400;
-	if (!tp_http_header_has_token(req, "upgrade", "websocket") ||
-	    !tp_http_header_has_token(req, "connection", "upgrade"))
-		return 400;
+	char line[64];
+	if (req->minor_version != 1)
+		return refuse(why, cap, "HTTP version HTTP/1.0 unsupported", req, NULL, 0);
+	if (req->method_id != TP_HTTP_GET) {
+		snprintf(line, sizeof(line), "HTTP method %.*s unsupported",
+		         (int)(req->method.len < 32 ? req->method.len : 32), req->method.ptr);
+		return refuse(why, cap, line, req, NULL, 0);
+	}
+	if (!tp_http_header_get(req, "host"))
+		return refuse(why, cap, "'host' header is absent", req, NULL, 0);
+	if (!tp_http_header_has_token(req, "connection", "upgrade"))
+		return refuse(why, cap, "'connection' header must contain 'upgrade', got ", req,
+		              "connection", 0);
+	if (!tp_http_header_has_token(req, "upgrade", "websocket"))
+		return refuse(why, cap, "'upgrade' header must contain 'websocket', got ", req,
+		              "upgrade", 0);
+	if (!tp_http_header_get(req, "sec-websocket-key"))
+		return refuse(why, cap, "'sec-websocket-key' header is absent", req, NULL, 0);
 	const tp_http_str *v = tp_http_header_get(req, "sec-websocket-version");
 	if (!v || tp_http_header_count(req, "sec-websocket-version") != 1 || v->len != 2 ||
 	    memcmp(v->ptr, "13", 2) != 0)
-		return 426;
-	const tp_http_str *k = tp_http_header_get(req, "sec-websocket-key");
-	if (!k || tp_http_header_count(req, "sec-websocket-key") != 1 || !key_ok(k))
-		return 400;
+		return refuse(why, cap, "'sec-websocket-version' header must equal '13', got ", req,
+		              "sec-websocket-version", 1);
+	if (tp_http_header_count(req, "sec-websocket-key") != 1)
+		return refuse(why, cap, "'sec-websocket-key' header must be given once", req, NULL,
+		              0);
+	if (why && cap)
+		why[0] = '\0';
 	return 0;
 }
 
@@ -225,18 +285,18 @@ tp_ws_close_code_ok(int code)
 int
 tp_ws_parse_close(const uint8_t *p, size_t n, int *code, const uint8_t **reason, size_t *reason_len)
 {
-	*code = TP_WS_CLOSE_NO_STATUS;
+	*code = CH_CLOSE_NO_STATUS;
 	*reason = NULL;
 	*reason_len = 0;
 	if (n == 0)
 		return 0;
 	if (n == 1 || n > 125)
-		return TP_WS_CLOSE_PROTOCOL_ERROR;
+		return CH_CLOSE_PROTOCOL_ERROR;
 	int c = (p[0] << 8) | p[1];
 	if (!tp_ws_close_code_ok(c))
-		return TP_WS_CLOSE_PROTOCOL_ERROR;
+		return CH_CLOSE_PROTOCOL_ERROR;
 	if (!tp_ws_utf8_valid(p + 2, n - 2))
-		return TP_WS_CLOSE_INVALID_DATA;
+		return CH_CLOSE_INVALID_PAYLOAD;
 	*code = c;
 	*reason = n > 2 ? p + 2 : NULL;
 	*reason_len = n - 2;
@@ -419,32 +479,38 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 		int masked = h[1] >> 7;
 		unsigned len7 = h[1] & 0x7F;
 		if (rsv)
-			return reader_fail(r, ev, 1002, "reserved bits set");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR, "reserved bits set");
 		if (op != TP_WS_OP_CONT && op != TP_WS_OP_TEXT && op != TP_WS_OP_BINARY &&
 		    op != TP_WS_OP_CLOSE && op != TP_WS_OP_PING && op != TP_WS_OP_PONG)
-			return reader_fail(r, ev, 1002, "unknown opcode");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR, "unknown opcode");
 		if (r->role == TP_WS_SERVER && !masked)
-			return reader_fail(r, ev, 1002, "unmasked client frame");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR, "unmasked client frame");
 		if (r->role == TP_WS_CLIENT && masked)
-			return reader_fail(r, ev, 1002, "masked server frame");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR, "masked server frame");
 		if (is_control(op)) {
 			if (!fin)
-				return reader_fail(r, ev, 1002, "fragmented control frame");
+				return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+				                   "fragmented control frame");
 			if (len7 > 125)
-				return reader_fail(r, ev, 1002, "control frame too long");
+				return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+				                   "control frame too long");
 			if (op == TP_WS_OP_CLOSE && len7 == 1)
-				return reader_fail(r, ev, 1002, "1-byte close payload");
+				return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+				                   "1-byte close payload");
 		} else if (op == TP_WS_OP_CONT && !r->msg_opcode) {
-			return reader_fail(r, ev, 1002, "continuation without a message");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+			                   "continuation without a message");
 		} else if (op != TP_WS_OP_CONT && r->msg_opcode) {
-			return reader_fail(r, ev, 1002, "new message inside a fragmented one");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+			                   "new message inside a fragmented one");
 		}
 
 		tp_ws_frame f;
 		size_t need = 0;
 		int hl = tp_ws_frame_parse_header(h, avail, &f, &need);
 		if (hl < 0)
-			return reader_fail(r, ev, 1002, "64-bit length with the high bit set");
+			return reader_fail(r, ev, CH_CLOSE_PROTOCOL_ERROR,
+			                   "64-bit length with the high bit set");
 		if (hl == 0) {
 			ev->need = need;
 			return ev->type = TP_WS_EV_NEED_MORE;
@@ -452,7 +518,8 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 		if (!is_control(op)) {
 			size_t have = op == TP_WS_OP_CONT ? r->msg_len : 0;
 			if (f.payload_len > r->max_message - have)
-				return reader_fail(r, ev, 1009, "message too big");
+				return reader_fail(r, ev, CH_CLOSE_MESSAGE_TOO_BIG,
+				                   "message too big");
 		}
 		size_t n = (size_t)f.payload_len; /* <= max_message or <= 125 */
 		if (avail - (size_t)hl < n) {
@@ -479,8 +546,9 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 			int bad = tp_ws_parse_close(pl, n, &code, &reason, &rlen);
 			if (bad)
 				return reader_fail(r, ev, bad,
-				                   bad == 1007 ? "close reason not UTF-8"
-				                               : "bad close code");
+				                   bad == CH_CLOSE_INVALID_PAYLOAD
+				                       ? "close reason not UTF-8"
+				                       : "bad close code");
 			ev->type = TP_WS_EV_CLOSE;
 			ev->code = code;
 			ev->data = reason;
@@ -494,7 +562,8 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 			if (op == TP_WS_OP_TEXT) {
 				st = tp_ws_utf8_feed(st, pl, n);
 				if (st == TP_WS_UTF8_REJECT || (fin && st != TP_WS_UTF8_ACCEPT))
-					return reader_fail(r, ev, 1007, "text is not UTF-8");
+					return reader_fail(r, ev, CH_CLOSE_INVALID_PAYLOAD,
+					                   "text is not UTF-8");
 			}
 			if (fin) { /* unfragmented: hand out the input bytes, no copy */
 				ev->type = TP_WS_EV_MESSAGE;
@@ -505,7 +574,7 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 				return ev->type;
 			}
 			if (msg_append(r, pl, n) < 0)
-				return reader_fail(r, ev, 1011, "out of memory");
+				return reader_fail(r, ev, CH_CLOSE_INTERNAL_ERROR, "out of memory");
 			r->msg_opcode = op;
 			r->utf8 = st;
 			break;
@@ -514,11 +583,12 @@ tp_ws_reader_next(tp_ws_reader *r, uint8_t *in, size_t len, tp_ws_event *ev)
 			if (r->msg_opcode == TP_WS_OP_TEXT) {
 				uint32_t st = tp_ws_utf8_feed(r->utf8, pl, n);
 				if (st == TP_WS_UTF8_REJECT || (fin && st != TP_WS_UTF8_ACCEPT))
-					return reader_fail(r, ev, 1007, "text is not UTF-8");
+					return reader_fail(r, ev, CH_CLOSE_INVALID_PAYLOAD,
+					                   "text is not UTF-8");
 				r->utf8 = st;
 			}
 			if (msg_append(r, pl, n) < 0)
-				return reader_fail(r, ev, 1011, "out of memory");
+				return reader_fail(r, ev, CH_CLOSE_INTERNAL_ERROR, "out of memory");
 			if (fin) {
 				ev->type = TP_WS_EV_MESSAGE;
 				ev->opcode = r->msg_opcode;

@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "channels/transport.h"
 #include "runtime/buf.h"
 #include "transports/http.h"
 
@@ -42,16 +43,8 @@ typedef enum tp_ws_opcode {
 	TP_WS_OP_PONG = 0xA,
 } tp_ws_opcode;
 
-/* Close codes used by this codec (RFC 6455 7.4.1). */
-#define TP_WS_CLOSE_NORMAL 1000
-#define TP_WS_CLOSE_GOING_AWAY 1001
-#define TP_WS_CLOSE_PROTOCOL_ERROR 1002
-#define TP_WS_CLOSE_UNSUPPORTED 1003
-#define TP_WS_CLOSE_NO_STATUS 1005 /* reported for an empty close payload; never sent */
-#define TP_WS_CLOSE_INVALID_DATA 1007
-#define TP_WS_CLOSE_POLICY 1008
-#define TP_WS_CLOSE_TOO_BIG 1009
-#define TP_WS_CLOSE_INTERNAL 1011
+/* Close codes: ch_close_code (channels/transport.h), e.g. CH_CLOSE_PROTOCOL_ERROR;
+ * an empty close payload is reported as CH_CLOSE_NO_STATUS. */
 
 /* Default tp_ws_reader message limit (used when 0 is passed). */
 #define TP_WS_DEFAULT_MAX_MESSAGE (1024 * 1024)
@@ -69,15 +62,18 @@ typedef enum tp_ws_opcode {
 int tp_ws_accept_key(const char *key, size_t len, char out[29]);
 
 /*
- * Checks that req is a valid RFC 6455 opening handshake: GET, HTTP/1.1, an
- * Upgrade header with the token "websocket", a Connection header with the
- * token "upgrade" (both case-insensitive), exactly one Sec-WebSocket-Version
- * equal to "13", and exactly one Sec-WebSocket-Key that is base64 for 16
- * bytes.  Returns 0 when valid, else the HTTP status to answer: 426 for a
- * missing or wrong version (the caller adds "Sec-WebSocket-Version: 13\r\n"),
- * 400 for anything else.
+ * Checks the upgrade headers of req as Phoenix (WebSockAdapter and Bandit)
+ * does, in its order: HTTP/1.1, GET, a Host header, a Connection header with
+ * the token "upgrade", an Upgrade header with the token "websocket" (tokens
+ * of comma-separated lists, case-insensitive), a Sec-WebSocket-Key header (any
+ * value: Bandit does not check its form) and exactly one Sec-WebSocket-Version
+ * equal to "13"; and, beyond Bandit, that the key is given only once.
+ * Returns 0 when valid, else 400 with WebSockAdapter's message in why[0, cap)
+ * (NUL-terminated, cut to fit; e.g. "'sec-websocket-version' header must
+ * equal '13', got [\"8\"]"), the body Phoenix answers with.  why may be NULL
+ * when cap is 0.
  */
-int tp_ws_check_upgrade(const tp_http_request *req);
+int tp_ws_check_upgrade(const tp_http_request *req, char *why, size_t cap);
 
 /*
  * Appends the 101 response head for the client key key[0, keylen) to b (b

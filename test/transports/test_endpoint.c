@@ -111,9 +111,14 @@ static int
 chan_in(ch_chan *ch, void *state, const char *event, const ch_payload *payload)
 {
 	(void)state;
-	(void)payload;
 	if (strcmp(event, "ping") == 0)
 		ch_reply(ch, "ok", "{\"pong\":true}");
+	if (strcmp(event, "echo") == 0 && payload->raw) { /* the payload as received */
+		char *raw = strndup(payload->raw, payload->raw_len);
+		CHECK(raw != NULL);
+		ch_reply(ch, "ok", raw);
+		free(raw);
+	}
 	return CH_OK;
 }
 
@@ -1069,6 +1074,20 @@ test_ws_handshake_and_channel(void)
 	fx_stop();
 }
 
+/* Sends req on a fresh connection; returns the status (body in r->body). */
+static int
+raw_request(const char *req, resp *r)
+{
+	client c;
+	cli_open(&c);
+	cli_sends(&c, req);
+	int rc = read_resp(&c, r, false);
+	if (rc == 0)
+		CHECK(cli_eof_within(&c, 1000)); /* a refused upgrade closes */
+	cli_close(&c);
+	return rc < 0 ? -1 : r->status;
+}
+
 static void
 test_ws_refused(void)
 {
@@ -1077,21 +1096,128 @@ test_ws_refused(void)
 	resp r;
 	cli_open(&c);
 	CHECK_EQ(ws_request(&c, "?vsn=2.0.0&token=bad", NULL, &r), 403);
+	CHECK_EQ(r.clen, 0); /* Phoenix: send_resp(conn, 403, "") */
 	CHECK(cli_eof_within(&c, 1000));
 	cli_close(&c);
 	cli_open(&c);
 	CHECK_EQ(ws_request(&c, "?vsn=9.9.9", NULL, &r), 403);
 	cli_close(&c);
+	/* Sec-WebSocket-Version other than 13: 400 with WebSockAdapter's message */
 	cli_open(&c);
-	CHECK_EQ(ws_request(&c, "?vsn=2.0.0", "Sec-WebSocket-Version: 8\r\n", &r), 426);
-	CHECK_STR(hdr(&r, "sec-websocket-version"), "13");
+	CHECK_EQ(ws_request(&c, "?vsn=2.0.0", "Sec-WebSocket-Version: 8\r\n", &r), 400);
 	cli_close(&c);
+	CHECK_EQ(raw_request("GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n"
+	                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	                     "Sec-WebSocket-Version: 8\r\n\r\n",
+	                     &r),
+	         400);
+	CHECK_STR(r.body, "'sec-websocket-version' header must equal '13', got [\"8\"]");
+	CHECK(hdr(&r, "sec-websocket-version") == NULL);
+	CHECK(hdr(&r, "content-type") == NULL);
 	cli_open(&c);
 	CHECK_EQ(ws_request(&c, "?vsn=2.0.0&x=%zz", NULL, &r), 400);
 	cli_close(&c);
 	/* no Upgrade header at all */
-	CHECK_EQ(one_request("GET /socket/websocket HTTP/1.1\r\nHost: x\r\n\r\n", &r), 400);
+	CHECK_EQ(raw_request("GET /socket/websocket HTTP/1.1\r\nHost: x\r\n\r\n", &r), 400);
+	CHECK_STR(r.body, "'connection' header must contain 'upgrade', got []");
 	CHECK_EQ(stats().ws_open, 0);
+	fx_stop();
+}
+
+static void origin_tweak(tp_endpoint_opts *o);
+
+/* Phoenix runs check_origin and the socket's connect (token, vsn) before it
+ * looks at the upgrade headers: a forged token or an unsupported vsn gets 403
+ * whatever the headers; a non-GET gets 400 before anything, and so does a
+ * malformed query (fetch_query_params) and, on HTTP/1.1, a missing Host
+ * (Bandit). */
+static void
+test_ws_handshake_order(void)
+{
+	fx_start(true, origin_tweak);
+	resp r;
+	const char *upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+	char req[1024];
+#define REQ(method, target, ver, headers)                                                          \
+	(snprintf(req, sizeof(req), "%s /socket/websocket%s HTTP/1.%d\r\n%s\r\n", method, target,  \
+	          ver, headers),                                                                   \
+	 req)
+	/* forged token: 403 with no upgrade headers, a wrong version, HTTP/1.0 */
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&token=bad", 1, "Host: x\r\n"), &r), 403);
+	CHECK_EQ(r.clen, 0);
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&token=bad", 1,
+	                         "Host: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n"),
+	                     &r),
+	         403);
+	CHECK_EQ(raw_request(REQ("GET", "?token=bad", 0, "Host: x\r\n"), &r), 403);
+	/* unsupported vsn: 403 without upgrade headers */
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=3.0.0", 1, "Host: x\r\nConnection: close\r\n"), &r),
+	         403);
+	/* a good token, bad headers: the connect ran, then 400 with the reason */
+	pthread_mutex_lock(&seen_mu);
+	snprintf(seen_param, sizeof(seen_param), "-");
+	pthread_mutex_unlock(&seen_mu);
+	CHECK_EQ(
+	    raw_request(REQ("GET", "?vsn=2.0.0&x=ran", 1, "Host: x\r\nUpgrade: websocket\r\n"), &r),
+	    400);
+	CHECK_STR(r.body, "'connection' header must contain 'upgrade', got []");
+	pthread_mutex_lock(&seen_mu);
+	CHECK_STR(seen_param, "ran");
+	pthread_mutex_unlock(&seen_mu);
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0", 0,
+	                         "Host: x\r\nUpgrade: websocket\r\n"
+	                         "Connection: Upgrade\r\n"
+	                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	                         "Sec-WebSocket-Version: 13\r\n"),
+	                     &r),
+	         400);
+	CHECK_STR(r.body, "HTTP version HTTP/1.0 unsupported");
+	/* the key's form is not checked (Bandit): any single key upgrades */
+	client c;
+	cli_open(&c);
+	cli_sends(&c,
+	          "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+	          "Connection: Upgrade\r\nSec-WebSocket-Key: short\r\n"
+	          "Sec-WebSocket-Version: 13\r\n\r\n");
+	CHECK_EQ(read_resp(&c, &r, true), 0);
+	CHECK_EQ(r.status, 101);
+	char accept[29];
+	CHECK_EQ(tp_ws_accept_key("short", 5, accept), 0);
+	CHECK_STR(hdr(&r, "sec-websocket-accept"), accept);
+	ws_join_and_ping(&c, "test:order");
+	cli_close(&c);
+	/* before the connect: a non-GET (400, empty), a malformed query, no Host */
+	pthread_mutex_lock(&seen_mu);
+	snprintf(seen_param, sizeof(seen_param), "-");
+	pthread_mutex_unlock(&seen_mu);
+	CHECK_EQ(raw_request(REQ("POST", "?vsn=2.0.0&token=bad&x=post", 1,
+	                         "Host: x\r\nContent-Length: 0\r\n"),
+	                     &r),
+	         400);
+	CHECK_EQ(r.clen, 0);
+	CHECK_EQ(raw_request(REQ("GET", "?token=bad&x=%zz", 1, "Host: x\r\n"), &r), 400);
+	CHECK_EQ(raw_request(REQ("GET", "?token=bad&x=nohost", 1, upgrade), &r), 400);
+	pthread_mutex_lock(&seen_mu);
+	CHECK_STR(seen_param, "-"); /* the connect did not run for any of them */
+	pthread_mutex_unlock(&seen_mu);
+	/* check_origin comes after the query and before the connect */
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&x=%zz", 1,
+	                         "Host: x\r\nOrigin: http://evil.example\r\n"),
+	                     &r),
+	         400);
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&x=origin", 1,
+	                         "Host: x\r\nOrigin: http://evil.example\r\n"),
+	                     &r),
+	         403);
+	pthread_mutex_lock(&seen_mu);
+	CHECK_STR(seen_param, "-");
+	pthread_mutex_unlock(&seen_mu);
+	/* HEAD is not GET */
+	CHECK_EQ(raw_request(REQ("HEAD", "?vsn=2.0.0", 1, "Host: x\r\n"), &r), 400);
+#undef REQ
+	WAIT_UNTIL(stats().ws_open == 0, 2000);
 	fx_stop();
 }
 
@@ -1534,6 +1660,7 @@ TEST_LIST = {
     TEST(test_handler_crash_isolated),
     TEST(test_ws_handshake_and_channel),
     TEST(test_ws_refused),
+    TEST(test_ws_handshake_order),
     TEST(test_ws_unmasked_1002),
     TEST(test_ws_oversize_1009),
     TEST(test_ws_bad_utf8_1007),

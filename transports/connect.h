@@ -1,0 +1,34 @@
+/*
+ * connect.h: what every transport of the Phoenix socket does with the HTTP
+ * request that opens it, before the socket's connect (connect.c; not for
+ * apps): the query parameters and Phoenix's check_origin.  Pure functions;
+ * any thread.
+ */
+#ifndef transports_connect_h
+#define transports_connect_h
+
+#include <stdbool.h>
+
+#include "channels/channels.h"
+#include "transports/endpoint.h"
+#include "transports/http.h"
+
+/*
+ * Phoenix's check_origin against ep's allowed origins: true when origin (the
+ * Origin header's value) matches an entry "scheme://host[:port]",
+ * "//host[:port]" (any scheme) or one whose host is "*.example.com" (any
+ * subdomain); scheme and port are compared only when the entry has them (a
+ * missing port in the origin is the scheme's default).  Does not look at
+ * ep->check_origin: the caller decides whether to check.
+ */
+bool tp_origin_allowed(const tp_endpoint *ep, const tp_http_str *origin);
+
+/*
+ * Decodes every parameter of the query string q into *out: items and their
+ * NUL-terminated strings in one malloc'ed block, returned in *mem (free it
+ * after the last use of *out).  Returns 0, or -1 for a malformed escape
+ * (nothing to free then).
+ */
+int tp_params_decode(const tp_http_str *q, ch_params *out, void **mem);
+
+#endif /* transports_connect_h */

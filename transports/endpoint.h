@@ -1,0 +1,154 @@
+/*
+ * endpoint.h: the endpoint's data, shared by the files of the HTTP endpoint
+ * (not for apps).
+ *
+ *   endpoint.c   tp_endpoint_start/stop, the listener processes (one per
+ *                scheduler), the per-scheduler shards (timeout lists and
+ *                counters), stats.
+ *   conn.c       the connection process: the I/O core (conn.h).
+ *   serve.c      HTTP serving: requests, app routes, static files, errors.
+ *   websocket.c  the WebSocket transport of the Phoenix socket.
+ *   connect.c    what every transport of the Phoenix socket does with the
+ *                request that opens it (params, check_origin).
+ *   static.c     the in-memory cache of static files.
+ *
+ * Threading.  Every connection process is pinned to the scheduler of the
+ * listener that accepted it, and the listener owns that scheduler's shard: the
+ * shard's lists are touched only by that one thread (connections add and
+ * remove themselves, the listener sweeps them), so they need no lock.  The
+ * shard's counters are atomics because tp_endpoint_stats and
+ * tp_endpoint_stop read them from other threads.  struct tp_endpoint is
+ * written by tp_endpoint_start only; afterwards every thread reads it.
+ */
+#ifndef transports_endpoint_h
+#define transports_endpoint_h
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "channels/transport.h"
+#include "transports/http.h"
+#include "transports/transports.h"
+
+/* Private message tags (below the channels' 0xFFFE.... and the runtime's). */
+enum {
+	/* to a connection */
+	TP_MSG_TIMEOUT = 0xFFFD0100u, /* the sweep found the deadline passed */
+	TP_MSG_STOP,                  /* end now (sent to self from flush) */
+	TP_MSG_RESUME,                /* output drained: parse buffered HTTP input */
+	TP_MSG_SHUTDOWN,              /* endpoint stop: 1001 / finish the response */
+	TP_MSG_ABORT,                 /* endpoint stop timed out: hard close */
+	/* to a listener */
+	TP_LST_TICK = 0xFFFD0200u, /* sweep the shard's timeout lists */
+	TP_LST_ACCEPT,             /* resume accepting after EMFILE */
+	TP_LST_STOP,               /* close the listening socket, shut connections down */
+	TP_LST_ABORT,              /* hard-close every connection */
+	TP_LST_EXIT,               /* exit */
+};
+
+/* Timeout lists of a shard: each holds connections in deadline order because
+ * every connection joins at the tail with now + the list's fixed duration. */
+enum {
+	TQ_NONE = 0,
+	TQ_HTTP,  /* HTTP: keep-alive idle or request in progress (http_idle_ms) */
+	TQ_WS,    /* open WebSocket: no client data for ws_idle_ms */
+	TQ_CLOSE, /* closing: close handshake or lingering close (close_wait_ms) */
+	TQ_COUNT
+};
+
+typedef struct conn conn;
+
+/* A timeout list: connections linked through conn.tq_prev/tq_next. */
+typedef struct tq_list {
+	conn *head, *tail;
+} tq_list;
+
+/* Per-scheduler data: written by that scheduler's thread only. */
+typedef struct tp_shard {
+	_Alignas(64) tq_list lists[TQ_COUNT];
+	/* counters (tp_stats) */
+	_Atomic uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002,
+	    closed_1007, closed_1011, http_requests;
+} tp_shard;
+
+/* A cached static file. */
+typedef struct tp_file {
+	char *url;          /* decoded URL path, e.g. "/js/app.js" */
+	const char *ctype;  /* static string */
+	rt_buf *body;       /* the whole file (shared by every response) */
+	rt_buf *head_keep;  /* 200 head with Connection: keep-alive */
+	rt_buf *head_close; /* 200 head with Connection: close */
+} tp_file;
+
+typedef struct tp_static {
+	tp_file *files; /* sorted by url */
+	size_t n;
+	size_t bytes;
+} tp_static;
+
+/* Loads every regular file under dir (may be NULL) and the alias pairs (may be
+ * NULL).  Never NULL; problems are logged and the file skipped. */
+tp_static *tp_static_load(const char *dir, const char *const *aliases);
+void tp_static_free(tp_static *s);
+/* The file for a decoded URL path ("/" and ".../" mean index.html), or NULL. */
+const tp_file *tp_static_find(const tp_static *s, const char *path, size_t len);
+/* The content type for a file name, by extension. */
+const char *tp_static_ctype(const char *name);
+
+/* An app route, copied. */
+typedef struct tp_route_c {
+	char *method, *path;
+	tp_handler_fn fn;
+	void *udata;
+} tp_route_c;
+
+struct tp_endpoint {
+	/* Configuration (read-only after start). */
+	ch_endpoint *socket;
+	char *ws_path; /* "<socket_path>/websocket" */
+	tp_route_c *routes;
+	size_t nroutes;
+	bool check_origin;
+	char **origins;
+	size_t norigins;
+	size_t max_frame, max_outbound;
+	uint32_t tq_ms[TQ_COUNT]; /* duration of each timeout list */
+	int64_t t0_ms;            /* deadlines are uint32 ms since this (rt_now_ms) */
+	tp_http_config http;
+	tp_static *files;
+	int port; /* the bound port */
+
+	/* Listeners and shards: index = scheduler. */
+	int nsched;
+	int *lfds;
+	rt_pid *listeners;
+	tp_shard *shards;
+	_Atomic int listeners_alive;
+	_Atomic int64_t last_accept_warn_ms; /* accept warnings: at most one a second */
+	_Atomic bool stopping;               /* tp_endpoint_stop began: connections shut down */
+	_Atomic bool aborting;               /* ... and timed out: connections close at once */
+};
+
+/* Milliseconds since the endpoint started (deadlines; compare with tp_before). */
+static inline uint32_t
+tp_now(const tp_endpoint *ep)
+{
+	return (uint32_t)(rt_now_ms() - ep->t0_ms);
+}
+
+/* a is at or before b (wrap-safe for differences below 24 days). */
+static inline bool
+tp_before(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) <= 0;
+}
+
+static inline void
+tp_count(_Atomic uint64_t *ctr, int64_t delta)
+{
+	atomic_fetch_add_explicit(ctr, (uint64_t)delta, memory_order_relaxed);
+}
+
+#endif /* transports_endpoint_h */
