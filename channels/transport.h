@@ -2,7 +2,8 @@
  * transport.h: what a transport (transports/websocket, later long polling)
  * and the Phoenix socket layer (channels/socket.c) promise each other.
  *
- * A transport process owns one client connection.  Once the client is
+ * A transport process owns one client (a WebSocket connection; for long
+ * polling, a session that outlives the HTTP requests).  Once the client is
  * accepted (ch_socket_open) the same process is the Phoenix socket: frames
  * from the client go to ch_socket_in, every runtime message that is not the
  * transport's own goes to ch_socket_info, and the socket sends frames and
@@ -11,8 +12,9 @@
  *
  * Messages to a transport process from others (the fastlane, channel
  * replies and pushes) are tagged CH_MSG_FRAME and carry an encoded frame in
- * m->buf; rt_buf.flags of such a frame is CH_FRAME_TEXT or CH_FRAME_BINARY.
- * ch_socket_info handles them by calling t->send.
+ * m->buf; rt_buf.flags of such a frame is its kind, CH_FRAME_TEXT_KIND or
+ * CH_FRAME_BINARY_KIND, and travels with it: ch_socket_info hands the buffer
+ * to t->send as it is.
  */
 #ifndef channels_transport_h
 #define channels_transport_h
@@ -58,8 +60,11 @@ typedef struct ch_socket ch_socket;
 /* Accepts or refuses a client: picks the serializer from the "vsn" parameter
  * (absent or "1.0.0": V1, "2.0.0": V2; anything else refused), runs the
  * handler's connect, subscribes to the socket id topic.  Returns the socket,
- * or NULL with *http_status set (403 refused, 400 bad vsn).  Must be called
- * from the transport process. */
+ * or NULL with *http_status set (403, for a refused connect and, as Phoenix,
+ * for an unsupported vsn).  Must be called from the transport process; the
+ * transport may still refuse the client afterwards (a WebSocket upgrade with
+ * bad headers: Phoenix checks them after connect), and then ch_socket_close
+ * undoes the open. */
 ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
                           const ch_transport *t, int *http_status);
 

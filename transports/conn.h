@@ -12,9 +12,11 @@
  * later transport (long polling) is another tp_proto, or plain HTTP requests
  * talking to a session process.
  *
- * Calls go one way: endpoint.c -> serve.c -> websocket.c -> connect.c and
- * conn.c; conn.c reaches the protocols only through the tp_proto of the
- * connection.
+ * Dependencies go one way: endpoint.c -> serve.c -> websocket.c ->
+ * connect.c, and each of them -> conn.c; conn.c reaches the protocols only
+ * through the connection's tp_proto (endpoint.c gives the first one, in
+ * conn_arg), and websocket.c hands a refused upgrade back to whichever
+ * protocol asked.
  *
  * Everything here runs on the connection's own process (its scheduler
  * thread), except the tq_* accessors, which the listener of the same

@@ -27,7 +27,6 @@
 #include <string.h>
 
 #include "transports/connect.h"
-#include "transports/serve.h"
 #include "transports/websocket.h"
 
 /* Protocol flags (conn.h: F_PROTO_BITS). */
@@ -253,12 +252,13 @@ dup_str(const tp_http_str *s)
 	return p;
 }
 
-/* Back to HTTP after a refusal: drops what the socket queued while opening. */
+/* Back to the protocol that asked (HTTP) after a refusal: drops what the
+ * socket queued while it opened. */
 static int
-refused(conn *c, oq_ent *mark, int status)
+refused(conn *c, const tp_proto *prev, oq_ent *mark, int status)
 {
 	conn_truncate(c, mark);
-	conn_set_proto(c, &tp_http_proto);
+	conn_set_proto(c, prev);
 	return status;
 }
 
@@ -298,6 +298,7 @@ tp_ws_upgrade(conn *c, const tp_http_request *req, char *body, size_t cap)
 	                        .transport = "websocket"};
 	ch_transport tr = {.conn = c, .send = tr_send, .close = tr_close};
 	oq_ent *mark = conn_mark(c); /* the 101 goes after what is queued now */
+	const tp_proto *prev = c->proto;
 	conn_set_proto(c, &ws_proto);
 	int status = 403;
 	ch_socket *s = ch_socket_open(ep->socket, &params, &info, &tr, &status);
@@ -311,7 +312,7 @@ tp_ws_upgrade(conn *c, const tp_http_request *req, char *body, size_t cap)
 	if (c->flags & F_DEAD) /* the socket overflowed the queue while opening */
 		return 0;
 	if (!s)
-		return refused(c, mark, status >= 400 && status <= 599 ? status : 403);
+		return refused(c, prev, mark, status >= 400 && status <= 599 ? status : 403);
 	/* Only now the upgrade headers (WebSockAdapter.upgrade). */
 	int st = tp_ws_check_upgrade(req, body, cap);
 	if (st) {
@@ -319,7 +320,7 @@ tp_ws_upgrade(conn *c, const tp_http_request *req, char *body, size_t cap)
 		ch_socket_close(s, "upgrade refused");
 		c->u.ws.sock = NULL;
 		tp_count(&conn_shard(c)->ws_open, -1);
-		return refused(c, mark, st);
+		return refused(c, prev, mark, st);
 	}
 	const tp_http_str *key = tp_http_header_get(req, "sec-websocket-key");
 	const char *proto =

@@ -8,7 +8,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const {
-  RawClient, TcpClient, encodeFrame, postJSON, getToken, uniq
+  PHX_URL, RawClient, TcpClient, encodeFrame, postJSON, getToken, uniq
 } = require('./lib')
 
 const T = { timeout: 20000 }
@@ -49,25 +49,86 @@ test('garbage bytes instead of an HTTP request: 400 and the connection is closed
   await assertWatcherAlive()
 })
 
+// Phoenix (WebSockAdapter) takes messages of up to 10,000,000 bytes.
+const MAX_FRAME = 10000000
+
 test('a frame larger than the limit closes the WebSocket with 1009', T, async (t) => {
   const c = await TcpClient.connect()
   t.after(() => c.destroy())
   await c.upgrade()
-  // Only the header: it claims a 16 MiB text frame, far over the 1 MiB limit.
+  // Only the header: it claims a 16 MiB text frame, over the 10,000,000-byte limit.
   c.write(encodeFrame(OP_TEXT, Buffer.alloc(0), { length: 16 * 1024 * 1024 }).subarray(0, 14))
   assert.equal(await c.closeCode(), 1009)
   await c.waitEnd(5000)
   await assertWatcherAlive()
 })
 
-test('a 2 MiB message sent whole also gets 1009', T, async (t) => {
+test('one byte over the limit gets 1009 from the frame header', T, async (t) => {
+  const c = await TcpClient.connect()
+  t.after(() => c.destroy())
+  await c.upgrade()
+  c.write(encodeFrame(OP_TEXT, Buffer.alloc(0), { length: MAX_FRAME + 1 }).subarray(0, 14))
+  assert.equal(await c.closeCode(), 1009)
+  await c.waitEnd(5000)
+  await assertWatcherAlive()
+})
+
+test('a message of limit + 1 bytes sent whole also gets 1009', { timeout: 60000 }, async (t) => {
   const c = await RawClient.connect()
   t.after(() => c.close())
-  c.ws.send('x'.repeat(2 * 1024 * 1024))
-  const info = await c.waitClose(5000)
+  c.ws.send('x'.repeat(MAX_FRAME + 1))
+  const info = await c.waitClose(20000)
   // The server may reset the connection while the client still writes; when
   // the close frame made it, it must say 1009.
   assert.ok(info.code === 1009 || info.code === 1006, `close code ${info.code}`)
+  await assertWatcherAlive()
+})
+
+test('a 9.9 MB message is taken and answered: ping echoes its payload', { timeout: 60000 }, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  const { joinRef } = await c.joinOk('room:lobby')
+  const big = 'b'.repeat(9900000)
+  const reply = await c.request('room:lobby', 'ping', { big }, joinRef, 30000)
+  assert.equal(reply.payload.status, 'ok')
+  assert.equal(reply.payload.response.big.length, big.length)
+  assert.ok(reply.payload.response.big === big, 'the payload comes back unchanged')
+  // The same client goes on working, and so does the other one.
+  const pong = await c.request('room:lobby', 'ping', { after: 1 }, joinRef)
+  assert.deepEqual(pong.payload, { status: 'ok', response: { after: 1 } })
+  await assertWatcherAlive()
+})
+
+// Writes one request on a fresh connection; resolves with { status, body }
+// once the server has answered and closed.
+async function rawRequest (head) {
+  const c = await TcpClient.connect()
+  try {
+    c.write(head)
+    await c.waitEnd(5000)
+    const text = c.data.toString('latin1')
+    const status = Number((text.match(/^HTTP\/1\.1 (\d{3}) /) || [])[1])
+    return { status, body: text.slice(text.indexOf('\r\n\r\n') + 4) }
+  } finally { c.destroy() }
+}
+
+test('the socket connect runs before the upgrade headers are checked (as Phoenix)', T, async () => {
+  const host = `Host: ${new URL(PHX_URL).host}\r\n`
+  // A forged token gets 403 even with no upgrade headers at all, or a wrong version.
+  let r = await rawRequest(`GET /socket/websocket?vsn=2.0.0&token=forged HTTP/1.1\r\n${host}\r\n`)
+  assert.equal(r.status, 403)
+  r = await rawRequest(`GET /socket/websocket?vsn=2.0.0&token=forged HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n`)
+  assert.equal(r.status, 403)
+  // An unsupported vsn too.
+  r = await rawRequest(`GET /socket/websocket?vsn=3.0.0 HTTP/1.1\r\n${host}\r\n`)
+  assert.equal(r.status, 403)
+  // An accepted connect with a wrong version: 400 with WebSockAdapter's reason.
+  r = await rawRequest(`GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n`)
+  assert.equal(r.status, 400)
+  assert.equal(r.body, "'sec-websocket-version' header must equal '13', got [\"8\"]")
+  // A POST: 400 before anything else.
+  r = await rawRequest(`POST /socket/websocket?vsn=2.0.0&token=forged HTTP/1.1\r\n${host}Content-Length: 0\r\n\r\n`)
+  assert.equal(r.status, 400)
   await assertWatcherAlive()
 })
 

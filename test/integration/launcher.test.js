@@ -19,13 +19,13 @@ function run (args, opts = {}) {
 test('--help prints the usage and exits 0', T, () => {
   const r = run(['--help'])
   assert.equal(r.status, 0, r.stderr)
-  for (const flag of ['--port', '--bind', '--schedulers', '--log-level', '--check-origin', '--secret-key-base', '--mint-token']) {
+  for (const flag of ['--port', '--bind', '--schedulers', '--log-level', '--check-origin', '--max-frame-size', '--secret-key-base', '--mint-token']) {
     assert.ok(r.stdout.includes(flag), `--help mentions ${flag}`)
   }
 })
 
 test('bad flags exit 2 with a message on stderr', T, () => {
-  for (const args of [['--bogus'], ['--port'], ['--port', 'abc'], ['--port', '70000'], ['--port', '0'], ['--log-level', 'loud'], ['--schedulers', '0'], ['extra']]) {
+  for (const args of [['--bogus'], ['--port'], ['--port', 'abc'], ['--port', '70000'], ['--port', '0'], ['--log-level', 'loud'], ['--schedulers', '0'], ['--max-frame-size', '0'], ['--max-frame-size', '2000000000'], ['--max-frame-size', '1k'], ['extra']]) {
     const r = run(args)
     assert.equal(r.status, 2, `${args.join(' ')} exited ${r.status}: ${r.stderr}`)
     assert.ok(r.stderr.length > 0, `${args.join(' ')} explains itself on stderr`)
@@ -111,6 +111,30 @@ test('--check-origin refuses upgrades from other origins with 403', T, async (t)
   assert.equal(await status('http://good.example'), 101)
   assert.equal(await status(base), 101)
   assert.equal(await status('http://evil.example'), 403)
+  srv.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})
+
+test('--max-frame-size sets the largest message: one byte more closes with 1009', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--max-frame-size', '1000'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const wsBase = `ws://127.0.0.1:${port}`
+  // A ping of exactly 1000 bytes is answered.
+  const a = await RawClient.connect({ base: wsBase })
+  t.after(() => a.close())
+  const { joinRef } = await a.joinOk('room:lobby')
+  const frame = (pad) => JSON.stringify([joinRef, '9', 'room:lobby', 'ping', { pad }])
+  const text = frame('p'.repeat(1000 - frame('').length))
+  assert.equal(text.length, 1000)
+  a.ws.send(text)
+  const reply = await a.next((m) => m.ref === '9', 3000, 'the reply to the 1000-byte ping')
+  assert.equal(reply.payload.status, 'ok')
+  // 1001 bytes: 1009.
+  a.ws.send(frame('p'.repeat(1001 - frame('').length)))
+  assert.equal((await a.waitClose(5000)).code, 1009)
   srv.proc.kill('SIGTERM')
   assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
 })

@@ -1266,6 +1266,149 @@ test_ws_oversize_1009(void)
 	fx_stop();
 }
 
+/* Heap in use in this process (the server's and the test's), for checks
+ * that cannot run under a sanitizer. */
+static long
+heap_in_use(void)
+{
+	return (long)mallinfo2().uordblks;
+}
+
+/* A V2 push of event on topic whose payload is {"x":"yyy..."}, len bytes in all. */
+static char *
+big_push(const char *topic, const char *event, size_t len)
+{
+	char head[128];
+	int hl = snprintf(head, sizeof(head), "[\"1\",\"2\",\"%s\",\"%s\",{\"x\":\"", topic, event);
+	CHECK(len > (size_t)hl + 4);
+	char *m = malloc(len + 1);
+	CHECK(m != NULL);
+	memcpy(m, head, (size_t)hl);
+	memset(m + hl, 'y', len - (size_t)hl - 3);
+	memcpy(m + len - 3, "\"}]", 4);
+	return m;
+}
+
+/* Phoenix's limit: a message of up to 10,000,000 bytes is taken and answered
+ * (the echo carries it back), one byte more is refused with 1009 from the
+ * frame header alone (in one frame, or in fragments that add up to it), and
+ * another client is served all along. */
+static void
+test_ws_max_frame_default(void)
+{
+	fx_start(true, NULL);
+	client a, b;
+	ws_open(&a);
+	ws_join_and_ping(&a, "test:big");
+	ws_open(&b);
+	ws_join_and_ping(&b, "test:other");
+	long heap0 = heap_in_use();
+
+	/* 9.9 MB, the echo comes back whole */
+	size_t n = 9900000;
+	char *m = big_push("test:big", "echo", n);
+	ws_send_frame(&a, TP_WS_OP_TEXT, 1, m, n);
+	ws_join_and_ping(&b, "test:other2"); /* the other client meanwhile */
+	wsframe f;
+	CHECK_EQ(ws_read(&a, &f), 0);
+	CHECK_EQ(f.opcode, TP_WS_OP_TEXT);
+	CHECK(f.len > n);
+	const char *payload = strchr(m, '{');
+	CHECK(strstr((char *)f.data, "\"status\":\"ok\"") != NULL);
+	CHECK(memmem(f.data, f.len, payload, strlen(payload) - 1) != NULL);
+	free(f.data);
+	free(m);
+	/* The connection released its buffers once the message was consumed.  (A
+	 * process's mailbox keeps its last message until the next one arrives: a
+	 * small one after the big one lets the channel drop it too.) */
+	ws_send_text(&a, "[\"1\",\"5\",\"test:big\",\"ping\",{}]");
+	CHECK_EQ(ws_expect_text(&a, "\"5\""), 0);
+	free(a.buf);
+	a.cap = 1 << 16;
+	a.buf = malloc(a.cap);
+	CHECK_EQ(a.len, 0);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	long held = 0;
+	for (int i = 0; i < 200 && (held = heap_in_use() - heap0) > 512 * 1024; i++)
+		usleep(10 * 1000);
+	CHECK_MSG(held <= 512 * 1024, "%ld bytes still held after a 9.9 MB message", held);
+#endif
+	ws_join_and_ping(&a, "test:big2"); /* and it still works */
+
+	/* exactly the limit is taken: a ping padded to 10,000,000 bytes */
+	m = big_push("test:big", "ping", TP_DEFAULT_MAX_FRAME);
+	ws_send_frame(&a, TP_WS_OP_TEXT, 1, m, TP_DEFAULT_MAX_FRAME);
+	free(m);
+	CHECK_EQ(ws_expect_text(&a, "\"pong\":true"), 0);
+
+	/* one byte over: the header alone is refused */
+	uint8_t h[14] = {0x81, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+	uint64_t over = TP_DEFAULT_MAX_FRAME + 1;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (uint8_t)(over >> (56 - 8 * i));
+	cli_send(&a, h, sizeof(h));
+	CHECK_EQ(ws_expect_close(&a), 1009);
+	CHECK(cli_eof_within(&a, 2000));
+	cli_close(&a);
+
+	/* fragments: 6 MB, then a continuation whose header makes it 10,000,001 */
+	ws_open(&a);
+	size_t first = 6000000;
+	m = malloc(first);
+	memset(m, 'z', first);
+	ws_send_frame(&a, TP_WS_OP_TEXT, 0, m, first);
+	free(m);
+	over = TP_DEFAULT_MAX_FRAME + 1 - first;
+	uint8_t h2[14] = {0x80, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+	for (int i = 0; i < 8; i++)
+		h2[2 + i] = (uint8_t)(over >> (56 - 8 * i));
+	cli_send(&a, h2, sizeof(h2));
+	CHECK_EQ(ws_expect_close(&a), 1009);
+	cli_close(&a);
+	CHECK_EQ(stats().closed_1009, 2);
+
+	ws_join_and_ping(&b, "test:other3");
+	cli_close(&b);
+	fx_stop();
+}
+
+/* A frame header announcing a big message reserves nothing: the server's
+ * buffer grows with the bytes that arrive. */
+static void
+test_ws_big_frame_memory(void)
+{
+	fx_start(true, NULL);
+	client a;
+	ws_open(&a);
+	ws_join_and_ping(&a, "test:mem");
+	long heap0 = heap_in_use();
+	uint8_t h[14] = {0x81, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+	uint64_t len = 9999999;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+	cli_send(&a, h, sizeof(h));
+	char part[1024];
+	memset(part, 'q', sizeof(part));
+	cli_send(&a, part, sizeof(part));
+	usleep(200 * 1000);
+	long grown = heap_in_use() - heap0;
+	printf("    heap after a 10 MB header and 1 KiB of payload: %+ld bytes\n", grown);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	CHECK_MSG(grown < 256 * 1024, "%ld bytes allocated for 1 KiB received", grown);
+#endif
+	/* 1 MB more arrives: the buffer follows (at most doubling) */
+	for (int i = 0; i < 1024; i++)
+		cli_send(&a, part, sizeof(part));
+	usleep(200 * 1000);
+	grown = heap_in_use() - heap0;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	CHECK_MSG(grown < 3 * 1024 * 1024, "%ld bytes allocated for 1 MiB received", grown);
+#endif
+	cli_close(&a);
+	WAIT_UNTIL(stats().open == 0, 2000);
+	fx_stop();
+}
+
 static void
 test_ws_bad_utf8_1007(void)
 {
@@ -1663,6 +1806,8 @@ TEST_LIST = {
     TEST(test_ws_handshake_order),
     TEST(test_ws_unmasked_1002),
     TEST(test_ws_oversize_1009),
+    TEST(test_ws_max_frame_default),
+    TEST(test_ws_big_frame_memory),
     TEST(test_ws_bad_utf8_1007),
     TEST(test_ws_undecodable_1011),
     TEST(test_ws_ping_pong),
