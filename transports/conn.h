@@ -92,8 +92,9 @@ struct conn {
 _Static_assert(sizeof(struct conn) <= 192, "keep the connection in the 256-byte process class");
 
 /*
- * A protocol of a connection.  Every callback runs on the connection's
- * process; none is called once F_DEAD is set, except terminate.
+ * A protocol of a connection: a constant table (read-only, shared by every
+ * connection and thread).  Every callback runs on the connection's process;
+ * none is called once F_DEAD is set, except terminate.
  */
 struct tp_proto {
 	const char *name; /* "http", "websocket": logs */
@@ -116,7 +117,7 @@ struct tp_proto {
 	void (*terminate)(conn *c, const char *reason);
 };
 
-/* Connection process argument. */
+/* Connection process argument (built by the listener, copied by rt_spawn_on). */
 typedef struct conn_arg {
 	tp_endpoint *ep;
 	int fd;

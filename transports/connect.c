@@ -12,7 +12,8 @@
 /* Phoenix's check_origin: an origin matches an allowed entry
  * "scheme://host[:port]", "//host[:port]" (any scheme) or with a host
  * "*.example.com" (any subdomain).  Scheme and port are compared only when
- * the entry has them. */
+ * the entry has them.  url_parts: the pieces of one URL, pointing into it (a
+ * value on the caller's stack). */
 typedef struct url_parts {
 	const char *scheme, *host;
 	size_t scheme_len, host_len;
