@@ -20,8 +20,8 @@
  * flags.  Past max_outbound queued bytes the client is a slow consumer and is
  * disconnected at once.
  *
- * Timeouts.  TQ_WS: no client data for ws_idle_ms closes with 1000, as
- * cowboy and Bandit do; TQ_CLOSE bounds the close handshake.
+ * Timeouts.  TQ_WS: no client data for ws_idle_ms closes with 1000 (as
+ * cowboy does); TQ_CLOSE bounds the close handshake.
  */
 #include <stdlib.h>
 #include <string.h>
