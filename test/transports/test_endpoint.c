@@ -2,9 +2,11 @@
  * The HTTP endpoint over real TCP sockets on 127.0.0.1 (a free port): static
  * files, app routes, keep-alive, pipelining, limits, timeouts, fd hygiene,
  * many connections; then the WebSocket transport with a real Phoenix socket
- * (channels/): handshake, protocol errors and their close codes, ping/pong,
- * the close handshake, slow consumers, idle timeout, check_origin, and the
- * 1001 sent by tp_endpoint_stop.
+ * (channels/): handshake (and its order: connect before the upgrade headers,
+ * as Phoenix), protocol errors and their close codes, messages up to
+ * Phoenix's 10,000,000 bytes (and the memory they take), ping/pong, the close
+ * handshake, slow consumers, idle timeout, check_origin, and the 1001 sent by
+ * tp_endpoint_stop.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
