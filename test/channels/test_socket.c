@@ -310,6 +310,10 @@ static rt_pid clients[8];
 static void
 setup(void)
 {
+	pthread_mutex_lock(&out.mu);
+	out.n = 0;
+	memset(out.closed_code, 0, sizeof(out.closed_code));
+	pthread_mutex_unlock(&out.mu);
 	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
 	CHECK_EQ(rt_start(&c), 0);
 	ch_endpoint_opts o = {.handler = &handler, .secret_key_base = "secret"};
@@ -493,16 +497,42 @@ test_duplicate_join_and_stale_ref(void)
 	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 1, 3000);
-	/* a message with the old join_ref is ignored */
-	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"ping\",{}]");
+	/* a message with the old join_ref goes to the current channel (Phoenix
+	 * forwards any non-leave event), which answers with its own join_ref */
+	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"ping\",{\"old\":1}]");
+	EXPECT(0, "[\"2\",\"3\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
+	          "\"old\":1}}]");
 	send_text(0, "[\"2\",\"4\",\"room:lobby\",\"ping\",{}]");
 	EXPECT(0, "[\"2\",\"4\",\"room:lobby\",\"phx_reply\"");
-	CHECK_EQ(count(0, "\"3\""), 0);
+	/* phx_leave with the old join_ref (the client raced a close), or with
+	 * none while the join had one: ignored, no reply, the channel stays */
+	send_text(0, "[\"1\",\"5\",\"room:lobby\",\"phx_leave\",{}]");
+	send_text(0, "[null,\"6\",\"room:lobby\",\"phx_leave\",{}]");
+	send_text(0, "[\"2\",\"7\",\"room:lobby\",\"ping\",{}]");
+	EXPECT(0, "[\"2\",\"7\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	CHECK_EQ(count(0, "\"5\""), 0);
+	CHECK_EQ(count(0, "\"6\""), 0);
+	CHECK_EQ(count(0, "phx_close"), 0);
+	CHECK_EQ(pubsub_count(ep->pubsub, "room:lobby"), 1);
 	/* one broadcast, one copy */
 	ch_endpoint_broadcast(ep, "room:lobby", "once", "{}");
 	EXPECT(0, "once");
 	usleep(100000);
 	CHECK_EQ(count(0, "once"), 0);
+	/* the current join_ref leaves */
+	send_text(0, "[\"2\",\"8\",\"room:lobby\",\"phx_leave\",{}]");
+	EXPECT(0, "[\"2\",\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_close\",{}]");
+	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 0, 3000);
+	/* V1: a join without join_ref is left by a phx_leave with any join_ref */
+	client(1, NULL, 1);
+	send_text(1, "{\"topic\":\"room:v1\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
+	EXPECT(1, "phx_reply");
+	send_text(1, "{\"topic\":\"room:v1\",\"event\":\"phx_leave\",\"payload\":{},\"ref\":\"2\","
+	             "\"join_ref\":\"77\"}");
+	EXPECT(1, "{\"topic\":\"room:v1\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
+	          "\"response\":{}},\"ref\":\"2\"}");
+	EXPECT(1, "\"phx_close\"");
 	teardown();
 }
 
@@ -639,7 +669,83 @@ test_flooding_a_busy_channel_closes_1008(void)
 	teardown();
 }
 
+/* Topics that are not strings (Phoenix's serializers pass any JSON value):
+ * no channel route matches them, and the socket answers as Phoenix's
+ * handle_in(nil, ...) clauses do, echoing the topic as sent. */
+static void
+test_non_string_topic_event_and_refs(void)
+{
+	setup();
+	client(0, NULL, 2);
+	send_text(0, "[null,\"1\",null,\"phx_join\",{}]");
+	EXPECT(0, "[null,\"1\",null,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
+	          "\"unmatched topic\"}}]");
+	send_text(0, "[\"2\",\"2\",42,\"ping\",{}]");
+	EXPECT(0, "[null,\"2\",42,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
+	          "\"unmatched topic\"}}]");
+	send_text(0, "[\"3\",\"3\",1.5,\"phx_leave\",{}]");
+	EXPECT(0, "[\"3\",\"3\",1.5,\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	send_text(0, "[null,\"4\",true,\"heartbeat\",{}]");
+	EXPECT(0, "[null,\"4\",true,\"phx_reply\",{\"status\":\"error\"");
+	/* chardata lists can be logged: unmatched */
+	send_text(0, "[\"5\",\"5\",[\"ro\",[111,109]],\"phx_join\",{}]");
+	EXPECT(0,
+	       "[null,\"5\",[\"ro\",[111,109]],\"phx_reply\",{\"status\":\"error\",\"response\":{"
+	       "\"reason\":\"unmatched topic\"}}]");
+	/* a string holding a NUL that no route matches */
+	send_text(0, "[\"6\",\"6\",\"x\\u0000y\",\"phx_join\",{}]");
+	EXPECT(0, "[null,\"6\",\"x\\u0000y\",\"phx_reply\",{\"status\":\"error\"");
+	/* an object topic outside a join */
+	send_text(0, "[\"7\",\"7\",{\"a\":1},\"shout\",{}]");
+	EXPECT(0, "[null,\"7\",{\"a\":1},\"phx_reply\",{\"status\":\"error\"");
+	/* any event, ref and join_ref */
+	send_text(0, "[{\"j\":1},[2],\"room:none\",\"phx_leave\",{}]");
+	EXPECT(0,
+	       "[{\"j\":1},[2],\"room:none\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	send_text(0, "[null,\"8\",\"room:none\",17,{}]");
+	EXPECT(0, "[null,\"8\",\"room:none\",\"phx_reply\",{\"status\":\"error\"");
+	/* a non-string event for a joined topic reaches the channel, which has
+	 * no clause for it: phx_error */
+	send_text(0, "[\"9\",\"9\",\"room:lobby\",\"phx_join\",{}]");
+	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"9\",\"10\",\"room:lobby\",[\"ping\"],{}]");
+	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_error\",{}]");
+	/* V1 too (Message.from_map! takes any value) */
+	client(1, NULL, 1);
+	send_text(1, "{\"topic\":7,\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
+	EXPECT(
+	    1,
+	    "{\"topic\":7,\"event\":\"phx_reply\",\"payload\":{\"status\":\"error\",\"response\":"
+	    "{\"reason\":\"unmatched topic\"}},\"ref\":\"1\"}");
+	send_text(1, "{\"topic\":null,\"event\":\"phx_leave\",\"payload\":{},\"ref\":2}");
+	EXPECT(1, "{\"topic\":null,\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
+	          "\"response\":{}},"
+	          "\"ref\":2}");
+	/* the sockets are still up */
+	send_text(0, "[null,\"11\",\"phoenix\",\"heartbeat\",{}]");
+	EXPECT(0, "[null,\"11\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\"");
+	CHECK_EQ(out.closed_code[0], 0);
+	CHECK_EQ(out.closed_code[1], 0);
+	/* Joining a map topic, or a list that is not chardata, makes Phoenix's
+	 * log line raise: the socket crashes (1011), as on undecodable input.  So
+	 * does a topic with a NUL that a route matches (no channel can hold it). */
+	const char *crashers[] = {"[null,\"1\",{\"a\":1},\"phx_join\",{}]",
+	                          "[null,\"1\",[1.5],\"phx_join\",{}]",
+	                          "[null,\"1\",[55296],\"phx_join\",{}]",
+	                          "[null,\"1\",\"room:a\\u0000\",\"phx_join\",{}]"};
+	for (int i = 0; i < 4; i++) {
+		client(2 + i, NULL, 2);
+		send_text(2 + i, crashers[i]);
+		WAIT_UNTIL(!rt_alive(clients[2 + i]), 3000);
+		CHECK_MSG(out.closed_code[2 + i] == 1011, "%s: close code %d", crashers[i],
+		          out.closed_code[2 + i]);
+		clients[2 + i] = 0;
+	}
+	teardown();
+}
+
 TEST_LIST = {
+    TEST(test_non_string_topic_event_and_refs),
     TEST(test_flooding_a_busy_channel_closes_1008),
     TEST(test_presence_state_and_diffs),
     TEST(test_join_reply_and_ping),
