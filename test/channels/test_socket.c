@@ -274,7 +274,104 @@ static const ch_channel_ops room_ops = {.name = "room",
                                         .handle_in = room_in,
                                         .handle_out = room_out,
                                         .handle_info = room_info};
-static const ch_route routes[] = {{"room:*", &room_ops}, {"presence:*", &pres_ops}};
+/* A channel written with the event table and the cJSON calls. */
+static int
+tbl_join(ch_chan *ch, void *st, const char *topic, const ch_payload *params)
+{
+	(void)ch;
+	(void)st;
+	(void)topic;
+	(void)params;
+	return CH_OK;
+}
+
+static int
+tbl_echo(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	ch_reply_json(ch, "ok", p->json);
+	return CH_OK;
+}
+
+static int
+tbl_raw(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	CHECK_STR(ch_event(ch), "raw");
+	ch_reply_payload(ch, "ok", p);
+	return CH_OK;
+}
+
+static int
+tbl_push(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "n", 1);
+	ch_push_json(ch, "pushed", o);
+	ch_push_json(ch, "empty", NULL);
+	cJSON_Delete(o);
+	return CH_OK;
+}
+
+static int
+tbl_bcast(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddBoolToObject(o, "b", true);
+	cJSON *arr = cJSON_CreateArray();
+	bool from = cJSON_IsTrue(ch_payload_get(p, "from"));
+	int rc = from ? ch_broadcast_from_json(ch, "bc", o) : ch_broadcast_json(ch, "bc", o);
+	/* not objects: refused */
+	int bad = ch_broadcast_json(ch, "bc", arr) + ch_broadcast_from_json(ch, "bc", NULL) +
+	          ch_broadcast(ch, "bc", "[1]") + ch_broadcast_from(ch, "bc", "3");
+	cJSON_Delete(o);
+	cJSON_Delete(arr);
+	cJSON *r = cJSON_CreateObject();
+	cJSON_AddNumberToObject(r, "rc", rc);
+	cJSON_AddNumberToObject(r, "bad", bad);
+	ch_reply_json(ch, "ok", r);
+	cJSON_Delete(r);
+	return CH_OK;
+}
+
+/* handle_in("need_x", %{"x" => x}, socket) */
+static int
+tbl_need_x(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	if (!ch_payload_get(p, "x"))
+		ch_no_clause(ch);
+	ch_reply(ch, "ok", NULL);
+	return CH_OK;
+}
+
+static const ch_in_clause tbl_in[] = {
+    {"echo", tbl_echo},   {"raw", tbl_raw},       {"push", tbl_push},
+    {"bcast", tbl_bcast}, {"need_x", tbl_need_x}, {NULL, NULL},
+};
+
+static const ch_channel_ops tbl_ops = {.name = "TableChannel", .join = tbl_join, .in = tbl_in};
+
+/* The table first, then the catch-all handle_in. */
+static int
+mix_in(ch_chan *ch, void *st, const char *event, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	char buf[128];
+	snprintf(buf, sizeof(buf), "{\"catch_all\":\"%s\"}", event);
+	ch_reply(ch, "ok", buf);
+	return CH_OK;
+}
+
+static const ch_channel_ops mix_ops = {
+    .name = "MixChannel", .join = tbl_join, .in = tbl_in, .handle_in = mix_in};
+
+static const ch_route routes[] = {
+    {"room:*", &room_ops}, {"presence:*", &pres_ops}, {"tbl:*", &tbl_ops}, {"mix:*", &mix_ops}};
 
 static int
 sock_connect(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
@@ -300,7 +397,7 @@ sock_id(const cJSON *assigns, char *buf, size_t cap)
 }
 
 static const ch_socket_handler handler = {
-    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 2, .max_channels = 3};
+    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 4, .max_channels = 3};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -744,7 +841,63 @@ test_non_string_topic_event_and_refs(void)
 	teardown();
 }
 
+/* Channels written with an event table and the cJSON calls. */
+static void
+test_event_table_and_json_calls(void)
+{
+	setup();
+	client(0, NULL, 2);
+	client(1, NULL, 2);
+	send_text(0, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
+	send_text(1, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
+	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"1\",\"2\",\"tbl:a\",\"echo\",{\"a\":[1,\"x\"]}]");
+	EXPECT(0, "[\"1\",\"2\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"a\":[1,"
+	          "\"x\"]}}]");
+	/* exactly as received, 1.50 included */
+	send_text(0, "[\"1\",\"3\",\"tbl:a\",\"raw\",{\"v\":1.50}]");
+	EXPECT(0, "[\"1\",\"3\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"v\":"
+	          "1.50}}]");
+	send_text(0, "[\"1\",\"4\",\"tbl:a\",\"push\",{}]");
+	EXPECT(0, "[\"1\",null,\"tbl:a\",\"pushed\",{\"n\":1}]");
+	EXPECT(0, "[\"1\",null,\"tbl:a\",\"empty\",{}]");
+	send_text(0, "[\"1\",\"5\",\"tbl:a\",\"bcast\",{}]");
+	EXPECT(0, "[\"1\",\"5\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"rc\":0,"
+	          "\"bad\":-4}}]");
+	EXPECT(0, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	send_text(0, "[\"1\",\"6\",\"tbl:a\",\"bcast\",{\"from\":true}]");
+	EXPECT(0, "[\"1\",\"6\",\"tbl:a\",\"phx_reply\"");
+	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	usleep(100000);
+	CHECK_EQ(count(0, "\"bc\""), 0);
+	send_text(0, "[\"1\",\"7\",\"tbl:a\",\"need_x\",{\"x\":null}]");
+	EXPECT(0, "[\"1\",\"7\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	/* a payload no clause matches, an event without a clause: phx_error */
+	send_text(0, "[\"1\",\"8\",\"tbl:a\",\"need_x\",{\"y\":1}]");
+	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_error\",{}]");
+	send_text(1, "[\"1\",\"8\",\"tbl:a\",\"nope\",{}]");
+	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_error\",{}]");
+	CHECK_EQ(count(0, "\"8\""), 0);
+	CHECK_EQ(count(1, "\"8\""), 0);
+	/* table entries first, then the catch-all */
+	send_text(0, "[\"2\",\"9\",\"mix:a\",\"phx_join\",{}]");
+	EXPECT(0, "[\"2\",\"9\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"2\",\"10\",\"mix:a\",\"echo\",{\"e\":1}]");
+	EXPECT(0,
+	       "[\"2\",\"10\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"e\":1}}]");
+	send_text(0, "[\"2\",\"11\",\"mix:a\",\"other\",{}]");
+	EXPECT(0, "[\"2\",\"11\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
+	          "\"catch_all\":\"other\"}}]");
+	/* a non-string event: no clause, even with a catch-all */
+	send_text(0, "[\"2\",\"12\",\"mix:a\",null,{}]");
+	EXPECT(0, "[\"2\",\"2\",\"mix:a\",\"phx_error\",{}]");
+	teardown();
+}
+
 TEST_LIST = {
+    TEST(test_event_table_and_json_calls),
     TEST(test_non_string_topic_event_and_refs),
     TEST(test_flooding_a_busy_channel_closes_1008),
     TEST(test_presence_state_and_diffs),
