@@ -80,6 +80,8 @@ typedef struct ch_ref {
  * ch_stop) or CH_ERROR (crash). */
 typedef int (*ch_in_fn)(ch_chan *ch, void *state, const ch_payload *payload);
 
+/* An entry of a channel module's event table: constant data, normally a
+ * static const array, read (never written) by every channel process. */
 typedef struct ch_in_clause {
 	const char *event; /* the event name, matched exactly */
 	ch_in_fn fn;

@@ -13,9 +13,11 @@
  * anonymous join without a name has key nil, tracked (as Phoenix's
  * to_string(nil)) under "".  params["name"] raises for params that are not a
  * map or null (a list, a number, binary data): the join crashes.  A name
- * that is an object or an array is tracked by Phoenix but then cannot be
- * listed (to_string raises): here the channel crashes after the join
- * reply, before tracking.  Joins and leaves reach every subscriber as
+ * that is an object is tracked by Phoenix but then cannot be listed
+ * (to_string raises): here the channel crashes after the join reply, before
+ * tracking; so does an array (Phoenix lists chardata arrays, joined into one
+ * string).  A float name prints as cJSON prints it (1e+20, where Elixir
+ * gives 1.0e20).  Joins and leaves reach every subscriber as
  * presence_diff, so the phoenix.js Presence class works unchanged.  The
  * channel handles no client events: any push crashes it, as a missing
  * handle_in clause does in Elixir.
