@@ -90,9 +90,9 @@ typedef struct ch_msg {
  * null included) and an optional "join_ref"; for duplicate keys the last one
  * wins.  Phoenix's V1 serializer ignores the opcode, so a V1 binary frame is
  * decoded as JSON text too.  Stricter than Phoenix: topic and event must be
- * strings (without NUL), and in binary frames join_ref, ref, topic and event
- * must be valid UTF-8.  The payload must also be parseable by cJSON (nesting
- * under CH_JSON_MAX_DEPTH, numbers under 64 characters).
+ * strings (without NUL; ch_msg_decode_raw lets other values through), and in binary frames
+ * join_ref, ref, topic and event must be valid UTF-8.  The payload must also be parseable by cJSON
+ * (nesting under CH_JSON_MAX_DEPTH, numbers under 64 characters).
  */
 int ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
                   const char **err);
