@@ -30,8 +30,9 @@
  * runtime/rt.h for what a crash releases and what it does not.
  *
  * Threading: callbacks run inside the channel's process; every ch_* call
- * that takes a ch_chan must be made from that process.  ch_broadcast_*,
- * ch_endpoint_broadcast and ch_reply_ref may be called from any thread.
+ * that takes a ch_chan (ch_broadcast_* included) must be made from that
+ * process.  ch_endpoint_broadcast, ch_reply_ref and ch_reply_ref_json may be
+ * called from any thread.
  */
 #ifndef channels_channels_h
 #define channels_channels_h
