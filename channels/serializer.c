@@ -848,14 +848,11 @@ put_json_cstr(rt_buf **b, const char *s)
 	return s ? ch_json_append_string(b, s, strlen(s)) : -1;
 }
 
-/* The topic being encoded is a raw JSON token (ch_encode_reply_raw_topic):
- * set only for the duration of that call, on the calling thread. */
-static _Thread_local bool topic_is_raw;
-
+/* A topic: a string to escape, or (raw) a JSON token spliced verbatim. */
 static int
-put_topic(rt_buf **b, const char *topic)
+put_topic(rt_buf **b, const char *topic, bool raw)
 {
-	if (!topic_is_raw)
+	if (!raw)
 		return put_json_cstr(b, topic);
 	if (!topic)
 		return -1;
@@ -904,11 +901,11 @@ put_payload(rt_buf **b, const char *json, size_t len)
  * the payload is {"status":status,"response":P} (a reply).
  */
 static int
-put_v1(rt_buf **b, const char *topic, const char *event, const char *status, const char *json,
-       size_t len, const char *ref)
+put_v1(rt_buf **b, const char *topic, bool topic_raw, const char *event, const char *status,
+       const char *json, size_t len, const char *ref)
 {
 	put_str(b, "{\"topic\":");
-	if (put_topic(b, topic) < 0)
+	if (put_topic(b, topic, topic_raw) < 0)
 		return -1;
 	put_str(b, ",\"event\":");
 	if (put_json_cstr(b, event) < 0)
@@ -932,14 +929,15 @@ put_v1(rt_buf **b, const char *topic, const char *event, const char *status, con
 
 /* [join_ref,ref,topic,event,: the V2 array up to the payload. */
 static int
-put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic, const char *event)
+put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic, bool topic_raw,
+            const char *event)
 {
 	put_byte(b, '[');
 	put_raw(b, join_ref);
 	put_byte(b, ',');
 	put_raw(b, ref);
 	put_byte(b, ',');
-	if (put_topic(b, topic) < 0)
+	if (put_topic(b, topic, topic_raw) < 0)
 		return -1;
 	put_byte(b, ',');
 	if (put_json_cstr(b, event) < 0)
@@ -948,9 +946,10 @@ put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic
 	return 0;
 }
 
-int
-ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
-                const char *status, const char *response, size_t response_len)
+/* A reply; topic_raw: the topic is a raw JSON token. */
+static int
+encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
+             bool topic_raw, const char *status, const char *response, size_t response_len)
 {
 	if (!b)
 		return -1;
@@ -958,11 +957,12 @@ ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, cons
 	if (!status)
 		return rollback(b, mark);
 	if (vsn == CH_VSN_1) {
-		if (put_v1(b, topic, "phx_reply", status, response, response_len, ref) < 0)
+		if (put_v1(b, topic, topic_raw, "phx_reply", status, response, response_len, ref) <
+		    0)
 			return rollback(b, mark);
 		return CH_FRAME_TEXT;
 	}
-	if (vsn != CH_VSN_2 || put_v2_head(b, join_ref, ref, topic, "phx_reply") < 0)
+	if (vsn != CH_VSN_2 || put_v2_head(b, join_ref, ref, topic, topic_raw, "phx_reply") < 0)
 		return rollback(b, mark);
 	put_str(b, "{\"status\":");
 	if (put_json_cstr(b, status) < 0)
@@ -974,15 +974,19 @@ ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, cons
 }
 
 int
+ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
+                const char *status, const char *response, size_t response_len)
+{
+	return encode_reply(b, vsn, join_ref, ref, topic, false, status, response, response_len);
+}
+
+int
 ch_encode_reply_raw_topic(rt_buf **b, int vsn, const char *join_ref, const char *ref,
                           const char *topic_json, const char *status, const char *response,
                           size_t response_len)
 {
-	topic_is_raw = true;
-	int kind =
-	    ch_encode_reply(b, vsn, join_ref, ref, topic_json, status, response, response_len);
-	topic_is_raw = false;
-	return kind;
+	return encode_reply(b, vsn, join_ref, ref, topic_json, true, status, response,
+	                    response_len);
 }
 
 int
@@ -1044,12 +1048,12 @@ ch_encode_message(rt_buf **b, int vsn, const char *join_ref, const char *ref, co
 		return -1;
 	size_t mark = begin(b, 64 + (payload ? payload_len : 2));
 	if (vsn == CH_VSN_1) {
-		if (put_v1(b, topic, event, NULL, payload, payload_len, ref) < 0)
+		if (put_v1(b, topic, false, event, NULL, payload, payload_len, ref) < 0)
 			return rollback(b, mark);
 		return CH_FRAME_TEXT;
 	}
 	if (vsn != CH_VSN_2 || !is_json_object(payload, payload_len) ||
-	    put_v2_head(b, join_ref, ref, topic, event) < 0)
+	    put_v2_head(b, join_ref, ref, topic, false, event) < 0)
 		return rollback(b, mark);
 	put_payload(b, payload, payload_len);
 	put_byte(b, ']');
