@@ -348,12 +348,37 @@ tbl_need_x(ch_chan *ch, void *st, const ch_payload *p)
 	return CH_OK;
 }
 
+/* Replies later, through a socket ref sent to itself. */
+static int
+tbl_later(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	ch_ref ref = ch_socket_ref(ch);
+	rt_send(rt_self(), CH_TAG_APP_MIN + 5, &ref, sizeof(ref));
+	return CH_OK;
+}
+
+static int
+tbl_info(ch_chan *ch, void *st, rt_msg *m)
+{
+	(void)ch;
+	(void)st;
+	CHECK(m->tag <= CH_TAG_APP_MAX);
+	cJSON *r = cJSON_CreateObject();
+	cJSON_AddStringToObject(r, "later", "yes");
+	ch_reply_ref_json(rt_msg_data(m), "ok", r);
+	cJSON_Delete(r);
+	return CH_OK;
+}
+
 static const ch_in_clause tbl_in[] = {
-    {"echo", tbl_echo},   {"raw", tbl_raw},       {"push", tbl_push},
+    {"later", tbl_later}, {"echo", tbl_echo},     {"raw", tbl_raw}, {"push", tbl_push},
     {"bcast", tbl_bcast}, {"need_x", tbl_need_x}, {NULL, NULL},
 };
 
-static const ch_channel_ops tbl_ops = {.name = "TableChannel", .join = tbl_join, .in = tbl_in};
+static const ch_channel_ops tbl_ops = {
+    .name = "TableChannel", .join = tbl_join, .in = tbl_in, .handle_info = tbl_info};
 
 /* The table first, then the catch-all handle_in. */
 static int
@@ -872,6 +897,10 @@ test_event_table_and_json_calls(void)
 	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
 	usleep(100000);
 	CHECK_EQ(count(0, "\"bc\""), 0);
+	send_text(0, "[\"1\",\"77\",\"tbl:a\",\"later\",{}]");
+	EXPECT(0,
+	       "[\"1\",\"77\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"later\":"
+	       "\"yes\"}}]");
 	send_text(0, "[\"1\",\"7\",\"tbl:a\",\"need_x\",{\"x\":null}]");
 	EXPECT(0, "[\"1\",\"7\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
 	/* a payload no clause matches, an event without a clause: phx_error */
