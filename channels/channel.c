@@ -16,6 +16,7 @@
 
 #include "channels/internal.h"
 
+/* A channel process's state: owned by that process (its callbacks only). */
 struct ch_chan {
 	ch_endpoint *ep;
 	const ch_channel_ops *ops;
@@ -25,9 +26,10 @@ struct ch_chan {
 	char *topic;
 	char *join_ref; /* raw JSON token */
 	char *socket_id;
-	cJSON *assigns;      /* NULL when empty */
-	const char *cur_ref; /* raw ref of the event being handled */
-	char *join_reply;    /* JSON set by ch_join_reply / ch_join_error */
+	cJSON *assigns;        /* NULL when empty */
+	const char *cur_ref;   /* raw ref of the event being handled */
+	const char *cur_event; /* the event being handled (handle_in), for ch_no_clause */
+	char *join_reply;      /* JSON set by ch_join_reply / ch_join_error */
 	char *stop_reason;
 	cJSON *cur_json; /* payload being handled: freed by terminate if a handler crashes */
 	uint8_t vsn;
@@ -155,14 +157,24 @@ handle_event(ch_chan *ch, rt_msg *m)
 		pl.raw = payload;
 		pl.raw_len = h->payload_len;
 	}
-	if (!ch->ops->handle_in) {
-		cJSON_Delete(json);
-		rt_crash("no handle_in clause in %s for event \"%s\"", ch->ops->name, event);
-	}
 	ch->cur_ref = ref;
-	ch->cur_json = json;
-	int rc = ch->ops->handle_in(ch, ch->state, event, &pl);
+	ch->cur_event = event;
+	ch->cur_json = json; /* freed by terminate if the handler crashes */
+	ch_in_fn fn = NULL;
+	for (const ch_in_clause *c = ch->ops->in; !h->event_raw && c && c->event; c++)
+		if (strcmp(c->event, event) == 0) {
+			fn = c->fn;
+			break;
+		}
+	int rc;
+	if (fn)
+		rc = fn(ch, ch->state, &pl);
+	else if (ch->ops->handle_in && !h->event_raw)
+		rc = ch->ops->handle_in(ch, ch->state, event, &pl);
+	else
+		ch_no_clause(ch);
 	ch->cur_ref = NULL;
+	ch->cur_event = NULL;
 	ch->cur_json = NULL;
 	cJSON_Delete(json);
 	return result(ch, rc, "handle_in");
@@ -295,19 +307,88 @@ ch_join_error(ch_chan *ch, const char *json)
 	return CH_ERROR;
 }
 
-void
-ch_reply(ch_chan *ch, const char *status, const char *json)
+const cJSON *
+ch_payload_get(const ch_payload *p, const char *key)
+{
+	if (!p || !p->json || !cJSON_IsObject(p->json) || !key)
+		return NULL;
+	return cJSON_GetObjectItemCaseSensitive(p->json, key);
+}
+
+const char *
+ch_event(const ch_chan *ch)
+{
+	return ch->cur_event;
+}
+
+_Noreturn void
+ch_no_clause(ch_chan *ch)
+{
+	rt_crash("FunctionClauseError: no function clause matching %s.handle_in/3 for event %.64s",
+	         ch->ops->name ? ch->ops->name : "channel",
+	         ch->cur_event ? ch->cur_event : "(none)");
+}
+
+/* Replies with JSON text of len bytes (json NULL: {}). */
+static void
+reply_n(ch_chan *ch, const char *status, const char *json, size_t len)
 {
 	if (!ch->cur_ref)
 		return;
 	rt_buf *b = NULL;
-	int kind = ch_encode_reply(&b, ch->vsn, ch->join_ref, ch->cur_ref, ch->topic, status, json,
-	                           json ? strlen(json) : 0);
+	int kind =
+	    ch_encode_reply(&b, ch->vsn, ch->join_ref, ch->cur_ref, ch->topic, status, json, len);
 	if (kind < 0) {
 		rt_buf_release(b);
 		rt_crash("cannot encode the reply to %s on %s", ch->cur_ref, ch->topic);
 	}
 	send_frame(ch->transport, b, kind);
+}
+
+void
+ch_reply(ch_chan *ch, const char *status, const char *json)
+{
+	reply_n(ch, status, json, json ? strlen(json) : 0);
+}
+
+/* Prints a cJSON value (NULL: NULL, standing for {}); crashes when out of memory. */
+static char *
+print_or_crash(const cJSON *v)
+{
+	if (!v)
+		return NULL;
+	char *s = cJSON_PrintUnformatted(v);
+	if (!s)
+		rt_crash("cannot print a JSON value (out of memory)");
+	return s;
+}
+
+void
+ch_reply_json(ch_chan *ch, const char *status, const cJSON *response)
+{
+	if (!ch->cur_ref)
+		return;
+	char *json = print_or_crash(response);
+	rt_buf *b = NULL;
+	int kind = ch_encode_reply(&b, ch->vsn, ch->join_ref, ch->cur_ref, ch->topic, status, json,
+	                           json ? strlen(json) : 0);
+	free(json);
+	if (kind < 0) {
+		rt_buf_release(b);
+		rt_crash("cannot encode the reply to %s on %s", ch->cur_ref, ch->topic);
+	}
+	send_frame(ch->transport, b, kind);
+}
+
+void
+ch_reply_payload(ch_chan *ch, const char *status, const ch_payload *payload)
+{
+	if (payload && payload->bin)
+		ch_reply_binary(ch, status, payload->bin, payload->bin_len);
+	else if (payload && payload->raw)
+		reply_n(ch, status, payload->raw, payload->raw_len);
+	else
+		reply_n(ch, status, NULL, 0);
 }
 
 void
@@ -363,6 +444,24 @@ ch_reply_ref(const ch_ref *ref, const char *status, const char *json)
 }
 
 void
+ch_reply_ref_json(const ch_ref *ref, const char *status, const cJSON *response)
+{
+	char *json = response ? cJSON_PrintUnformatted(response) : NULL;
+	if (response && !json)
+		return;
+	ch_reply_ref(ref, status, json);
+	free(json);
+}
+
+void
+ch_push_json(ch_chan *ch, const char *event, const cJSON *payload)
+{
+	char *json = print_or_crash(payload);
+	ch_push(ch, event, json);
+	free(json);
+}
+
+void
 ch_push(ch_chan *ch, const char *event, const char *json)
 {
 	rt_buf *b = NULL;
@@ -387,18 +486,59 @@ ch_push_binary(ch_chan *ch, const char *event, const void *data, size_t len)
 	send_frame(ch->transport, b, kind);
 }
 
+/* Whether JSON text (trusted to be valid) is an object. */
+static bool
+is_object_text(const char *json)
+{
+	if (!json)
+		return false;
+	while (*json == ' ' || *json == '\t' || *json == '\n' || *json == '\r')
+		json++;
+	return *json == '{';
+}
+
+/* Broadcasts on ch's topic to every subscriber but `from` (RT_NOPID: all). */
+static int
+broadcast_text(ch_chan *ch, rt_pid from, const char *event, const char *json)
+{
+	if (!event || !is_object_text(json))
+		return -1;
+	return pubsub_local_broadcast(ch->ep->pubsub, from, ch->topic, event, json, strlen(json));
+}
+
+static int
+broadcast_json(ch_chan *ch, rt_pid from, const char *event, const cJSON *payload)
+{
+	if (!cJSON_IsObject(payload))
+		return -1;
+	char *json = print_or_crash(payload);
+	int rc = broadcast_text(ch, from, event, json);
+	free(json);
+	return rc;
+}
+
 int
 ch_broadcast(ch_chan *ch, const char *event, const char *json)
 {
-	return pubsub_local_broadcast(ch->ep->pubsub, RT_NOPID, ch->topic, event, json,
-	                              strlen(json));
+	return broadcast_text(ch, RT_NOPID, event, json);
 }
 
 int
 ch_broadcast_from(ch_chan *ch, const char *event, const char *json)
 {
-	return pubsub_local_broadcast(ch->ep->pubsub, rt_self(), ch->topic, event, json,
-	                              strlen(json));
+	return broadcast_text(ch, rt_self(), event, json);
+}
+
+int
+ch_broadcast_json(ch_chan *ch, const char *event, const cJSON *payload)
+{
+	return broadcast_json(ch, RT_NOPID, event, payload);
+}
+
+int
+ch_broadcast_from_json(ch_chan *ch, const char *event, const cJSON *payload)
+{
+	return broadcast_json(ch, rt_self(), event, payload);
 }
 
 int

@@ -2,15 +2,37 @@
  * channels.h: Phoenix Channels for applications written in C.
  *
  * An application defines a socket handler (connect, id, channel routes with
- * `*` wildcards) and channel modules as ops tables (join, handle_in,
- * handle_out for intercepted events, handle_info, terminate).  Each joined
- * topic of each client runs as its own process under the endpoint's channel
- * supervisor, as in Phoenix.  Payloads are JSON: handlers read them as cJSON
- * trees and answer with JSON text (or binary data for the V2 serializer).
+ * `*` wildcards) and channel modules as ops tables (join, handle_in clauses
+ * by event name, handle_out for intercepted events, handle_info, terminate).
+ * Each joined topic of each client runs as its own process under the
+ * endpoint's channel supervisor, as in Phoenix.  Payloads are JSON: handlers
+ * read them as cJSON trees and answer with cJSON trees or JSON text (or
+ * binary data for the V2 serializer).  A channel module reads like a Phoenix
+ * channel:
+ *
+ *     static int new_msg(ch_chan *ch, void *state, const ch_payload *p)
+ *     {
+ *             const cJSON *body = ch_payload_get(p, "body");
+ *             if (!body)
+ *                     ch_no_clause(ch);      // %{"body" => body} did not match
+ *             cJSON *msg = cJSON_CreateObject();
+ *             cJSON_AddItemReferenceToObject(msg, "body", (cJSON *)body);
+ *             int rc = ch_broadcast_json(ch, "new_msg", msg);
+ *             cJSON_Delete(msg);
+ *             return rc == 0 ? CH_OK : CH_ERROR;
+ *     }
+ *     static const ch_in_clause room_in[] = {{"new_msg", new_msg}, {NULL, NULL}};
+ *     const ch_channel_ops room = {.name = "RoomChannel", .join = room_join,
+ *                                  .in = room_in};
+ *
+ * Crashes: a handler ends its channel with rt_crash (as `raise`), or by
+ * returning CH_ERROR; the client gets phx_error.  See rt_crash in
+ * runtime/rt.h for what a crash releases and what it does not.
  *
  * Threading: callbacks run inside the channel's process; every ch_* call
- * that takes a ch_chan must be made from that process.  ch_broadcast_*,
- * ch_endpoint_broadcast and ch_reply_ref may be called from any thread.
+ * that takes a ch_chan (ch_broadcast_* included) must be made from that
+ * process.  ch_endpoint_broadcast, ch_reply_ref and ch_reply_ref_json may be
+ * called from any thread.
  */
 #ifndef channels_channels_h
 #define channels_channels_h
@@ -32,10 +54,12 @@ enum {
 typedef struct ch_chan ch_chan;
 typedef struct ch_endpoint ch_endpoint;
 
-/* A payload received from a client: JSON (parsed) or binary (V2 only). */
+/* A payload received from a client: JSON (parsed) or binary (V2 only).
+ * Borrowed: valid for the duration of the callback. */
 typedef struct ch_payload {
 	const cJSON *json; /* NULL for binary payloads */
-	const char *raw;   /* the JSON text as received (for exact echo), NULL for binary */
+	const char *raw;   /* the JSON text as received (for exact echo; NUL-terminated), NULL for
+	                      binary */
 	size_t raw_len;
 	const uint8_t *bin; /* binary payload, or NULL */
 	size_t bin_len;
@@ -51,20 +75,41 @@ typedef struct ch_ref {
 	char topic[256];
 } ch_ref;
 
+/* One handle_in clause: the handler of the client event it is listed under.
+ * Reply with ch_reply / ch_reply_json / ch_reply_payload (or later with
+ * ch_socket_ref + ch_reply_ref), or not at all; return CH_OK, CH_STOP (after
+ * ch_stop) or CH_ERROR (crash). */
+typedef int (*ch_in_fn)(ch_chan *ch, void *state, const ch_payload *payload);
+
+/* An entry of a channel module's event table: constant data, normally a
+ * static const array, read (never written) by every channel process. */
+typedef struct ch_in_clause {
+	const char *event; /* the event name, matched exactly */
+	ch_in_fn fn;
+} ch_in_clause;
+
 typedef struct ch_channel_ops {
-	const char *name;
+	const char *name;              /* the module name, for logs and crash reasons */
 	size_t state_size;             /* private state, zeroed, per channel process */
 	const char *const *intercepts; /* NULL-terminated events routed through handle_out */
 	/* Joins `topic` with `params`.  Return CH_OK (reply {} unless ch_join_reply
 	 * set one) or CH_ERROR after ch_join_error. */
 	int (*join)(ch_chan *ch, void *state, const char *topic, const ch_payload *params);
-	/* An event pushed by the client.  Reply with ch_reply (or later with
-	 * ch_socket_ref + ch_reply_ref), or not at all. */
+	/* handle_in by event name: entries ended by {NULL, NULL}, or NULL.  An
+	 * event no entry names goes to handle_in; with no handle_in either, the
+	 * channel crashes as Phoenix's missing handle_in clause does
+	 * (FunctionClauseError): the client gets phx_error for the topic.  So does
+	 * an event that is not a JSON string (which a C handler cannot match). */
+	const ch_in_clause *in;
+	/* The catch-all: any string event the `in` table does not list (optional). */
 	int (*handle_in)(ch_chan *ch, void *state, const char *event, const ch_payload *payload);
 	/* An intercepted broadcast about to go to this client; push it with ch_push
 	 * or drop it.  payload is the broadcast's JSON. */
 	int (*handle_out)(ch_chan *ch, void *state, const char *event, const cJSON *payload);
-	/* Any other message sent to the channel process. */
+	/* Any other message sent to the channel process: the application's own
+	 * tags (CH_TAG_APP_MIN..CH_TAG_APP_MAX, e.g. a timer set in handle_in),
+	 * and RT_MSG_DOWN / RT_MSG_EXIT of monitors and links the channel set up.
+	 * Without handle_info such messages are dropped. */
 	int (*handle_info)(ch_chan *ch, void *state, rt_msg *msg);
 	/* The channel ends: "normal", "shutdown", "shutdown: left", "shutdown: closed",
 	 * or a crash reason. */
@@ -138,6 +183,25 @@ int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
 int ch_pubsub_subscribe(ch_endpoint *ep, const char *topic);
 int ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic);
 
+/*
+ * Message tags (rt_msg.tag).  Applications own CH_TAG_APP_MIN..CH_TAG_APP_MAX:
+ * messages with those tags reach a channel's handle_info untouched (send them
+ * with rt_send / rt_send_after).  The framework owns every tag from
+ * CH_TAG_FRAMEWORK up, in these ranges:
+ *   0xFFFF0000-0xFFFFFFFF  runtime (RT_TAG_SYSTEM: RT_MSG_EXIT, RT_MSG_DOWN,
+ *                          RT_MSG_IO and its internal signals)
+ *   0xFFFE0000-0xFFFEFFFF  channels: CH_MSG_BROADCAST, CH_MSG_FRAME (transport.h),
+ *                          socket <-> channel messages (internal.h), presence
+ *   0xFFFD0000-0xFFFDFFFF  transports (connection timeouts, sweeps)
+ *   0xF0000000-0xFFFCFFFF  reserved for further layers (cluster, launcher)
+ */
+#define CH_TAG_APP_MIN 0x00000000u
+#define CH_TAG_APP_MAX 0xEFFFFFFFu
+#define CH_TAG_FRAMEWORK 0xF0000000u
+#define CH_TAG_TRANSPORTS_MIN 0xFFFD0000u
+#define CH_TAG_CHANNELS_MIN 0xFFFE0000u
+#define CH_TAG_CHANNELS_MAX 0xFFFEFFFFu
+
 enum { CH_MSG_BROADCAST = 0xFFFE0001u };
 
 typedef struct ch_broadcast_view {
@@ -156,7 +220,7 @@ const char *ch_topic(const ch_chan *ch);
 ch_endpoint *ch_endpoint_of(const ch_chan *ch);
 /* The socket's assigns (from connect) merged with the channel's own. */
 const cJSON *ch_assigns(const ch_chan *ch);
-/* Stores a copy-free assign (takes ownership of value). */
+/* Stores an assign (takes ownership of value; replaces one of the same key). */
 void ch_assign(ch_chan *ch, const char *key, cJSON *value);
 /* The socket id ("users_socket:42") or NULL. */
 const char *ch_socket_id(const ch_chan *ch);
@@ -166,23 +230,50 @@ void ch_join_reply(ch_chan *ch, const char *json);
 /* join: refuse with this reply payload (JSON object text); returns CH_ERROR. */
 int ch_join_error(ch_chan *ch, const char *json);
 
-/* handle_in: replies to the message being handled ({"status":..,"response":..}). */
+/* The member `key` of a JSON object payload; NULL when absent, or when the
+ * payload is binary or not an object (Elixir's %{"key" => v} not matching). */
+const cJSON *ch_payload_get(const ch_payload *p, const char *key);
+
+/* handle_in: the event being handled, NULL outside handle_in. */
+const char *ch_event(const ch_chan *ch);
+
+/* handle_in: the payload matches none of the event's clauses.  Crashes the
+ * channel as Phoenix's FunctionClauseError does (the client gets phx_error);
+ * never returns. */
+_Noreturn void ch_no_clause(ch_chan *ch);
+
+/* handle_in: replies to the message being handled ({"status":..,"response":..}):
+ * with JSON text (NULL: {}), a cJSON value (NULL: {}; printed by cJSON, so
+ * 1.0 prints as 1), binary data (V2), or a received payload exactly as it
+ * came ({:reply, {:ok, payload}, socket}).  Not encodable (invalid UTF-8 in
+ * status, binary on V1): the channel crashes, as Phoenix's encoder raises. */
 void ch_reply(ch_chan *ch, const char *status, const char *json);
+void ch_reply_json(ch_chan *ch, const char *status, const cJSON *response);
 void ch_reply_binary(ch_chan *ch, const char *status, const void *data, size_t len);
+void ch_reply_payload(ch_chan *ch, const char *status, const ch_payload *payload);
 
 /* A reference to the message being handled, for ch_reply_ref later. */
 ch_ref ch_socket_ref(const ch_chan *ch);
-/* Replies through a reference, from any process or thread. */
+/* Replies through a reference, from any process or thread (dropped when
+ * it cannot be encoded). */
 void ch_reply_ref(const ch_ref *ref, const char *status, const char *json);
+void ch_reply_ref_json(const ch_ref *ref, const char *status, const cJSON *response);
 
-/* Pushes an event to this channel's client. */
+/* Pushes an event to this channel's client: a JSON object as text (NULL: {})
+ * or as a cJSON tree (NULL: {}), or binary data (V2).  Not encodable (V2 and
+ * not an object, binary on V1): the channel crashes, as Phoenix's push does. */
 void ch_push(ch_chan *ch, const char *event, const char *json);
+void ch_push_json(ch_chan *ch, const char *event, const cJSON *payload);
 void ch_push_binary(ch_chan *ch, const char *event, const void *data, size_t len);
 
 /* Broadcasts to every subscriber of this channel's topic (broadcast!), or to
- * all but this channel's client (broadcast_from!). */
+ * all but this channel's client (broadcast_from!).  The payload is a JSON
+ * object, as text or as a cJSON tree.  Returns 0, or -1 when it is not an
+ * object or cannot be delivered (Phoenix's broadcast! raises then: crash). */
 int ch_broadcast(ch_chan *ch, const char *event, const char *json);
 int ch_broadcast_from(ch_chan *ch, const char *event, const char *json);
+int ch_broadcast_json(ch_chan *ch, const char *event, const cJSON *payload);
+int ch_broadcast_from_json(ch_chan *ch, const char *event, const cJSON *payload);
 
 /* Sets the stop reason and returns CH_STOP ("normal", "shutdown" or
  * "shutdown: ..." close the channel with phx_close; others give phx_error). */

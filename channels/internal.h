@@ -25,8 +25,9 @@ typedef struct chan_in_hdr {
 	uint32_t ref_len; /* raw ref token */
 	uint32_t event_len;
 	uint32_t payload_len;
-	uint8_t binary; /* payload is binary (else JSON text) */
-	                /* ref, NUL, event, NUL, payload follow */
+	uint8_t binary;    /* payload is binary (else JSON text) */
+	uint8_t event_raw; /* event is a raw JSON token: not a string (no clause matches it) */
+	                   /* ref, NUL, event, NUL, payload follow */
 } chan_in_hdr;
 
 typedef struct chan_joined {

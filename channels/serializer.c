@@ -432,6 +432,22 @@ fail(ch_msg *out, const char **err, const char *why)
 	return -1;
 }
 
+/* A topic or event: decoded into *str when it is a string without NUL; else,
+ * when loose, kept as its raw JSON token in *raw (*str NULL). */
+static int
+arena_name(arena *a, span s, char **str, char **raw, bool loose)
+{
+	size_t mark = a->used;
+	if (arena_string(a, s, str) == 0)
+		return 0;
+	a->used = mark;
+	*str = NULL;
+	if (!loose)
+		return -1;
+	*raw = arena_copy(a, s.p, span_len(s));
+	return 0;
+}
+
 /* Fills *out from the five field spans (join_ref may be absent: p == NULL). */
 static int
 build_text_msg(span join_ref, span ref, span topic, span event, span payload, ch_msg *out,
@@ -446,9 +462,11 @@ build_text_msg(span join_ref, span ref, span topic, span event, span payload, ch
 	if (join_ref.p)
 		out->join_ref = arena_copy(&a, join_ref.p, span_len(join_ref));
 	out->ref = arena_copy(&a, ref.p, span_len(ref));
-	if (arena_string(&a, topic, &out->topic) < 0)
+	/* The raw decoder (the socket's) lets any topic and event through, as
+	 * Phoenix's serializers do; the tree decoder keeps them strings. */
+	if (arena_name(&a, topic, &out->topic, &out->topic_raw, !tree) < 0)
 		return fail(out, err, "topic is not a string");
-	if (arena_string(&a, event, &out->event) < 0)
+	if (arena_name(&a, event, &out->event, &out->event_raw, !tree) < 0)
 		return fail(out, err, "event is not a string");
 	out->payload_json = arena_copy(&a, payload.p, span_len(payload));
 	out->payload_json_len = span_len(payload);
@@ -830,6 +848,18 @@ put_json_cstr(rt_buf **b, const char *s)
 	return s ? ch_json_append_string(b, s, strlen(s)) : -1;
 }
 
+/* A topic: a string to escape, or (raw) a JSON token spliced verbatim. */
+static int
+put_topic(rt_buf **b, const char *topic, bool raw)
+{
+	if (!raw)
+		return put_json_cstr(b, topic);
+	if (!topic)
+		return -1;
+	put_str(b, topic);
+	return 0;
+}
+
 /* Prepares *b; returns its current length (the rollback mark). */
 static size_t
 begin(rt_buf **b, size_t hint)
@@ -871,11 +901,11 @@ put_payload(rt_buf **b, const char *json, size_t len)
  * the payload is {"status":status,"response":P} (a reply).
  */
 static int
-put_v1(rt_buf **b, const char *topic, const char *event, const char *status, const char *json,
-       size_t len, const char *ref)
+put_v1(rt_buf **b, const char *topic, bool topic_raw, const char *event, const char *status,
+       const char *json, size_t len, const char *ref)
 {
 	put_str(b, "{\"topic\":");
-	if (put_json_cstr(b, topic) < 0)
+	if (put_topic(b, topic, topic_raw) < 0)
 		return -1;
 	put_str(b, ",\"event\":");
 	if (put_json_cstr(b, event) < 0)
@@ -899,14 +929,15 @@ put_v1(rt_buf **b, const char *topic, const char *event, const char *status, con
 
 /* [join_ref,ref,topic,event,: the V2 array up to the payload. */
 static int
-put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic, const char *event)
+put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic, bool topic_raw,
+            const char *event)
 {
 	put_byte(b, '[');
 	put_raw(b, join_ref);
 	put_byte(b, ',');
 	put_raw(b, ref);
 	put_byte(b, ',');
-	if (put_json_cstr(b, topic) < 0)
+	if (put_topic(b, topic, topic_raw) < 0)
 		return -1;
 	put_byte(b, ',');
 	if (put_json_cstr(b, event) < 0)
@@ -915,9 +946,10 @@ put_v2_head(rt_buf **b, const char *join_ref, const char *ref, const char *topic
 	return 0;
 }
 
-int
-ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
-                const char *status, const char *response, size_t response_len)
+/* A reply; topic_raw: the topic is a raw JSON token. */
+static int
+encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
+             bool topic_raw, const char *status, const char *response, size_t response_len)
 {
 	if (!b)
 		return -1;
@@ -925,11 +957,12 @@ ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, cons
 	if (!status)
 		return rollback(b, mark);
 	if (vsn == CH_VSN_1) {
-		if (put_v1(b, topic, "phx_reply", status, response, response_len, ref) < 0)
+		if (put_v1(b, topic, topic_raw, "phx_reply", status, response, response_len, ref) <
+		    0)
 			return rollback(b, mark);
 		return CH_FRAME_TEXT;
 	}
-	if (vsn != CH_VSN_2 || put_v2_head(b, join_ref, ref, topic, "phx_reply") < 0)
+	if (vsn != CH_VSN_2 || put_v2_head(b, join_ref, ref, topic, topic_raw, "phx_reply") < 0)
 		return rollback(b, mark);
 	put_str(b, "{\"status\":");
 	if (put_json_cstr(b, status) < 0)
@@ -941,6 +974,73 @@ ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, cons
 }
 
 int
+ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
+                const char *status, const char *response, size_t response_len)
+{
+	return encode_reply(b, vsn, join_ref, ref, topic, false, status, response, response_len);
+}
+
+int
+ch_encode_reply_raw_topic(rt_buf **b, int vsn, const char *join_ref, const char *ref,
+                          const char *topic_json, const char *status, const char *response,
+                          size_t response_len)
+{
+	return encode_reply(b, vsn, join_ref, ref, topic_json, true, status, response,
+	                    response_len);
+}
+
+int
+ch_json_interpolable(const char *raw)
+{
+	if (!raw)
+		return 0;
+	const uint8_t *p = (const uint8_t *)raw, *end = p + strlen(raw);
+	p = skip_ws(p, end);
+	if (p == end || *p == '{')
+		return 0;
+	if (*p != '[')
+		return 1; /* a string, number, true, false or null */
+	/* A list: chardata, every leaf a string or an integer code point. */
+	while (p < end) {
+		switch (*p) {
+		case '[':
+		case ']':
+		case ',':
+		case ' ':
+		case '\t':
+		case '\n':
+		case '\r':
+			p++;
+			break;
+		case '"':
+			p = scan_string(p, end);
+			if (!p)
+				return 0;
+			break;
+		default: {
+			const uint8_t *q = scan_number(p, end);
+			if (!q)
+				return 0; /* {, true, false, null */
+			bool neg = *p == '-';
+			unsigned long cp = 0;
+			for (const uint8_t *d = p + neg; d < q; d++) {
+				if (*d < '0' || *d > '9')
+					return 0; /* a float */
+				cp = cp * 10 + (unsigned)(*d - '0');
+				if (cp > 0x10FFFF)
+					return 0;
+			}
+			if ((neg && cp != 0) || (cp >= 0xD800 && cp <= 0xDFFF))
+				return 0;
+			p = q;
+			break;
+		}
+		}
+	}
+	return 1;
+}
+
+int
 ch_encode_message(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
                   const char *event, const char *payload, size_t payload_len)
 {
@@ -948,12 +1048,12 @@ ch_encode_message(rt_buf **b, int vsn, const char *join_ref, const char *ref, co
 		return -1;
 	size_t mark = begin(b, 64 + (payload ? payload_len : 2));
 	if (vsn == CH_VSN_1) {
-		if (put_v1(b, topic, event, NULL, payload, payload_len, ref) < 0)
+		if (put_v1(b, topic, false, event, NULL, payload, payload_len, ref) < 0)
 			return rollback(b, mark);
 		return CH_FRAME_TEXT;
 	}
 	if (vsn != CH_VSN_2 || !is_json_object(payload, payload_len) ||
-	    put_v2_head(b, join_ref, ref, topic, event) < 0)
+	    put_v2_head(b, join_ref, ref, topic, false, event) < 0)
 		return rollback(b, mark);
 	put_payload(b, payload, payload_len);
 	put_byte(b, ']');

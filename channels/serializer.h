@@ -64,8 +64,10 @@ typedef enum ch_frame {
 typedef struct ch_msg {
 	char *join_ref;          /* raw JSON token ("\"3\"", "3", "null"), NULL when absent (V1) */
 	char *ref;               /* raw JSON token, as join_ref (always present) */
-	char *topic;             /* decoded UTF-8, no NUL inside */
-	char *event;             /* decoded UTF-8, no NUL inside */
+	char *topic;             /* decoded UTF-8, no NUL inside; NULL when topic_raw is set */
+	char *event;             /* decoded UTF-8, no NUL inside; NULL when event_raw is set */
+	char *topic_raw;         /* ch_msg_decode_raw only: the topic's raw JSON token when it */
+	char *event_raw;         /* (the event's) is not a string without NUL, else NULL */
 	cJSON *payload;          /* parsed payload (any JSON value); NULL for a binary payload */
 	char *payload_json;      /* the payload's JSON text as received; NULL for binary */
 	size_t payload_json_len; /* its length */
@@ -88,16 +90,19 @@ typedef struct ch_msg {
  * null included) and an optional "join_ref"; for duplicate keys the last one
  * wins.  Phoenix's V1 serializer ignores the opcode, so a V1 binary frame is
  * decoded as JSON text too.  Stricter than Phoenix: topic and event must be
- * strings (without NUL), and in binary frames join_ref, ref, topic and event
- * must be valid UTF-8.  The payload must also be parseable by cJSON (nesting
- * under CH_JSON_MAX_DEPTH, numbers under 64 characters).
+ * strings (without NUL; ch_msg_decode_raw lets other values through), and in binary frames
+ * join_ref, ref, topic and event must be valid UTF-8.  The payload must also be parseable by cJSON
+ * (nesting under CH_JSON_MAX_DEPTH, numbers under 64 characters).
  */
 int ch_msg_decode(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
                   const char **err);
 
 /* The same, without building the payload's cJSON tree (payload stays NULL;
  * payload_json is validated JSON text): for the socket, which only routes the
- * message and hands the text to the channel process. */
+ * message and hands the text to the channel process.  Unlike ch_msg_decode,
+ * and like Phoenix's serializers, topic and event of text frames may be any
+ * JSON value: one that is not a string without NUL is kept as its raw JSON
+ * token in topic_raw / event_raw, and topic / event are NULL then. */
 int ch_msg_decode_raw(int vsn, int is_binary_frame, const uint8_t *data, size_t len, ch_msg *out,
                       const char **err);
 
@@ -147,6 +152,23 @@ int ch_json_append_string(rt_buf **b, const char *s, size_t n);
  */
 int ch_encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const char *topic,
                     const char *status, const char *response, size_t response_len);
+
+/*
+ * ch_encode_reply with the topic given as a raw JSON token (any JSON value,
+ * spliced verbatim): the socket's answer to a message whose topic is not a
+ * string, which Phoenix echoes as it decoded it.
+ */
+int ch_encode_reply_raw_topic(rt_buf **b, int vsn, const char *join_ref, const char *ref,
+                              const char *topic_json, const char *status, const char *response,
+                              size_t response_len);
+
+/*
+ * 1 when Elixir's to_string/1 (string interpolation) accepts the value of the
+ * raw JSON token: a string, number, true, false, null, or a list that is
+ * chardata (nested lists of strings and integer code points 0..0x10FFFF other
+ * than surrogates).  0 for objects and other lists, which make it raise.
+ */
+int ch_json_interpolable(const char *raw);
 
 /* A reply with a binary response: the V2 reply frame (kind 1); V1 cannot (-1). */
 int ch_encode_reply_bin(rt_buf **b, int vsn, const char *join_ref, const char *ref,

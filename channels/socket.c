@@ -3,9 +3,13 @@
  * transport process of one client connection.
  *
  * It routes decoded client messages: heartbeats, phx_join (a channel process
- * per topic, started under the channel supervisor), phx_leave, and events
- * for joined topics (checked against the join_ref of the current join);
- * it turns channel exits into phx_close (clean) or phx_error (crash).
+ * per topic, started under the channel supervisor), phx_leave (obeyed only
+ * with the current join's join_ref), and events for joined topics (sent to
+ * the topic's channel whatever their join_ref, as Phoenix does: the channel
+ * replies with its own join_ref); it turns channel exits into phx_close
+ * (clean) or phx_error (crash).  A message whose topic is not a string (any
+ * JSON value passes Phoenix's serializers) matches no channel and gets the
+ * answer Phoenix gives it, the topic echoed as sent.
  *
  * Phoenix's socket process waits, blocked, for a joining channel's answer
  * (and for a duplicate channel to stop).  Here nothing blocks: the socket
@@ -131,6 +135,17 @@ reply(ch_socket *s, const char *join_ref, const char *ref, const char *topic, co
 {
 	rt_buf *b = NULL;
 	int kind = ch_encode_reply(&b, s->vsn, join_ref, ref, topic, status, json, strlen(json));
+	send_kind(s, b, kind);
+}
+
+/* A reply whose topic is the raw JSON token the client sent. */
+static void
+reply_raw_topic(ch_socket *s, const char *join_ref, const char *ref, const char *topic_json,
+                const char *status, const char *json)
+{
+	rt_buf *b = NULL;
+	int kind = ch_encode_reply_raw_topic(&b, s->vsn, join_ref, ref, topic_json, status, json,
+	                                     strlen(json));
 	send_kind(s, b, kind);
 }
 
@@ -421,7 +436,8 @@ static void
 forward_event(chan_ent *c, const ch_msg *m)
 {
 	const char *ref = m->ref ? m->ref : "null";
-	size_t rl = strlen(ref), el = strlen(m->event);
+	const char *event = m->event ? m->event : m->event_raw;
+	size_t rl = strlen(ref), el = strlen(event);
 	const void *payload = m->bin ? (const void *)m->bin : (const void *)m->payload_json;
 	size_t pl = m->bin ? m->bin_len : m->payload_json_len;
 	rt_msg *msg = rt_msg_alloc(CHAN_IN, sizeof(chan_in_hdr) + rl + el + pl + 3);
@@ -430,10 +446,11 @@ forward_event(chan_ent *c, const ch_msg *m)
 	h->event_len = (uint32_t)el;
 	h->payload_len = (uint32_t)pl;
 	h->binary = m->bin != NULL;
+	h->event_raw = m->event == NULL;
 	char *p = (char *)(h + 1);
 	memcpy(p, ref, rl + 1);
 	p += rl + 1;
-	memcpy(p, m->event, el + 1);
+	memcpy(p, event, el + 1);
 	p += el + 1;
 	if (pl)
 		memcpy(p, payload, pl);
@@ -441,10 +458,71 @@ forward_event(chan_ent *c, const ch_msg *m)
 	rt_send_msg(c->pid, msg);
 }
 
+/* Whether a phx_leave is for the current join: Phoenix's
+ * `existing_join_ref in [join_ref, nil]` (nil: a V1 join without join_ref). */
 static bool
-join_ref_matches(const chan_ent *c, const ch_msg *m)
+leave_matches(const chan_ent *c, const ch_msg *m)
 {
-	return ch_ref_is_null(m->join_ref) || ch_ref_equal(m->join_ref, c->join_ref);
+	return ch_ref_is_null(c->join_ref) || ch_ref_equal(c->join_ref, m->join_ref);
+}
+
+/* Whether the bytes of a JSON string token (which holds a NUL, so cannot be a
+ * C string) match a channel route, as Phoenix's __channel__ would. */
+static bool
+raw_topic_routed(const ch_socket *s, const char *topic_json)
+{
+	size_t cap = strlen(topic_json) + 1;
+	char *t = malloc(cap);
+	if (!t)
+		abort();
+	long n = ch_ref_string(topic_json, t, cap);
+	bool hit = false;
+	const ch_socket_handler *h = s->ep->handler;
+	for (size_t i = 0; n >= 0 && h && i < h->nroutes && !hit; i++) {
+		const char *pat = h->routes[i].pattern;
+		size_t pl = strlen(pat);
+		if (pl > 0 && pat[pl - 1] == '*')
+			hit = (size_t)n >= pl - 1 && memcmp(t, pat, pl - 1) == 0;
+		else
+			hit = (size_t)n == pl && memcmp(t, pat, pl) == 0;
+	}
+	free(t);
+	return hit;
+}
+
+/*
+ * A message whose topic is not a string without NUL.  No channel has such a
+ * topic, so Phoenix's socket answers it from its handle_in(nil, ...) clauses,
+ * echoing the topic as decoded: phx_leave gets ok {}, anything else
+ * "unmatched topic".  For phx_join it first logs the topic interpolated
+ * ("Ignoring unmatched topic \"#{topic}\""), which raises for a map or a list
+ * that is not chardata: the socket process crashes, as on undecodable input
+ * (1011).  A string topic holding a NUL that a route matches would start a
+ * channel here, which cannot hold such a topic: refused the same way.
+ */
+static int
+in_raw_topic(ch_socket *s, const ch_msg *m)
+{
+	const char *t = m->topic_raw;
+	if (m->event && strcmp(m->event, "phx_leave") == 0) {
+		reply_raw_topic(s, m->join_ref, m->ref, t, "ok", "{}");
+		return 0;
+	}
+	if (m->event && strcmp(m->event, "phx_join") == 0) {
+		if (!ch_json_interpolable(t)) {
+			rt_log_debug("socket: join of topic %.64s, which Phoenix cannot log: 1011",
+			             t);
+			return 1011;
+		}
+		if (t[0] == '"' && raw_topic_routed(s, t)) {
+			rt_log_warning("socket: refusing to join a topic holding a NUL byte: %.64s",
+			               t);
+			return 1011;
+		}
+		rt_log_warning("ignoring unmatched topic %.64s", t);
+	}
+	reply_raw_topic(s, NULL, m->ref, t, "error", "{\"reason\":\"unmatched topic\"}");
+	return 0;
 }
 
 static int
@@ -457,13 +535,18 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 		             err ? err : "?");
 		return CH_CLOSE_INTERNAL_ERROR;
 	}
-	if (strcmp(m.topic, "phoenix") == 0 && strcmp(m.event, "heartbeat") == 0) {
+	if (m.topic_raw) {
+		int code = in_raw_topic(s, &m);
+		ch_msg_free(&m);
+		return code;
+	}
+	if (m.event && strcmp(m.topic, "phoenix") == 0 && strcmp(m.event, "heartbeat") == 0) {
 		reply(s, NULL, m.ref, "phoenix", "ok", "{}");
 		ch_msg_free(&m);
 		return 0;
 	}
 	chan_ent *c = find_topic(s, m.topic);
-	bool is_join = strcmp(m.event, "phx_join") == 0;
+	bool is_join = m.event && strcmp(m.event, "phx_join") == 0;
 	if (is_join && c) {
 		start_duplicate(s, c, data, len, binary);
 	} else if (is_join) {
@@ -479,17 +562,18 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 		} else {
 			start_join(s, &m, ops);
 		}
-	} else if (strcmp(m.event, "phx_leave") == 0) {
+	} else if (m.event && strcmp(m.event, "phx_leave") == 0) {
 		if (!c) {
 			reply(s, m.join_ref, m.ref, m.topic, "ok", "{}");
-		} else if (join_ref_matches(c, &m)) {
+		} else if (leave_matches(c, &m)) {
 			const char *ref = m.ref ? m.ref : "null";
 			rt_send(c->pid, CHAN_LEAVE, ref, strlen(ref) + 1);
 		}
+		/* else the client raced a server close: no reply, as in Phoenix */
 	} else if (c) {
-		if (!join_ref_matches(c, &m)) {
-			/* a stale message for an earlier join: ignored */
-		} else if (rt_msgq_len(c->pid) >= CHANNEL_BACKLOG_MAX) {
+		/* Any join_ref: an event sent for an earlier join of the topic goes
+		 * to the current channel, which replies with its own join_ref. */
+		if (rt_msgq_len(c->pid) >= CHANNEL_BACKLOG_MAX) {
 			rt_log_warning("socket %s: %u events queued for %s; closing (1008)",
 			               s->id ? s->id : "(anonymous)", CHANNEL_BACKLOG_MAX,
 			               c->topic);

@@ -202,8 +202,33 @@ void rt_free(void *p, size_t size);
 /* Sets the reason for a following RT_STOP or RT_ERROR return; returns RT_STOP. */
 int rt_stop(const char *reason);
 
-/* Ends the calling process now with a crash reason (never returns).  Only
- * valid inside a process callback. */
+/*
+ * Ends the calling process now with a crash reason (never returns), as an
+ * Erlang exception does.  Only valid inside a process callback (init, handle,
+ * flush, terminate); outside one it prints the reason and aborts.
+ *
+ * It longjmps from the handler straight back to the scheduler: no code of the
+ * interrupted call runs again, nor any cleanup of the functions on its C stack.
+ * So a crash does NOT release:
+ *   - heap memory the handler malloc'd (or rt_alloc'd) and has not yet stored
+ *     in the process state: local buffers, strings, cJSON trees it built or
+ *     parsed and did not hand over (channels free the payload they pass a
+ *     channel callback themselves);
+ *   - rt_buf references and rt_msg_alloc'd messages held in locals (not yet
+ *     sent);
+ *   - locks the handler holds (a held mutex stays locked: never crash while
+ *     holding one), and fds or FILEs opened outside rt_io_open.
+ * It does release, as for any exit:
+ *   - the process state: terminate runs with the crash reason (even after a
+ *     crash in init, on the state init left, zeroed at first), so whatever is
+ *     reachable from the state is freed there; a crash inside terminate skips
+ *     the rest of terminate;
+ *   - the message being handled and its attached rt_buf;
+ *   - the mailbox, the process's timers, its rt_io fds (closed), its
+ *     registered name, and its monitors;
+ *   - links and monitors fire: linked processes get the exit signal with the
+ *     reason, monitoring processes RT_MSG_DOWN; a crash report is logged.
+ */
 _Noreturn void rt_crash(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define RT_ASSERT(cond)                                                                            \

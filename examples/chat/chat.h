@@ -18,7 +18,13 @@
 /* The longest user id accepted by /token and /api/disconnect (bytes). */
 #define CHAT_MAX_USER_ID 128
 
-/* UserSocket: token auth, id "users_socket:ID", route "room:*". */
+/* The app's own message tags (in channels.h's application range). */
+enum {
+	CHAT_MSG_SLOW_REPLY = CH_TAG_APP_MIN + 1, /* RoomChannel: {:slow_reply, ref}, a ch_ref */
+	CHAT_MSG_AFTER_JOIN = CH_TAG_APP_MIN + 2, /* PresenceChannel: :after_join, no data */
+};
+
+/* UserSocket: token auth, id "users_socket:ID", routes "room:*" and "presence:*". */
 extern const ch_socket_handler chat_user_socket;
 
 /* RoomChannel (room:*). */

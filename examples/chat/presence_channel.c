@@ -1,34 +1,37 @@
 /*
- * presence_channel.c: PresenceChannel of the chat app (presence:*), the
- * Presence example of the Phoenix guides:
+ * presence_channel.c: PresenceChannel of the chat app (presence:*),
+ * RefWeb.PresenceChannel of the reference app:
  *
- *   join presence:* {"name":N}  ok {}; then (after the join reply, like the
- *                               guide's send(self(), :after_join)) tracks the
- *                               joiner under N, or under its user_id when the
- *                               socket is authenticated, with meta
- *                               {"online_at": <unix seconds>}, and pushes
- *                               presence_state (Presence.list) to the joiner.
+ *   join presence:* params     ok {}; key = socket.assigns[:user_id] ||
+ *                              params["name"]; then (like the guide's
+ *                              send(self(), :after_join)) tracks the joiner
+ *                              under to_string(key) with meta
+ *                              {"online_at": <unix seconds>} and pushes
+ *                              presence_state (Presence.list) to the joiner.
  *
- * Joins and leaves reach every subscriber as presence_diff (channels/
- * presence.c), so the phoenix.js Presence class works unchanged.  An
- * anonymous join without a usable name matches no join clause: Phoenix
- * answers {"reason":"join crashed"}.  The channel handles no client events:
- * any push crashes it, as a missing handle_in clause does in Elixir.
+ * An authenticated socket is keyed by its user_id whatever the params; an
+ * anonymous join without a name has key nil, tracked (as Phoenix's
+ * to_string(nil)) under "".  params["name"] raises for params that are not a
+ * map or null (a list, a number, binary data): the join crashes.  A name
+ * that is an object is tracked by Phoenix but then cannot be listed
+ * (to_string raises): here the channel crashes after the join reply, before
+ * tracking; so does an array (Phoenix lists chardata arrays, joined into one
+ * string).  A float name prints as cJSON prints it (1e+20, where Elixir
+ * gives 1.0e20).  Joins and leaves reach every subscriber as
+ * presence_diff, so the phoenix.js Presence class works unchanged.  The
+ * channel handles no client events: any push crashes it, as a missing
+ * handle_in clause does in Elixir.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "examples/chat/chat.h"
 
-/* The after-join message the channel sends itself. */
-#define CHAT_MSG_AFTER_JOIN 0x43480002u
-
-/* The longest presence key (a name or user id), in bytes. */
-#define CHAT_MAX_PRESENCE_KEY 256
-
+/* A PresenceChannel's assigns; owned by its channel process. */
 typedef struct chat_presence {
-	char *key; /* the tracked key, malloc'd at join */
+	cJSON *key; /* socket.assigns[:user_id] || params["name"]: a copy, or NULL for nil */
 } chat_presence;
 
 static int
@@ -36,51 +39,55 @@ chat_presence_join(ch_chan *ch, void *state, const char *topic, const ch_payload
 {
 	(void)topic;
 	chat_presence *st = state;
-	char key[CHAT_MAX_PRESENCE_KEY + 1];
-	int n = -1;
-	const cJSON *uid = cJSON_GetObjectItemCaseSensitive(ch_assigns(ch), "user_id");
-	const cJSON *name = params->json && cJSON_IsObject(params->json)
-	                        ? cJSON_GetObjectItemCaseSensitive(params->json, "name")
-	                        : NULL;
-	if (!name)
-		return ch_join_error(ch, "{\"reason\":\"join crashed\"}");
-	if (cJSON_IsString(uid) && uid->valuestring)
-		n = snprintf(key, sizeof(key), "%s", uid->valuestring);
-	else if (cJSON_IsString(name) && name->valuestring)
-		n = snprintf(key, sizeof(key), "%s", name->valuestring);
-	if (n < 0 || (size_t)n >= sizeof(key))
-		return ch_join_error(ch, "{\"reason\":\"join crashed\"}");
-	st->key = strdup(key);
-	if (!st->key || rt_send(rt_self(), CHAT_MSG_AFTER_JOIN, NULL, 0) != 0) {
-		free(st->key);
-		st->key = NULL;
-		return ch_join_error(ch, "{\"reason\":\"join crashed\"}");
+	const cJSON *key = cJSON_GetObjectItemCaseSensitive(ch_assigns(ch), "user_id");
+	if (!key || cJSON_IsNull(key) || cJSON_IsFalse(key)) {
+		if (!params->json || (!cJSON_IsObject(params->json) && !cJSON_IsNull(params->json)))
+			return ch_join_error(ch, "{\"reason\":\"join crashed\"}");
+		key = ch_payload_get(params, "name");
 	}
+	if (key && !(st->key = cJSON_Duplicate(key, true)))
+		return ch_join_error(ch, "{\"reason\":\"join crashed\"}");
+	rt_send(rt_self(), CHAT_MSG_AFTER_JOIN, NULL, 0);
 	return CH_OK;
 }
 
-static int
-chat_presence_handle_in(ch_chan *ch, void *state, const char *event, const ch_payload *payload)
+/* to_string(key) for a key of JSON type; crashes where Elixir raises. */
+static char *
+chat_key_string(const cJSON *key)
 {
-	(void)ch;
-	(void)state;
-	(void)payload;
-	rt_crash("FunctionClauseError: no function clause matching PresenceChannel.handle_in/3 "
-	         "for event \"%.64s\"",
-	         event);
+	char *s = NULL;
+	if (!key || cJSON_IsNull(key))
+		s = strdup("");
+	else if (cJSON_IsString(key))
+		s = strdup(key->valuestring);
+	else if (cJSON_IsBool(key))
+		s = strdup(cJSON_IsTrue(key) ? "true" : "false");
+	else if (cJSON_IsNumber(key) && fabs(key->valuedouble) < 9.0e15 &&
+	         floor(key->valuedouble) == key->valuedouble) {
+		if (asprintf(&s, "%lld", (long long)key->valuedouble) < 0)
+			s = NULL;
+	} else if (cJSON_IsNumber(key))
+		s = cJSON_PrintUnformatted(key);
+	else
+		rt_crash("Protocol.UndefinedError: protocol String.Chars not implemented for the "
+		         "presence key");
+	if (!s)
+		rt_crash("out of memory");
+	return s;
 }
 
+/* handle_info(:after_join, socket): Presence.track, then push presence_state. */
 static int
 chat_presence_handle_info(ch_chan *ch, void *state, rt_msg *msg)
 {
 	chat_presence *st = state;
-	if (msg->tag != CHAT_MSG_AFTER_JOIN || !st->key) {
-		rt_log_debug("PresenceChannel: unexpected message tag %#x", (unsigned)msg->tag);
+	if (msg->tag != CHAT_MSG_AFTER_JOIN)
 		return CH_OK;
-	}
-	char meta[64];
+	char *key = chat_key_string(st->key), meta[64];
 	snprintf(meta, sizeof(meta), "{\"online_at\":%lld}", (long long)(rt_wall_ms() / 1000));
-	if (ch_presence_track(ch, st->key, meta) != 0)
+	int rc = ch_presence_track(ch, key, meta);
+	free(key);
+	if (rc != 0)
 		rt_crash("Presence.track failed");
 	char *list = ch_presence_list(ch);
 	if (!list)
@@ -96,17 +103,14 @@ chat_presence_terminate(ch_chan *ch, void *state, const char *reason)
 	(void)ch;
 	(void)reason;
 	chat_presence *st = state;
-	free(st->key);
+	cJSON_Delete(st->key);
 	st->key = NULL;
 }
 
 const ch_channel_ops chat_presence_channel = {
     .name = "PresenceChannel",
     .state_size = sizeof(chat_presence),
-    .intercepts = NULL,
     .join = chat_presence_join,
-    .handle_in = chat_presence_handle_in,
-    .handle_out = NULL,
     .handle_info = chat_presence_handle_info,
     .terminate = chat_presence_terminate,
 };

@@ -1,6 +1,6 @@
 /*
- * room_channel.c: RoomChannel of the chat app (room:*), as the table of
- * shared/reference-app.md says:
+ * room_channel.c: RoomChannel of the chat app (room:*), RefWeb.RoomChannel
+ * of shared/reference-app.md clause for clause:
  *
  *   join room:lobby            ok {}
  *   join room:user:ID          ok only for the socket whose user_id is ID
@@ -9,19 +9,17 @@
  *   shout P                    broadcast_from! shout P (sender excluded)
  *   ping P                     reply ok P (the payload exactly as received)
  *   fail P                     reply error {"reason":"failed"}
- *   crash                      the channel process crashes (client: phx_error)
+ *   crash                      raise: the client receives phx_error
  *   slow {"ms":N}              reply ok {} after N ms (timer + socket ref)
  *   bin_echo <binary>          reply ok with the same bytes
  *   ignore {"user_id":U}       remember U in this channel; reply ok {}
  *   announce {"user_id":U}     broadcast! user_joined {"user_id":U}
  *
  * user_joined is intercepted: handle_out drops it when this channel ignores
- * that user_id and pushes it otherwise.  Any other event, or a payload of
- * the wrong shape, matches no handle_in clause: as in Elixir the process
- * crashes (FunctionClauseError) and the client receives phx_error.
+ * that user_id.  An event without a clause, or a payload no clause matches,
+ * crashes the channel (FunctionClauseError) and the client gets phx_error.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,243 +28,192 @@
 /* How many ignored user ids one channel remembers (the oldest go first). */
 #define CHAT_MAX_IGNORED 1000
 
-/* The slow timer's message: a ch_ref to reply through. */
-#define CHAT_MSG_SLOW 0x43480001u
-
 /* The largest delay Erlang's send_after accepts. */
 #define CHAT_MAX_SLOW_MS 4294967295.0
 
+/* A RoomChannel's assigns; owned by its channel process. */
 typedef struct chat_room {
-	char **ignored; /* ring of CHAT_MAX_IGNORED printed user ids, or NULL */
-	size_t nignored;
-	size_t head; /* index of the oldest entry */
+	cJSON *ignored; /* MapSet of user ids: an object keyed by each id's JSON text */
+	int nignored;
 } chat_room;
 
 static const char *const chat_room_intercepts[] = {"user_joined", NULL};
 
-/* The crash of an unmatched handle_in clause (never returns). */
-static _Noreturn void
-chat_no_clause(const char *event)
-{
-	rt_crash("FunctionClauseError: no function clause matching RoomChannel.handle_in/3 for "
-	         "event \"%.64s\"",
-	         event);
-}
-
 static int
 chat_room_join(ch_chan *ch, void *state, const char *topic, const ch_payload *params)
 {
-	(void)state;
 	(void)params;
-	if (strcmp(topic, "room:lobby") == 0)
-		return CH_OK;
-	static const char user_prefix[] = "room:user:";
-	if (strncmp(topic, user_prefix, sizeof(user_prefix) - 1) == 0) {
-		const cJSON *uid = cJSON_GetObjectItemCaseSensitive(ch_assigns(ch), "user_id");
-		if (cJSON_IsString(uid) && uid->valuestring &&
-		    strcmp(uid->valuestring, topic + sizeof(user_prefix) - 1) == 0)
-			return CH_OK;
-	}
-	return ch_join_error(ch, "{\"reason\":\"unauthorized\"}");
+	chat_room *st = state;
+	const cJSON *uid = cJSON_GetObjectItemCaseSensitive(ch_assigns(ch), "user_id");
+	bool ok = strcmp(topic, "room:lobby") == 0 ||
+	          (strncmp(topic, "room:user:", 10) == 0 && cJSON_IsString(uid) &&
+	           strcmp(uid->valuestring, topic + 10) == 0);
+	if (!ok)
+		return ch_join_error(ch, "{\"reason\":\"unauthorized\"}");
+	st->ignored = cJSON_CreateObject();
+	return st->ignored ? CH_OK : ch_join_error(ch, "{\"reason\":\"out of memory\"}");
 }
 
-/* The member `key` of a JSON object payload, or NULL (binary, not an object, absent). */
-static const cJSON *
-chat_field(const ch_payload *p, const char *key)
-{
-	if (!p->json || !cJSON_IsObject(p->json))
-		return NULL;
-	return cJSON_GetObjectItemCaseSensitive(p->json, key);
-}
-
-/* Prints {"<key>": value} compactly; NULL on OOM. */
-static char *
-chat_print_field(const char *key, const cJSON *value)
-{
-	cJSON *obj = cJSON_CreateObject();
-	cJSON *copy = cJSON_Duplicate(value, true);
-	char *out = NULL;
-	if (obj && copy) {
-		cJSON_AddItemToObject(obj, key, copy);
-		copy = NULL;
-		out = cJSON_PrintUnformatted(obj);
-	}
-	cJSON_Delete(copy);
-	cJSON_Delete(obj);
-	return out;
-}
-
-/* broadcast!(socket, event, %{key => value}); crashes as broadcast! raises. */
+/* broadcast!(socket, event, %{key => value}). */
 static int
 chat_broadcast_field(ch_chan *ch, const char *event, const char *key, const cJSON *value)
 {
-	char *json = chat_print_field(key, value);
-	int rc = json ? ch_broadcast(ch, event, json) : -1;
-	free(json);
+	cJSON *msg = cJSON_CreateObject();
+	int rc = msg && cJSON_AddItemReferenceToObject(msg, key, (cJSON *)value)
+	             ? ch_broadcast_json(ch, event, msg)
+	             : -1;
+	cJSON_Delete(msg);
 	if (rc != 0)
 		rt_crash("broadcast! of %s failed", event);
 	return CH_OK;
 }
 
-static bool
-chat_is_ignored(const chat_room *st, const char *uid)
-{
-	for (size_t i = 0; i < st->nignored; i++)
-		if (strcmp(st->ignored[(st->head + i) % CHAT_MAX_IGNORED], uid) == 0)
-			return true;
-	return false;
-}
-
-/* Adds uid (taking it over) to the ring, dropping the oldest when full. */
-static void
-chat_ignore(chat_room *st, char *uid)
-{
-	if (chat_is_ignored(st, uid)) {
-		free(uid);
-		return;
-	}
-	if (!st->ignored) {
-		st->ignored = calloc(CHAT_MAX_IGNORED, sizeof(*st->ignored));
-		if (!st->ignored) {
-			free(uid);
-			rt_crash("out of memory");
-		}
-	}
-	if (st->nignored == CHAT_MAX_IGNORED) {
-		free(st->ignored[st->head]);
-		st->ignored[st->head] = uid;
-		st->head = (st->head + 1) % CHAT_MAX_IGNORED;
-		return;
-	}
-	st->ignored[(st->head + st->nignored) % CHAT_MAX_IGNORED] = uid;
-	st->nignored++;
-}
-
-/* ping: {:reply, {:ok, payload}, socket}, the payload exactly as received. */
+/* handle_in("new_msg", %{"body" => body}, socket) */
 static int
-chat_ping(ch_chan *ch, const ch_payload *p)
+chat_new_msg(ch_chan *ch, void *state, const ch_payload *p)
 {
-	if (p->bin) {
-		ch_reply_binary(ch, "ok", p->bin, p->bin_len);
-		return CH_OK;
-	}
-	if (!p->raw)
-		chat_no_clause("ping");
-	char *raw = strndup(p->raw, p->raw_len);
-	if (!raw)
-		rt_crash("out of memory");
-	ch_reply(ch, "ok", raw);
-	free(raw);
+	(void)state;
+	const cJSON *body = ch_payload_get(p, "body");
+	if (!body)
+		ch_no_clause(ch);
+	return chat_broadcast_field(ch, "new_msg", "body", body);
+}
+
+/* handle_in("shout", payload, socket): Phoenix's serializers raise on a
+ * broadcast payload that is not a map (binary broadcasts have no API here). */
+static int
+chat_shout(ch_chan *ch, void *state, const ch_payload *p)
+{
+	(void)state;
+	if (ch_broadcast_from(ch, "shout", p->raw) != 0)
+		rt_crash("ArgumentError: expected broadcasted payload to be a map");
 	return CH_OK;
 }
 
-/* slow: Process.send_after(self(), {:slow, socket_ref(socket)}, ms). */
+/* handle_in("ping", payload, socket), do: {:reply, {:ok, payload}, socket} */
 static int
-chat_slow(ch_chan *ch, const ch_payload *p)
+chat_ping(ch_chan *ch, void *state, const ch_payload *p)
 {
-	const cJSON *ms = chat_field(p, "ms");
+	(void)state;
+	ch_reply_payload(ch, "ok", p);
+	return CH_OK;
+}
+
+static int
+chat_fail(ch_chan *ch, void *state, const ch_payload *p)
+{
+	(void)state;
+	(void)p;
+	ch_reply(ch, "error", "{\"reason\":\"failed\"}");
+	return CH_OK;
+}
+
+static int
+chat_crash(ch_chan *ch, void *state, const ch_payload *p)
+{
+	(void)ch;
+	(void)state;
+	(void)p;
+	rt_crash("crash requested by the client");
+}
+
+/* handle_in("slow", %{"ms" => ms}, socket) when is_integer(ms) and ms >= 0:
+ * Process.send_after(self(), {:slow_reply, socket_ref(socket)}, ms). */
+static int
+chat_slow(ch_chan *ch, void *state, const ch_payload *p)
+{
+	(void)state;
+	const cJSON *ms = ch_payload_get(p, "ms");
 	if (!cJSON_IsNumber(ms) || ms->valuedouble < 0 || ms->valuedouble > CHAT_MAX_SLOW_MS ||
 	    floor(ms->valuedouble) != ms->valuedouble)
-		chat_no_clause("slow");
+		ch_no_clause(ch);
 	ch_ref ref = ch_socket_ref(ch);
-	rt_send_after((uint64_t)ms->valuedouble, rt_self(), CHAT_MSG_SLOW, &ref, sizeof(ref));
+	rt_send_after((uint64_t)ms->valuedouble, rt_self(), CHAT_MSG_SLOW_REPLY, &ref, sizeof(ref));
 	return CH_OK;
 }
 
+/* handle_in("bin_echo", {:binary, data}, socket) */
 static int
-chat_room_handle_in(ch_chan *ch, void *state, const char *event, const ch_payload *p)
+chat_bin_echo(ch_chan *ch, void *state, const ch_payload *p)
 {
-	chat_room *st = state;
-	if (strcmp(event, "new_msg") == 0) {
-		const cJSON *body = chat_field(p, "body");
-		if (!body)
-			chat_no_clause(event);
-		return chat_broadcast_field(ch, "new_msg", "body", body);
-	}
-	if (strcmp(event, "shout") == 0) {
-		/* Phoenix's serializers raise on a broadcast payload that is not a map
-		 * (binary broadcasts have no API here): the channel crashes. */
-		if (!p->raw || !cJSON_IsObject(p->json))
-			rt_crash("ArgumentError: expected broadcasted payload to be a map");
-		char *raw = strndup(p->raw, p->raw_len);
-		int rc = raw ? ch_broadcast_from(ch, "shout", raw) : -1;
-		free(raw);
-		if (rc != 0)
-			rt_crash("broadcast_from! of shout failed");
-		return CH_OK;
-	}
-	if (strcmp(event, "ping") == 0)
-		return chat_ping(ch, p);
-	if (strcmp(event, "fail") == 0) {
-		ch_reply(ch, "error", "{\"reason\":\"failed\"}");
-		return CH_OK;
-	}
-	if (strcmp(event, "crash") == 0)
-		rt_crash("crash requested by the client");
-	if (strcmp(event, "slow") == 0)
-		return chat_slow(ch, p);
-	if (strcmp(event, "bin_echo") == 0) {
-		if (!p->bin)
-			chat_no_clause(event);
-		ch_reply_binary(ch, "ok", p->bin, p->bin_len);
-		return CH_OK;
-	}
-	if (strcmp(event, "ignore") == 0) {
-		const cJSON *uid = chat_field(p, "user_id");
-		if (!uid)
-			chat_no_clause(event);
-		char *key = cJSON_PrintUnformatted(uid);
-		if (!key)
-			rt_crash("out of memory");
-		chat_ignore(st, key);
-		ch_reply(ch, "ok", "{}");
-		return CH_OK;
-	}
-	if (strcmp(event, "announce") == 0) {
-		const cJSON *uid = chat_field(p, "user_id");
-		if (!uid)
-			chat_no_clause(event);
-		return chat_broadcast_field(ch, "user_joined", "user_id", uid);
-	}
-	chat_no_clause(event);
+	(void)state;
+	if (!p->bin)
+		ch_no_clause(ch);
+	ch_reply_payload(ch, "ok", p);
+	return CH_OK;
 }
 
+/* The JSON text of a user id (nil when absent), the key of the ignored set. */
+static char *
+chat_id_key(const cJSON *uid)
+{
+	char *key = uid ? cJSON_PrintUnformatted(uid) : strdup("null");
+	if (!key)
+		rt_crash("out of memory");
+	return key;
+}
+
+/* handle_in("ignore", %{"user_id" => user_id}, socket): MapSet.put */
+static int
+chat_ignore(ch_chan *ch, void *state, const ch_payload *p)
+{
+	chat_room *st = state;
+	const cJSON *uid = ch_payload_get(p, "user_id");
+	if (!uid)
+		ch_no_clause(ch);
+	char *key = chat_id_key(uid);
+	if (!cJSON_GetObjectItemCaseSensitive(st->ignored, key)) {
+		if (st->nignored == CHAT_MAX_IGNORED)
+			cJSON_DeleteItemFromArray(st->ignored, 0); /* the oldest */
+		else
+			st->nignored++;
+		cJSON_AddItemToObject(st->ignored, key, cJSON_CreateTrue());
+	}
+	free(key);
+	ch_reply(ch, "ok", "{}");
+	return CH_OK;
+}
+
+/* handle_in("announce", %{"user_id" => user_id}, socket) */
+static int
+chat_announce(ch_chan *ch, void *state, const ch_payload *p)
+{
+	(void)state;
+	const cJSON *uid = ch_payload_get(p, "user_id");
+	if (!uid)
+		ch_no_clause(ch);
+	return chat_broadcast_field(ch, "user_joined", "user_id", uid);
+}
+
+static const ch_in_clause chat_room_in[] = {
+    {"new_msg", chat_new_msg},   {"shout", chat_shout},
+    {"ping", chat_ping},         {"fail", chat_fail},
+    {"crash", chat_crash},       {"slow", chat_slow},
+    {"bin_echo", chat_bin_echo}, {"ignore", chat_ignore},
+    {"announce", chat_announce}, {NULL, NULL},
+};
+
+/* handle_out("user_joined", payload, socket): dropped for ignored users. */
 static int
 chat_room_handle_out(ch_chan *ch, void *state, const char *event, const cJSON *payload)
 {
 	chat_room *st = state;
-	if (strcmp(event, "user_joined") == 0 && st->nignored > 0) {
-		const cJSON *uid = cJSON_GetObjectItemCaseSensitive(payload, "user_id");
-		if (uid) {
-			char *key = cJSON_PrintUnformatted(uid);
-			if (!key)
-				rt_crash("out of memory");
-			bool drop = chat_is_ignored(st, key);
-			free(key);
-			if (drop)
-				return CH_OK;
-		}
-	}
-	char *json = cJSON_PrintUnformatted(payload);
-	if (!json)
-		rt_crash("out of memory");
-	ch_push(ch, event, json);
-	free(json);
+	char *key = chat_id_key(cJSON_GetObjectItemCaseSensitive(payload, "user_id"));
+	bool drop = cJSON_GetObjectItemCaseSensitive(st->ignored, key) != NULL;
+	free(key);
+	if (!drop)
+		ch_push_json(ch, event, payload);
 	return CH_OK;
 }
 
+/* handle_info({:slow_reply, ref}, socket): reply(ref, {:ok, %{}}) */
 static int
 chat_room_handle_info(ch_chan *ch, void *state, rt_msg *msg)
 {
 	(void)ch;
 	(void)state;
-	if (msg->tag == CHAT_MSG_SLOW && msg->size == sizeof(ch_ref)) {
-		ch_ref ref;
-		memcpy(&ref, rt_msg_data(msg), sizeof(ref));
-		ch_reply_ref(&ref, "ok", "{}");
-		return CH_OK;
-	}
-	rt_log_debug("RoomChannel: unexpected message tag %#x", (unsigned)msg->tag);
+	if (msg->tag == CHAT_MSG_SLOW_REPLY && msg->size == sizeof(ch_ref))
+		ch_reply_ref(rt_msg_data(msg), "ok", "{}");
 	return CH_OK;
 }
 
@@ -276,13 +223,8 @@ chat_room_terminate(ch_chan *ch, void *state, const char *reason)
 	(void)ch;
 	(void)reason;
 	chat_room *st = state;
-	if (st->ignored) {
-		for (size_t i = 0; i < st->nignored; i++)
-			free(st->ignored[(st->head + i) % CHAT_MAX_IGNORED]);
-		free(st->ignored);
-		st->ignored = NULL;
-		st->nignored = 0;
-	}
+	cJSON_Delete(st->ignored);
+	st->ignored = NULL;
 }
 
 const ch_channel_ops chat_room_channel = {
@@ -290,7 +232,7 @@ const ch_channel_ops chat_room_channel = {
     .state_size = sizeof(chat_room),
     .intercepts = chat_room_intercepts,
     .join = chat_room_join,
-    .handle_in = chat_room_handle_in,
+    .in = chat_room_in,
     .handle_out = chat_room_handle_out,
     .handle_info = chat_room_handle_info,
     .terminate = chat_room_terminate,

@@ -2,7 +2,7 @@
  * An application built outside the tree against the installed library
  * (`make install PREFIX=...`, then `cc app.c $(pkg-config --cflags --libs
  * --static phx)`): one channel module, "echo:*", which replies to every
- * event with its own payload.  test/run.sh builds and runs it.
+ * event with its own payload (a catch-all handle_in: no event table).  test/run.sh builds and runs it.
  */
 #include <phx/bin/launcher.h>
 
@@ -21,10 +21,7 @@ echo_in(ch_chan *ch, void *state, const char *event, const ch_payload *payload)
 {
 	(void)state;
 	(void)event;
-	if (payload->bin)
-		ch_reply_binary(ch, "ok", payload->bin, payload->bin_len);
-	else
-		ch_reply(ch, "ok", payload->raw);
+	ch_reply_payload(ch, "ok", payload);
 	return CH_OK;
 }
 

@@ -947,7 +947,70 @@ test_decode_raw_skips_the_tree(void)
 	ch_msg_free(&m);
 }
 
+/* The raw decoder keeps topics and events that are not strings as raw
+ * tokens (Phoenix's serializers take any value); the tree decoder refuses. */
+static void
+test_decode_raw_any_topic_and_event(void)
+{
+	ch_msg m;
+	const char *f = "[\"1\",\"2\",{\"a\":[1]},7,{}]";
+	CHECK_EQ(ch_msg_decode_raw(CH_VSN_2, 0, (const uint8_t *)f, strlen(f), &m, NULL), 0);
+	CHECK(m.topic == NULL && m.event == NULL);
+	CHECK_STR(m.topic_raw, "{\"a\":[1]}");
+	CHECK_STR(m.event_raw, "7");
+	ch_msg_free(&m);
+	const char *nul = "{\"topic\":\"a\\u0000b\",\"event\":\"e\",\"payload\":{},\"ref\":null}";
+	CHECK_EQ(ch_msg_decode_raw(CH_VSN_1, 0, (const uint8_t *)nul, strlen(nul), &m, NULL), 0);
+	CHECK(m.topic == NULL);
+	CHECK_STR(m.topic_raw, "\"a\\u0000b\"");
+	CHECK_STR(m.event, "e");
+	CHECK(m.event_raw == NULL);
+	ch_msg_free(&m);
+	CHECK_EQ(ch_msg_decode(CH_VSN_2, 0, (const uint8_t *)f, strlen(f), &m, NULL), -1);
+	CHECK_EQ(ch_msg_decode(CH_VSN_1, 0, (const uint8_t *)nul, strlen(nul), &m, NULL), -1);
+}
+
+static void
+test_reply_raw_topic_and_interpolable(void)
+{
+	rt_buf *b = NULL;
+	CHECK_EQ(ch_encode_reply_raw_topic(&b, CH_VSN_2, NULL, "\"3\"", "[1,{\"x\":null}]", "error",
+	                                   "{}", 2),
+	         CH_FRAME_TEXT);
+	CHECK_MEM(
+	    b->data,
+	    "[null,\"3\",[1,{\"x\":null}],\"phx_reply\",{\"status\":\"error\",\"response\":{}}]",
+	    b->len);
+	b->len = 0;
+	CHECK_EQ(ch_encode_reply_raw_topic(&b, CH_VSN_1, NULL, "4", "null", "ok", NULL, 0),
+	         CH_FRAME_TEXT);
+	CHECK_MEM(b->data,
+	          "{\"topic\":null,\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
+	          "\"response\":{}},"
+	          "\"ref\":4}",
+	          b->len);
+	/* the next plain reply escapes its topic again */
+	b->len = 0;
+	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, NULL, NULL, "a\"b", "ok", NULL, 0), CH_FRAME_TEXT);
+	CHECK_MEM(b->data,
+	          "[null,null,\"a\\\"b\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]",
+	          b->len);
+	rt_buf_release(b);
+	const char *yes[] = {
+	    "null",         "true", "1.5e3", "-2", "\"s\"", "[]", "[[],\"a\",[104,[105]]]",
+	    "[0, 1114111]", "[-0]"};
+	const char *no[] = {"{}",      "{\"a\":1}", "[1.0]",  "[1e2]",  "[-1]", "[1114112]",
+	                    "[55296]", "[57343]",   "[null]", "[true]", "[{}]", "[\"a\",{}]"};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		CHECK_MSG(ch_json_interpolable(yes[i]) == 1, "%s", yes[i]);
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		CHECK_MSG(ch_json_interpolable(no[i]) == 0, "%s", no[i]);
+	CHECK_EQ(ch_json_interpolable(NULL), 0);
+}
+
 TEST_LIST = {
+    TEST(test_decode_raw_any_topic_and_event),
+    TEST(test_reply_raw_topic_and_interpolable),
     TEST(test_decode_raw_skips_the_tree),
     TEST(test_v2_decode_basic),
     TEST(test_v2_decode_refs_any_json),

@@ -275,7 +275,129 @@ static const ch_channel_ops room_ops = {.name = "room",
                                         .handle_in = room_in,
                                         .handle_out = room_out,
                                         .handle_info = room_info};
-static const ch_route routes[] = {{"room:*", &room_ops}, {"presence:*", &pres_ops}};
+/* A channel written with the event table and the cJSON calls. */
+static int
+tbl_join(ch_chan *ch, void *st, const char *topic, const ch_payload *params)
+{
+	(void)ch;
+	(void)st;
+	(void)topic;
+	(void)params;
+	return CH_OK;
+}
+
+static int
+tbl_echo(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	ch_reply_json(ch, "ok", p->json);
+	return CH_OK;
+}
+
+static int
+tbl_raw(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	CHECK_STR(ch_event(ch), "raw");
+	ch_reply_payload(ch, "ok", p);
+	return CH_OK;
+}
+
+static int
+tbl_push(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "n", 1);
+	ch_push_json(ch, "pushed", o);
+	ch_push_json(ch, "empty", NULL);
+	cJSON_Delete(o);
+	return CH_OK;
+}
+
+static int
+tbl_bcast(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddBoolToObject(o, "b", true);
+	cJSON *arr = cJSON_CreateArray();
+	bool from = cJSON_IsTrue(ch_payload_get(p, "from"));
+	int rc = from ? ch_broadcast_from_json(ch, "bc", o) : ch_broadcast_json(ch, "bc", o);
+	/* not objects: refused */
+	int bad = ch_broadcast_json(ch, "bc", arr) + ch_broadcast_from_json(ch, "bc", NULL) +
+	          ch_broadcast(ch, "bc", "[1]") + ch_broadcast_from(ch, "bc", "3");
+	cJSON_Delete(o);
+	cJSON_Delete(arr);
+	cJSON *r = cJSON_CreateObject();
+	cJSON_AddNumberToObject(r, "rc", rc);
+	cJSON_AddNumberToObject(r, "bad", bad);
+	ch_reply_json(ch, "ok", r);
+	cJSON_Delete(r);
+	return CH_OK;
+}
+
+/* handle_in("need_x", %{"x" => x}, socket) */
+static int
+tbl_need_x(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	if (!ch_payload_get(p, "x"))
+		ch_no_clause(ch);
+	ch_reply(ch, "ok", NULL);
+	return CH_OK;
+}
+
+/* Replies later, through a socket ref sent to itself. */
+static int
+tbl_later(ch_chan *ch, void *st, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	ch_ref ref = ch_socket_ref(ch);
+	rt_send(rt_self(), CH_TAG_APP_MIN + 5, &ref, sizeof(ref));
+	return CH_OK;
+}
+
+static int
+tbl_info(ch_chan *ch, void *st, rt_msg *m)
+{
+	(void)ch;
+	(void)st;
+	CHECK(m->tag <= CH_TAG_APP_MAX);
+	cJSON *r = cJSON_CreateObject();
+	cJSON_AddStringToObject(r, "later", "yes");
+	ch_reply_ref_json(rt_msg_data(m), "ok", r);
+	cJSON_Delete(r);
+	return CH_OK;
+}
+
+static const ch_in_clause tbl_in[] = {
+    {"later", tbl_later}, {"echo", tbl_echo},     {"raw", tbl_raw}, {"push", tbl_push},
+    {"bcast", tbl_bcast}, {"need_x", tbl_need_x}, {NULL, NULL},
+};
+
+static const ch_channel_ops tbl_ops = {
+    .name = "TableChannel", .join = tbl_join, .in = tbl_in, .handle_info = tbl_info};
+
+/* The table first, then the catch-all handle_in. */
+static int
+mix_in(ch_chan *ch, void *st, const char *event, const ch_payload *p)
+{
+	(void)st;
+	(void)p;
+	char buf[128];
+	snprintf(buf, sizeof(buf), "{\"catch_all\":\"%s\"}", event);
+	ch_reply(ch, "ok", buf);
+	return CH_OK;
+}
+
+static const ch_channel_ops mix_ops = {
+    .name = "MixChannel", .join = tbl_join, .in = tbl_in, .handle_in = mix_in};
+
+static const ch_route routes[] = {
+    {"room:*", &room_ops}, {"presence:*", &pres_ops}, {"tbl:*", &tbl_ops}, {"mix:*", &mix_ops}};
 
 static int
 sock_connect(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
@@ -301,7 +423,7 @@ sock_id(const cJSON *assigns, char *buf, size_t cap)
 }
 
 static const ch_socket_handler handler = {
-    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 2, .max_channels = 3};
+    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 4, .max_channels = 3};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -311,6 +433,10 @@ static rt_pid clients[8];
 static void
 setup(void)
 {
+	pthread_mutex_lock(&out.mu);
+	out.n = 0;
+	memset(out.closed_code, 0, sizeof(out.closed_code));
+	pthread_mutex_unlock(&out.mu);
 	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
 	CHECK_EQ(rt_start(&c), 0);
 	ch_endpoint_opts o = {.handler = &handler, .secret_key_base = "secret"};
@@ -494,16 +620,42 @@ test_duplicate_join_and_stale_ref(void)
 	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 1, 3000);
-	/* a message with the old join_ref is ignored */
-	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"ping\",{}]");
+	/* a message with the old join_ref goes to the current channel (Phoenix
+	 * forwards any non-leave event), which answers with its own join_ref */
+	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"ping\",{\"old\":1}]");
+	EXPECT(0, "[\"2\",\"3\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
+	          "\"old\":1}}]");
 	send_text(0, "[\"2\",\"4\",\"room:lobby\",\"ping\",{}]");
 	EXPECT(0, "[\"2\",\"4\",\"room:lobby\",\"phx_reply\"");
-	CHECK_EQ(count(0, "\"3\""), 0);
+	/* phx_leave with the old join_ref (the client raced a close), or with
+	 * none while the join had one: ignored, no reply, the channel stays */
+	send_text(0, "[\"1\",\"5\",\"room:lobby\",\"phx_leave\",{}]");
+	send_text(0, "[null,\"6\",\"room:lobby\",\"phx_leave\",{}]");
+	send_text(0, "[\"2\",\"7\",\"room:lobby\",\"ping\",{}]");
+	EXPECT(0, "[\"2\",\"7\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	CHECK_EQ(count(0, "\"5\""), 0);
+	CHECK_EQ(count(0, "\"6\""), 0);
+	CHECK_EQ(count(0, "phx_close"), 0);
+	CHECK_EQ(pubsub_count(ep->pubsub, "room:lobby"), 1);
 	/* one broadcast, one copy */
 	ch_endpoint_broadcast(ep, "room:lobby", "once", "{}");
 	EXPECT(0, "once");
 	usleep(100000);
 	CHECK_EQ(count(0, "once"), 0);
+	/* the current join_ref leaves */
+	send_text(0, "[\"2\",\"8\",\"room:lobby\",\"phx_leave\",{}]");
+	EXPECT(0, "[\"2\",\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_close\",{}]");
+	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 0, 3000);
+	/* V1: a join without join_ref is left by a phx_leave with any join_ref */
+	client(1, NULL, 1);
+	send_text(1, "{\"topic\":\"room:v1\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
+	EXPECT(1, "phx_reply");
+	send_text(1, "{\"topic\":\"room:v1\",\"event\":\"phx_leave\",\"payload\":{},\"ref\":\"2\","
+	             "\"join_ref\":\"77\"}");
+	EXPECT(1, "{\"topic\":\"room:v1\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
+	          "\"response\":{}},\"ref\":\"2\"}");
+	EXPECT(1, "\"phx_close\"");
 	teardown();
 }
 
@@ -640,7 +792,143 @@ test_flooding_a_busy_channel_closes_1008(void)
 	teardown();
 }
 
+/* Topics that are not strings (Phoenix's serializers pass any JSON value):
+ * no channel route matches them, and the socket answers as Phoenix's
+ * handle_in(nil, ...) clauses do, echoing the topic as sent. */
+static void
+test_non_string_topic_event_and_refs(void)
+{
+	setup();
+	client(0, NULL, 2);
+	send_text(0, "[null,\"1\",null,\"phx_join\",{}]");
+	EXPECT(0, "[null,\"1\",null,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
+	          "\"unmatched topic\"}}]");
+	send_text(0, "[\"2\",\"2\",42,\"ping\",{}]");
+	EXPECT(0, "[null,\"2\",42,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
+	          "\"unmatched topic\"}}]");
+	send_text(0, "[\"3\",\"3\",1.5,\"phx_leave\",{}]");
+	EXPECT(0, "[\"3\",\"3\",1.5,\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	send_text(0, "[null,\"4\",true,\"heartbeat\",{}]");
+	EXPECT(0, "[null,\"4\",true,\"phx_reply\",{\"status\":\"error\"");
+	/* chardata lists can be logged: unmatched */
+	send_text(0, "[\"5\",\"5\",[\"ro\",[111,109]],\"phx_join\",{}]");
+	EXPECT(0,
+	       "[null,\"5\",[\"ro\",[111,109]],\"phx_reply\",{\"status\":\"error\",\"response\":{"
+	       "\"reason\":\"unmatched topic\"}}]");
+	/* a string holding a NUL that no route matches */
+	send_text(0, "[\"6\",\"6\",\"x\\u0000y\",\"phx_join\",{}]");
+	EXPECT(0, "[null,\"6\",\"x\\u0000y\",\"phx_reply\",{\"status\":\"error\"");
+	/* an object topic outside a join */
+	send_text(0, "[\"7\",\"7\",{\"a\":1},\"shout\",{}]");
+	EXPECT(0, "[null,\"7\",{\"a\":1},\"phx_reply\",{\"status\":\"error\"");
+	/* any event, ref and join_ref */
+	send_text(0, "[{\"j\":1},[2],\"room:none\",\"phx_leave\",{}]");
+	EXPECT(0,
+	       "[{\"j\":1},[2],\"room:none\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	send_text(0, "[null,\"8\",\"room:none\",17,{}]");
+	EXPECT(0, "[null,\"8\",\"room:none\",\"phx_reply\",{\"status\":\"error\"");
+	/* a non-string event for a joined topic reaches the channel, which has
+	 * no clause for it: phx_error */
+	send_text(0, "[\"9\",\"9\",\"room:lobby\",\"phx_join\",{}]");
+	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"9\",\"10\",\"room:lobby\",[\"ping\"],{}]");
+	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_error\",{}]");
+	/* V1 too (Message.from_map! takes any value) */
+	client(1, NULL, 1);
+	send_text(1, "{\"topic\":7,\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
+	EXPECT(
+	    1,
+	    "{\"topic\":7,\"event\":\"phx_reply\",\"payload\":{\"status\":\"error\",\"response\":"
+	    "{\"reason\":\"unmatched topic\"}},\"ref\":\"1\"}");
+	send_text(1, "{\"topic\":null,\"event\":\"phx_leave\",\"payload\":{},\"ref\":2}");
+	EXPECT(1, "{\"topic\":null,\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
+	          "\"response\":{}},"
+	          "\"ref\":2}");
+	/* the sockets are still up */
+	send_text(0, "[null,\"11\",\"phoenix\",\"heartbeat\",{}]");
+	EXPECT(0, "[null,\"11\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\"");
+	CHECK_EQ(out.closed_code[0], 0);
+	CHECK_EQ(out.closed_code[1], 0);
+	/* Joining a map topic, or a list that is not chardata, makes Phoenix's
+	 * log line raise: the socket crashes (1011), as on undecodable input.  So
+	 * does a topic with a NUL that a route matches (no channel can hold it). */
+	const char *crashers[] = {"[null,\"1\",{\"a\":1},\"phx_join\",{}]",
+	                          "[null,\"1\",[1.5],\"phx_join\",{}]",
+	                          "[null,\"1\",[55296],\"phx_join\",{}]",
+	                          "[null,\"1\",\"room:a\\u0000\",\"phx_join\",{}]"};
+	for (int i = 0; i < 4; i++) {
+		client(2 + i, NULL, 2);
+		send_text(2 + i, crashers[i]);
+		WAIT_UNTIL(!rt_alive(clients[2 + i]), 3000);
+		CHECK_MSG(out.closed_code[2 + i] == 1011, "%s: close code %d", crashers[i],
+		          out.closed_code[2 + i]);
+		clients[2 + i] = 0;
+	}
+	teardown();
+}
+
+/* Channels written with an event table and the cJSON calls. */
+static void
+test_event_table_and_json_calls(void)
+{
+	setup();
+	client(0, NULL, 2);
+	client(1, NULL, 2);
+	send_text(0, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
+	send_text(1, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
+	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"1\",\"2\",\"tbl:a\",\"echo\",{\"a\":[1,\"x\"]}]");
+	EXPECT(0, "[\"1\",\"2\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"a\":[1,"
+	          "\"x\"]}}]");
+	/* exactly as received, 1.50 included */
+	send_text(0, "[\"1\",\"3\",\"tbl:a\",\"raw\",{\"v\":1.50}]");
+	EXPECT(0, "[\"1\",\"3\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"v\":"
+	          "1.50}}]");
+	send_text(0, "[\"1\",\"4\",\"tbl:a\",\"push\",{}]");
+	EXPECT(0, "[\"1\",null,\"tbl:a\",\"pushed\",{\"n\":1}]");
+	EXPECT(0, "[\"1\",null,\"tbl:a\",\"empty\",{}]");
+	send_text(0, "[\"1\",\"5\",\"tbl:a\",\"bcast\",{}]");
+	EXPECT(0, "[\"1\",\"5\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"rc\":0,"
+	          "\"bad\":-4}}]");
+	EXPECT(0, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	send_text(0, "[\"1\",\"6\",\"tbl:a\",\"bcast\",{\"from\":true}]");
+	EXPECT(0, "[\"1\",\"6\",\"tbl:a\",\"phx_reply\"");
+	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
+	usleep(100000);
+	CHECK_EQ(count(0, "\"bc\""), 0);
+	send_text(0, "[\"1\",\"77\",\"tbl:a\",\"later\",{}]");
+	EXPECT(0,
+	       "[\"1\",\"77\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"later\":"
+	       "\"yes\"}}]");
+	send_text(0, "[\"1\",\"7\",\"tbl:a\",\"need_x\",{\"x\":null}]");
+	EXPECT(0, "[\"1\",\"7\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	/* a payload no clause matches, an event without a clause: phx_error */
+	send_text(0, "[\"1\",\"8\",\"tbl:a\",\"need_x\",{\"y\":1}]");
+	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_error\",{}]");
+	send_text(1, "[\"1\",\"8\",\"tbl:a\",\"nope\",{}]");
+	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_error\",{}]");
+	CHECK_EQ(count(0, "\"8\""), 0);
+	CHECK_EQ(count(1, "\"8\""), 0);
+	/* table entries first, then the catch-all */
+	send_text(0, "[\"2\",\"9\",\"mix:a\",\"phx_join\",{}]");
+	EXPECT(0, "[\"2\",\"9\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\"");
+	send_text(0, "[\"2\",\"10\",\"mix:a\",\"echo\",{\"e\":1}]");
+	EXPECT(0,
+	       "[\"2\",\"10\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"e\":1}}]");
+	send_text(0, "[\"2\",\"11\",\"mix:a\",\"other\",{}]");
+	EXPECT(0, "[\"2\",\"11\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
+	          "\"catch_all\":\"other\"}}]");
+	/* a non-string event: no clause, even with a catch-all */
+	send_text(0, "[\"2\",\"12\",\"mix:a\",null,{}]");
+	EXPECT(0, "[\"2\",\"2\",\"mix:a\",\"phx_error\",{}]");
+	teardown();
+}
+
 TEST_LIST = {
+    TEST(test_event_table_and_json_calls),
+    TEST(test_non_string_topic_event_and_refs),
     TEST(test_flooding_a_busy_channel_closes_1008),
     TEST(test_presence_state_and_diffs),
     TEST(test_join_reply_and_ping),

@@ -1,7 +1,8 @@
 'use strict'
 // Bad input over real sockets: garbage instead of an HTTP request, oversized,
-// unmasked and undecodable WebSocket frames, a wrong-arity V2 message and an
-// event no handle_in clause matches.  Each case checks what the offender gets
+// unmasked and undecodable WebSocket frames, a wrong-arity V2 message,
+// topics that are not strings, messages with a stale join_ref and an event
+// no handle_in clause matches.  Each case checks what the offender gets
 // (the same as Phoenix on Bandit) and that a well-behaved client of the same
 // node keeps receiving its broadcasts.
 
@@ -159,6 +160,56 @@ test('a V2 array of the wrong arity closes the WebSocket with 1011', T, async (t
   c.ws.send(JSON.stringify([joinRef, '9', 'room:lobby', 'ping']))
   const info = await c.waitClose(5000)
   assert.equal(info.code, 1011)
+  await assertWatcherAlive()
+})
+
+test('a topic that is not a string gets the answer Phoenix gives, the topic echoed as sent', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  const unmatched = { status: 'error', response: { reason: 'unmatched topic' } }
+  for (const [topic, event] of [[null, 'phx_join'], [42, 'phx_join'], [1.5, 'new_msg'], [true, 'heartbeat'],
+    [['room:', 'lobby'], 'phx_join'], [{ topic: 'room:lobby' }, 'ping']]) {
+    const ref = c.nextRef()
+    c.ws.send(JSON.stringify(['7', ref, topic, event, {}]))
+    const m = await c.next((x) => x.event === 'phx_reply' && x.ref === ref, 3000, `the reply to ${event} on ${JSON.stringify(topic)}`)
+    assert.deepEqual(m.raw, [null, ref, topic, 'phx_reply', unmatched])
+  }
+  const ref = c.nextRef()
+  c.ws.send(JSON.stringify(['7', ref, null, 'phx_leave', {}]))
+  const m = await c.next((x) => x.event === 'phx_reply' && x.ref === ref, 3000, 'the phx_leave reply')
+  assert.deepEqual(m.raw, ['7', ref, null, 'phx_reply', { status: 'ok', response: {} }])
+  // V1 (Message.from_map! takes any value as the topic)
+  const v1 = await RawClient.connect({ vsn: '1.0.0' })
+  t.after(() => v1.close())
+  v1.ws.send(JSON.stringify({ topic: 5, event: 'phx_join', payload: {}, ref: '1' }))
+  const r1 = await v1.next((x) => x.event === 'phx_reply', 3000, 'the V1 reply')
+  assert.deepEqual(r1.raw, { topic: 5, event: 'phx_reply', payload: unmatched, ref: '1' })
+  assert.ok(c.isOpen && v1.isOpen, 'both sockets stay open')
+  await assertWatcherAlive()
+})
+
+test('joining a map topic crashes the socket as Phoenix does (its log line raises): 1011', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  c.ws.send(JSON.stringify(['1', '1', { a: 1 }, 'phx_join', {}]))
+  assert.equal((await c.waitClose(5000)).code, 1011)
+  await assertWatcherAlive()
+})
+
+test('after a rejoin, an event with the old join_ref reaches the current channel; a stale phx_leave is ignored', T, async (t) => {
+  const c = await RawClient.connect()
+  t.after(() => c.close())
+  const first = await c.joinOk('room:lobby')
+  const second = await c.joinOk('room:lobby')
+  await c.next((m) => m.event === 'phx_close' && m.join_ref === first.joinRef, 3000, 'phx_close of the first join')
+  // ping with the old join_ref: the current channel answers, with its join_ref
+  const pong = await c.request('room:lobby', 'ping', { old: true }, first.joinRef)
+  assert.deepEqual(pong.raw, [second.joinRef, pong.ref, 'room:lobby', 'phx_reply', { status: 'ok', response: { old: true } }])
+  // phx_leave with the old join_ref: no reply, the channel stays joined
+  const leaveRef = c.push('room:lobby', 'phx_leave', {}, { joinRef: first.joinRef })
+  const still = await c.request('room:lobby', 'ping', { still: true }, second.joinRef)
+  assert.deepEqual(still.payload, { status: 'ok', response: { still: true } })
+  await c.expectNone((m) => m.ref === leaveRef || m.event === 'phx_close', 300, 'a reply to the stale phx_leave or a phx_close')
   await assertWatcherAlive()
 })
 

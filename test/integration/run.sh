@@ -5,7 +5,7 @@
 # waits until it answers HTTP, then runs with node's test runner:
 #   (a) the conformance suite of ../shared/conformance (files 01-10; long
 #       polling and cluster come later),
-#   (b) test/integration/*.test.js (bad input, launcher, the chat page in
+#   (b) test/integration/*.test.js (bad input, presence keys, launcher, the chat page in
 #       headless Chromium).
 # Then stops the server with SIGTERM (it must exit 0 within 10 s, with no
 # sanitizer report in its log) and prints one last line
@@ -118,7 +118,7 @@ if [ -d "$CONF" ]; then
 	# shellcheck disable=SC2086
 	node_tests "$CONF" $files
 fi
-node_tests "$ROOT/test/integration" bad_input.test.js launcher.test.js browser.test.js
+node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js launcher.test.js browser.test.js
 rm -f "$TAP"
 
 # Stop the server: SIGTERM, exit 0 within 10 s.
