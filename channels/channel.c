@@ -110,8 +110,11 @@ chan_init(void *st, const void *arg, size_t size)
 		send_joined(ch, false);
 		return rt_stop("shutdown");
 	}
-	pubsub_subscribe(ch->ep->pubsub, ch->topic, rt_self(), ch->transport, ch->vsn,
-	                 ch->ops->intercepts);
+	ch_fastlane fl = {.transport = ch->transport,
+	                  .sock = cs->sock,
+	                  .intercepts = ch->ops->intercepts,
+	                  .vsn = ch->vsn};
+	ch_ps_subscribe_on(ch->ep->pubsub, ch->transport, ch->topic, rt_self(), &fl, sizeof(fl));
 	ch->joined = true;
 	ch->transport_mon = rt_monitor(ch->transport);
 	send_joined(ch, true);
@@ -174,6 +177,10 @@ handle_out(ch_chan *ch, rt_msg *m)
 	ch_broadcast_view v;
 	if (ch_broadcast_read(m, &v) < 0 || strcmp(v.topic, ch->topic) != 0)
 		return RT_OK;
+	if (v.binary) { /* handle_out takes JSON: binary broadcasts go out as they are */
+		ch_push_binary(ch, v.event, v.payload, v.payload_len);
+		return RT_OK;
+	}
 	if (!ch->ops->handle_out) {
 		ch_push(ch, v.event, v.payload);
 		return RT_OK;
@@ -223,7 +230,7 @@ chan_terminate(void *st, const char *reason)
 	if (ch->ops && ch->ops->terminate && strcmp(reason, "killed") != 0)
 		ch->ops->terminate(ch, ch->state, reason);
 	if (ch->joined) {
-		pubsub_unsubscribe(ch->ep->pubsub, ch->topic, rt_self());
+		ch_ps_unsubscribe(ch->ep->pubsub, ch->topic, rt_self());
 		presence_untrack_pid(ch->ep, ch->topic, rt_self());
 	}
 	free(ch->state);
@@ -390,15 +397,13 @@ ch_push_binary(ch_chan *ch, const char *event, const void *data, size_t len)
 int
 ch_broadcast(ch_chan *ch, const char *event, const char *json)
 {
-	return pubsub_local_broadcast(ch->ep->pubsub, RT_NOPID, ch->topic, event, json,
-	                              strlen(json));
+	return chan_publish(ch->ep, RT_NOPID, ch->topic, event, json, strlen(json), false, false);
 }
 
 int
 ch_broadcast_from(ch_chan *ch, const char *event, const char *json)
 {
-	return pubsub_local_broadcast(ch->ep->pubsub, rt_self(), ch->topic, event, json,
-	                              strlen(json));
+	return chan_publish(ch->ep, rt_self(), ch->topic, event, json, strlen(json), false, false);
 }
 
 int

@@ -201,6 +201,7 @@ struct sched {
 	cmd *cmds;
 	_Atomic int ncmds;
 	_Atomic int sleeping;
+	_Atomic int deep; /* sleeping without the rescue tick (sched.c idle) */
 	/* The process being run and its crash recovery point. */
 	rt_proc *current;
 	jmp_buf crash_jb;

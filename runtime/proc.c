@@ -424,6 +424,31 @@ rt_msgq_len(rt_pid pid)
 	return n;
 }
 
+int
+rt_home(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s)
+		ebr_foreign_enter();
+	rt_proc *p = proc_lookup(pid);
+	int home = p ? p->home : -1;
+	if (!s)
+		ebr_foreign_leave();
+	return home;
+}
+
+bool
+rt_local(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s || !s->current)
+		return false;
+	rt_proc *p = proc_lookup(pid);
+	/* home is read first: flags belong to the thread p is pinned to. */
+	return p && p != s->current && p->home == s->id && (p->flags & PF_STARTED) &&
+	       !(p->flags & PF_EXITING);
+}
+
 bool
 rt_alive(rt_pid pid)
 {

@@ -169,6 +169,17 @@ void *rt_self_state(void);
 /* True while the process exists. */
 bool rt_alive(rt_pid pid);
 
+/* The scheduler pid is pinned to (rt_pin, rt_io_open, rt_spawn_on), or -1
+ * when it is free to move or does not exist. */
+int rt_home(rt_pid pid);
+
+/* True when pid is alive, has run its init, is not exiting, and is pinned to
+ * the scheduler of the calling process (which is not pid).  Such a process
+ * cannot run until the caller's callback returns, so code that knows it (a
+ * dispatcher delivering to connections of its own scheduler) may touch data
+ * the process owns until then.  False outside a process. */
+bool rt_local(rt_pid pid);
+
 /* Messages waiting in pid's mailbox (approximate, counted modulo 65,536; 0
  * for a dead pid): for senders that must bound what they queue for a slow
  * receiver. */

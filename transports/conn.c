@@ -73,7 +73,8 @@ enum {
 	F_SHUTDOWN = 1 << 10,    /* endpoint stop seen */
 	F_RESUME_SENT = 1 << 11, /* TP_MSG_RESUME sent to self */
 	F_CLEAN_END = 1 << 12,   /* the peer ended its input cleanly (close frame): no linger */
-	F_HEAD_REQ = 1 << 13     /* answering a HEAD request: error answers have no body */
+	F_HEAD_REQ = 1 << 13,    /* answering a HEAD request: error answers have no body */
+	F_LOCAL = 1 << 14        /* frames queued by tr_push_local wait for tr_flush_local */
 };
 
 /* Why the connection ended (the exit reason, given to ch_socket_close). */
@@ -105,7 +106,6 @@ struct conn {
 	uint8_t why;    /* W_* */
 	uint16_t shard; /* = the scheduler it is pinned to */
 	ch_socket *sock;
-	ch_transport tr;
 	union {
 		tp_ws_reader ws; /* F_WS */
 		struct {
@@ -591,6 +591,51 @@ tr_close(void *conn_, int code, const char *reason)
 	ws_close(conn_, code, reason);
 }
 
+/* The fastlane's direct path (channels/transport.h): a PubSub partition
+ * process of this connection's scheduler queues a broadcast frame while the
+ * connection's process cannot run, then writes it with tr_flush_local after
+ * its batch.  Anything unusual (closing, over the output limit) is declined
+ * and comes as a message instead, so that the connection's own process
+ * handles it.  Nothing here may end the process: a write error is reported
+ * to it as TP_MSG_STOP. */
+static int
+tr_push_local(void *conn_, rt_buf *frame)
+{
+	conn *c = conn_;
+	if (c->flags & (F_DEAD | F_CLOSE_SENT | F_CLOSING | F_STOP_SENT))
+		return CH_PUSH_DECLINED;
+	if (c->oq_bytes + frame->len + 10 > c->ep->max_outbound)
+		return CH_PUSH_DECLINED;
+	oq_ent *e = ent_new(frame);
+	e->hlen = (uint8_t)tp_ws_frame_header(
+	    e->hdr, frame->flags == CH_FRAME_BINARY_KIND ? TP_WS_OP_BINARY : TP_WS_OP_TEXT, 1,
+	    frame->len);
+	oq_link(c, c->oq_tail, e);
+	if (c->flags & F_LOCAL)
+		return CH_PUSH_QUEUED;
+	c->flags |= F_LOCAL;
+	return CH_PUSH_FIRST;
+}
+
+static void
+tr_flush_local(void *conn_)
+{
+	conn *c = conn_;
+	c->flags &= (uint16_t)~F_LOCAL;
+	if ((c->flags & (F_DEAD | F_WANT_WRITE | F_STOP_SENT)) || !c->oq_tail)
+		return; /* a blocked socket is written when it drains (conn_flush) */
+	bool progress = false;
+	int r = oq_write(c, &progress);
+	if (r < 0) {
+		c->why = W_RESET;
+		c->flags |= F_STOP_SENT;
+		rt_send(c->pid, TP_MSG_STOP, NULL, 0);
+	} else if (r == 0) {
+		c->flags |= F_WANT_WRITE;
+		rt_io_set(c->io, ((c->flags & (F_EOF | F_PAUSED)) ? 0 : RT_IO_READ) | RT_IO_WRITE);
+	}
+}
+
 /* ------------------------------------------------------------------ WebSocket */
 
 /* Phoenix's check_origin: an origin matches an allowed entry
@@ -752,10 +797,14 @@ ws_upgrade(conn *c, const tp_http_request *req)
 	                        .origin = origin_s,
 	                        .user_agent = ua_s,
 	                        .transport = "websocket"};
-	c->tr = (ch_transport){.conn = c, .send = tr_send, .close = tr_close};
+	ch_transport tr = {.conn = c,
+	                   .send = tr_send,
+	                   .close = tr_close,
+	                   .push_local = tr_push_local,
+	                   .flush_local = tr_flush_local};
 	oq_ent *mark = c->oq_tail; /* the 101 goes after what is queued now */
 	int status = 403;
-	ch_socket *s = ch_socket_open(ep->socket, &params, &info, &c->tr, &status);
+	ch_socket *s = ch_socket_open(ep->socket, &params, &info, &tr, &status);
 	free(pmem);
 	free(origin_s);
 	free(ua_s);
