@@ -39,6 +39,11 @@
 #define MAX_PARTS 64
 #define MAX_DEAD 64
 #define MAX_USED 4 /* distinct dispatchers flushed after a partition's batch */
+/* Deliveries after which a partition ends its turn (rt_yield), so that the
+ * connections and channels of its scheduler run between big broadcasts;
+ * broadcasts queued meanwhile are dispatched together in the next turn (one
+ * write per connection for all of them). */
+#define TURN_WORK 65536
 
 /* Tags of the partition processes' messages (from the framework's range). */
 enum {
@@ -515,6 +520,7 @@ typedef struct part {
 	size_t nbuckets, ntopics;
 	const ch_ps_dispatcher *used[MAX_USED]; /* to flush after this batch */
 	int nused;
+	size_t work; /* deliveries in this turn */
 } part;
 
 typedef struct part_arg {
@@ -623,6 +629,9 @@ pt_dispatch(part *pt, ch_ps_bcast *b)
 	if (t && t->n) {
 		rt_pid dead[MAX_DEAD];
 		size_t ndead = b->d->dispatch(b, t->subs, t->n, dead, MAX_DEAD);
+		pt->work += t->n;
+		if (pt->work >= TURN_WORK)
+			rt_yield();
 		if (b->d->flush) {
 			int i = 0;
 			while (i < pt->nused && pt->used[i] != b->d)
@@ -694,6 +703,7 @@ part_flush(void *state)
 	for (int i = 0; i < pt->nused; i++)
 		pt->used[i]->flush();
 	pt->nused = 0;
+	pt->work = 0;
 }
 
 static void

@@ -204,6 +204,7 @@ struct sched {
 	_Atomic int deep; /* sleeping without the rescue tick (sched.c idle) */
 	/* The process being run and its crash recovery point. */
 	rt_proc *current;
+	bool yield_req; /* rt_yield: end current's turn after this message */
 	jmp_buf crash_jb;
 	uint64_t runs;
 	uint64_t ref_counter;

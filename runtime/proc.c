@@ -437,6 +437,14 @@ rt_home(rt_pid pid)
 	return home;
 }
 
+void
+rt_yield(void)
+{
+	sched *s = rt_cur;
+	if (s && s->current)
+		s->yield_req = true;
+}
+
 bool
 rt_local(rt_pid pid)
 {
@@ -841,6 +849,7 @@ void
 proc_run(sched *s, rt_proc *p)
 {
 	s->current = p;
+	s->yield_req = false;
 	if (!(p->flags & PF_STARTED)) {
 		p->flags |= PF_STARTED;
 		if (p->beh->init) {
@@ -866,6 +875,10 @@ proc_run(sched *s, rt_proc *p)
 		budget--;
 		if (!dispatch(s, p, m))
 			return;
+		if (s->yield_req) {
+			s->yield_req = false;
+			budget = 0;
+		}
 	}
 	if (p->beh->flush)
 		p->beh->flush(p->state);

@@ -210,6 +210,12 @@ void rt_msg_free(rt_msg *m);
 void *rt_alloc(size_t size);
 void rt_free(void *p, size_t size);
 
+/* Ends the calling process's turn after the message being handled: the
+ * rest of its mailbox waits behind the other runnable processes of its
+ * scheduler (flush runs first).  For handlers whose messages vary widely in
+ * cost, e.g. a broadcast to 10,000 connections. */
+void rt_yield(void);
+
 /* Sets the reason for a following RT_STOP or RT_ERROR return; returns RT_STOP. */
 int rt_stop(const char *reason);
 
