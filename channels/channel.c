@@ -32,6 +32,7 @@ struct ch_chan {
 	char *join_reply;      /* JSON set by ch_join_reply / ch_join_error */
 	char *stop_reason;
 	cJSON *cur_json; /* payload being handled: freed by terminate if a handler crashes */
+	ch_ps_bcast *last_bcast; /* this channel's last broadcast, while possibly in flight */
 	uint8_t vsn;
 	bool joined;
 };
@@ -53,6 +54,53 @@ dup_n(const char *p, size_t n)
 	return s;
 }
 
+/* Sends m to the client's transport.  A broadcast of this channel reaches
+ * its client through the PubSub partition of the transport's scheduler, so
+ * while the last one may still be there, what the channel sends next goes
+ * the same way (ch_ps_forward): the client sees the channel's broadcasts,
+ * replies, pushes and phx_close in the order the channel made them, as with
+ * Phoenix's fastlane, which sends from the broadcasting process itself. */
+static int
+chan_send(ch_chan *ch, rt_msg *m)
+{
+	if (ch->last_bcast) {
+		if (!ch_ps_bcast_done(ch->ep->pubsub, ch->last_bcast, ch->transport))
+			return ch_ps_forward(ch->ep->pubsub, ch->transport, ch->transport, m);
+		ch_ps_bcast_release(ch->last_bcast);
+		ch->last_bcast = NULL;
+	}
+	return rt_send_msg(ch->transport, m);
+}
+
+static void
+chan_send_frame(ch_chan *ch, rt_buf *frame, int kind)
+{
+	frame->flags = (uint32_t)kind;
+	rt_msg *m = rt_msg_alloc(CH_MSG_FRAME, 0);
+	m->buf = frame;
+	chan_send(ch, m);
+}
+
+static void
+chan_send_tag(ch_chan *ch, uint32_t tag)
+{
+	chan_send(ch, rt_msg_alloc(tag, 0));
+}
+
+/* Broadcasts from this channel, tracking it for chan_send. */
+static int
+chan_broadcast(ch_chan *ch, rt_pid from, const char *event, const void *payload, size_t len,
+               bool binary)
+{
+	ch_ps_bcast *b;
+	int rc = chan_publish(ch->ep, from, ch->topic, event, payload, len, binary, false, &b);
+	if (b) {
+		ch_ps_bcast_release(ch->last_bcast);
+		ch->last_bcast = b;
+	}
+	return rc;
+}
+
 static void
 send_joined(ch_chan *ch, bool ok)
 {
@@ -62,7 +110,7 @@ send_joined(ch_chan *ch, bool ok)
 	chan_joined *j = rt_msg_data(m);
 	j->ok = ok;
 	memcpy(j + 1, reply, n);
-	rt_send_msg(ch->transport, m);
+	chan_send(ch, m);
 }
 
 static int
@@ -112,8 +160,11 @@ chan_init(void *st, const void *arg, size_t size)
 		send_joined(ch, false);
 		return rt_stop("shutdown");
 	}
-	pubsub_subscribe(ch->ep->pubsub, ch->topic, rt_self(), ch->transport, ch->vsn,
-	                 ch->ops->intercepts);
+	ch_fastlane fl = {.transport = ch->transport,
+	                  .sock = cs->sock,
+	                  .intercepts = ch->ops->intercepts,
+	                  .vsn = ch->vsn};
+	ch_ps_subscribe_on(ch->ep->pubsub, ch->transport, ch->topic, rt_self(), &fl, sizeof(fl));
 	ch->joined = true;
 	ch->transport_mon = rt_monitor(ch->transport);
 	send_joined(ch, true);
@@ -131,7 +182,7 @@ result(ch_chan *ch, int rc, const char *callback)
 	if (rc == CH_STOP) {
 		const char *r = ch->stop_reason ? ch->stop_reason : "normal";
 		if (clean_reason(r))
-			rt_send(ch->transport, CHAN_CLOSE, NULL, 0);
+			chan_send_tag(ch, CHAN_CLOSE);
 		return rt_stop(r);
 	}
 	rt_crash("%s of %s on %s returned an error", callback, ch->ops->name, ch->topic);
@@ -186,6 +237,10 @@ handle_out(ch_chan *ch, rt_msg *m)
 	ch_broadcast_view v;
 	if (ch_broadcast_read(m, &v) < 0 || strcmp(v.topic, ch->topic) != 0)
 		return RT_OK;
+	if (v.binary) { /* handle_out takes JSON: binary broadcasts go out as they are */
+		ch_push_binary(ch, v.event, v.payload, v.payload_len);
+		return RT_OK;
+	}
 	if (!ch->ops->handle_out) {
 		ch_push(ch, v.event, v.payload);
 		return RT_OK;
@@ -209,7 +264,7 @@ chan_handle(void *st, rt_msg *m)
 		ch->cur_ref = rt_msg_data(m);
 		ch_reply(ch, "ok", "{}");
 		ch->cur_ref = NULL;
-		rt_send(ch->transport, CHAN_CLOSE, NULL, 0);
+		chan_send_tag(ch, CHAN_CLOSE);
 		return rt_stop("shutdown: left");
 	case CH_MSG_BROADCAST:
 		return handle_out(ch, m);
@@ -235,7 +290,7 @@ chan_terminate(void *st, const char *reason)
 	if (ch->ops && ch->ops->terminate && strcmp(reason, "killed") != 0)
 		ch->ops->terminate(ch, ch->state, reason);
 	if (ch->joined) {
-		pubsub_unsubscribe(ch->ep->pubsub, ch->topic, rt_self());
+		ch_ps_unsubscribe(ch->ep->pubsub, ch->topic, rt_self());
 		presence_untrack_pid(ch->ep, ch->topic, rt_self());
 	}
 	free(ch->state);
@@ -246,6 +301,7 @@ chan_terminate(void *st, const char *reason)
 	free(ch->stop_reason);
 	cJSON_Delete(ch->cur_json);
 	cJSON_Delete(ch->assigns);
+	ch_ps_bcast_release(ch->last_bcast);
 }
 
 const rt_behaviour ch_channel_behaviour = {
@@ -342,7 +398,7 @@ reply_n(ch_chan *ch, const char *status, const char *json, size_t len)
 		rt_buf_release(b);
 		rt_crash("cannot encode the reply to %s on %s", ch->cur_ref, ch->topic);
 	}
-	send_frame(ch->transport, b, kind);
+	chan_send_frame(ch, b, kind);
 }
 
 void
@@ -377,7 +433,7 @@ ch_reply_json(ch_chan *ch, const char *status, const cJSON *response)
 		rt_buf_release(b);
 		rt_crash("cannot encode the reply to %s on %s", ch->cur_ref, ch->topic);
 	}
-	send_frame(ch->transport, b, kind);
+	chan_send_frame(ch, b, kind);
 }
 
 void
@@ -403,7 +459,7 @@ ch_reply_binary(ch_chan *ch, const char *status, const void *data, size_t len)
 		rt_buf_release(b);
 		rt_crash("cannot encode a binary reply on %s (serializer V%d)", ch->topic, ch->vsn);
 	}
-	send_frame(ch->transport, b, kind);
+	chan_send_frame(ch, b, kind);
 }
 
 static void
@@ -471,7 +527,7 @@ ch_push(ch_chan *ch, const char *event, const char *json)
 		rt_buf_release(b);
 		rt_crash("cannot encode push %s on %s", event, ch->topic);
 	}
-	send_frame(ch->transport, b, kind);
+	chan_send_frame(ch, b, kind);
 }
 
 void
@@ -483,7 +539,7 @@ ch_push_binary(ch_chan *ch, const char *event, const void *data, size_t len)
 		rt_buf_release(b);
 		rt_crash("cannot encode binary push %s on %s", event, ch->topic);
 	}
-	send_frame(ch->transport, b, kind);
+	chan_send_frame(ch, b, kind);
 }
 
 /* Whether JSON text (trusted to be valid) is an object. */
@@ -503,7 +559,7 @@ broadcast_text(ch_chan *ch, rt_pid from, const char *event, const char *json)
 {
 	if (!event || !is_object_text(json))
 		return -1;
-	return pubsub_local_broadcast(ch->ep->pubsub, from, ch->topic, event, json, strlen(json));
+	return chan_broadcast(ch, from, event, json, strlen(json), false);
 }
 
 static int
@@ -539,6 +595,18 @@ int
 ch_broadcast_from_json(ch_chan *ch, const char *event, const cJSON *payload)
 {
 	return broadcast_json(ch, rt_self(), event, payload);
+}
+
+int
+ch_broadcast_binary(ch_chan *ch, const char *event, const void *data, size_t len)
+{
+	return chan_broadcast(ch, RT_NOPID, event, data, len, true);
+}
+
+int
+ch_broadcast_from_binary(ch_chan *ch, const char *event, const void *data, size_t len)
+{
+	return chan_broadcast(ch, rt_self(), event, data, len, true);
 }
 
 int

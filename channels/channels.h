@@ -177,9 +177,10 @@ const char *ch_endpoint_secret(const ch_endpoint *ep);
 int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
                           const char *payload_json);
 
-/* Local PubSub, for application processes: subscribe the calling process to
- * topic; it receives CH_MSG_BROADCAST messages (payload: ch_broadcast_view
- * via ch_broadcast_read). */
+/* PubSub for application processes (Phoenix.PubSub.subscribe(self(), topic)
+ * in a process of the app): subscribes the calling process to topic; it
+ * receives CH_MSG_BROADCAST messages (read them with ch_broadcast_read).
+ * 0, or -1 outside a process. */
 int ch_pubsub_subscribe(ch_endpoint *ep, const char *topic);
 int ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic);
 
@@ -202,16 +203,25 @@ int ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic);
 #define CH_TAG_CHANNELS_MIN 0xFFFE0000u
 #define CH_TAG_CHANNELS_MAX 0xFFFEFFFFu
 
+/* Subscribers of topic on this node. */
+size_t ch_pubsub_subscribers(ch_endpoint *ep, const char *topic);
+
+/* Broadcasts a binary payload (V2 clients get a binary frame; V1 clients,
+ * which cannot take one, are skipped with a warning).  Any thread. */
+int ch_endpoint_broadcast_binary(ch_endpoint *ep, const char *topic, const char *event,
+                                 const void *data, size_t len);
+
 enum { CH_MSG_BROADCAST = 0xFFFE0001u };
 
 typedef struct ch_broadcast_view {
 	const char *topic;
 	const char *event;
-	const char *payload; /* JSON text */
+	const char *payload; /* JSON text, or bytes when binary */
 	size_t payload_len;
+	bool binary;
 } ch_broadcast_view;
 
-/* Reads a CH_MSG_BROADCAST message (valid while the message is). */
+/* Reads a CH_MSG_BROADCAST message (valid while the message is); 0 or -1. */
 int ch_broadcast_read(const rt_msg *m, ch_broadcast_view *out);
 
 /* ------------------------------------------------------------------ inside a channel */
@@ -274,6 +284,11 @@ int ch_broadcast(ch_chan *ch, const char *event, const char *json);
 int ch_broadcast_from(ch_chan *ch, const char *event, const char *json);
 int ch_broadcast_json(ch_chan *ch, const char *event, const cJSON *payload);
 int ch_broadcast_from_json(ch_chan *ch, const char *event, const cJSON *payload);
+/* Binary broadcasts ({:binary, data} in Phoenix): V2 subscribers get a
+ * binary frame; V1 ones, which cannot take it, are skipped with a warning.
+ * Intercepting channels push it unchanged (handle_out takes JSON). */
+int ch_broadcast_binary(ch_chan *ch, const char *event, const void *data, size_t len);
+int ch_broadcast_from_binary(ch_chan *ch, const char *event, const void *data, size_t len);
 
 /* Sets the stop reason and returns CH_STOP ("normal", "shutdown" or
  * "shutdown: ..." close the channel with phx_close; others give phx_error). */

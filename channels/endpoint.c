@@ -19,7 +19,14 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
-	ep->pubsub = pubsub_new();
+	static const ch_ps_dispatcher *const dispatchers[] = {&ch_fastlane_dispatcher, NULL};
+	ch_ps_opts ps_opts = {.dispatchers = dispatchers};
+	ep->pubsub = ch_ps_start(&ps_opts);
+	if (!ep->pubsub) {
+		free(ep->secret);
+		free(ep);
+		return NULL;
+	}
 	ep->presence = presence_new();
 	pthread_mutex_init(&ep->key_lock, NULL);
 	static const rt_child_spec channel_spec = {
@@ -54,7 +61,7 @@ ch_endpoint_stop(ch_endpoint *ep)
 		ch_token_key_free(ep->keys[i].key);
 	pthread_mutex_destroy(&ep->key_lock);
 	presence_free(ep->presence);
-	pubsub_free(ep->pubsub);
+	ch_ps_stop(ep->pubsub);
 	free(ep->secret);
 	free(ep);
 }
@@ -167,8 +174,15 @@ ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
 		p++;
 	if (*p != '{')
 		return -1;
-	return pubsub_local_broadcast(ep->pubsub, RT_NOPID, topic, event, payload_json,
-	                              strlen(payload_json));
+	return chan_publish(ep, RT_NOPID, topic, event, payload_json, strlen(payload_json), false,
+	                    false, NULL);
+}
+
+int
+ch_endpoint_broadcast_binary(ch_endpoint *ep, const char *topic, const char *event,
+                             const void *data, size_t len)
+{
+	return chan_publish(ep, RT_NOPID, topic, event, data, len, true, false, NULL);
 }
 
 int
@@ -177,7 +191,7 @@ ch_pubsub_subscribe(ch_endpoint *ep, const char *topic)
 	rt_pid self = rt_self();
 	if (!self)
 		return -1;
-	return pubsub_subscribe(ep->pubsub, topic, self, RT_NOPID, 2, NULL);
+	return ch_ps_subscribe(ep->pubsub, topic, self, NULL, 0);
 }
 
 int
@@ -186,7 +200,13 @@ ch_pubsub_unsubscribe(ch_endpoint *ep, const char *topic)
 	rt_pid self = rt_self();
 	if (!self)
 		return -1;
-	return pubsub_unsubscribe(ep->pubsub, topic, self);
+	return ch_ps_unsubscribe(ep->pubsub, topic, self);
+}
+
+size_t
+ch_pubsub_subscribers(ch_endpoint *ep, const char *topic)
+{
+	return ch_ps_subscribers(ep->pubsub, topic);
 }
 
 int

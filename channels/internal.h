@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "channels/channels.h"
+#include "channels/pubsub.h"
 #include "channels/serializer.h"
 #include "channels/token.h"
 #include "channels/transport.h"
@@ -40,6 +41,7 @@ typedef struct chan_start {
 	const ch_channel_ops *ops;
 	ch_endpoint *ep;
 	rt_pid transport;
+	ch_socket *sock; /* the transport's socket (fastlane) */
 	uint8_t vsn;
 	uint32_t topic_len, join_ref_len, params_len, assigns_len, id_len;
 	uint8_t params_binary;
@@ -49,27 +51,51 @@ typedef struct chan_start {
 
 /* ------------------------------------------------------------------ pubsub */
 
-typedef struct ch_pubsub ch_pubsub;
+/* A channel's subscription value (ch_ps_sub.value): where the fastlane
+ * dispatcher (fastlane.c) sends the topic's broadcasts.  All zero for a
+ * plain subscriber (the socket's id topic, application processes), which
+ * gets CH_MSG_BROADCAST messages. */
+typedef struct ch_fastlane {
+	rt_pid transport;              /* the client's transport process, or 0 */
+	ch_socket *sock;               /* its socket: valid while the transport lives */
+	const char *const *intercepts; /* events that go to the channel (handle_out) */
+	uint8_t vsn;                   /* serializer */
+} ch_fastlane;
 
-ch_pubsub *pubsub_new(void);
-void pubsub_free(ch_pubsub *ps);
+_Static_assert(sizeof(ch_fastlane) <= CH_PS_VALUE_SIZE, "a fastlane fits a subscription value");
 
-/* Subscribes pid to topic.  fastlane: the transport pid that takes encoded
- * frames directly (0: pid gets CH_MSG_BROADCAST messages); intercepts: events
- * that go to pid even with a fastlane. */
-int pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, int vsn,
-                     const char *const *intercepts);
-int pubsub_unsubscribe(ch_pubsub *ps, const char *topic, rt_pid pid);
+extern const ch_ps_dispatcher ch_fastlane_dispatcher;
 
-/* Delivers {topic, event, payload} to the local subscribers of topic except
- * `from`: encodes the frame once per serializer for fastlane subscribers. */
+/* rt_buf.flags of a packed broadcast: the payload is bytes, not JSON text. */
+enum { CH_BCAST_BINARY = 1 };
+
+/* Packs {topic, event, payload} as a broadcast message (one reference). */
+rt_buf *ch_broadcast_pack(const char *topic, const char *event, const void *payload,
+                          size_t payload_len, bool binary);
+
+/* Reads a packed broadcast; 0, or -1 when b is not one. */
+int ch_broadcast_view_of(const rt_buf *b, ch_broadcast_view *out);
+
+/* Broadcasts {topic, event, payload} through the fastlane dispatcher to
+ * every subscriber but `from` (RT_NOPID: all), on every node unless local.
+ * track: as ch_ps_publish's.  0, or -1 for a bad argument or an adapter
+ * failure. */
+int chan_publish(ch_endpoint *ep, rt_pid from, const char *topic, const char *event,
+                 const void *payload, size_t payload_len, bool binary, bool local,
+                 ch_ps_bcast **track);
+
+/* chan_publish for JSON text on this node only (presence diffs). */
 int pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char *event,
                            const char *payload, size_t payload_len);
 
-/* Subscribers of a topic (tests, stats). */
-size_t pubsub_count(ch_pubsub *ps, const char *topic);
-
-/* ------------------------------------------------------------------ endpoint */
+/* The fastlane's direct path, for code running on the transport's own
+ * scheduler (rt_local(transport)) whose mailbox is empty: queues frame (a
+ * reference taken over unless declined) on the connection when no join is
+ * pending on the socket and the transport can take it.  CH_PUSH_FIRST: the
+ * first frame since the connection's last write, ch_socket_flush_local must
+ * follow before the caller's callback returns. */
+int ch_socket_push_local(ch_socket *s, rt_buf *frame);
+void ch_socket_flush_local(ch_socket *s);
 
 /* ------------------------------------------------------------------ presence */
 

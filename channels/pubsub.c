@@ -1,126 +1,145 @@
 /*
- * Local PubSub (Phoenix.PubSub's local half) with Phoenix's fastlane.
+ * Phoenix.PubSub: the registry of subscriptions, its partitions, and
+ * broadcasts through dispatchers and an adapter (channels/pubsub.h).
  *
- * Topics live in NSHARDS shards chosen by hash, each a chained hash table
- * under a reader-writer lock: broadcasts of different topics, and broadcasts
- * of one topic from several processes, run in parallel; subscribe and
- * unsubscribe take the shard's write lock briefly.
+ * Two structures hold a subscription:
+ * - the index: topic -> {pid -> partition, subscribers per partition, the
+ *   bit mask of partitions that have some}, in NSHARDS shards by topic hash,
+ *   each under a mutex held for O(1) work (a subscribe, an unsubscribe, a
+ *   publisher reading the mask).  It answers subscribers() and tells a
+ *   publisher which partitions to send a broadcast to.
+ * - the partition's table: topic -> array of {pid, value}, owned by the
+ *   partition process alone (no lock), changed by PS_SUB / PS_UNSUB
+ *   messages that the index sends while it changes, so the two agree in
+ *   order.  A broadcast is a PS_BCAST message to each partition in the mask;
+ *   the partition runs the dispatcher over its array.
  *
- * A subscriber is a process and, for channel processes, a fastlane: the pid
- * of the client's transport plus its serializer.  A broadcast is encoded once
- * per serializer and the same bytes (one refcounted rt_buf) go straight to
- * every transport, without waking the channel processes, unless the channel
- * intercepts that event (channel/server.ex's dispatch/3).  Subscribers whose
- * process is gone are found by the failed send and removed after the
- * broadcast, so a channel killed before it could unsubscribe does not linger.
+ * Why this order is safe: a subscribe pushes PS_SUB onto the partition's
+ * mailbox before it returns, and a publisher that learnt of the subscription
+ * (directly or not) pushes its PS_BCAST after that, so the partition sees
+ * the subscription first (one MPSC queue is linearizable).  Broadcasts from
+ * one process reach each partition, and so each subscriber, in order.
+ *
+ * A broadcast (ch_ps_bcast) is shared by the partitions it goes to, with a
+ * reference each; dispatchers share work through its cache slots (the
+ * fastlane's encoded frames).
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "channels/internal.h"
+#include "channels/pubsub.h"
 #include "runtime/hash.h"
-#include "runtime/pidmap.h" /* a generic container of the runtime's, for the pid index */
+#include "runtime/pidmap.h"
 
 #define NSHARDS 64
+#define MAX_PARTS 64
 #define MAX_DEAD 64
+#define MAX_USED 4 /* distinct dispatchers flushed after a partition's batch */
+/* Deliveries after which a partition ends its turn (rt_yield), so that the
+ * connections and channels of its scheduler run between big broadcasts;
+ * broadcasts queued meanwhile are dispatched together in the next turn (one
+ * write per connection for all of them). */
+#define TURN_WORK 65536
 
-typedef struct sub {
-	rt_pid pid;
-	rt_pid fastlane;
-	const char *const *intercepts;
-	uint8_t vsn;
-} sub;
-
-typedef struct topic_ent {
-	struct topic_ent *next;
-	uint64_t hash;
-	sub *subs;
-	uint32_t n, cap;
-	pidmap index; /* subscriber pid -> position in subs: O(1) unsubscribe */
-	char topic[];
-} topic_ent;
-
-typedef struct shard {
-	pthread_rwlock_t lock;
-	topic_ent **buckets;
-	size_t nbuckets, ntopics;
-} shard;
-
-struct ch_pubsub {
-	shard shards[NSHARDS];
+/* Tags of the partition processes' messages (from the framework's range). */
+enum {
+	PS_SUB = 0xFFFE0200u, /* ps_sub_msg */
+	PS_UNSUB,             /* ps_unsub_msg */
+	PS_BCAST,             /* ch_ps_bcast * */
+	PS_FWD,               /* ps_fwd_msg: a message relayed in order (ch_ps_forward) */
+	PS_STOP,              /* end (ch_ps_stop) */
 };
 
-static uint64_t
-hash_topic(const char *s)
-{
-	return rt_hash_str(s);
-}
+typedef struct ps_sub_msg {
+	rt_pid pid;
+	uint64_t hash;
+	_Alignas(8) unsigned char value[CH_PS_VALUE_SIZE];
+	char topic[]; /* NUL-terminated */
+} ps_sub_msg;
 
-ch_pubsub *
-pubsub_new(void)
-{
-	ch_pubsub *ps = calloc(1, sizeof(*ps));
-	if (!ps)
-		abort();
-	for (int i = 0; i < NSHARDS; i++) {
-		pthread_rwlock_init(&ps->shards[i].lock, NULL);
-		ps->shards[i].nbuckets = 64;
-		ps->shards[i].buckets = calloc(64, sizeof(topic_ent *));
-		if (!ps->shards[i].buckets)
-			abort();
-	}
-	return ps;
-}
+typedef struct ps_unsub_msg {
+	rt_pid pid;
+	uint64_t hash;
+	char topic[];
+} ps_unsub_msg;
 
-void
-pubsub_free(ch_pubsub *ps)
-{
-	if (!ps)
-		return;
-	for (int i = 0; i < NSHARDS; i++) {
-		shard *sh = &ps->shards[i];
-		for (size_t b = 0; b < sh->nbuckets; b++) {
-			topic_ent *t = sh->buckets[b];
-			while (t) {
-				topic_ent *n = t->next;
-				free(t->subs);
-				pidmap_free(&t->index);
-				free(t);
-				t = n;
-			}
-		}
-		free(sh->buckets);
-		pthread_rwlock_destroy(&sh->lock);
-	}
-	free(ps);
-}
+typedef struct ps_fwd_msg {
+	rt_pid to;
+	rt_msg *inner;
+} ps_fwd_msg;
 
-static shard *
+/* Shared by the partitions dispatching it (and a publisher tracking it);
+ * freed by the last reference. */
+struct ch_ps_bcast {
+	_Atomic uint32_t refs;
+	_Atomic uint64_t done; /* partitions done with it (or never given it) */
+	uint32_t tag;
+	rt_pid from;
+	uint64_t hash;
+	const ch_ps_dispatcher *d;
+	rt_buf *message;
+	rt_buf *_Atomic cache[CH_PS_CACHE_SLOTS];
+	uint32_t topic_len;
+	char topic[];
+};
+
+/* ------------------------------------------------------------------ index */
+
+/* Owned by its shard (under the shard's lock). */
+typedef struct ix_topic {
+	struct ix_topic *next;
+	uint64_t hash;
+	uint64_t mask; /* partitions with count > 0 */
+	pidmap subs;   /* pid -> partition */
+	char *topic;   /* points after count[] */
+	uint32_t count[];
+} ix_topic;
+
+typedef struct ix_shard {
+	pthread_mutex_t lock;
+	ix_topic **buckets;
+	size_t nbuckets, ntopics;
+} ix_shard;
+
+struct ch_pubsub {
+	int nparts;
+	rt_pid parts[MAX_PARTS];
+	const ch_ps_adapter *adapter;
+	void *adapter_ctx;
+	const ch_ps_dispatcher *const *dispatchers;
+	ix_shard shards[NSHARDS];
+};
+
+static ix_shard *
 shard_of(ch_pubsub *ps, uint64_t h)
 {
 	return &ps->shards[(h >> 58) % NSHARDS];
 }
 
-static topic_ent **
-find(shard *sh, const char *topic, uint64_t h)
+static ix_topic **
+ix_find(ix_shard *sh, const char *topic, uint64_t h)
 {
-	topic_ent **pp = &sh->buckets[h % sh->nbuckets];
+	ix_topic **pp = &sh->buckets[h % sh->nbuckets];
 	while (*pp && ((*pp)->hash != h || strcmp((*pp)->topic, topic) != 0))
 		pp = &(*pp)->next;
 	return pp;
 }
 
 static void
-grow(shard *sh)
+ix_grow(ix_shard *sh)
 {
 	size_t nb = sh->nbuckets * 2;
-	topic_ent **b = calloc(nb, sizeof(*b));
+	ix_topic **b = calloc(nb, sizeof(*b));
 	if (!b)
 		abort();
 	for (size_t i = 0; i < sh->nbuckets; i++) {
-		topic_ent *t = sh->buckets[i];
+		ix_topic *t = sh->buckets[i];
 		while (t) {
-			topic_ent *n = t->next;
+			ix_topic *n = t->next;
 			t->next = b[t->hash % nb];
 			b[t->hash % nb] = t;
 			t = n;
@@ -131,54 +150,515 @@ grow(shard *sh)
 	sh->nbuckets = nb;
 }
 
-int
-pubsub_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, rt_pid fastlane, int vsn,
-                 const char *const *intercepts)
+static void
+ix_count(ix_topic *t, int part, int delta)
 {
-	uint64_t h = hash_topic(topic);
-	shard *sh = shard_of(ps, h);
-	pthread_rwlock_wrlock(&sh->lock);
-	topic_ent **pp = find(sh, topic, h);
-	topic_ent *t = *pp;
+	t->count[part] = (uint32_t)((int64_t)t->count[part] + delta);
+	if (t->count[part])
+		t->mask |= (uint64_t)1 << part;
+	else
+		t->mask &= ~((uint64_t)1 << part);
+}
+
+/* Frees t if nothing is left in it (lock held; pp is where t hangs). */
+static void
+ix_maybe_free(ix_shard *sh, ix_topic **pp, ix_topic *t)
+{
+	if (t->subs.n)
+		return;
+	*pp = t->next;
+	pidmap_free(&t->subs);
+	free(t);
+	sh->ntopics--;
+}
+
+/* ------------------------------------------------------------------ partition messages */
+
+static int
+send_sub(ch_pubsub *ps, int part, const char *topic, uint64_t h, rt_pid pid, const void *value,
+         size_t value_len)
+{
+	size_t tl = strlen(topic) + 1;
+	rt_msg *m = rt_msg_alloc(PS_SUB, sizeof(ps_sub_msg) + tl);
+	ps_sub_msg *s = rt_msg_data(m);
+	s->pid = pid;
+	s->hash = h;
+	memset(s->value, 0, sizeof(s->value));
+	if (value_len)
+		memcpy(s->value, value, value_len);
+	memcpy(s->topic, topic, tl);
+	return rt_send_msg(ps->parts[part], m);
+}
+
+static void
+send_unsub(ch_pubsub *ps, int part, const char *topic, uint64_t h, rt_pid pid)
+{
+	size_t tl = strlen(topic) + 1;
+	rt_msg *m = rt_msg_alloc(PS_UNSUB, sizeof(ps_unsub_msg) + tl);
+	ps_unsub_msg *u = rt_msg_data(m);
+	u->pid = pid;
+	u->hash = h;
+	memcpy(u->topic, topic, tl);
+	rt_send_msg(ps->parts[part], m);
+}
+
+/* ------------------------------------------------------------------ registry API */
+
+static int
+part_for(const ch_pubsub *ps, rt_pid near)
+{
+	int home = rt_home(near);
+	if (home >= 0)
+		return home % ps->nparts;
+	return (int)(((near * 0x9E3779B97F4A7C15ull) >> 32) % (uint64_t)ps->nparts);
+}
+
+int
+ch_ps_subscribe_on(ch_pubsub *ps, rt_pid near, const char *topic, rt_pid pid, const void *value,
+                   size_t value_len)
+{
+	if (!ps || !topic || !pid || value_len > CH_PS_VALUE_SIZE || (value_len && !value))
+		return -1;
+	int part = part_for(ps, near ? near : pid);
+	uint64_t h = rt_hash_str(topic);
+	ix_shard *sh = shard_of(ps, h);
+	pthread_mutex_lock(&sh->lock);
+	ix_topic **pp = ix_find(sh, topic, h);
+	ix_topic *t = *pp;
 	if (!t) {
-		size_t n = strlen(topic) + 1;
-		t = calloc(1, sizeof(*t) + n);
+		size_t tl = strlen(topic) + 1;
+		size_t cs = (size_t)ps->nparts * sizeof(uint32_t);
+		t = calloc(1, sizeof(*t) + cs + tl);
 		if (!t)
 			abort();
-		memcpy(t->topic, topic, n);
 		t->hash = h;
+		t->topic = (char *)t->count + cs;
+		memcpy(t->topic, topic, tl);
 		*pp = t;
 		if (++sh->ntopics > sh->nbuckets * 2)
-			grow(sh);
+			ix_grow(sh);
 	}
-	sub entry = {
-	    .pid = pid, .fastlane = fastlane, .intercepts = intercepts, .vsn = (uint8_t)vsn};
-	uint32_t i;
-	if (pidmap_get(&t->index, pid, &i)) {
-		t->subs[i] = entry; /* subscribing again updates the metadata */
-	} else {
-		if (t->n == t->cap) {
-			t->cap = t->cap ? t->cap * 2 : 4;
-			t->subs = realloc(t->subs, t->cap * sizeof(sub));
-			if (!t->subs)
-				abort();
-		}
-		pidmap_put(&t->index, pid, t->n);
-		t->subs[t->n++] = entry;
+	uint32_t old;
+	if (pidmap_get(&t->subs, pid, &old) && (int)old != part) {
+		/* moved to another partition (a new transport) */
+		send_unsub(ps, (int)old, topic, h, pid);
+		ix_count(t, (int)old, -1);
+		pidmap_del(&t->subs, pid);
 	}
-	pthread_rwlock_unlock(&sh->lock);
+	if (pidmap_put(&t->subs, pid, (uint32_t)part))
+		ix_count(t, part, +1);
+	/* Sent under the lock: the partition sees the index's changes in order. */
+	send_sub(ps, part, topic, h, pid, value, value_len);
+	pthread_mutex_unlock(&sh->lock);
 	return 0;
 }
 
-/* Removes pid's subscription to topic (write lock held). */
-static int
-remove_locked(shard *sh, const char *topic, uint64_t h, rt_pid pid)
+int
+ch_ps_subscribe(ch_pubsub *ps, const char *topic, rt_pid pid, const void *value, size_t value_len)
 {
-	topic_ent **pp = find(sh, topic, h);
-	topic_ent *t = *pp;
+	return ch_ps_subscribe_on(ps, pid, topic, pid, value, value_len);
+}
+
+/* Removes pid from the index; the partition it was in, or -1.  With
+ * tell: the partition is sent PS_UNSUB. */
+static int
+ix_remove(ch_pubsub *ps, const char *topic, uint64_t h, rt_pid pid, bool tell)
+{
+	ix_shard *sh = shard_of(ps, h);
+	pthread_mutex_lock(&sh->lock);
+	ix_topic **pp = ix_find(sh, topic, h);
+	ix_topic *t = *pp;
+	uint32_t part;
+	int rc = -1;
+	if (t && pidmap_get(&t->subs, pid, &part)) {
+		pidmap_del(&t->subs, pid);
+		ix_count(t, (int)part, -1);
+		if (tell)
+			send_unsub(ps, (int)part, topic, h, pid);
+		ix_maybe_free(sh, pp, t);
+		rc = (int)part;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return rc;
+}
+
+int
+ch_ps_unsubscribe(ch_pubsub *ps, const char *topic, rt_pid pid)
+{
+	if (!ps || !topic)
+		return -1;
+	return ix_remove(ps, topic, rt_hash_str(topic), pid, true) < 0 ? -1 : 0;
+}
+
+size_t
+ch_ps_subscribers(ch_pubsub *ps, const char *topic)
+{
+	uint64_t h = rt_hash_str(topic);
+	ix_shard *sh = shard_of(ps, h);
+	pthread_mutex_lock(&sh->lock);
+	ix_topic *t = *ix_find(sh, topic, h);
+	size_t n = t ? t->subs.n : 0;
+	pthread_mutex_unlock(&sh->lock);
+	return n;
+}
+
+/* ------------------------------------------------------------------ broadcasts */
+
+static void
+bcast_release(ch_ps_bcast *b)
+{
+	if (atomic_fetch_sub(&b->refs, 1) != 1)
+		return;
+	for (int i = 0; i < CH_PS_CACHE_SLOTS; i++)
+		rt_buf_release(atomic_load(&b->cache[i]));
+	rt_buf_release(b->message);
+	rt_free(b, sizeof(*b) + b->topic_len + 1);
+}
+
+/* Sends message to the local partitions with subscribers of topic (takes
+ * over the message's reference).  With track: *track gets a reference to
+ * the broadcast (NULL when no partition got it). */
+static void
+dispatch_local(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_buf *message,
+               const ch_ps_dispatcher *d, ch_ps_bcast **track)
+{
+	uint64_t h = rt_hash_str(topic);
+	ix_shard *sh = shard_of(ps, h);
+	pthread_mutex_lock(&sh->lock);
+	ix_topic *t = *ix_find(sh, topic, h);
+	uint64_t mask = t ? t->mask : 0;
+	pthread_mutex_unlock(&sh->lock);
+	if (track)
+		*track = NULL;
+	if (!mask) {
+		rt_buf_release(message);
+		return;
+	}
+	size_t tl = strlen(topic);
+	ch_ps_bcast *b = rt_alloc(sizeof(*b) + tl + 1);
+	atomic_init(&b->refs, (uint32_t)__builtin_popcountll(mask) + (track ? 1 : 0));
+	atomic_init(&b->done, ~mask);
+	b->tag = tag;
+	b->from = from;
+	b->hash = h;
+	b->d = d;
+	b->message = message;
+	for (int i = 0; i < CH_PS_CACHE_SLOTS; i++)
+		atomic_init(&b->cache[i], NULL);
+	b->topic_len = (uint32_t)tl;
+	memcpy(b->topic, topic, tl + 1);
+	if (track)
+		*track = b;
+	for (int p = 0; mask; p++, mask >>= 1) {
+		if (!(mask & 1))
+			continue;
+		rt_msg *m = rt_msg_alloc(PS_BCAST, sizeof(b));
+		memcpy(rt_msg_data(m), &b, sizeof(b));
+		if (rt_send_msg(ps->parts[p], m) < 0) { /* the partition is gone (stopping) */
+			atomic_fetch_or(&b->done, (uint64_t)1 << p);
+			bcast_release(b);
+		}
+	}
+}
+
+int
+ch_ps_publish(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_buf *message,
+              const ch_ps_dispatcher *d, bool local, ch_ps_bcast **track)
+{
+	if (track)
+		*track = NULL;
+	if (!ps || !topic || !message) {
+		rt_buf_release(message);
+		return -1;
+	}
+	if (!d)
+		d = &ch_ps_default_dispatcher;
+	int rc = 0;
+	if (!local && ps->adapter && ps->adapter->broadcast &&
+	    ps->adapter->broadcast(ps->adapter_ctx, topic, tag, message, d->name) < 0)
+		rc = -1;
+	dispatch_local(ps, from, topic, tag, message, d, track);
+	return rc;
+}
+
+static int
+publish(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_buf *message,
+        const ch_ps_dispatcher *d, bool remote)
+{
+	return ch_ps_publish(ps, from, topic, tag, message, d, !remote, NULL);
+}
+
+bool
+ch_ps_bcast_done(const ch_pubsub *ps, const ch_ps_bcast *b, rt_pid near)
+{
+	int p = part_for(ps, near);
+	return (atomic_load_explicit(&b->done, memory_order_acquire) >> p) & 1;
+}
+
+void
+ch_ps_bcast_release(ch_ps_bcast *b)
+{
+	if (b)
+		bcast_release(b);
+}
+
+int
+ch_ps_forward(ch_pubsub *ps, rt_pid near, rt_pid to, rt_msg *m)
+{
+	m->from = rt_self();
+	rt_msg *w = rt_msg_alloc(PS_FWD, sizeof(ps_fwd_msg));
+	ps_fwd_msg *f = rt_msg_data(w);
+	f->to = to;
+	f->inner = m;
+	if (rt_send_msg(ps->parts[part_for(ps, near)], w) < 0) {
+		rt_msg_free(m);
+		return -1;
+	}
+	return 0;
+}
+
+int
+ch_ps_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
+                const ch_ps_dispatcher *d)
+{
+	return publish(ps, RT_NOPID, topic, tag, message, d, true);
+}
+
+int
+ch_ps_broadcast_from(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_buf *message,
+                     const ch_ps_dispatcher *d)
+{
+	return publish(ps, from, topic, tag, message, d, true);
+}
+
+int
+ch_ps_local_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
+                      const ch_ps_dispatcher *d)
+{
+	return publish(ps, RT_NOPID, topic, tag, message, d, false);
+}
+
+int
+ch_ps_local_broadcast_from(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag,
+                           rt_buf *message, const ch_ps_dispatcher *d)
+{
+	return publish(ps, from, topic, tag, message, d, false);
+}
+
+const char *
+ch_ps_node_name(const ch_pubsub *ps)
+{
+	if (ps && ps->adapter && ps->adapter->node_name)
+		return ps->adapter->node_name(ps->adapter_ctx);
+	return "nonode@nohost";
+}
+
+int
+ch_ps_direct_broadcast(ch_pubsub *ps, const char *node, const char *topic, uint32_t tag,
+                       rt_buf *message, const ch_ps_dispatcher *d)
+{
+	if (!ps || !node) {
+		rt_buf_release(message);
+		return -1;
+	}
+	if (!d)
+		d = &ch_ps_default_dispatcher;
+	if (strcmp(node, ch_ps_node_name(ps)) == 0)
+		return publish(ps, RT_NOPID, topic, tag, message, d, false);
+	int rc = -1;
+	if (ps->adapter && ps->adapter->direct_broadcast && topic)
+		rc = ps->adapter->direct_broadcast(ps->adapter_ctx, node, topic, tag, message,
+		                                   d->name);
+	rt_buf_release(message);
+	return rc;
+}
+
+int
+ch_ps_remote_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
+                       const char *dispatcher)
+{
+	const ch_ps_dispatcher *d = NULL;
+	if (dispatcher && strcmp(dispatcher, ch_ps_default_dispatcher.name) == 0)
+		d = &ch_ps_default_dispatcher;
+	for (size_t i = 0; !d && dispatcher && ps->dispatchers && ps->dispatchers[i]; i++)
+		if (strcmp(ps->dispatchers[i]->name, dispatcher) == 0)
+			d = ps->dispatchers[i];
+	if (!d) {
+		rt_buf_release(message);
+		return -1;
+	}
+	return publish(ps, RT_NOPID, topic, tag, message, d, false);
+}
+
+const char *
+ch_ps_bcast_topic(const ch_ps_bcast *b)
+{
+	return b->topic;
+}
+
+uint32_t
+ch_ps_bcast_tag(const ch_ps_bcast *b)
+{
+	return b->tag;
+}
+
+rt_buf *
+ch_ps_bcast_message(const ch_ps_bcast *b)
+{
+	return b->message;
+}
+
+rt_pid
+ch_ps_bcast_from(const ch_ps_bcast *b)
+{
+	return b->from;
+}
+
+rt_buf *
+ch_ps_cache_get(ch_ps_bcast *b, int i)
+{
+	return atomic_load_explicit(&b->cache[i], memory_order_acquire);
+}
+
+rt_buf *
+ch_ps_cache_put(ch_ps_bcast *b, int i, rt_buf *buf)
+{
+	rt_buf *expected = NULL;
+	if (atomic_compare_exchange_strong(&b->cache[i], &expected, buf))
+		return buf;
+	rt_buf_release(buf);
+	return expected;
+}
+
+/* ------------------------------------------------------------------ default dispatcher */
+
+static size_t
+default_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap)
+{
+	size_t ndead = 0;
+	uint32_t spare = (uint32_t)n;
+	rt_buf_retain_n(b->message, spare);
+	for (size_t i = 0; i < n; i++) {
+		if (subs[i].pid == b->from)
+			continue;
+		spare--;
+		if (rt_send_buf(subs[i].pid, b->tag, NULL, 0, b->message) < 0 && ndead < dead_cap)
+			dead[ndead++] = subs[i].pid;
+	}
+	rt_buf_release_n(b->message, spare);
+	return ndead;
+}
+
+const ch_ps_dispatcher ch_ps_default_dispatcher = {
+    .name = "default",
+    .dispatch = default_dispatch,
+};
+
+/* ------------------------------------------------------------------ partition process */
+
+/* A topic's subscriptions in one partition (owned by the partition process). */
+typedef struct pt_topic {
+	struct pt_topic *next;
+	uint64_t hash;
+	ch_ps_sub *subs;
+	uint32_t n, cap;
+	pidmap index; /* pid -> position in subs */
+	char topic[];
+} pt_topic;
+
+/* The partition process's state (its scheduler's thread only). */
+typedef struct part {
+	ch_pubsub *ps;
+	int index;
+	pt_topic **buckets;
+	size_t nbuckets, ntopics;
+	const ch_ps_dispatcher *used[MAX_USED]; /* to flush after this batch */
+	int nused;
+	size_t work; /* deliveries in this turn */
+} part;
+
+typedef struct part_arg {
+	ch_pubsub *ps;
+	int index;
+} part_arg;
+
+static pt_topic **
+pt_find(part *pt, const char *topic, uint64_t h)
+{
+	pt_topic **pp = &pt->buckets[h % pt->nbuckets];
+	while (*pp && ((*pp)->hash != h || strcmp((*pp)->topic, topic) != 0))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void
+pt_grow(part *pt)
+{
+	size_t nb = pt->nbuckets * 2;
+	pt_topic **b = calloc(nb, sizeof(*b));
+	if (!b)
+		abort();
+	for (size_t i = 0; i < pt->nbuckets; i++) {
+		pt_topic *t = pt->buckets[i];
+		while (t) {
+			pt_topic *n = t->next;
+			t->next = b[t->hash % nb];
+			b[t->hash % nb] = t;
+			t = n;
+		}
+	}
+	free(pt->buckets);
+	pt->buckets = b;
+	pt->nbuckets = nb;
+}
+
+static void
+pt_add(part *pt, const ps_sub_msg *s)
+{
+	pt_topic **pp = pt_find(pt, s->topic, s->hash);
+	pt_topic *t = *pp;
+	if (!t) {
+		size_t tl = strlen(s->topic) + 1;
+		t = calloc(1, sizeof(*t) + tl);
+		if (!t)
+			abort();
+		memcpy(t->topic, s->topic, tl);
+		t->hash = s->hash;
+		*pp = t;
+		if (++pt->ntopics > pt->nbuckets * 2)
+			pt_grow(pt);
+	}
+	uint32_t i;
+	if (!pidmap_get(&t->index, s->pid, &i)) {
+		if (t->n == t->cap) {
+			t->cap = t->cap ? t->cap * 2 : 2;
+			t->subs = realloc(t->subs, t->cap * sizeof(ch_ps_sub));
+			if (!t->subs)
+				abort();
+		}
+		i = t->n++;
+		pidmap_put(&t->index, s->pid, i);
+	}
+	t->subs[i].pid = s->pid;
+	memcpy(t->subs[i].value, s->value, CH_PS_VALUE_SIZE);
+}
+
+static void
+pt_topic_free(pt_topic *t)
+{
+	free(t->subs);
+	pidmap_free(&t->index);
+	free(t);
+}
+
+static void
+pt_remove(part *pt, const char *topic, uint64_t h, rt_pid pid)
+{
+	pt_topic **pp = pt_find(pt, topic, h);
+	pt_topic *t = *pp;
 	uint32_t i;
 	if (!t || !pidmap_get(&t->index, pid, &i))
-		return -1;
+		return;
 	pidmap_del(&t->index, pid);
 	if (i != --t->n) {
 		t->subs[i] = t->subs[t->n];
@@ -186,141 +666,195 @@ remove_locked(shard *sh, const char *topic, uint64_t h, rt_pid pid)
 	}
 	if (t->n == 0) {
 		*pp = t->next;
-		free(t->subs);
-		pidmap_free(&t->index);
-		free(t);
-		sh->ntopics--;
+		pt_topic_free(t);
+		pt->ntopics--;
+	} else if (t->cap > 16 && t->n < t->cap / 4) {
+		t->cap /= 2;
+		ch_ps_sub *s = realloc(t->subs, t->cap * sizeof(ch_ps_sub));
+		if (s)
+			t->subs = s;
 	}
-	return 0;
 }
 
-int
-pubsub_unsubscribe(ch_pubsub *ps, const char *topic, rt_pid pid)
+static void
+pt_dispatch(part *pt, ch_ps_bcast *b)
 {
-	uint64_t h = hash_topic(topic);
-	shard *sh = shard_of(ps, h);
-	pthread_rwlock_wrlock(&sh->lock);
-	int rc = remove_locked(sh, topic, h, pid);
-	pthread_rwlock_unlock(&sh->lock);
-	return rc;
-}
-
-static bool
-intercepted(const char *const *list, const char *event)
-{
-	if (!list)
-		return false;
-	for (; *list; list++)
-		if (strcmp(*list, event) == 0)
-			return true;
-	return false;
-}
-
-/* The message for plain and intercepting subscribers: topic, event and
- * payload, NUL-separated, in one shared buffer. */
-static rt_buf *
-pack_broadcast(const char *topic, const char *event, const char *payload, size_t payload_len)
-{
-	size_t tl = strlen(topic) + 1, el = strlen(event) + 1;
-	rt_buf *b = rt_buf_alloc(tl + el + payload_len + 1);
-	b = rt_buf_append(b, topic, tl);
-	b = rt_buf_append(b, event, el);
-	b = rt_buf_append(b, payload, payload_len);
-	b = rt_buf_append(b, "", 1);
-	return b;
-}
-
-int
-ch_broadcast_read(const rt_msg *m, ch_broadcast_view *out)
-{
-	if (m->tag != CH_MSG_BROADCAST || !m->buf)
-		return -1;
-	const char *p = (const char *)m->buf->data;
-	out->topic = p;
-	out->event = p + strlen(p) + 1;
-	out->payload = out->event + strlen(out->event) + 1;
-	out->payload_len = m->buf->len - (size_t)(out->payload - p) - 1;
-	return 0;
-}
-
-int
-pubsub_local_broadcast(ch_pubsub *ps, rt_pid from, const char *topic, const char *event,
-                       const char *payload, size_t payload_len)
-{
-	uint64_t h = hash_topic(topic);
-	shard *sh = shard_of(ps, h);
-	/* Each shared buffer takes a reference per remaining subscriber when it
-	 * is made; the ones not handed out are dropped at the end. */
-	rt_buf *enc[3] = {NULL, NULL, NULL};
-	uint32_t enc_spare[3] = {0, 0, 0};
-	bool enc_failed[3] = {false, false, false};
-	rt_buf *packed = NULL;
-	uint32_t packed_spare = 0;
-	rt_pid dead[MAX_DEAD];
-	int ndead = 0;
-
-	pthread_rwlock_rdlock(&sh->lock);
-	topic_ent *t = *find(sh, topic, h);
-	for (uint32_t i = 0; t && i < t->n; i++) {
-		const sub *s = &t->subs[i];
-		if (s->pid == from)
-			continue;
-		int rc;
-		if (s->fastlane && !intercepted(s->intercepts, event)) {
-			int v = s->vsn == 1 ? 1 : 2;
-			if (!enc[v] && !enc_failed[v]) {
-				int kind = ch_encode_broadcast(&enc[v], v, topic, event, payload,
-				                               payload_len);
-				if (kind < 0) {
-					rt_buf_release(enc[v]);
-					enc[v] = NULL;
-					enc_failed[v] = true;
-					rt_log_warning(
-					    "broadcast on %s: cannot encode %s for vsn %d", topic,
-					    event, v);
-				} else {
-					enc[v]->flags = (uint32_t)kind;
-					enc_spare[v] = t->n - i;
-					rt_buf_retain_n(enc[v], enc_spare[v]);
+	pt_topic *t = *pt_find(pt, b->topic, b->hash);
+	if (t && t->n) {
+		rt_pid dead[MAX_DEAD];
+		size_t ndead = b->d->dispatch(b, t->subs, t->n, dead, MAX_DEAD);
+		pt->work += t->n;
+		if (pt->work >= TURN_WORK)
+			rt_yield();
+		if (b->d->flush) {
+			int i = 0;
+			while (i < pt->nused && pt->used[i] != b->d)
+				i++;
+			if (i == pt->nused) {
+				if (pt->nused == MAX_USED) { /* full: flush one now */
+					pt->used[0]->flush();
+					pt->used[0] = pt->used[--pt->nused];
 				}
+				pt->used[pt->nused++] = b->d;
 			}
-			if (!enc[v])
-				continue;
-			enc_spare[v]--;
-			rc = rt_send_buf(s->fastlane, CH_MSG_FRAME, NULL, 0, enc[v]);
-		} else {
-			if (!packed) {
-				packed = pack_broadcast(topic, event, payload, payload_len);
-				packed_spare = t->n - i;
-				rt_buf_retain_n(packed, packed_spare);
-			}
-			packed_spare--;
-			rc = rt_send_buf(s->pid, CH_MSG_BROADCAST, NULL, 0, packed);
 		}
-		if (rc < 0 && ndead < MAX_DEAD)
-			dead[ndead++] = s->pid;
+		atomic_fetch_or_explicit(&b->done, (uint64_t)1 << pt->index, memory_order_release);
+		for (size_t i = 0; i < ndead; i++) {
+			/* Only if the index still has it here: it may have resubscribed elsewhere.
+			 */
+			if (ix_remove(pt->ps, b->topic, b->hash, dead[i], false) == pt->index)
+				pt_remove(pt, b->topic, b->hash, dead[i]);
+		}
+	} else {
+		atomic_fetch_or_explicit(&b->done, (uint64_t)1 << pt->index, memory_order_release);
 	}
-	pthread_rwlock_unlock(&sh->lock);
-	rt_buf_release_n(enc[1], enc_spare[1] + 1);
-	rt_buf_release_n(enc[2], enc_spare[2] + 1);
-	rt_buf_release_n(packed, packed_spare + 1);
-	if (ndead) {
-		pthread_rwlock_wrlock(&sh->lock);
-		for (int i = 0; i < ndead; i++)
-			remove_locked(sh, topic, h, dead[i]);
-		pthread_rwlock_unlock(&sh->lock);
-	}
-	return 0;
+	bcast_release(b);
 }
 
-size_t
-pubsub_count(ch_pubsub *ps, const char *topic)
+static int
+part_init(void *state, const void *arg, size_t size)
 {
-	uint64_t h = hash_topic(topic);
-	shard *sh = shard_of(ps, h);
-	pthread_rwlock_rdlock(&sh->lock);
-	topic_ent *t = *find(sh, topic, h);
-	size_t n = t ? t->n : 0;
-	pthread_rwlock_unlock(&sh->lock);
-	return n;
+	part *pt = state;
+	const part_arg *a = arg;
+	(void)size;
+	pt->ps = a->ps;
+	pt->index = a->index;
+	pt->nbuckets = 64;
+	pt->buckets = calloc(pt->nbuckets, sizeof(pt_topic *));
+	if (!pt->buckets)
+		abort();
+	return RT_OK;
+}
+
+static int
+part_handle(void *state, rt_msg *m)
+{
+	part *pt = state;
+	switch (m->tag) {
+	case PS_SUB:
+		pt_add(pt, rt_msg_data(m));
+		break;
+	case PS_UNSUB: {
+		const ps_unsub_msg *u = rt_msg_data(m);
+		pt_remove(pt, u->topic, u->hash, u->pid);
+		break;
+	}
+	case PS_BCAST: {
+		ch_ps_bcast *b;
+		memcpy(&b, rt_msg_data(m), sizeof(b));
+		pt_dispatch(pt, b);
+		break;
+	}
+	case PS_FWD: {
+		const ps_fwd_msg *f = rt_msg_data(m);
+		rt_forward_msg(f->to, f->inner);
+		break;
+	}
+	case PS_STOP:
+		return rt_stop("shutdown");
+	default:
+		break;
+	}
+	return RT_OK;
+}
+
+static void
+part_flush(void *state)
+{
+	part *pt = state;
+	for (int i = 0; i < pt->nused; i++)
+		pt->used[i]->flush();
+	pt->nused = 0;
+	pt->work = 0;
+}
+
+static void
+part_terminate(void *state, const char *reason)
+{
+	part *pt = state;
+	(void)reason;
+	part_flush(pt);
+	for (size_t b = 0; b < pt->nbuckets; b++) {
+		pt_topic *t = pt->buckets[b];
+		while (t) {
+			pt_topic *n = t->next;
+			pt_topic_free(t);
+			t = n;
+		}
+	}
+	free(pt->buckets);
+}
+
+static const rt_behaviour part_behaviour = {
+    .name = "pubsub_partition",
+    .state_size = sizeof(part),
+    .init = part_init,
+    .handle = part_handle,
+    .terminate = part_terminate,
+    .flush = part_flush,
+};
+
+/* ------------------------------------------------------------------ start / stop */
+
+ch_pubsub *
+ch_ps_start(const ch_ps_opts *opts)
+{
+	ch_pubsub *ps = calloc(1, sizeof(*ps));
+	if (!ps)
+		abort();
+	if (opts) {
+		ps->adapter = opts->adapter;
+		ps->adapter_ctx = opts->adapter_ctx;
+		ps->dispatchers = opts->dispatchers;
+	}
+	for (int i = 0; i < NSHARDS; i++) {
+		pthread_mutex_init(&ps->shards[i].lock, NULL);
+		ps->shards[i].nbuckets = 16;
+		ps->shards[i].buckets = calloc(16, sizeof(ix_topic *));
+		if (!ps->shards[i].buckets)
+			abort();
+	}
+	int n = rt_schedulers();
+	ps->nparts = n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
+	for (int i = 0; i < ps->nparts; i++) {
+		part_arg a = {.ps = ps, .index = i};
+		ps->parts[i] = rt_spawn_on(i, &part_behaviour, &a, sizeof(a));
+		if (!ps->parts[i]) {
+			ch_ps_stop(ps);
+			return NULL;
+		}
+	}
+	return ps;
+}
+
+void
+ch_ps_stop(ch_pubsub *ps)
+{
+	if (!ps)
+		return;
+	/* PS_STOP comes after every broadcast already queued, which releases
+	 * its references first. */
+	for (int i = 0; i < ps->nparts; i++)
+		if (ps->parts[i])
+			rt_send(ps->parts[i], PS_STOP, NULL, 0);
+	for (int i = 0; i < ps->nparts; i++)
+		while (ps->parts[i] && rt_alive(ps->parts[i])) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+	for (int i = 0; i < NSHARDS; i++) {
+		ix_shard *sh = &ps->shards[i];
+		for (size_t b = 0; b < sh->nbuckets; b++) {
+			ix_topic *t = sh->buckets[b];
+			while (t) {
+				ix_topic *n = t->next;
+				pidmap_free(&t->subs);
+				free(t);
+				t = n;
+			}
+		}
+		free(sh->buckets);
+		pthread_mutex_destroy(&sh->lock);
+	}
+	free(ps);
 }

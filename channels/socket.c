@@ -192,7 +192,6 @@ static void
 delete_chan(ch_socket *s, chan_ent *c)
 {
 	rt_demonitor(c->mon);
-	pubsub_unsubscribe(s->ep->pubsub, c->topic, c->pid);
 	free(c->topic);
 	free(c->join_ref);
 	*c = s->chans[--s->nchans];
@@ -324,6 +323,7 @@ start_join(ch_socket *s, const ch_msg *m, const ch_channel_ops *ops)
 	cs->ops = ops;
 	cs->ep = s->ep;
 	cs->transport = rt_self();
+	cs->sock = s;
 	cs->vsn = (uint8_t)s->vsn;
 	cs->topic_len = (uint32_t)tl;
 	cs->join_ref_len = (uint32_t)jl;
@@ -398,8 +398,7 @@ start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, b
 	s->pd->dup_pid = old->pid;
 	s->pd->dup_topic = old->topic;
 	s->pd->dup_join_ref = old->join_ref;
-	rt_demonitor(old->mon);
-	pubsub_unsubscribe(s->ep->pubsub, old->topic, old->pid);
+	rt_demonitor(old->mon); /* its terminate ends its subscription */
 	*old = s->chans[--s->nchans];
 	s->pd->dup_mon = rt_monitor(s->pd->dup_pid);
 	rt_exit(s->pd->dup_pid, "shutdown: duplicate_join");
@@ -755,7 +754,7 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 	if (n > 0 && n < sizeof(id)) {
 		id[n] = 0;
 		s->id = dup_or_null(id);
-		pubsub_subscribe(ep->pubsub, s->id, rt_self(), RT_NOPID, vsn, NULL);
+		ch_ps_subscribe(ep->pubsub, s->id, rt_self(), NULL, 0);
 	}
 	cJSON_Delete(assigns); /* channels get them as text */
 	*http_status = 0;
@@ -769,7 +768,7 @@ ch_socket_close(ch_socket *s, const char *reason)
 	if (!s)
 		return;
 	if (s->id) {
-		pubsub_unsubscribe(s->ep->pubsub, s->id, rt_self());
+		ch_ps_unsubscribe(s->ep->pubsub, s->id, rt_self());
 		free(s->id);
 	}
 	/* Channel processes monitor this process and stop when it exits. */
@@ -796,6 +795,21 @@ ch_socket_close(ch_socket *s, const char *reason)
 	}
 	free(s->assigns_json);
 	free(s);
+}
+
+int
+ch_socket_push_local(ch_socket *s, rt_buf *frame)
+{
+	if (s->block != B_NONE || !s->t.push_local)
+		return CH_PUSH_DECLINED;
+	return s->t.push_local(s->t.conn, frame);
+}
+
+void
+ch_socket_flush_local(ch_socket *s)
+{
+	if (s->t.flush_local)
+		s->t.flush_local(s->t.conn);
 }
 
 int

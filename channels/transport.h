@@ -28,6 +28,9 @@ enum {
 /* Frame kinds, in rt_buf.flags of frames (same values as the serializer's). */
 enum { CH_FRAME_TEXT_KIND = 1, CH_FRAME_BINARY_KIND = 2 };
 
+/* What ch_transport.push_local did with a frame. */
+enum { CH_PUSH_DECLINED = 0, CH_PUSH_QUEUED = 1, CH_PUSH_FIRST = 2 };
+
 /* WebSocket close codes (RFC 6455 7.4.1): what ch_socket_in returns and
  * ch_transport.close takes, and what the WebSocket codec reports. */
 typedef enum ch_close_code {
@@ -53,6 +56,17 @@ typedef struct ch_transport {
 	/* Closes the connection after the queued frames, with a close code
 	 * (ch_close_code, or an application's 4000-4999). */
 	void (*close)(void *conn, int code, const char *reason);
+	/* Optional, the fastlane's direct path.  Called by a dispatcher running
+	 * on the connection's own scheduler while the transport process cannot
+	 * run: queues frame (taking the reference) and returns
+	 * CH_PUSH_QUEUED, or CH_PUSH_FIRST when it is the first frame since the
+	 * last write (flush_local must follow before the caller's callback
+	 * returns); CH_PUSH_DECLINED (0, reference kept by the caller) when the
+	 * connection cannot take it now (closing, over its output limit): the
+	 * caller then sends the frame as a message. */
+	int (*push_local)(void *conn, rt_buf *frame);
+	/* Writes what push_local queued (same thread and conditions). */
+	void (*flush_local)(void *conn);
 } ch_transport;
 
 typedef struct ch_socket ch_socket;

@@ -201,8 +201,11 @@ struct sched {
 	cmd *cmds;
 	_Atomic int ncmds;
 	_Atomic int sleeping;
+	_Atomic int deep; /* sleeping without the rescue tick (sched.c idle) */
+	bool woke;        /* back from idle and no turn run since (owner only) */
 	/* The process being run and its crash recovery point. */
 	rt_proc *current;
+	bool yield_req; /* rt_yield: end current's turn after this message */
 	jmp_buf crash_jb;
 	uint64_t runs;
 	uint64_t ref_counter;

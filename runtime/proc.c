@@ -164,6 +164,13 @@ rt_send_msg(rt_pid to, rt_msg *m)
 {
 	sched *s = rt_cur;
 	m->from = s && s->current ? s->current->pid : RT_NOPID;
+	return rt_forward_msg(to, m);
+}
+
+int
+rt_forward_msg(rt_pid to, rt_msg *m)
+{
+	sched *s = rt_cur;
 	if (!s)
 		ebr_foreign_enter();
 	rt_proc *p = proc_lookup(to);
@@ -422,6 +429,39 @@ rt_msgq_len(rt_pid pid)
 	if (!s)
 		ebr_foreign_leave();
 	return n;
+}
+
+int
+rt_home(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s)
+		ebr_foreign_enter();
+	rt_proc *p = proc_lookup(pid);
+	int home = p ? p->home : -1;
+	if (!s)
+		ebr_foreign_leave();
+	return home;
+}
+
+void
+rt_yield(void)
+{
+	sched *s = rt_cur;
+	if (s && s->current)
+		s->yield_req = true;
+}
+
+bool
+rt_local(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s || !s->current)
+		return false;
+	rt_proc *p = proc_lookup(pid);
+	/* home is read first: flags belong to the thread p is pinned to. */
+	return p && p != s->current && p->home == s->id && (p->flags & PF_STARTED) &&
+	       !(p->flags & PF_EXITING);
 }
 
 bool
@@ -816,6 +856,7 @@ void
 proc_run(sched *s, rt_proc *p)
 {
 	s->current = p;
+	s->yield_req = false;
 	if (!(p->flags & PF_STARTED)) {
 		p->flags |= PF_STARTED;
 		if (p->beh->init) {
@@ -841,6 +882,10 @@ proc_run(sched *s, rt_proc *p)
 		budget--;
 		if (!dispatch(s, p, m))
 			return;
+		if (s->yield_req) {
+			s->yield_req = false;
+			budget = 0;
+		}
 	}
 	if (p->beh->flush)
 		p->beh->flush(p->state);

@@ -169,6 +169,17 @@ void *rt_self_state(void);
 /* True while the process exists. */
 bool rt_alive(rt_pid pid);
 
+/* The scheduler pid is pinned to (rt_pin, rt_io_open, rt_spawn_on), or -1
+ * when it is free to move or does not exist. */
+int rt_home(rt_pid pid);
+
+/* True when pid is alive, has run its init, is not exiting, and is pinned to
+ * the scheduler of the calling process (which is not pid).  Such a process
+ * cannot run until the caller's callback returns, so code that knows it (a
+ * dispatcher delivering to connections of its own scheduler) may touch data
+ * the process owns until then.  False outside a process. */
+bool rt_local(rt_pid pid);
+
 /* Messages waiting in pid's mailbox (approximate, counted modulo 65,536; 0
  * for a dead pid): for senders that must bound what they queue for a slow
  * receiver. */
@@ -191,6 +202,11 @@ rt_msg *rt_msg_alloc(uint32_t tag, size_t size);
 int rt_send_msg(rt_pid to, rt_msg *m);
 void rt_msg_free(rt_msg *m);
 
+/* Sends m as rt_send_msg does but leaves m->from as it is: for a relay that
+ * carries another process's message (a PubSub partition keeping a
+ * publisher's order), whose receiver must see the original sender. */
+int rt_forward_msg(rt_pid to, rt_msg *m);
+
 /* The runtime's small-block allocator: per-thread free lists per size class
  * (32 to 2,048 bytes; larger sizes go to malloc), no lock and no atomic, for
  * blocks a process allocates and frees by the thousand (queue entries).
@@ -198,6 +214,12 @@ void rt_msg_free(rt_msg *m);
  * (aborts when out of memory). */
 void *rt_alloc(size_t size);
 void rt_free(void *p, size_t size);
+
+/* Ends the calling process's turn after the message being handled: the
+ * rest of its mailbox waits behind the other runnable processes of its
+ * scheduler (flush runs first).  For handlers whose messages vary widely in
+ * cost, e.g. a broadcast to 10,000 connections. */
+void rt_yield(void);
 
 /* Sets the reason for a following RT_STOP or RT_ERROR return; returns RT_STOP. */
 int rt_stop(const char *reason);

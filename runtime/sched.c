@@ -457,14 +457,38 @@ loop_acquire_cb(struct ev_loop *loop)
 	ebr_online(&s->ebr);
 }
 
+/* s is awake: peers sleeping without their rescue tick start ticking (they
+ * wake, see s awake, and sleep again with the tick), so that a turn of s
+ * that never ends is still seen. */
+static void
+wake_deep_sleepers(sched *s)
+{
+	for (int i = 0; i < rt_g.nsched; i++) {
+		sched *v = &rt_g.scheds[i];
+		if (v != s && atomic_load(&v->deep) && atomic_exchange(&v->deep, 0))
+			ev_async_send(v->loop, &v->wake);
+	}
+}
+
 static void
 idle(sched *s)
 {
 	atomic_store(&s->sleeping, 1);
 	atomic_fetch_add(&rt_g.sleepers, 1);
 	/* While a peer is awake, tick to see whether it is stuck (as Go's
-	 * sysmon does); a node where every scheduler sleeps has no timer. */
-	if (peers_awake(s)) {
+	 * sysmon does); a node where every scheduler sleeps has no timer.  A
+	 * deep sleeper (no tick) says so in `deep`, and a peer that wakes later
+	 * wakes it: each of the two stores below is followed by a load of the
+	 * other's (seq_cst), so one of the two sees the other. */
+	bool tick = peers_awake(s);
+	if (!tick) {
+		atomic_store(&s->deep, 1);
+		if (peers_awake(s)) {
+			atomic_store(&s->deep, 0);
+			tick = true;
+		}
+	}
+	if (tick) {
 		if (!ev_is_active(&s->rescue))
 			ev_timer_again(s->loop, &s->rescue);
 	} else if (ev_is_active(&s->rescue)) {
@@ -473,8 +497,10 @@ idle(sched *s)
 	if (atomic_load(&s->inj_len) == 0 && atomic_load(&s->ncmds) == 0 &&
 	    cnt_get(&s->lq_len) == 0 && !atomic_load(&rt_g.stopping))
 		ev_run(s->loop, EVRUN_ONCE);
+	atomic_store(&s->deep, 0);
 	atomic_fetch_sub(&rt_g.sleepers, 1);
 	atomic_store(&s->sleeping, 0);
+	s->woke = true;
 }
 
 static void
@@ -494,6 +520,12 @@ sched_loop(sched *s)
 			if (cnt_get(&s->lq_len) == 0 && atomic_load(&s->inj_len) == 0)
 				idle(s);
 			continue;
+		}
+		if (s->woke) {
+			/* Up from sleep with work (not a mere tick or a peer's poke,
+			 * which would make two deep sleepers wake each other forever). */
+			s->woke = false;
+			wake_deep_sleepers(s);
 		}
 		turn_begin(s);
 		proc_run(s, p);

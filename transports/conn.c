@@ -414,6 +414,33 @@ conn_write_now(conn *c)
 	return c->oq_tail ? oq_write(c, &progress) : 1;
 }
 
+bool
+conn_mark_foreign(conn *c)
+{
+	if (c->flags & F_FOREIGN)
+		return false;
+	c->flags |= F_FOREIGN;
+	return true;
+}
+
+void
+conn_flush_foreign(conn *c)
+{
+	c->flags &= (uint16_t)~F_FOREIGN;
+	if ((c->flags & (F_DEAD | F_WANT_WRITE | F_STOP_SENT)) || !c->oq_tail || !c->io)
+		return;
+	bool progress = false;
+	int r = oq_write(c, &progress);
+	if (r < 0) {
+		c->why = W_RESET; /* conn_finish runs in the connection's own process */
+		c->flags |= F_STOP_SENT;
+		rt_send(c->pid, TP_MSG_STOP, NULL, 0);
+	} else if (r == 0) {
+		c->flags |= F_WANT_WRITE;
+		rt_io_set(c->io, ((c->flags & (F_EOF | F_PAUSED)) ? 0 : RT_IO_READ) | RT_IO_WRITE);
+	}
+}
+
 /* ------------------------------------------------------------------ closing */
 
 void

@@ -44,6 +44,7 @@ enum {
 	F_SHUTDOWN = 1 << 7,    /* endpoint stop seen */
 	F_RESUME_SENT = 1 << 8, /* TP_MSG_RESUME sent to self */
 	F_CLEAN_END = 1 << 9,   /* the peer ended its input cleanly (close frame): no linger */
+	F_FOREIGN = 1 << 10,    /* queued by another process: conn_flush_foreign follows */
 	/* Bits 12..15 belong to the current protocol (cleared by conn_set_proto). */
 	F_PROTO_BITS = 0xF000,
 };
@@ -165,6 +166,18 @@ void conn_truncate(conn *c, oq_ent *mark);
 /* Writes what the socket takes of the queue now, instead of at the end of
  * the batch: 1 drained, 0 would block, -1 error (the caller finishes). */
 int conn_write_now(conn *c);
+
+/* For a process of the connection's own scheduler that queued output while
+ * the connection's process could not run (the fastlane, channels/transport.h
+ * push_local): marks the connection for conn_flush_foreign and returns true
+ * when it was not marked yet. */
+bool conn_mark_foreign(conn *c);
+
+/* Writes what such a process queued, from that process.  It never ends the
+ * connection's process: a write error reaches it as TP_MSG_STOP, and a
+ * socket that would block is written by the connection's own flush once it
+ * is writable.  Clears the mark. */
+void conn_flush_foreign(conn *c);
 
 /* Graceful close: write what is queued, shut the write side down, discard
  * input until the peer closes (TQ_CLOSE bounds it); then the process exits. */

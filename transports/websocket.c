@@ -122,6 +122,32 @@ tr_close(void *conn_, int code, const char *reason)
 	ws_close(conn_, code, reason);
 }
 
+/* The fastlane's direct path (channels/transport.h): a PubSub partition of
+ * this connection's scheduler queues broadcast frames while the connection's
+ * process cannot run, then writes them (tr_flush_local) after its batch.
+ * Anything unusual (closing, over the output limit) is declined: the frame
+ * then comes as a message, and this process handles it as any other. */
+static int
+tr_push_local(void *conn_, rt_buf *frame)
+{
+	conn *c = conn_;
+	if (c->flags & (F_DEAD | F_CLOSE_SENT | F_CLOSING | F_STOP_SENT))
+		return CH_PUSH_DECLINED;
+	if (c->oq_bytes + frame->len + 10 > c->ep->max_outbound)
+		return CH_PUSH_DECLINED;
+	uint8_t hdr[10];
+	int op = frame->flags == CH_FRAME_BINARY_KIND ? TP_WS_OP_BINARY : TP_WS_OP_TEXT;
+	size_t hl = tp_ws_frame_header(hdr, op, 1, frame->len);
+	conn_push_with_header(c, frame, hdr, hl);
+	return conn_mark_foreign(c) ? CH_PUSH_FIRST : CH_PUSH_QUEUED;
+}
+
+static void
+tr_flush_local(void *conn_)
+{
+	conn_flush_foreign(conn_);
+}
+
 /* ------------------------------------------------------------------ tp_proto */
 
 /* Parses frames from buf[0, len); returns the bytes used. */
@@ -296,7 +322,11 @@ tp_ws_upgrade(conn *c, const tp_http_request *req, char *body, size_t cap)
 	                        .origin = origin_s,
 	                        .user_agent = ua_s,
 	                        .transport = "websocket"};
-	ch_transport tr = {.conn = c, .send = tr_send, .close = tr_close};
+	ch_transport tr = {.conn = c,
+	                   .send = tr_send,
+	                   .close = tr_close,
+	                   .push_local = tr_push_local,
+	                   .flush_local = tr_flush_local};
 	oq_ent *mark = conn_mark(c); /* the 101 goes after what is queued now */
 	const tp_proto *prev = c->proto;
 	conn_set_proto(c, &ws_proto);

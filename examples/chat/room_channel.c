@@ -79,12 +79,17 @@ chat_new_msg(ch_chan *ch, void *state, const ch_payload *p)
 	return chat_broadcast_field(ch, "new_msg", "body", body);
 }
 
-/* handle_in("shout", payload, socket): Phoenix's serializers raise on a
- * broadcast payload that is not a map (binary broadcasts have no API here). */
+/* handle_in("shout", payload, socket): a binary payload goes out as a
+ * binary broadcast; Phoenix's serializers raise on any other payload that is
+ * not a map. */
 static int
 chat_shout(ch_chan *ch, void *state, const ch_payload *p)
 {
 	(void)state;
+	if (p->bin) {
+		ch_broadcast_from_binary(ch, "shout", p->bin, p->bin_len);
+		return CH_OK;
+	}
 	if (ch_broadcast_from(ch, "shout", p->raw) != 0)
 		rt_crash("ArgumentError: expected broadcasted payload to be a map");
 	return CH_OK;

@@ -118,7 +118,7 @@ if [ -d "$CONF" ]; then
 	# shellcheck disable=SC2086
 	node_tests "$CONF" $files
 fi
-node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js launcher.test.js browser.test.js
+node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js
 rm -f "$TAP"
 
 # Stop the server: SIGTERM, exit 0 within 10 s.
