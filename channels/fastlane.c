@@ -12,31 +12,86 @@
  * the transports: the frame is encoded once per serializer per broadcast
  * (shared by the partitions through the broadcast's cache) and, for a
  * transport of this scheduler with nothing queued in its mailbox and no
- * join pending on its socket, appended to its output queue directly; after
- * the partition's batch, every connection so touched is written once.  Any
+ * join pending on its socket, appended to its output queue directly.  Every
+ * connection so touched is written once the partition has no broadcast
+ * waiting, or after HOLD_MAX broadcasts: one write carries all the frames
+ * that arrived meanwhile (what `rawfanout --batch` measures).  Any
  * other case gets what it got before: the frame as a CH_MSG_FRAME message
  * to the transport (which keeps order behind what is queued there), and
  * intercepted events as CH_MSG_BROADCAST to the channel (handle_out).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "channels/internal.h"
 
-/* Sockets with frames queued by dispatch and not yet written, per scheduler
- * thread: filled by dispatch and emptied by flush within one run of the
- * partition process, so a fixed array (written out early when full) and no
- * heap.  Thread-local because the connections it names belong to this
- * thread. */
-#define DIRTY_MAX 1024
-static __thread ch_socket *tl_dirty[DIRTY_MAX];
-static __thread int tl_ndirty;
+/* Broadcasts a partition may hold back before writing (as a server that
+ * coalesces up to this many frames per connection into one write). */
+#define HOLD_MAX 16
+
+/* The fastlane's state in one PubSub partition (owned by the partition
+ * process): the connections with frames queued by dispatch and not yet
+ * written.  Their transports are checked (rt_local) again before writing,
+ * since they may have ended between two turns of the partition. */
+typedef struct fl_ctx {
+	struct fl_dirty {
+		ch_socket *sock;
+		rt_pid transport;
+	} * v;
+	uint32_t n, cap;
+	uint32_t held; /* broadcasts dispatched since the last write */
+} fl_ctx;
+
+static fl_ctx *
+ctx_get(void **pctx)
+{
+	if (!*pctx) {
+		*pctx = calloc(1, sizeof(fl_ctx));
+		if (!*pctx)
+			abort();
+	}
+	return *pctx;
+}
 
 static void
-fl_flush(void)
+mark_dirty(fl_ctx *c, ch_socket *sock, rt_pid transport)
 {
-	for (int i = 0; i < tl_ndirty; i++)
-		ch_socket_flush_local(tl_dirty[i]);
-	tl_ndirty = 0;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 256;
+		c->v = realloc(c->v, c->cap * sizeof(*c->v));
+		if (!c->v)
+			abort();
+	}
+	c->v[c->n++] = (struct fl_dirty){sock, transport};
+}
+
+static bool
+fl_flush(void **pctx, bool more)
+{
+	fl_ctx *c = *pctx;
+	if (!c)
+		return false;
+	if (more && c->held < HOLD_MAX)
+		return c->n > 0; /* more broadcasts queued: write once for all of them */
+	for (uint32_t i = 0; i < c->n; i++)
+		if (rt_local(c->v[i].transport))
+			ch_socket_flush_local(c->v[i].sock);
+	c->n = 0;
+	c->held = 0;
+	if (c->cap > 4096) { /* after a burst, do not keep the peak */
+		free(c->v);
+		c->v = NULL;
+		c->cap = 0;
+	}
+	return false;
+}
+
+static void
+fl_free_ctx(void *ctx)
+{
+	fl_ctx *c = ctx;
+	free(c->v);
+	free(c);
 }
 
 static bool
@@ -74,8 +129,11 @@ frame_for(ch_ps_bcast *b, const ch_broadcast_view *v, int vsn)
 }
 
 static size_t
-fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap)
+fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap,
+            void **pctx)
 {
+	fl_ctx *ctx = ctx_get(pctx);
+	ctx->held++;
 	rt_buf *msg = ch_ps_bcast_message(b);
 	ch_broadcast_view v;
 	if (ch_broadcast_view_of(msg, &v) < 0)
@@ -116,11 +174,8 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 			if (rt_local(fl.transport) && rt_msgq_len(fl.transport) == 0) {
 				int q = ch_socket_push_local(fl.sock, frame[k]);
 				if (q > 0) {
-					if (q == CH_PUSH_FIRST) {
-						if (tl_ndirty == DIRTY_MAX)
-							fl_flush();
-						tl_dirty[tl_ndirty++] = fl.sock;
-					}
+					if (q == CH_PUSH_FIRST)
+						mark_dirty(ctx, fl.sock, fl.transport);
 					continue;
 				}
 			}
@@ -141,6 +196,7 @@ const ch_ps_dispatcher ch_fastlane_dispatcher = {
     .name = "phx_fastlane",
     .dispatch = fl_dispatch,
     .flush = fl_flush,
+    .free_ctx = fl_free_ctx,
 };
 
 /* ------------------------------------------------------------------ the broadcast message */

@@ -38,7 +38,7 @@
 #define NSHARDS 64
 #define MAX_PARTS 64
 #define MAX_DEAD 64
-#define MAX_USED 4 /* distinct dispatchers flushed after a partition's batch */
+#define MAX_DISP 4 /* dispatchers with a context in one partition */
 /* Deliveries after which a partition ends its turn (rt_yield), so that the
  * connections and channels of its scheduler run between big broadcasts;
  * broadcasts queued meanwhile are dispatched together in the next turn (one
@@ -533,8 +533,10 @@ ch_ps_cache_put(ch_ps_bcast *b, int i, rt_buf *buf)
 /* ------------------------------------------------------------------ default dispatcher */
 
 static size_t
-default_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap)
+default_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap,
+                 void **ctx)
 {
+	(void)ctx;
 	size_t ndead = 0;
 	uint32_t spare = (uint32_t)n;
 	rt_buf_retain_n(b->message, spare);
@@ -572,8 +574,12 @@ typedef struct part {
 	int index;
 	pt_topic **buckets;
 	size_t nbuckets, ntopics;
-	const ch_ps_dispatcher *used[MAX_USED]; /* to flush after this batch */
-	int nused;
+	struct part_disp {
+		const ch_ps_dispatcher *d;
+		void *ctx;    /* the dispatcher's, in this partition */
+		bool pending; /* flush is due */
+	} disp[MAX_DISP];
+	int ndisp;
 	size_t work; /* deliveries in this turn */
 } part;
 
@@ -677,27 +683,44 @@ pt_remove(part *pt, const char *topic, uint64_t h, rt_pid pid)
 }
 
 static void
+disp_end(struct part_disp *pd)
+{
+	if (pd->d->flush)
+		pd->d->flush(&pd->ctx, false);
+	if (pd->d->free_ctx && pd->ctx)
+		pd->d->free_ctx(pd->ctx);
+	pd->ctx = NULL;
+	pd->pending = false;
+}
+
+/* The partition's slot for dispatcher d (a full table ends its oldest). */
+static struct part_disp *
+disp_of(part *pt, const ch_ps_dispatcher *d)
+{
+	for (int i = 0; i < pt->ndisp; i++)
+		if (pt->disp[i].d == d)
+			return &pt->disp[i];
+	if (pt->ndisp == MAX_DISP) {
+		disp_end(&pt->disp[0]);
+		pt->disp[0] = pt->disp[--pt->ndisp];
+	}
+	struct part_disp *pd = &pt->disp[pt->ndisp++];
+	*pd = (struct part_disp){.d = d};
+	return pd;
+}
+
+static void
 pt_dispatch(part *pt, ch_ps_bcast *b)
 {
 	pt_topic *t = *pt_find(pt, b->topic, b->hash);
 	if (t && t->n) {
 		rt_pid dead[MAX_DEAD];
-		size_t ndead = b->d->dispatch(b, t->subs, t->n, dead, MAX_DEAD);
+		struct part_disp *pd = disp_of(pt, b->d);
+		size_t ndead = b->d->dispatch(b, t->subs, t->n, dead, MAX_DEAD, &pd->ctx);
+		pd->pending = b->d->flush != NULL;
 		pt->work += t->n;
 		if (pt->work >= TURN_WORK)
 			rt_yield();
-		if (b->d->flush) {
-			int i = 0;
-			while (i < pt->nused && pt->used[i] != b->d)
-				i++;
-			if (i == pt->nused) {
-				if (pt->nused == MAX_USED) { /* full: flush one now */
-					pt->used[0]->flush();
-					pt->used[0] = pt->used[--pt->nused];
-				}
-				pt->used[pt->nused++] = b->d;
-			}
-		}
 		atomic_fetch_or_explicit(&b->done, (uint64_t)1 << pt->index, memory_order_release);
 		for (size_t i = 0; i < ndead; i++) {
 			/* Only if the index still has it here: it may have resubscribed elsewhere.
@@ -762,9 +785,12 @@ static void
 part_flush(void *state)
 {
 	part *pt = state;
-	for (int i = 0; i < pt->nused; i++)
-		pt->used[i]->flush();
-	pt->nused = 0;
+	bool more = rt_msgq_len(rt_self()) > 0;
+	for (int i = 0; i < pt->ndisp; i++) {
+		struct part_disp *pd = &pt->disp[i];
+		if (pd->pending)
+			pd->pending = pd->d->flush(&pd->ctx, more);
+	}
 	pt->work = 0;
 }
 
@@ -773,7 +799,8 @@ part_terminate(void *state, const char *reason)
 {
 	part *pt = state;
 	(void)reason;
-	part_flush(pt);
+	for (int i = 0; i < pt->ndisp; i++)
+		disp_end(&pt->disp[i]);
 	for (size_t b = 0; b < pt->nbuckets; b++) {
 		pt_topic *t = pt->buckets[b];
 		while (t) {

@@ -67,14 +67,21 @@ typedef struct ch_ps_bcast ch_ps_bcast;
 typedef struct ch_ps_dispatcher {
 	const char *name; /* unique; names the dispatcher to other nodes */
 	/* Delivers b to the n subscriptions of one partition (run by the
-	 * partition process, on its scheduler).  Writes the pids of subscribers
-	 * found dead to dead[] (at most dead_cap) and returns how many: their
-	 * subscriptions are removed. */
+	 * partition process, on its scheduler).  *ctx is this dispatcher's
+	 * state in this partition (NULL at first; the dispatcher may set it).
+	 * Writes the pids of subscribers found dead to dead[] (at most
+	 * dead_cap) and returns how many: their subscriptions are removed. */
 	size_t (*dispatch)(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead,
-	                   size_t dead_cap);
-	/* Optional: runs once after a batch of dispatches on this scheduler
-	 * (e.g. to write what dispatch queued on connections). */
-	void (*flush)(void);
+	                   size_t dead_cap, void **ctx);
+	/* Optional: runs after a batch of the partition's messages in which
+	 * dispatch ran, and again after each later batch while it returns true
+	 * (work still held back).  more: the partition has messages waiting, so
+	 * the dispatcher may hold work back to do it once for several
+	 * broadcasts (the fastlane writes each connection once for all of
+	 * them); with more false it must not. */
+	bool (*flush)(void **ctx, bool more);
+	/* Optional: frees *ctx when the partition ends (after a last flush). */
+	void (*free_ctx)(void *ctx);
 } ch_ps_dispatcher;
 
 /* Sends each subscriber but the sender a message {tag, message buffer}. */
