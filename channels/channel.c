@@ -162,8 +162,7 @@ chan_init(void *st, const void *arg, size_t size)
 	}
 	ch_fastlane fl = {.transport = ch->transport,
 	                  .sock = cs->sock,
-	                  .intercepts = ch->ops->intercepts,
-	                  .vsn = ch->vsn};
+	                  .intercepts_vsn = ch_fastlane_pack(ch->ops->intercepts, ch->vsn)};
 	ch_ps_subscribe_on(ch->ep->pubsub, ch->transport, ch->topic, rt_self(), &fl, sizeof(fl));
 	ch->joined = true;
 	ch->transport_mon = rt_monitor(ch->transport);

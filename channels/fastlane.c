@@ -153,7 +153,7 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 		ch_fastlane fl;
 		memcpy(&fl, s->value, sizeof(fl));
 		int rc;
-		if (!fl.transport || intercepted(fl.intercepts, v.event)) {
+		if (!fl.transport || intercepted(ch_fastlane_intercepts(&fl), v.event)) {
 			if (!msg_used) {
 				msg_used = true;
 				msg_spare = (uint32_t)(n - i);
@@ -162,7 +162,7 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 			msg_spare--;
 			rc = rt_send_buf(s->pid, CH_MSG_BROADCAST, NULL, 0, msg);
 		} else {
-			int k = fl.vsn == CH_VSN_1 ? 1 : 2;
+			int k = ch_fastlane_vsn(&fl) == CH_VSN_1 ? 1 : 2;
 			if (!frame[k]) {
 				frame[k] = frame_for(b, &v, k);
 				if (!frame[k])

@@ -56,13 +56,35 @@ typedef struct chan_start {
  * plain subscriber (the socket's id topic, application processes), which
  * gets CH_MSG_BROADCAST messages. */
 typedef struct ch_fastlane {
-	rt_pid transport;              /* the client's transport process, or 0 */
-	ch_socket *sock;               /* its socket: valid while the transport lives */
-	const char *const *intercepts; /* events that go to the channel (handle_out) */
-	uint8_t vsn;                   /* serializer */
+	rt_pid transport; /* the client's transport process, or 0 */
+	ch_socket *sock;  /* its socket: valid while the transport lives */
+	/* The events that go to the channel (handle_out): a NULL-terminated
+	 * list (pointer-aligned) or NULL, with the serializer version (1 or 2)
+	 * in the low bits, so that a subscription is 32 bytes. */
+	uintptr_t intercepts_vsn;
 } ch_fastlane;
 
 _Static_assert(sizeof(ch_fastlane) <= CH_PS_VALUE_SIZE, "a fastlane fits a subscription value");
+_Static_assert(_Alignof(const char *) >= 4,
+               "an intercepts list leaves two low bits for the version");
+
+static inline uintptr_t
+ch_fastlane_pack(const char *const *intercepts, int vsn)
+{
+	return (uintptr_t)intercepts | (uintptr_t)(vsn & 3);
+}
+
+static inline const char *const *
+ch_fastlane_intercepts(const ch_fastlane *f)
+{
+	return (const char *const *)(f->intercepts_vsn & ~(uintptr_t)3);
+}
+
+static inline int
+ch_fastlane_vsn(const ch_fastlane *f)
+{
+	return (int)(f->intercepts_vsn & 3);
+}
 
 extern const ch_ps_dispatcher ch_fastlane_dispatcher;
 

@@ -2,7 +2,7 @@
  * pubsub.h: Phoenix.PubSub for C: topics, subscribers and broadcasts, with
  * no knowledge of frames, sockets or serializers.
  *
- * Registry.  A topic has subscriptions {pid, value}: the value is 32 opaque
+ * Registry.  A topic has subscriptions {pid, value}: the value is 24 opaque
  * bytes given by the subscriber and read only by the dispatcher of a
  * broadcast (channels/ keeps its fastlane there: transport, serializer,
  * intercepts).  A process subscribes at most once per topic (subscribing
@@ -49,7 +49,7 @@
 typedef struct ch_pubsub ch_pubsub;
 
 /* Bytes of a subscription's value. */
-#define CH_PS_VALUE_SIZE 32
+#define CH_PS_VALUE_SIZE 24
 
 /* One subscription, as a dispatcher sees it. */
 typedef struct ch_ps_sub {

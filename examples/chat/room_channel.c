@@ -33,7 +33,7 @@
 
 /* A RoomChannel's assigns; owned by its channel process. */
 typedef struct chat_room {
-	cJSON *ignored; /* MapSet of user ids: an object keyed by each id's JSON text */
+	cJSON *ignored; /* MapSet of user ids: an object keyed by each id's JSON text, or NULL */
 	int nignored;
 } chat_room;
 
@@ -43,15 +43,15 @@ static int
 chat_room_join(ch_chan *ch, void *state, const char *topic, const ch_payload *params)
 {
 	(void)params;
-	chat_room *st = state;
+	(void)state;
 	const cJSON *uid = cJSON_GetObjectItemCaseSensitive(ch_assigns(ch), "user_id");
 	bool ok = strcmp(topic, "room:lobby") == 0 ||
 	          (strncmp(topic, "room:user:", 10) == 0 && cJSON_IsString(uid) &&
 	           strcmp(uid->valuestring, topic + 10) == 0);
 	if (!ok)
 		return ch_join_error(ch, "{\"reason\":\"unauthorized\"}");
-	st->ignored = cJSON_CreateObject();
-	return st->ignored ? CH_OK : ch_join_error(ch, "{\"reason\":\"out of memory\"}");
+	return CH_OK; /* the ignored set is made at the first ignore: most channels never have one
+	               */
 }
 
 /* broadcast!(socket, event, %{key => value}). */
@@ -166,6 +166,8 @@ chat_ignore(ch_chan *ch, void *state, const ch_payload *p)
 	const cJSON *uid = ch_payload_get(p, "user_id");
 	if (!uid)
 		ch_no_clause(ch);
+	if (!st->ignored && !(st->ignored = cJSON_CreateObject()))
+		rt_crash("out of memory");
 	char *key = chat_id_key(uid);
 	if (!cJSON_GetObjectItemCaseSensitive(st->ignored, key)) {
 		if (st->nignored == CHAT_MAX_IGNORED)
