@@ -18,6 +18,7 @@ struct rt_io {
 	int events;
 	int pending; /* RT_IO_* seen since the last report */
 	bool notified;
+	bool parked; /* watcher stopped until the owner takes the report */
 	bool closed;
 	struct rt_io *next; /* owner's list */
 };
@@ -31,12 +32,19 @@ to_ev(int events)
 static void
 io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	(void)loop;
 	rt_io *io = w->data;
 	io->pending |=
 	    ((revents & EV_READ) ? RT_IO_READ : 0) | ((revents & EV_WRITE) ? RT_IO_WRITE : 0);
-	if (io->notified)
+	if (io->notified) {
+		/* Reported again before the owner ran: the fd stays ready
+		 * (level-triggered), and every poll would go over it again while
+		 * its owner waits in the run queue (thousands of them in a
+		 * connection storm: each poll O(backlog)).  Park the watcher
+		 * until the owner takes the report. */
+		ev_io_stop(loop, w);
+		io->parked = true;
 		return;
+	}
 	io->notified = true;
 	rt_msg *m = rt_msg_alloc(SIG_IO, sizeof(rt_io_event));
 	((rt_io_event *)rt_msg_data(m))->io = io;
@@ -121,6 +129,11 @@ io_deliver(rt_proc *p, rt_msg *m)
 	if (io->closed) {
 		io_unlink_free(p, io);
 		return;
+	}
+	if (io->parked) {
+		io->parked = false;
+		if (io->events && !ev_is_active(&io->w))
+			ev_io_start(io->s->loop, &io->w);
 	}
 	ev->revents = io->pending;
 	ev->udata = io->udata;

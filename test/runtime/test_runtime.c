@@ -868,8 +868,11 @@ spin_handle(void *state, rt_msg *m)
 	(void)state;
 	(void)m;
 	atomic_store(&spinner_spinning, 1);
-	int64_t until = rt_now_ms() + 100;
-	while (rt_now_ms() < until)
+	/* Busy until the blocker holds scheduler 0 (not a fixed time: on a loaded
+	 * machine scheduler 0 may run late, and an idle scheduler 1 would then
+	 * take the blocker by ordinary sharing). */
+	int64_t until = rt_now_ms() + 3000;
+	while (!atomic_load(&blocker_blocked) && rt_now_ms() < until)
 		;
 	return RT_OK;
 }
