@@ -100,7 +100,7 @@ bench:
 install: $(LIB)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/phx
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libphx.a
-	for h in runtime/rt.h runtime/buf.h channels/channels.h transports/transports.h transports/http.h cluster/cluster.h bin/launcher.h; do \
+	for h in runtime/rt.h runtime/buf.h channels/channels.h channels/pubsub.h transports/transports.h transports/http.h cluster/cluster.h bin/launcher.h; do \
 	  if [ -f $$h ]; then install -d $(DESTDIR)$(PREFIX)/include/phx/$$(dirname $$h); \
 	  install -m 644 $$h $(DESTDIR)$(PREFIX)/include/phx/$$h; fi; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' scripts/phx.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/phx.pc

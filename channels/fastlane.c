@@ -171,7 +171,7 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 				rt_buf_retain_n(frame[k], spare[k]);
 			}
 			spare[k]--;
-			if (rt_local(fl.transport) && rt_msgq_len(fl.transport) == 0) {
+			if (rt_local_idle(fl.transport)) {
 				int q = ch_socket_push_local(fl.sock, frame[k]);
 				if (q > 0) {
 					if (q == CH_PUSH_FIRST)

@@ -444,6 +444,20 @@ rt_home(rt_pid pid)
 	return home;
 }
 
+bool
+rt_local_idle(rt_pid pid)
+{
+	sched *s = rt_cur;
+	if (!s || !s->current)
+		return false;
+	rt_proc *p = proc_lookup(pid);
+	if (!p || p == s->current || p->home != s->id || !(p->flags & PF_STARTED) ||
+	    (p->flags & PF_EXITING))
+		return false;
+	return atomic_load_explicit(&p->mb_in, memory_order_relaxed) ==
+	       atomic_load_explicit(&p->mb_out, memory_order_relaxed);
+}
+
 void
 rt_yield(void)
 {

@@ -180,6 +180,10 @@ int rt_home(rt_pid pid);
  * the process owns until then.  False outside a process. */
 bool rt_local(rt_pid pid);
 
+/* rt_local, and pid's mailbox is empty (nothing is queued for it that a
+ * caller delivering straight into its data would overtake).  One lookup. */
+bool rt_local_idle(rt_pid pid);
+
 /* Messages waiting in pid's mailbox (approximate, counted modulo 65,536; 0
  * for a dead pid): for senders that must bound what they queue for a slow
  * receiver. */
