@@ -20,7 +20,6 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	ep->pubsub = pubsub_new();
-	ep->presence = presence_new();
 	pthread_mutex_init(&ep->key_lock, NULL);
 	static const rt_child_spec channel_spec = {
 	    .id = "channel",
@@ -31,7 +30,8 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	rt_sup_spec spec = {
 	    .strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec, .nchildren = 1};
 	ep->chan_sup = rt_sup_start(&spec);
-	if (!ep->chan_sup) {
+	ep->presence = presence_start(ep, opts);
+	if (!ep->chan_sup || !ep->presence) {
 		ch_endpoint_stop(ep);
 		return NULL;
 	}
@@ -53,7 +53,7 @@ ch_endpoint_stop(ch_endpoint *ep)
 	for (int i = 0; i < ep->nkeys; i++)
 		ch_token_key_free(ep->keys[i].key);
 	pthread_mutex_destroy(&ep->key_lock);
-	presence_free(ep->presence);
+	presence_stop(ep->presence); /* after the channels: their exits are leaves */
 	pubsub_free(ep->pubsub);
 	free(ep->secret);
 	free(ep);

@@ -74,10 +74,13 @@ size_t pubsub_count(ch_pubsub *ps, const char *topic);
 
 typedef struct ch_presence ch_presence;
 
-ch_presence *presence_new(void);
-void presence_free(ch_presence *pr);
-/* Removes pid's entries from topic and broadcasts the leaves (channel exit). */
-void presence_untrack_pid(ch_endpoint *ep, const char *topic, rt_pid pid);
+/* Starts the presence tracker of ep (shard processes under a supervisor of
+ * their own, options from opts, which may be NULL); NULL when it cannot. */
+ch_presence *presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts);
+/* Stops the shards (waits for them) and frees pr.  Not from a scheduler thread. */
+void presence_stop(ch_presence *pr);
+/* The tracker's supervisor. */
+rt_pid presence_sup(const ch_presence *pr);
 
 struct ch_endpoint {
 	ch_presence *presence;
