@@ -214,11 +214,10 @@ int ch_stop(ch_chan *ch, const char *reason);
 
 /* Results of the presence calls: 0 or one of these. */
 enum {
-	CH_PRESENCE_EINVAL = -1,  /* meta is not a JSON object, or topic/key empty or too long */
-	CH_PRESENCE_EEXIST = -2,  /* track: pid is already tracked under this topic and key */
-	CH_PRESENCE_ENOENT = -3,  /* update: pid is not tracked under this topic and key */
-	CH_PRESENCE_EBUSY = -4,   /* the topic's shard has presence_max_pending requests queued */
-	CH_PRESENCE_ENOPROC = -5, /* the topic's shard is restarting */
+	CH_PRESENCE_EINVAL = -1, /* meta is not a JSON object, or topic/key empty or too long */
+	CH_PRESENCE_EEXIST = -2, /* track: pid is already tracked under this topic and key */
+	CH_PRESENCE_ENOENT = -3, /* update: pid is not tracked under this topic and key */
+	CH_PRESENCE_EBUSY = -4,  /* the topic's shard has presence_max_pending requests queued */
 };
 
 /* Room for a phx_ref, NUL included. */

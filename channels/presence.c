@@ -116,8 +116,6 @@ map_err(int rc)
 		return CH_PRESENCE_ENOENT;
 	case TRK_EBUSY:
 		return CH_PRESENCE_EBUSY;
-	case TRK_ENOPROC:
-		return CH_PRESENCE_ENOPROC;
 	default:
 		return CH_PRESENCE_EINVAL;
 	}
@@ -316,8 +314,7 @@ ch_presence_update_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const cha
 	char *meta = stamp_meta(meta_json, ref);
 	if (!meta)
 		return CH_PRESENCE_EINVAL;
-	int rc =
-	    map_err(trk_update(ep->presence->trk, pid, topic, key, meta, meta_with_prev));
+	int rc = map_err(trk_update(ep->presence->trk, pid, topic, key, meta, meta_with_prev));
 	free(meta);
 	if (rc == 0 && ref_out)
 		memcpy(ref_out, ref, strlen(ref) + 1);
@@ -387,8 +384,8 @@ ch_presence_track(ch_chan *ch, const char *key, const char *meta_json)
 int
 ch_presence_update(ch_chan *ch, const char *key, const char *meta_json)
 {
-	return ch_presence_update_pid(ch_endpoint_of(ch), rt_self(), ch_topic(ch), key,
-	                              meta_json, NULL);
+	return ch_presence_update_pid(ch_endpoint_of(ch), rt_self(), ch_topic(ch), key, meta_json,
+	                              NULL);
 }
 
 int

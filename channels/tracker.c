@@ -9,16 +9,15 @@
  * "noproc").  Phoenix links and traps exits instead; monitors give the same
  * result without tying the tracked process's life to the shard's.
  *
- * Requests are asynchronous messages (the runtime has no blocking call):
- * a request is queued on the shard's request list, then the shard is sent a
- * pointer to it.  The list is what keeps the API synchronous in effect: a
- * caller checks "already tracked" against the state plus the queued
- * requests, and its own queued tracks show in its trk_list (Phoenix's
- * GenServer.call gives read-your-writes; this gives the same).  The list is
- * bounded (max_pending track/update requests per shard): past it a track
- * or update fails with TRK_EBUSY at once, so a flood of presence traffic
- * costs the flooders, never accept or join.  Untracks and DOWNs are never
- * refused; they are bounded by the presences that exist.
+ * Requests are asynchronous (the runtime has no blocking call): a request
+ * is queued on the shard's request list and the shard is sent a wake-up
+ * message; each wake-up applies the oldest request.  The list is what keeps the API synchronous in
+ * effect: a caller checks "already tracked" against the state plus the queued requests, and its own
+ * queued tracks show in its trk_list (Phoenix's GenServer.call gives read-your-writes; this gives
+ * the same).  The list is bounded (max_pending track/update requests per shard): past it a track or
+ * update fails with TRK_EBUSY at once, so a flood of presence traffic costs the flooders, never
+ * accept or join.  Untracks and DOWNs are never refused; they are bounded by the presences that
+ * exist.
  *
  * Diffs: Phoenix's shard reports every local join and leave to handle_diff
  * at once (Phoenix.Presence then broadcasts one presence_diff per change);
@@ -36,8 +35,9 @@
  *
  * The state, the request list and the pending diff live in a slot owned by
  * the trk_tracker, not in the process: a restarted shard finds them,
- * monitors every tracked process again and flushes what was pending, so a
- * shard crash loses neither presences nor diffs.
+ * monitors every tracked process again, applies the requests queued
+ * meanwhile and flushes what was pending, so a shard crash loses neither
+ * presences, requests nor diffs.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -50,7 +50,7 @@
 #include "runtime/hash.h"
 
 enum {
-	TRK_MSG_OP = 0xFFFE0200u, /* payload: trk_op * (on the slot's list) */
+	TRK_MSG_OP = 0xFFFE0200u, /* wake-up: apply the oldest queued request */
 	TRK_MSG_FLUSH,            /* timer: send the pending diffs */
 	TRK_MSG_HEARTBEAT,        /* timer: end the delta (replication hook) */
 };
@@ -322,9 +322,11 @@ shard_init(void *st, const void *arg, size_t size)
 	/* a restart: the monitors died with the previous process */
 	trk_state_foreach_pid(sl->state, remonitor, NULL);
 	pthread_mutex_lock(&sl->qlock);
-	/* requests sent to a previous process were lost with its mailbox */
+	/* requests queued before this process could be woken for them (the
+	 * pool starting, or a previous shard that died with their wake-ups) */
 	while (sl->ops_head) {
 		trk_op *op = sl->ops_head;
+		apply_op(sl, op);
 		op_unlink(sl, op);
 		op_free(op);
 	}
@@ -346,14 +348,20 @@ shard_handle(void *st, rt_msg *m)
 	shard_slot *sl = ((shard_proc *)st)->slot;
 	switch (m->tag) {
 	case TRK_MSG_OP: {
-		trk_op *op = *(trk_op **)rt_msg_data(m);
+		/* one wake-up per queued request: apply the oldest */
 		write_lock(sl);
-		apply_op(sl, op);
 		pthread_mutex_lock(&sl->qlock);
-		op_unlink(sl, op);
+		trk_op *op = sl->ops_head;
 		pthread_mutex_unlock(&sl->qlock);
+		if (op) {
+			apply_op(sl, op);
+			pthread_mutex_lock(&sl->qlock);
+			op_unlink(sl, op);
+			pthread_mutex_unlock(&sl->qlock);
+		}
 		write_unlock(sl);
-		op_free(op);
+		if (op)
+			op_free(op);
 		break;
 	}
 	case RT_MSG_DOWN: {
@@ -562,14 +570,12 @@ will_exist(shard_slot *sl, rt_pid pid, const char *topic, const char *key)
 	return exists;
 }
 
-/* Queues op on its shard and sends it (qlock held). */
+/* Queues op on its shard and wakes the shard (qlock held).  When the shard
+ * is down (starting or restarting), the op waits on the list: the next
+ * shard applies everything queued before it started, in order. */
 static int
 enqueue(shard_slot *sl, trk_op *op)
 {
-	if (!sl->pid) {
-		op_free(op);
-		return TRK_ENOPROC;
-	}
 	op->caller = rt_self();
 	op->prev = sl->ops_tail;
 	op->next = NULL;
@@ -581,11 +587,8 @@ enqueue(shard_slot *sl, trk_op *op)
 	sl->nops++;
 	if (op->kind == OP_TRACK || op->kind == OP_UPDATE)
 		sl->nbounded++;
-	if (rt_send(sl->pid, TRK_MSG_OP, &op, sizeof(op)) < 0) {
-		op_unlink(sl, op);
-		op_free(op);
-		return TRK_ENOPROC;
-	}
+	if (sl->pid)
+		rt_send(sl->pid, TRK_MSG_OP, NULL, 0); /* lost if it just died: see above */
 	return 0;
 }
 

@@ -61,7 +61,7 @@ typedef struct trk_value {
  * it can cross to another state or node.  Owned by whoever holds it; freed
  * with trk_delta_free. */
 typedef struct trk_delta {
-	bool full;                        /* an extracted state: context is meaningful */
+	bool full;                         /* an extracted state: context is meaningful */
 	char (*replicas)[TRK_REPLICA_MAX]; /* names; [0] is the sender */
 	size_t nreplicas;
 	uint64_t *context; /* full: per replica, every dot up to this was seen */
@@ -81,8 +81,8 @@ const char *trk_state_replica(const trk_state *s);
 /* Adds {topic, pid, key, meta} as a new element of the local replica;
  * reports the join.  Returns 0, or -1 when that (topic, pid, key) is already
  * tracked (nothing changes). */
-int trk_state_join(trk_state *s, rt_pid pid, const char *topic, const char *key,
-                   const char *meta, trk_report_fn report, void *ud);
+int trk_state_join(trk_state *s, rt_pid pid, const char *topic, const char *key, const char *meta,
+                   trk_report_fn report, void *ud);
 
 /* Removes the local element (topic, pid, key); reports the leave.  Returns
  * 0, or -1 when there is none. */
@@ -170,12 +170,12 @@ typedef void (*trk_diff_fn)(void *ud, const char *topic, const trk_item *joins, 
                             const trk_item *leaves, size_t nleaves);
 
 typedef struct trk_opts {
-	int shards;            /* pool size; 0: rt_schedulers() */
-	uint32_t period_ms;    /* diff coalescing period; 0: 20 ms; UINT32_MAX: none */
-	uint32_t max_pending;  /* queued track/update requests per shard; 0: 10,000 */
-	const char *replica;   /* replica (node) name; NULL: "nonode@nohost" */
-	trk_diff_fn diff;      /* required */
-	void *ud;              /* for diff */
+	int shards;           /* pool size; 0: rt_schedulers() */
+	uint32_t period_ms;   /* diff coalescing period; 0: 20 ms; UINT32_MAX: none */
+	uint32_t max_pending; /* queued track/update requests per shard; 0: 10,000 */
+	const char *replica;  /* replica (node) name; NULL: "nonode@nohost" */
+	trk_diff_fn diff;     /* required */
+	void *ud;             /* for diff */
 } trk_opts;
 
 /* Starts a supervisor (linked to the caller when called from a process)
@@ -192,11 +192,10 @@ rt_pid trk_sup(const trk_tracker *t);
 
 /* Error codes (negative). */
 enum {
-	TRK_EEXIST = -1,  /* track: already tracked */
-	TRK_ENOENT = -2,  /* update / untrack: not tracked */
-	TRK_EBUSY = -3,   /* the shard has max_pending requests queued */
-	TRK_ENOPROC = -4, /* the shard is down (restarting) */
-	TRK_EINVAL = -5,  /* a field is empty or too long */
+	TRK_EEXIST = -1, /* track: already tracked */
+	TRK_ENOENT = -2, /* update / untrack: not tracked */
+	TRK_EBUSY = -3,  /* the shard has max_pending requests queued */
+	TRK_EINVAL = -4, /* a field is empty or too long */
 };
 
 /* Tracks pid in topic under key with meta (JSON text, kept as is).

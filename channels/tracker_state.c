@@ -514,8 +514,8 @@ remove_local(trk_state *s, trk_entry *e, trk_report_fn report, void *ud)
 }
 
 int
-trk_state_leave(trk_state *s, rt_pid pid, const char *topic, const char *key,
-                trk_report_fn report, void *ud)
+trk_state_leave(trk_state *s, rt_pid pid, const char *topic, const char *key, trk_report_fn report,
+                void *ud)
 {
 	trk_entry *e = find_local(s, pid, topic, key);
 	if (!e)
@@ -573,8 +573,7 @@ trk_state_count(const trk_state *s, const char *topic, size_t *nkeys)
 }
 
 void
-trk_state_foreach(const trk_state *s, const char *topic, const char *key, trk_visit_fn fn,
-                  void *ud)
+trk_state_foreach(const trk_state *s, const char *topic, const char *key, trk_visit_fn fn, void *ud)
 {
 	if (key) {
 		trk_keyrec *k = find_keyrec(s, topic, key);
@@ -807,7 +806,8 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 		for (size_t i = 0; i < d->ncloud; i++) {
 			const trk_dot *dot = &d->cloud[i];
 			if (dot->replica < d->nreplicas && map[dot->replica] > 0)
-				pidmap_put(&rcloud, dot_key((uint32_t)map[dot->replica], dot->clock), 0);
+				pidmap_put(&rcloud,
+				           dot_key((uint32_t)map[dot->replica], dot->clock), 0);
 		}
 		size_t ngone = 0, capgone = 16;
 		trk_entry **gone = xcalloc(capgone, sizeof(*gone));
@@ -818,7 +818,8 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 				if (ri < 0)
 					continue;
 				uint64_t k = dot_key(e->replica, e->clock);
-				bool saw = e->clock <= d->context[ri] || pidmap_get(&rcloud, k, &unused);
+				bool saw =
+				    e->clock <= d->context[ri] || pidmap_get(&rcloud, k, &unused);
 				if (saw && !pidmap_get(&has, k, &unused)) {
 					if (ngone == capgone) {
 						capgone *= 2;
