@@ -565,7 +565,9 @@ test_transport_exit_stops_channels(void)
 	WAIT_UNTIL(pubsub_count(ep->pubsub, "room:lobby") == 0 &&
 	               pubsub_count(ep->pubsub, "room:two") == 0,
 	           3000);
-	WAIT_UNTIL(rt_process_count() == 1, 3000); /* only the channel supervisor */
+	/* only the channel supervisor, the presence tracker's supervisor and its
+	 * shards (one per scheduler by default) */
+	WAIT_UNTIL(rt_process_count() == 2 + (uint64_t)rt_schedulers(), 3000);
 	teardown();
 }
 
