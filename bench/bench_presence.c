@@ -14,7 +14,11 @@
  * or doubled), and prints the latencies (p50/p99/max) of the steady phase.
  *
  *   bench_presence [--members N] [--rate R] [--seconds D] [--period MS]
- *                  [--schedulers S]
+ *                  [--batch B] [--schedulers S]
+ *
+ * --batch 0 spawns all N at once: past the shards' request bound (10,000
+ * queued per shard) tracks are refused and the members retry with
+ * exponential backoff.
  *
  * The last line is a JSON object; the exit status is non-zero when a check
  * failed.
@@ -46,6 +50,7 @@ static _Atomic int steady;       /* 1 during the steady phase */
 
 typedef struct member {
 	uint32_t id;
+	uint32_t backoff_ms; /* after a refusal: doubles, up to 1 s */
 } member;
 
 static int
@@ -55,9 +60,12 @@ track_self(member *m)
 	snprintf(key, sizeof(key), "m%u", m->id);
 	snprintf(meta, sizeof(meta), "{\"t\":%lld}", (long long)rt_now_ns());
 	int rc = ch_presence_track_pid(ep, rt_self(), TOPIC, key, meta, NULL);
-	if (rc == CH_PRESENCE_EBUSY) {
+	if (rc == CH_PRESENCE_EBUSY) { /* past the bound: back off, with jitter */
 		atomic_fetch_add(&refused, 1);
-		rt_send_after(5, rt_self(), M_RETRY, NULL, 0); /* past the bound: back off */
+		m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : 10;
+		if (m->backoff_ms > 1000)
+			m->backoff_ms = 1000;
+		rt_send_after(m->backoff_ms + m->id % 10, rt_self(), M_RETRY, NULL, 0);
 		return RT_OK;
 	}
 	if (rc != 0)
@@ -289,7 +297,7 @@ ms(uint64_t ns)
 int
 main(int argc, char **argv)
 {
-	uint32_t rate = 1000, seconds = 10, period = 0;
+	uint32_t rate = 1000, seconds = 10, period = 0, batch = 5000;
 	int schedulers = 2;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--members") == 0)
@@ -300,6 +308,8 @@ main(int argc, char **argv)
 			seconds = (uint32_t)atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--period") == 0)
 			period = (uint32_t)atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--batch") == 0)
+			batch = (uint32_t)atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--schedulers") == 0)
 			schedulers = atoi(argv[i + 1]);
 	}
@@ -321,8 +331,14 @@ main(int argc, char **argv)
 
 	/* fill: N members track themselves as fast as they are spawned */
 	int64_t f0 = now_ms();
-	for (uint32_t id = 0; id < members; id++)
+	/* in batches, as clients would arrive: each waits for the previous */
+	for (uint32_t id = 0; id < members; id++) {
 		spawn_member(id);
+		if (batch && id % batch == batch - 1)
+			for (int w = 0; w < 30000 && ch_presence_count(ep, TOPIC, NULL) < id + 1;
+			     w++)
+				usleep(1000);
+	}
 	drv.next_id = members;
 	bool ok = wait_for(filled, 120000) && wait_for(obs_filled, 30000);
 	int64_t f1 = now_ms();

@@ -48,6 +48,7 @@
 
 #include "channels/tracker.h"
 #include "runtime/hash.h"
+#include "runtime/pidmap.h"
 
 enum {
 	TRK_MSG_OP = 0xFFFE0200u, /* wake-up: apply the oldest queued request */
@@ -97,6 +98,8 @@ typedef struct shard_slot {
 	trk_op *ops_head, *ops_tail;
 	uint32_t nops;     /* queued requests */
 	uint32_t nbounded; /* queued tracks and updates (bounded by max_pending) */
+	pidmap qpids;      /* pid -> queued requests about it (checks skip the list) */
+	pidmap qcallers;   /* caller -> queued requests it made (trk_list's overlay) */
 	pend_item *pend_head, **pend_tail;
 	uint64_t pend_seq;
 	bool flush_armed;
@@ -130,6 +133,36 @@ op_free(trk_op *op)
 	free(op);
 }
 
+/* Per-pid counters of queued requests: 0 (absent) means no scan is needed. */
+static void
+count_add(pidmap *m, rt_pid pid)
+{
+	uint32_t n = 0;
+	if (pid) {
+		pidmap_get(m, pid, &n);
+		pidmap_put(m, pid, n + 1);
+	}
+}
+
+static void
+count_del(pidmap *m, rt_pid pid)
+{
+	uint32_t n = 0;
+	if (pid && pidmap_get(m, pid, &n)) {
+		if (n > 1)
+			pidmap_put(m, pid, n - 1);
+		else
+			pidmap_del(m, pid);
+	}
+}
+
+static bool
+count_has(const pidmap *m, rt_pid pid)
+{
+	uint32_t n;
+	return pid && pidmap_get(m, pid, &n);
+}
+
 /* Unlinks op from its slot's list (qlock held). */
 static void
 op_unlink(shard_slot *sl, trk_op *op)
@@ -145,6 +178,8 @@ op_unlink(shard_slot *sl, trk_op *op)
 	sl->nops--;
 	if (op->kind == OP_TRACK || op->kind == OP_UPDATE)
 		sl->nbounded--;
+	count_del(&sl->qpids, op->pid);
+	count_del(&sl->qcallers, op->caller);
 }
 
 static char *
@@ -523,6 +558,8 @@ trk_stop(trk_tracker *t)
 			free(it);
 		}
 		trk_state_free(sl->state);
+		pidmap_free(&sl->qpids);
+		pidmap_free(&sl->qcallers);
 		pthread_rwlock_destroy(&sl->lock);
 		pthread_mutex_destroy(&sl->qlock);
 	}
@@ -555,6 +592,8 @@ static bool
 will_exist(shard_slot *sl, rt_pid pid, const char *topic, const char *key)
 {
 	bool exists = trk_state_get(sl->state, pid, topic, key) != NULL;
+	if (!count_has(&sl->qpids, pid)) /* the usual case: O(1) */
+		return exists;
 	for (trk_op *op = sl->ops_head; op; op = op->next) {
 		if (op->pid != pid)
 			continue;
@@ -587,6 +626,8 @@ enqueue(shard_slot *sl, trk_op *op)
 	sl->nops++;
 	if (op->kind == OP_TRACK || op->kind == OP_UPDATE)
 		sl->nbounded++;
+	count_add(&sl->qpids, op->pid);
+	count_add(&sl->qcallers, op->caller);
 	if (sl->pid)
 		rt_send(sl->pid, TRK_MSG_OP, NULL, 0); /* lost if it just died: see above */
 	return 0;
@@ -728,7 +769,8 @@ trk_list(trk_tracker *t, const char *topic, const char *key, trk_visit_fn fn, vo
 	rt_pid self = rt_self();
 	pthread_rwlock_rdlock(&sl->lock);
 	pthread_mutex_lock(&sl->qlock);
-	for (trk_op *op = sl->ops_head; self && op && o.n < MAX_OVERLAY; op = op->next)
+	bool mine = count_has(&sl->qcallers, self);
+	for (trk_op *op = mine ? sl->ops_head : NULL; op && o.n < MAX_OVERLAY; op = op->next)
 		if (op->caller == self && op->kind == OP_TRACK && strcmp(op->topic, topic) == 0 &&
 		    (!key || strcmp(op->key, key) == 0) &&
 		    !trk_state_get(sl->state, op->pid, op->topic, op->key))
