@@ -70,6 +70,32 @@ set_string(cJSON *obj, const char *name, const char *value)
 	cJSON_AddStringToObject(obj, name, value);
 }
 
+static int
+cmp_item(const void *a, const void *b)
+{
+	return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
+}
+
+/* Orders an object's members by key, as Erlang orders a small map's keys
+ * (and so as Phoenix's JSON shows a meta). */
+static void
+sort_members(cJSON *obj)
+{
+	int n = cJSON_GetArraySize(obj);
+	if (n < 2 || n > 32)
+		return;
+	cJSON *v[32];
+	int i = 0;
+	for (cJSON *c = obj->child; c; c = c->next)
+		v[i++] = c;
+	qsort(v, (size_t)n, sizeof(v[0]), cmp_item);
+	obj->child = v[0];
+	for (i = 0; i < n; i++) {
+		v[i]->prev = v[i ? i - 1 : n - 1]; /* cJSON: the head's prev is the tail */
+		v[i]->next = i + 1 < n ? v[i + 1] : NULL;
+	}
+}
+
 /* meta_json (a JSON object) with "phx_ref": ref, as text; NULL when it is
  * not an object. */
 static char *
@@ -81,6 +107,7 @@ stamp_meta(const char *meta_json, const char *ref)
 		return NULL;
 	}
 	set_string(meta, "phx_ref", ref);
+	sort_members(meta);
 	char *text = cJSON_PrintUnformatted(meta);
 	cJSON_Delete(meta);
 	return text;
@@ -97,6 +124,7 @@ meta_with_prev(const char *old_meta, const char *meta)
 	const cJSON *ref = cJSON_GetObjectItemCaseSensitive(old, "phx_ref");
 	if (cJSON_IsObject(m) && cJSON_IsString(ref)) {
 		set_string(m, "phx_ref_prev", ref->valuestring);
+		sort_members(m);
 		text = cJSON_PrintUnformatted(m);
 	}
 	cJSON_Delete(old);
@@ -143,10 +171,20 @@ fetched(ch_presence *pr, const char *topic, char *json)
 	return out;
 }
 
-/* Builds {key: {"metas": [...]}, ...} from a visit grouped by key. */
+/* Builds {key: {"metas": [...]}, ...} from a visit grouped by key.  Up to
+ * 32 keys, the groups are put in key order at the end (Erlang's order for
+ * a small map, so Phoenix's JSON order); past that Phoenix's order is a
+ * hash's, and ours is the order keys arrived in.  On the caller's stack. */
+#define SMALL_MAP 32
+
 typedef struct grouper {
 	rt_buf *b;
 	size_t groups;
+	struct group_pos {
+		char *key;    /* a copy */
+		size_t start; /* offset of the group's text in b */
+		size_t len;   /* its length, comma excluded */
+	} pos[SMALL_MAP + 1];
 } grouper;
 
 static bool
@@ -155,8 +193,15 @@ group_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first_
 	grouper *g = ud;
 	(void)pid;
 	if (first_of_key) {
-		if (g->groups++)
+		if (g->groups)
 			g->b = rt_buf_append_str(g->b, "]},");
+		if (g->groups <= SMALL_MAP) {
+			g->pos[g->groups].key = strdup(key);
+			if (!g->pos[g->groups].key)
+				abort();
+			g->pos[g->groups].start = g->b->len;
+		}
+		g->groups++;
 		ch_json_append_string(&g->b, key, strlen(key));
 		g->b = rt_buf_append_str(g->b, ":{\"metas\":[");
 	} else {
@@ -164,6 +209,45 @@ group_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first_
 	}
 	g->b = rt_buf_append_str(g->b, meta);
 	return true;
+}
+
+static int
+cmp_pos(const void *a, const void *b)
+{
+	return strcmp(((const struct group_pos *)a)->key, ((const struct group_pos *)b)->key);
+}
+
+/* Closes the object (the groups started at offset `open`, just after its
+ * "{"), in key order when small; frees the key copies. */
+static void
+group_close(grouper *g, size_t open)
+{
+	if (g->groups)
+		g->b = rt_buf_append_str(g->b, "]}");
+	size_t n = g->groups <= SMALL_MAP ? g->groups : 0;
+	if (n > 1) {
+		size_t end = g->b->len;
+		for (size_t i = 0; i < n; i++)
+			g->pos[i].len =
+			    (i + 1 < n ? g->pos[i + 1].start - 1 : end) - g->pos[i].start;
+		struct group_pos sorted[SMALL_MAP];
+		memcpy(sorted, g->pos, n * sizeof(sorted[0]));
+		qsort(sorted, n, sizeof(sorted[0]), cmp_pos);
+		char *copy = malloc(end - open);
+		if (!copy)
+			abort();
+		size_t at = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				copy[at++] = ',';
+			memcpy(copy + at, g->b->data + sorted[i].start, sorted[i].len);
+			at += sorted[i].len;
+		}
+		memcpy(g->b->data + open, copy, at);
+		free(copy);
+	}
+	for (size_t i = 0; i < g->groups && i <= SMALL_MAP; i++)
+		free(g->pos[i].key);
 }
 
 static char *
@@ -184,12 +268,12 @@ list_json(ch_presence *pr, const char *topic)
 	grouper g = {.b = rt_buf_alloc(256)};
 	g.b = rt_buf_append(g.b, "{", 1);
 	trk_list(pr->trk, topic, NULL, group_visit, &g);
-	if (g.groups)
-		g.b = rt_buf_append_str(g.b, "]}");
+	group_close(&g, 1);
 	g.b = rt_buf_append(g.b, "}", 1);
 	return fetched(pr, topic, buf_to_str(g.b));
 }
 
+/* A diff item and its position (for a stable sort); caller's stack. */
 typedef struct keyed {
 	const trk_item *item;
 	size_t seq;
@@ -220,8 +304,7 @@ items_json(const trk_item *items, size_t n)
 	for (size_t i = 0; i < n; i++)
 		group_visit(&g, v[i].item->key, v[i].item->meta, RT_NOPID,
 		            i == 0 || strcmp(v[i].item->key, v[i - 1].item->key) != 0);
-	if (g.groups)
-		g.b = rt_buf_append_str(g.b, "]}");
+	group_close(&g, 1); /* already in key order */
 	g.b = rt_buf_append(g.b, "}", 1);
 	free(v);
 	return buf_to_str(g.b);
@@ -349,7 +432,8 @@ ch_presence_get_by_key(ch_endpoint *ep, const char *topic, const char *key)
 		rt_buf_release(g.b);
 		return NULL;
 	}
-	g.b = rt_buf_append_str(g.b, "]}}");
+	group_close(&g, 1);
+	g.b = rt_buf_append(g.b, "}", 1);
 	/* {key: {"metas": [...]}} through the hook, then the key's value */
 	char *all = fetched(ep->presence, topic, buf_to_str(g.b));
 	cJSON *obj = cJSON_Parse(all);

@@ -120,6 +120,8 @@ struct trk_tracker {
 
 /* ------------------------------------------------------------------ shard process */
 
+/* The shard process's state (owner: that process); everything it works on
+ * is in the slot. */
 typedef struct shard_proc {
 	shard_slot *slot;
 } shard_proc;
@@ -722,7 +724,8 @@ trk_untrack_all(trk_tracker *t, rt_pid pid)
 }
 
 /* trk_list's walk: the state's presences, with the caller's own queued
- * tracks added to their key's group (or as groups of their own). */
+ * tracks added to their key's group (or as groups of their own).  On the
+ * caller's stack, under the shard's locks. */
 typedef struct overlay {
 	trk_visit_fn fn;
 	void *ud;

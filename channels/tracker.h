@@ -45,7 +45,8 @@ typedef bool (*trk_visit_fn)(void *ud, const char *key, const char *meta, rt_pid
                              bool first_of_key);
 
 /* A dot: the change number `clock` of replica number `replica` (an index
- * into the names of the trk_delta that carries it). */
+ * into the names of the trk_delta that carries it).  Plain values, like
+ * trk_value, owned by the trk_delta that holds them. */
 typedef struct trk_dot {
 	uint32_t replica;
 	uint64_t clock;
@@ -73,9 +74,12 @@ typedef struct trk_delta {
 	size_t nvalues;
 } trk_delta;
 
-/* A new empty state for replica `name` (truncated to TRK_REPLICA_MAX - 1). */
+/* A new empty state for replica `name` (truncated to TRK_REPLICA_MAX - 1);
+ * the caller owns it and serializes every call on it. */
 trk_state *trk_state_new(const char *name);
+/* Frees a state and everything in it; NULL is ignored. */
 void trk_state_free(trk_state *s);
+/* The state's replica name. */
 const char *trk_state_replica(const trk_state *s);
 
 /* Adds {topic, pid, key, meta} as a new element of the local replica;
@@ -151,13 +155,14 @@ trk_delta *trk_state_extract(const trk_state *s, const char *remote);
  * nothing more: a dot seen once is never added again. */
 void trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud);
 
+/* Frees a delta or extracted state; NULL is ignored. */
 void trk_delta_free(trk_delta *d);
 
 /* ------------------------------------------------------------------ Tracker */
 
 typedef struct trk_tracker trk_tracker;
 
-/* One presence in a diff. */
+/* One presence in a diff: borrowed for the duration of the callback. */
 typedef struct trk_item {
 	const char *key;
 	const char *meta;
@@ -169,6 +174,7 @@ typedef struct trk_item {
 typedef void (*trk_diff_fn)(void *ud, const char *topic, const trk_item *joins, size_t njoins,
                             const trk_item *leaves, size_t nleaves);
 
+/* Options of trk_start: the caller's, read once. */
 typedef struct trk_opts {
 	int shards;           /* pool size; 0: rt_schedulers() */
 	uint32_t period_ms;   /* diff coalescing period; 0: 20 ms; UINT32_MAX: none */
@@ -224,7 +230,7 @@ void trk_list(trk_tracker *t, const char *topic, const char *key, trk_visit_fn f
 /* Members and keys of a topic, O(1). */
 size_t trk_count(trk_tracker *t, const char *topic, size_t *nkeys);
 
-/* Counters for tests and benchmarks. */
+/* Counters for tests and benchmarks (filled into the caller's struct). */
 typedef struct trk_stats {
 	uint64_t tracks, untracks, downs, diffs, refused;
 	uint32_t pending; /* queued requests now, all shards */

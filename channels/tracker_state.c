@@ -32,6 +32,8 @@
 
 /* ------------------------------------------------------------------ hash index */
 
+/* An intrusive chained hash index; owned by the structure embedding it. */
+
 typedef struct hnode {
 	struct hnode *next;
 	uint64_t h;
@@ -113,12 +115,15 @@ mix64(uint64_t x)
 
 /* ------------------------------------------------------------------ structures */
 
+/* Every structure below belongs to one trk_state and has its owner (see
+ * the top of this file); none is shared between states. */
+
 typedef struct trk_entry trk_entry;
 
 typedef struct trk_topic {
 	hnode hn;
 	char *name;
-	struct trk_keyrec *keys; /* doubly linked */
+	struct trk_keyrec *keys, *keys_tail; /* doubly linked, oldest first */
 	size_t members, nkeys;
 } trk_topic;
 
@@ -127,7 +132,7 @@ typedef struct trk_keyrec {
 	trk_topic *topic;
 	char *key;
 	struct trk_keyrec *prev, *next;
-	trk_entry *head; /* doubly linked through kprev/knext */
+	trk_entry *head, *tail; /* doubly linked through kprev/knext, oldest first */
 } trk_keyrec;
 
 typedef struct trk_pidrec {
@@ -258,18 +263,22 @@ entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char
 		k = xcalloc(1, sizeof(*k));
 		k->topic = t;
 		k->key = xstrdup(key);
-		k->next = t->keys;
-		if (t->keys)
-			t->keys->prev = k;
-		t->keys = k;
+		k->prev = t->keys_tail;
+		if (t->keys_tail)
+			t->keys_tail->next = k;
+		else
+			t->keys = k;
+		t->keys_tail = k;
 		t->nkeys++;
 		ht_add(&s->keys, &k->hn, key_hash(topic, key));
 	}
 	e->kr = k;
-	e->knext = k->head;
-	if (k->head)
-		k->head->kprev = e;
-	k->head = e;
+	e->kprev = k->tail; /* metas in the order they were tracked, as Phoenix lists them */
+	if (k->tail)
+		k->tail->knext = e;
+	else
+		k->head = e;
+	k->tail = e;
 	k->topic->members++;
 	if (replica == 0) {
 		trk_pidrec *p = find_pid(s, pid);
@@ -339,6 +348,8 @@ entry_free(trk_state *s, trk_entry *e)
 		k->head = e->knext;
 	if (e->knext)
 		e->knext->kprev = e->kprev;
+	else
+		k->tail = e->kprev;
 	trk_topic *t = k->topic;
 	t->members--;
 	if (!k->head) {
@@ -348,6 +359,8 @@ entry_free(trk_state *s, trk_entry *e)
 			t->keys = k->next;
 		if (k->next)
 			k->next->prev = k->prev;
+		else
+			t->keys_tail = k->prev;
 		t->nkeys--;
 		ht_del(&s->keys, &k->hn);
 		free(k->key);

@@ -880,6 +880,44 @@ test_no_ghost_when_the_socket_closes_during_join(void)
 	teardown();
 }
 
+static void
+test_json_follows_phoenix_order(void)
+{
+	setup_n(2, 10, 0);
+	rt_pid p[4];
+	for (int i = 0; i < 4; i++)
+		p[i] = rt_spawn(&tr_behaviour, NULL, 0);
+	/* from a thread that is no process: any caller may track any pid */
+	CHECK_EQ(ch_presence_track_pid(ep, p[0], "room:o", "zed", "{\"z\":1,\"a\":2}", NULL), 0);
+	CHECK_EQ(ch_presence_track_pid(ep, p[1], "room:o", "bob", "{\"n\":1}", NULL), 0);
+	CHECK_EQ(ch_presence_track_pid(ep, p[2], "room:o", "amy", "{}", NULL), 0);
+	CHECK_EQ(ch_presence_track_pid(ep, p[3], "room:o", "bob", "{\"n\":2}", NULL), 0);
+	CHECK_EQ(ch_presence_track_pid(ep, p[3], "room:o", "bob", "{}", NULL), CH_PRESENCE_EEXIST);
+	CHECK_EQ(ch_presence_track_pid(ep, p[3], "room:o", "bob", "[1]", NULL), CH_PRESENCE_EINVAL);
+	WAIT_UNTIL(ch_presence_count(ep, "room:o", NULL) == 4, 2000);
+	char *list = ch_presence_list_topic(ep, "room:o");
+	/* keys in order (a small map's), metas in the order tracked, meta keys in order */
+	const char *amy = strstr(list, "\"amy\""), *bob = strstr(list, "\"bob\""),
+	           *zed = strstr(list, "\"zed\"");
+	CHECK(list[0] == '{' && amy == list + 1 && amy < bob && bob < zed);
+	CHECK(strstr(list, "\"n\":1") < strstr(list, "\"n\":2"));
+	CHECK(strstr(list, "\"zed\":{\"metas\":[{\"a\":2,\"phx_ref\":\"") != NULL);
+	cJSON *obj = cJSON_Parse(list);
+	CHECK(obj != NULL);
+	CHECK_EQ(cJSON_GetArraySize(obj), 3);
+	cJSON_Delete(obj);
+	free(list);
+	CHECK_EQ(ch_presence_untrack_all(ep, p[3]), 0);
+	CHECK_EQ(ch_presence_untrack_pid(ep, p[0], "room:o", "zed"), 0);
+	size_t keys;
+	WAIT_UNTIL(ch_presence_count(ep, "room:o", &keys) == 2, 2000);
+	CHECK_EQ(keys, 2);
+	for (int i = 0; i < 4; i++)
+		rt_send(p[i], M_STOP, NULL, 0);
+	WAIT_UNTIL(ch_presence_count(ep, "room:o", NULL) == 0, 2000);
+	teardown();
+}
+
 /* The runtime side the tracker leans on: a process holding thousands of
  * monitors gets every DOWN, and demonitors, in any order. */
 static struct {
@@ -944,5 +982,6 @@ TEST_LIST = {
     TEST(test_fetch_hook_enriches_lists_and_diffs),
     TEST(test_request_queue_is_bounded),
     TEST(test_no_ghost_when_the_socket_closes_during_join),
+    TEST(test_json_follows_phoenix_order),
     TEST_END,
 };
