@@ -79,8 +79,9 @@ typedef struct ch_presence ch_presence;
 ch_presence *presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts);
 /* Stops the shards (waits for them) and frees pr.  Not from a scheduler thread. */
 void presence_stop(ch_presence *pr);
-/* The tracker's supervisor. */
+/* The tracker's supervisor, and the tracker (tests, stats). */
 rt_pid presence_sup(const ch_presence *pr);
+struct trk_tracker *presence_tracker(const ch_presence *pr);
 
 struct ch_endpoint {
 	ch_presence *presence;

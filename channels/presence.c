@@ -370,6 +370,12 @@ presence_sup(const ch_presence *pr)
 	return pr ? trk_sup(pr->trk) : RT_NOPID;
 }
 
+trk_tracker *
+presence_tracker(const ch_presence *pr)
+{
+	return pr ? pr->trk : NULL;
+}
+
 /* ------------------------------------------------------------------ API */
 
 int

@@ -700,10 +700,14 @@ trk_untrack(trk_tracker *t, rt_pid pid, const char *topic, const char *key)
 	if (!pid || bad_field(topic, MAX_TOPIC) || bad_field(key, MAX_KEY))
 		return TRK_EINVAL;
 	shard_slot *sl = slot_for(t, topic);
+	pthread_rwlock_rdlock(&sl->lock);
 	pthread_mutex_lock(&sl->qlock);
-	int rc = enqueue(sl, op_new(OP_UNTRACK, pid, topic, key, NULL));
+	/* only what exists (or is queued) is queued: untracks stay bounded */
+	if (will_exist(sl, pid, topic, key))
+		enqueue(sl, op_new(OP_UNTRACK, pid, topic, key, NULL));
 	pthread_mutex_unlock(&sl->qlock);
-	return rc;
+	pthread_rwlock_unlock(&sl->lock);
+	return 0;
 }
 
 int
@@ -714,11 +718,12 @@ trk_untrack_all(trk_tracker *t, rt_pid pid)
 	int rc = 0;
 	for (int i = 0; i < t->nshards; i++) {
 		shard_slot *sl = &t->slots[i];
+		pthread_rwlock_rdlock(&sl->lock);
 		pthread_mutex_lock(&sl->qlock);
-		int r = enqueue(sl, op_new(OP_UNTRACK_ALL, pid, NULL, NULL, NULL));
+		if (trk_state_has_pid(sl->state, pid) || count_has(&sl->qpids, pid))
+			rc |= enqueue(sl, op_new(OP_UNTRACK_ALL, pid, NULL, NULL, NULL));
 		pthread_mutex_unlock(&sl->qlock);
-		if (r)
-			rc = r;
+		pthread_rwlock_unlock(&sl->lock);
 	}
 	return rc;
 }

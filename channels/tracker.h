@@ -218,8 +218,9 @@ int trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, c
                char *(*make_meta)(const char *old_meta, const char *meta));
 
 /* Untracks one presence, or every presence of pid in every topic
- * (trk_untrack_all).  Never refused for load: an untrack is bounded by the
- * presences that exist.  Returns 0 or TRK_E*. */
+ * (trk_untrack_all).  Never refused for load; queued only when there is
+ * something to remove (tracked, or a queued track), so untracks are
+ * bounded by the presences.  Returns 0 or TRK_EINVAL. */
 int trk_untrack(trk_tracker *t, rt_pid pid, const char *topic, const char *key);
 int trk_untrack_all(trk_tracker *t, rt_pid pid);
 

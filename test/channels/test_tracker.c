@@ -726,6 +726,7 @@ test_fetch_hook_enriches_lists_and_diffs(void)
  * scheduler the shard cannot run meanwhile, so the bound shows. */
 static struct {
 	int ok, busy, other, dup;
+	uint32_t pending, pending_after;
 } drv;
 
 static int
@@ -747,6 +748,16 @@ driver_init(void *st, const void *arg, size_t size)
 	drv.dup = ch_presence_track_pid(ep, fake_pid(1000), "room:b", "k", "{}", NULL);
 	/* an untrack is never refused */
 	CHECK_EQ(ch_presence_untrack_pid(ep, fake_pid(1001), "room:b", "k"), 0);
+	trk_stats s;
+	trk_get_stats(presence_tracker(ep->presence), &s);
+	drv.pending = s.pending;
+	/* and untracks of nothing queue nothing: they cannot grow the queue */
+	for (uint32_t i = 0; i < 10000; i++) {
+		CHECK_EQ(ch_presence_untrack_pid(ep, fake_pid(5000 + i), "room:b", "k"), 0);
+		CHECK_EQ(ch_presence_untrack_all(ep, fake_pid(5000 + i)), 0);
+	}
+	trk_get_stats(presence_tracker(ep->presence), &s);
+	drv.pending_after = s.pending;
 	return RT_STOP;
 }
 
@@ -762,8 +773,14 @@ test_request_queue_is_bounded(void)
 	CHECK_EQ(drv.busy, 92);
 	CHECK_EQ(drv.other, 0);
 	CHECK_EQ(drv.dup, CH_PRESENCE_EEXIST);
+	CHECK_EQ(drv.pending, 9); /* 8 tracks and the untrack of one of them */
+	CHECK_EQ(drv.pending_after, 9);
 	/* the pids were dead: each monitor fired "noproc", nothing stays */
 	WAIT_UNTIL(ch_presence_count(ep, "room:b", NULL) == 0, 2000);
+	trk_stats st;
+	trk_get_stats(presence_tracker(ep->presence), &st);
+	CHECK_EQ(st.refused, 92);
+	CHECK_EQ(st.tracks, 8);
 	teardown();
 }
 
