@@ -1,7 +1,8 @@
 /*
  * The channels endpoint: the socket handler, the channel supervisor (a
- * dynamic supervisor of temporary children, as Phoenix's), PubSub, token
- * keys, and the application-facing broadcast and token helpers.
+ * dynamic supervisor of temporary children, as Phoenix's), PubSub, the
+ * presence tracker (its shards under a supervisor of their own, presence.c),
+ * token keys, and the application-facing broadcast and token helpers.
  */
 #include <stdio.h>
 #include <stdlib.h>
