@@ -127,14 +127,27 @@ uint64_t *trk_state_pid_word(trk_state *s, rt_pid pid);
 void trk_state_foreach_pid(trk_state *s, void (*fn)(void *ud, rt_pid pid, uint64_t *word),
                            void *ud);
 
-/* Total elements, and the clock of replica `name` in the causal context
- * (0 if unknown). */
+/* Total elements (those of down replicas included), and the clock of
+ * replica `name` in the causal context (0 if unknown). */
 size_t trk_state_size(const trk_state *s);
 uint64_t trk_state_clock(const trk_state *s, const char *name);
 
-/* Marks replica `name` as known (Phoenix's replica_up): only elements of
- * known replicas are merged.  Returns 0, or -1 when the table is full. */
-int trk_state_replica_up(trk_state *s, const char *name);
+/* Marks replica `name` as known and up (Phoenix's replica_up): only
+ * elements of known replicas are merged.  A replica that was down has its
+ * elements listed again, each reported as a join.  Returns 0, or -1 when
+ * the table is full. */
+int trk_state_replica_up(trk_state *s, const char *name, trk_report_fn report, void *ud);
+
+/* Marks a known replica as down (Phoenix's replica_down): its elements stay
+ * (and keep merging) but are neither listed nor counted; each is reported
+ * as a leave.  O(elements).  Returns 0, or -1 for an unknown replica or the
+ * local one. */
+int trk_state_replica_down(trk_state *s, const char *name, trk_report_fn report, void *ud);
+
+/* Forgets a down replica (Phoenix's permdown, remove_down_replicas): its
+ * elements and context go, and its data is ignored until it is up again.
+ * Returns 0, or -1 when it is not a known, down replica. */
+int trk_state_remove_down_replica(trk_state *s, const char *name);
 
 /* True when changes were made since the last reset. */
 bool trk_state_has_delta(const trk_state *s);

@@ -20,6 +20,11 @@
  *   delta  the local elements added since the last reset (a linked list)
  *          plus the dots of every change since then
  *
+ * Elements of a replica marked down are parked: kept in the tag index (so
+ * they keep merging, removes included) but out of the key lists, so lists
+ * and counts leave them out with no filtering per read (Phoenix filters
+ * down replicas in every select); up again, they are linked back.
+ *
  * Owner: one thread at a time (the shard process; readers take the shard's
  * read lock, tracker.c).
  */
@@ -150,6 +155,8 @@ struct trk_entry {
 	trk_entry *pprev, *pnext;
 	trk_entry *dprev, *dnext; /* in the delta (local adds since the reset) */
 	bool in_delta;
+	bool parked;         /* of a down replica: out of kr's lists, on its parked list */
+	char *ptopic, *pkey; /* while parked (kr is NULL) */
 	uint32_t replica;
 	uint64_t clock;
 	rt_pid pid;
@@ -158,8 +165,11 @@ struct trk_entry {
 
 typedef struct replica {
 	char name[TRK_REPLICA_MAX];
-	uint64_t ctx; /* every dot up to here was seen */
-	pidmap cloud; /* dots seen past ctx: key clock + 2 */
+	uint64_t ctx;      /* every dot up to here was seen */
+	pidmap cloud;      /* dots seen past ctx: key clock + 2 */
+	bool down;         /* its elements are parked: not listed, not counted */
+	bool gone;         /* permanently down: forgotten, unknown until up again */
+	trk_entry *parked; /* its elements while down (linked through pprev/pnext) */
 } replica;
 
 #define MAX_REPLICAS 1024
@@ -241,17 +251,10 @@ find_local(const trk_state *s, rt_pid pid, const char *topic, const char *key)
 	return NULL;
 }
 
-/* Links a new element into every index. */
-static trk_entry *
-entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char *topic,
-          const char *key, const char *meta)
+/* Links an element into its key's list (creating the key and topic). */
+static void
+key_link(trk_state *s, trk_entry *e, const char *topic, const char *key)
 {
-	trk_entry *e = xcalloc(1, sizeof(*e));
-	e->replica = replica;
-	e->clock = clock;
-	e->pid = pid;
-	e->meta = xstrdup(meta);
-	ht_add(&s->tags, &e->hn, tag_hash(replica, clock));
 	trk_keyrec *k = find_keyrec(s, topic, key);
 	if (!k) {
 		trk_topic *t = find_topic(s, topic);
@@ -274,12 +277,107 @@ entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char
 	}
 	e->kr = k;
 	e->kprev = k->tail; /* metas in the order they were tracked, as Phoenix lists them */
+	e->knext = NULL;
 	if (k->tail)
 		k->tail->knext = e;
 	else
 		k->head = e;
 	k->tail = e;
 	k->topic->members++;
+}
+
+/* Unlinks an element from its key's list (freeing an empty key and topic). */
+static void
+key_unlink(trk_state *s, trk_entry *e)
+{
+	trk_keyrec *k = e->kr;
+	if (e->kprev)
+		e->kprev->knext = e->knext;
+	else
+		k->head = e->knext;
+	if (e->knext)
+		e->knext->kprev = e->kprev;
+	else
+		k->tail = e->kprev;
+	e->kr = NULL;
+	e->kprev = e->knext = NULL;
+	trk_topic *t = k->topic;
+	t->members--;
+	if (!k->head) {
+		if (k->prev)
+			k->prev->next = k->next;
+		else
+			t->keys = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		else
+			t->keys_tail = k->prev;
+		t->nkeys--;
+		ht_del(&s->keys, &k->hn);
+		free(k->key);
+		free(k);
+		if (!t->keys) {
+			ht_del(&s->topics, &t->hn);
+			free(t->name);
+			free(t);
+		}
+	}
+}
+
+static const char *
+entry_topic(const trk_entry *e)
+{
+	return e->parked ? e->ptopic : e->kr->topic->name;
+}
+
+static const char *
+entry_key(const trk_entry *e)
+{
+	return e->parked ? e->pkey : e->kr->key;
+}
+
+/* Moves a remote element out of the lists onto its replica's parked list. */
+static void
+park(trk_state *s, trk_entry *e)
+{
+	replica *r = &s->reps[e->replica];
+	e->ptopic = xstrdup(e->kr->topic->name);
+	e->pkey = xstrdup(e->kr->key);
+	key_unlink(s, e);
+	e->parked = true;
+	e->pprev = NULL;
+	e->pnext = r->parked;
+	if (r->parked)
+		r->parked->pprev = e;
+	r->parked = e;
+}
+
+static void
+unpark_only(trk_state *s, trk_entry *e)
+{
+	replica *r = &s->reps[e->replica];
+	if (e->pprev)
+		e->pprev->pnext = e->pnext;
+	else
+		r->parked = e->pnext;
+	if (e->pnext)
+		e->pnext->pprev = e->pprev;
+	e->pprev = e->pnext = NULL;
+	e->parked = false;
+}
+
+/* Links a new element into every index (parked if its replica is down). */
+static trk_entry *
+entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char *topic,
+          const char *key, const char *meta)
+{
+	trk_entry *e = xcalloc(1, sizeof(*e));
+	e->replica = replica;
+	e->clock = clock;
+	e->pid = pid;
+	e->meta = xstrdup(meta);
+	ht_add(&s->tags, &e->hn, tag_hash(replica, clock));
+	key_link(s, e, topic, key);
 	if (replica == 0) {
 		trk_pidrec *p = find_pid(s, pid);
 		if (!p) {
@@ -292,6 +390,8 @@ entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char
 		if (p->head)
 			p->head->pprev = e;
 		p->head = e;
+	} else if (s->reps[replica].down) {
+		park(s, e);
 	}
 	s->size++;
 	return e;
@@ -341,35 +441,12 @@ entry_free(trk_state *s, trk_entry *e)
 {
 	delta_unlink(s, e);
 	ht_del(&s->tags, &e->hn);
-	trk_keyrec *k = e->kr;
-	if (e->kprev)
-		e->kprev->knext = e->knext;
-	else
-		k->head = e->knext;
-	if (e->knext)
-		e->knext->kprev = e->kprev;
-	else
-		k->tail = e->kprev;
-	trk_topic *t = k->topic;
-	t->members--;
-	if (!k->head) {
-		if (k->prev)
-			k->prev->next = k->next;
-		else
-			t->keys = k->next;
-		if (k->next)
-			k->next->prev = k->prev;
-		else
-			t->keys_tail = k->prev;
-		t->nkeys--;
-		ht_del(&s->keys, &k->hn);
-		free(k->key);
-		free(k);
-		if (!t->keys) {
-			ht_del(&s->topics, &t->hn);
-			free(t->name);
-			free(t);
-		}
+	if (e->parked) {
+		unpark_only(s, e);
+		free(e->ptopic);
+		free(e->pkey);
+	} else {
+		key_unlink(s, e);
 	}
 	trk_pidrec *p = e->pr;
 	if (p) {
@@ -397,13 +474,22 @@ bump(trk_state *s)
 	return c;
 }
 
+/* A replica's number, gone (permanently down) ones included. */
 static int
-replica_index(const trk_state *s, const char *name)
+replica_slot(const trk_state *s, const char *name)
 {
 	for (size_t i = 0; i < s->nreps; i++)
 		if (strcmp(s->reps[i].name, name) == 0)
 			return (int)i;
 	return -1;
+}
+
+/* A known replica's number, or -1. */
+static int
+replica_index(const trk_state *s, const char *name)
+{
+	int r = replica_slot(s, name);
+	return r >= 0 && !s->reps[r].gone ? r : -1;
 }
 
 static bool
@@ -463,6 +549,8 @@ trk_state_free(trk_state *s)
 			nx = x->next;
 			trk_entry *e = container_of(x, trk_entry, hn);
 			free(e->meta);
+			free(e->ptopic);
+			free(e->pkey);
 			free(e);
 		}
 	for (size_t i = 0; i < s->keys.cap; i++)
@@ -520,7 +608,7 @@ static void
 remove_local(trk_state *s, trk_entry *e, trk_report_fn report, void *ud)
 {
 	if (report)
-		report(ud, e->kr->topic->name, e->kr->key, e->meta, false);
+		report(ud, entry_topic(e), entry_key(e), e->meta, false);
 	delta_dot(s, 0, e->clock);
 	entry_free(s, e);
 	bump(s);
@@ -639,10 +727,28 @@ trk_state_clock(const trk_state *s, const char *name)
 }
 
 int
-trk_state_replica_up(trk_state *s, const char *name)
+trk_state_replica_up(trk_state *s, const char *name, trk_report_fn report, void *ud)
 {
-	if (replica_index(s, name) >= 0)
+	int r = replica_slot(s, name);
+	if (r == 0)
 		return 0;
+	if (r > 0) {
+		replica *rep = &s->reps[r];
+		rep->gone = false;
+		rep->down = false;
+		while (rep->parked) { /* Phoenix's replica_up: its users join again */
+			trk_entry *e = rep->parked;
+			char *topic = e->ptopic, *key = e->pkey;
+			unpark_only(s, e);
+			e->ptopic = e->pkey = NULL;
+			key_link(s, e, topic, key);
+			if (report)
+				report(ud, topic, key, e->meta, true);
+			free(topic);
+			free(key);
+		}
+		return 0;
+	}
 	if (s->nreps == MAX_REPLICAS)
 		return -1;
 	if (s->nreps == s->capreps) {
@@ -651,12 +757,67 @@ trk_state_replica_up(trk_state *s, const char *name)
 		if (!s->reps)
 			abort();
 	}
-	replica *r = &s->reps[s->nreps++];
-	memset(r, 0, sizeof(*r));
+	replica *rep = &s->reps[s->nreps++];
+	memset(rep, 0, sizeof(*rep));
 	size_t n = strlen(name);
 	if (n >= TRK_REPLICA_MAX)
 		n = TRK_REPLICA_MAX - 1;
-	memcpy(r->name, name, n);
+	memcpy(rep->name, name, n);
+	return 0;
+}
+
+int
+trk_state_replica_down(trk_state *s, const char *name, trk_report_fn report, void *ud)
+{
+	int r = replica_index(s, name);
+	if (r <= 0)
+		return -1;
+	if (s->reps[r].down)
+		return 0;
+	s->reps[r].down = true;
+	/* its elements: collected first, parking changes the lists */
+	size_t n = 0, cap = 16;
+	trk_entry **v = xcalloc(cap, sizeof(*v));
+	for (size_t i = 0; i < s->tags.cap; i++)
+		for (hnode *x = s->tags.b[i]; x; x = x->next) {
+			trk_entry *e = container_of(x, trk_entry, hn);
+			if ((int)e->replica != r || e->parked)
+				continue;
+			if (n == cap) {
+				cap *= 2;
+				v = realloc(v, cap * sizeof(*v));
+				if (!v)
+					abort();
+			}
+			v[n++] = e;
+		}
+	for (size_t i = 0; i < n; i++) {
+		if (report)
+			report(ud, v[i]->kr->topic->name, v[i]->kr->key, v[i]->meta, false);
+		park(s, v[i]);
+	}
+	free(v);
+	return 0;
+}
+
+int
+trk_state_remove_down_replica(trk_state *s, const char *name)
+{
+	int r = replica_index(s, name);
+	if (r <= 0 || !s->reps[r].down)
+		return -1;
+	replica *rep = &s->reps[r];
+	while (rep->parked)
+		entry_free(s, rep->parked);
+	/* forgotten: its context goes, its data is ignored until it is up again */
+	rep->ctx = 0;
+	pidmap_free(&rep->cloud);
+	rep->gone = true;
+	size_t j = 0;
+	for (size_t i = 0; i < s->ndcloud; i++) /* and out of the delta */
+		if ((int)s->dcloud[i].replica != r)
+			s->dcloud[j++] = s->dcloud[i];
+	s->ndcloud = j;
 	return 0;
 }
 
@@ -687,8 +848,8 @@ value_set(trk_value *v, const trk_entry *e)
 {
 	v->tag = (trk_dot){e->replica, e->clock};
 	v->pid = e->pid;
-	v->topic = xstrdup(e->kr->topic->name);
-	v->key = xstrdup(e->kr->key);
+	v->topic = xstrdup(entry_topic(e));
+	v->key = xstrdup(entry_key(e));
 	v->meta = xstrdup(e->meta);
 }
 
@@ -772,8 +933,8 @@ dot_key(uint32_t replica, uint64_t clock)
 static void
 remove_remote(trk_state *s, trk_entry *e, trk_report_fn report, void *ud)
 {
-	if (report)
-		report(ud, e->kr->topic->name, e->kr->key, e->meta, false);
+	if (report && !e->parked) /* a parked element's leave was reported when parked */
+		report(ud, entry_topic(e), entry_key(e), e->meta, false);
 	delta_dot(s, e->replica, e->clock);
 	entry_free(s, e);
 }
@@ -858,7 +1019,7 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 			continue;
 		entry_new(s, r, v->tag.clock, v->pid, v->topic, v->key, v->meta);
 		cloud_add(s, r, v->tag.clock);
-		if (report)
+		if (report && !s->reps[r].down) /* a down replica's: reported when it is up */
 			report(ud, v->topic, v->key, v->meta, true);
 	}
 	/* the causal context: the union of both */

@@ -138,8 +138,8 @@ pair(trk_state **b)
 {
 	trk_state *a = trk_state_new("a@host");
 	*b = trk_state_new("b@host");
-	CHECK_EQ(trk_state_replica_up(a, "b@host"), 0);
-	CHECK_EQ(trk_state_replica_up(*b, "a@host"), 0);
+	CHECK_EQ(trk_state_replica_up(a, "b@host", NULL, NULL), 0);
+	CHECK_EQ(trk_state_replica_up(*b, "a@host", NULL, NULL), 0);
 	return a;
 }
 
@@ -186,7 +186,7 @@ test_state_remove_wins_over_the_add_it_saw(void)
 {
 	trk_state *b, *a = pair(&b);
 	trk_state *c = trk_state_new("c@host");
-	trk_state_replica_up(c, "a@host");
+	trk_state_replica_up(c, "a@host", NULL, NULL);
 	tally t = {0};
 	trk_state_join(a, fake_pid(1), "room", "x", "{\"v\":1}", NULL, NULL);
 	trk_delta *d1 = trk_state_extract_delta(a);
@@ -293,7 +293,7 @@ test_state_full_state_repairs_a_lost_delta(void)
 	trk_state_join(c, fake_pid(1), "room", "c", "{}", NULL, NULL);
 	ship(c, a, &t);
 	CHECK_EQ(trk_state_count(a, "room", NULL), 7);
-	trk_state_replica_up(a, "c@host");
+	trk_state_replica_up(a, "c@host", NULL, NULL);
 	trk_delta *fc = trk_state_extract(c, "a@host");
 	trk_state_merge(a, fc, tally_report, &t);
 	trk_delta_free(fc);
@@ -317,6 +317,59 @@ test_state_update_replicates(void)
 	free(sb);
 	CHECK_EQ(t.joins, 2);
 	CHECK_EQ(t.leaves, 1);
+	trk_state_free(a);
+	trk_state_free(b);
+}
+
+static void
+test_state_replica_down_up_and_permdown(void)
+{
+	trk_state *b, *a = pair(&b);
+	tally t = {0};
+	for (uint32_t i = 0; i < 3; i++)
+		trk_state_join(a, fake_pid(i), "room", "k", "{}", NULL, NULL);
+	trk_state_join(b, fake_pid(9), "room", "b", "{}", NULL, NULL);
+	ship(a, b, &t);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 4);
+	/* down: a's presences leave the lists, reported as leaves */
+	tally down = {0};
+	CHECK_EQ(trk_state_replica_down(b, "a@host", tally_report, &down), 0);
+	CHECK_EQ(down.leaves, 3);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 1);
+	CHECK_EQ(trk_state_replica_down(b, "b@host", NULL, NULL), -1); /* the local one */
+	/* its changes keep merging meanwhile, silently */
+	trk_state_leave(a, fake_pid(0), "room", "k", NULL, NULL);
+	trk_state_join(a, fake_pid(5), "room", "k", "{\"new\":1}", NULL, NULL);
+	tally quiet = {0};
+	ship(a, b, &quiet);
+	CHECK_EQ(quiet.joins + quiet.leaves, 0);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 1);
+	/* up again: what it has now joins */
+	tally up = {0};
+	CHECK_EQ(trk_state_replica_up(b, "a@host", tally_report, &up), 0);
+	CHECK_EQ(up.joins, 3);
+	char *sa = snapshot(a, "room"), *sb = snapshot(b, "room");
+	char expected[256];
+	snprintf(expected, sizeof(expected), "b={};%s", sa); /* b's own, then a's as a has them */
+	CHECK_STR(sb, expected);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 4);
+	free(sa);
+	free(sb);
+	/* permdown: forgotten, and its old data stays out until it is up */
+	trk_state_replica_down(b, "a@host", NULL, NULL);
+	CHECK_EQ(trk_state_remove_down_replica(b, "a@host"), 0);
+	CHECK_EQ(trk_state_size(b), 1);
+	CHECK_EQ(trk_state_clock(b, "a@host"), 0);
+	trk_delta *full = trk_state_extract(a, "b@host");
+	trk_state_merge(b, full, NULL, NULL);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 1);
+	CHECK_EQ(trk_state_replica_up(b, "a@host", NULL, NULL), 0);
+	tally again = {0};
+	trk_state_merge(b, full, tally_report, &again);
+	CHECK_EQ(again.joins, 3);
+	CHECK_EQ(trk_state_count(b, "room", NULL), 4);
+	CHECK_EQ(trk_state_clock(b, "a@host"), trk_state_clock(a, "a@host"));
+	trk_delta_free(full);
 	trk_state_free(a);
 	trk_state_free(b);
 }
@@ -995,6 +1048,7 @@ TEST_LIST = {
     TEST(test_state_no_duplicates),
     TEST(test_state_full_state_repairs_a_lost_delta),
     TEST(test_state_update_replicates),
+    TEST(test_state_replica_down_up_and_permdown),
     TEST(test_many_monitors),
     TEST(test_exit_for_any_reason_is_a_leave),
     TEST(test_diffs_are_coalesced_per_period),
