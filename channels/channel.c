@@ -288,10 +288,8 @@ chan_terminate(void *st, const char *reason)
 	ch_chan *ch = st;
 	if (ch->ops && ch->ops->terminate && strcmp(reason, "killed") != 0)
 		ch->ops->terminate(ch, ch->state, reason);
-	if (ch->joined) {
+	if (ch->joined)
 		ch_ps_unsubscribe(ch->ep->pubsub, ch->topic, rt_self());
-		presence_untrack_pid(ch->ep, ch->topic, rt_self());
-	}
 	free(ch->state);
 	free(ch->topic);
 	free(ch->join_ref);

@@ -160,9 +160,18 @@ typedef struct ch_endpoint_opts {
 	const ch_socket_handler *handler;
 	const char *secret_key_base;   /* for tokens */
 	uint32_t heartbeat_timeout_ms; /* transports close a socket silent this long (60000) */
+	/* Presence (Phoenix.Tracker): shard processes (0: one per scheduler), the
+	 * period over which a topic's joins and leaves are coalesced into one
+	 * presence_diff (0: 20 ms; UINT32_MAX: none, one diff per batch of
+	 * changes), and the track/update requests a shard may have queued before
+	 * refusing more with CH_PRESENCE_EBUSY (0: 10,000). */
+	int presence_shards;
+	uint32_t presence_period_ms;
+	uint32_t presence_max_pending;
 } ch_endpoint_opts;
 
-/* Starts the endpoint's channel supervisor and PubSub (after rt_start). */
+/* Starts the endpoint's channel supervisor, PubSub and the presence
+ * tracker's shards under their own supervisor (after rt_start). */
 ch_endpoint *ch_endpoint_start(const ch_endpoint_opts *opts);
 
 /* Shuts the channel supervisor down and frees the endpoint (before rt_shutdown). */
@@ -296,16 +305,77 @@ int ch_stop(ch_chan *ch, const char *reason);
 
 /* ------------------------------------------------------------------ presence */
 
+/* Phoenix.Presence.  Presences are {topic, pid, key, meta}; the endpoint's
+ * tracker (a pool of shard processes, the shard chosen by topic) monitors
+ * every tracked pid, so the exit of a tracked process, for any reason,
+ * removes its presences.  Every change reaches the topic's subscribers as
+ * a "presence_diff" {"joins": {key: {"metas": [...]}}, "leaves": {...}},
+ * coalesced per topic over ch_endpoint_opts.presence_period_ms.  Metas are
+ * JSON objects; each gets a "phx_ref" (and "phx_ref_prev" after an update).
+ *
+ * Changes are applied asynchronously by the shard, in the order each caller
+ * made them, and a caller's later list sees its own tracks already.  Any
+ * thread may call the *_pid functions and the readers; the ch_chan ones act
+ * for the calling channel process. */
+
+/* Results of the presence calls: 0 or one of these. */
+enum {
+	CH_PRESENCE_EINVAL = -1, /* meta is not a JSON object, or topic/key empty or too long */
+	CH_PRESENCE_EEXIST = -2, /* track: pid is already tracked under this topic and key */
+	CH_PRESENCE_ENOENT = -3, /* update: pid is not tracked under this topic and key */
+	CH_PRESENCE_EBUSY = -4,  /* the topic's shard has presence_max_pending requests queued */
+};
+
+/* Room for a phx_ref, NUL included. */
+#define CH_PRESENCE_REF_MAX 32
+
 /* Tracks the calling channel's process under `key` in its topic with `meta`
  * (a JSON object; a "phx_ref" is added), as Phoenix.Presence.track does:
  * every subscriber of the topic gets a presence_diff with the join, and the
  * entry goes away (presence_diff with the leave) when the channel process
- * exits.  Returns 0, or -1 when meta is not a JSON object. */
+ * exits.  Returns 0 or CH_PRESENCE_E*. */
 int ch_presence_track(ch_chan *ch, const char *key, const char *meta_json);
 
 /* The topic's presence state as JSON text ({key: {"metas": [...]}, ...}),
- * malloc'd: the payload of a "presence_state" push. */
+ * malloc'd: the payload of a "presence_state" push.  It includes the
+ * caller's own tracks, even those the shard has not applied yet. */
 char *ch_presence_list(ch_chan *ch);
+
+/* Untracks / updates the calling channel's presence under key in its topic
+ * (update: the new meta gets a new phx_ref and "phx_ref_prev", and the diff
+ * carries the new meta as a join and the old one as a leave). */
+int ch_presence_untrack(ch_chan *ch, const char *key);
+int ch_presence_update(ch_chan *ch, const char *key, const char *meta_json);
+
+/* The same for any process: track, update (ref_out, if not NULL, gets the
+ * new phx_ref: CH_PRESENCE_REF_MAX bytes), untrack one presence, untrack
+ * every presence of pid in every topic.  Untracks are never refused for
+ * load. */
+int ch_presence_track_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
+                          const char *meta_json, char *ref_out);
+int ch_presence_update_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
+                           const char *meta_json, char *ref_out);
+int ch_presence_untrack_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key);
+int ch_presence_untrack_all(ch_endpoint *ep, rt_pid pid);
+
+/* Presence.list(topic): {key: {"metas": [...]}, ...}, malloc'd. */
+char *ch_presence_list_topic(ch_endpoint *ep, const char *topic);
+
+/* Presence.get_by_key(topic, key): {"metas": [...]} (after the fetch hook),
+ * malloc'd, or NULL when the key has no presence. */
+char *ch_presence_get_by_key(ch_endpoint *ep, const char *topic, const char *key);
+
+/* Presences (metas) in topic, and (nkeys, if not NULL) distinct keys: both
+ * O(1).  Applied changes only. */
+size_t ch_presence_count(ch_endpoint *ep, const char *topic, size_t *nkeys);
+
+/* Presence's fetch/2: called with the topic and a {key: {"metas": [...]}}
+ * object to enrich in place (add fields beside "metas") before it goes out:
+ * on every list and get_by_key (in the caller), and on the joins and on
+ * the leaves of every presence_diff (in the shard process: keep it fast and
+ * thread-safe).  NULL removes it.  Set it before traffic starts. */
+typedef void (*ch_presence_fetch_fn)(const char *topic, cJSON *presences, void *ud);
+void ch_presence_set_fetch(ch_endpoint *ep, ch_presence_fetch_fn fn, void *ud);
 
 /* ------------------------------------------------------------------ tokens */
 

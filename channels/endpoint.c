@@ -1,7 +1,8 @@
 /*
  * The channels endpoint: the socket handler, the channel supervisor (a
- * dynamic supervisor of temporary children, as Phoenix's), PubSub, token
- * keys, and the application-facing broadcast and token helpers.
+ * dynamic supervisor of temporary children, as Phoenix's), PubSub, the
+ * presence tracker (its shards under a supervisor of their own, presence.c),
+ * token keys, and the application-facing broadcast and token helpers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,6 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 		free(ep);
 		return NULL;
 	}
-	ep->presence = presence_new();
 	pthread_mutex_init(&ep->key_lock, NULL);
 	static const rt_child_spec channel_spec = {
 	    .id = "channel",
@@ -38,7 +38,8 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	rt_sup_spec spec = {
 	    .strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec, .nchildren = 1};
 	ep->chan_sup = rt_sup_start(&spec);
-	if (!ep->chan_sup) {
+	ep->presence = presence_start(ep, opts);
+	if (!ep->chan_sup || !ep->presence) {
 		ch_endpoint_stop(ep);
 		return NULL;
 	}
@@ -60,7 +61,7 @@ ch_endpoint_stop(ch_endpoint *ep)
 	for (int i = 0; i < ep->nkeys; i++)
 		ch_token_key_free(ep->keys[i].key);
 	pthread_mutex_destroy(&ep->key_lock);
-	presence_free(ep->presence);
+	presence_stop(ep->presence); /* after the channels: their exits are leaves */
 	ch_ps_stop(ep->pubsub);
 	free(ep->secret);
 	free(ep);

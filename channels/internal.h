@@ -123,10 +123,14 @@ void ch_socket_flush_local(ch_socket *s);
 
 typedef struct ch_presence ch_presence;
 
-ch_presence *presence_new(void);
-void presence_free(ch_presence *pr);
-/* Removes pid's entries from topic and broadcasts the leaves (channel exit). */
-void presence_untrack_pid(ch_endpoint *ep, const char *topic, rt_pid pid);
+/* Starts the presence tracker of ep (shard processes under a supervisor of
+ * their own, options from opts, which may be NULL); NULL when it cannot. */
+ch_presence *presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts);
+/* Stops the shards (waits for them) and frees pr.  Not from a scheduler thread. */
+void presence_stop(ch_presence *pr);
+/* The tracker's supervisor, and the tracker (tests, stats). */
+rt_pid presence_sup(const ch_presence *pr);
+struct trk_tracker *presence_tracker(const ch_presence *pr);
 
 struct ch_endpoint {
 	ch_presence *presence;

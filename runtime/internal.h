@@ -52,6 +52,9 @@ typedef struct proc_ext {
 	uint32_t nout, capout;
 	struct mon *mons_in; /* monitors on me */
 	uint32_t nin, capin;
+	/* ref + 2 -> index in mons_out / mons_in, kept past MON_INDEX_MIN
+	 * entries (a tracker shard holds one monitor per tracked process) */
+	pidmap out_idx, in_idx;
 	struct timer_rec *timers; /* pending timers I own (doubly linked) */
 	struct rt_io *ios;        /* fds I own (singly linked) */
 	char *name;               /* registered name */

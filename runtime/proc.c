@@ -255,8 +255,13 @@ ext_del_link(proc_ext *x, rt_pid pid)
 	return x && pidmap_del(&x->links, pid);
 }
 
+/* Monitor arrays are scanned while short; past MON_INDEX_MIN entries an
+ * index (ref -> position) makes adding and removing O(1), for processes
+ * that hold tens of thousands (a presence tracker shard). */
+#define MON_INDEX_MIN 16
+
 static void
-mon_add(struct mon **v, uint32_t *n, uint32_t *cap, uint64_t ref, rt_pid pid)
+mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, rt_pid pid)
 {
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 1; /* most processes hold one monitor */
@@ -267,19 +272,33 @@ mon_add(struct mon **v, uint32_t *n, uint32_t *cap, uint64_t ref, rt_pid pid)
 	(*v)[*n].ref = ref;
 	(*v)[*n].pid = pid;
 	(*n)++;
+	if (idx->cap)
+		pidmap_put(idx, ref + 2, *n - 1);
+	else if (*n > MON_INDEX_MIN)
+		for (uint32_t i = 0; i < *n; i++)
+			pidmap_put(idx, (*v)[i].ref + 2, i);
 }
 
 static bool
-mon_del(struct mon *v, uint32_t *n, uint64_t ref, rt_pid *pid)
+mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid)
 {
-	for (uint32_t i = 0; i < *n; i++)
-		if (v[i].ref == ref) {
-			if (pid)
-				*pid = v[i].pid;
-			v[i] = v[--*n];
-			return true;
-		}
-	return false;
+	uint32_t i;
+	if (idx->cap) {
+		if (!pidmap_get(idx, ref + 2, &i))
+			return false;
+		pidmap_del(idx, ref + 2);
+	} else {
+		for (i = 0; i < *n && v[i].ref != ref; i++)
+			;
+		if (i == *n)
+			return false;
+	}
+	if (pid)
+		*pid = v[i].pid;
+	v[i] = v[--*n];
+	if (i < *n && idx->cap)
+		pidmap_put(idx, v[i].ref + 2, i);
+	return true;
 }
 
 /* Allocates a process and its pid without making it visible to lookups. */
@@ -317,6 +336,8 @@ proc_discard(rt_proc *p)
 	if (p->ext) {
 		pidmap_free(&p->ext->links);
 		free(p->ext->mons_in);
+		pidmap_free(&p->ext->out_idx);
+		pidmap_free(&p->ext->in_idx);
 		free(p->ext);
 	}
 	rt_free(p, proc_block_size(p->beh));
@@ -355,8 +376,8 @@ spawn(const rt_behaviour *b, const void *arg, size_t arg_size, int flags, uint64
 	if (parent && (flags & RT_SPAWN_MONITOR)) {
 		uint64_t ref = sched_new_ref();
 		proc_ext *px = proc_ext_get(parent), *cx = proc_ext_get(p);
-		mon_add(&px->mons_out, &px->nout, &px->capout, ref, pid);
-		mon_add(&cx->mons_in, &cx->nin, &cx->capin, ref, parent->pid);
+		mon_add(&px->mons_out, &px->nout, &px->capout, &px->out_idx, ref, pid);
+		mon_add(&cx->mons_in, &cx->nin, &cx->capin, &cx->in_idx, ref, parent->pid);
 		if (mref)
 			*mref = ref;
 	}
@@ -534,7 +555,7 @@ rt_monitor(rt_pid pid)
 	rt_proc *p = self_proc("rt_monitor");
 	uint64_t ref = sched_new_ref();
 	proc_ext *x = proc_ext_get(p);
-	mon_add(&x->mons_out, &x->nout, &x->capout, ref, pid);
+	mon_add(&x->mons_out, &x->nout, &x->capout, &x->out_idx, ref, pid);
 	if (rt_send(pid, SIG_MONITOR, &ref, sizeof(ref)) < 0) {
 		size_t n = sizeof(REASON_NOPROC);
 		rt_msg *m = rt_msg_alloc(RT_MSG_DOWN, sizeof(rt_down_info) + n);
@@ -554,7 +575,7 @@ rt_demonitor(uint64_t ref)
 {
 	rt_proc *p = self_proc("rt_demonitor");
 	rt_pid target;
-	if (p->ext && mon_del(p->ext->mons_out, &p->ext->nout, ref, &target))
+	if (p->ext && mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, ref, &target))
 		rt_send(target, SIG_DEMONITOR, &ref, sizeof(ref));
 }
 
@@ -661,6 +682,8 @@ exit_finish(sched *s, rt_proc *p)
 		pidmap_free(&x->links);
 		free(x->mons_out);
 		free(x->mons_in);
+		pidmap_free(&x->out_idx);
+		pidmap_free(&x->in_idx);
 		free(x->name);
 		free(x);
 		p->ext = NULL;
@@ -764,6 +787,8 @@ proc_free_all(void)
 			pidmap_free(&p->ext->links);
 			free(p->ext->mons_out);
 			free(p->ext->mons_in);
+			pidmap_free(&p->ext->out_idx);
+			pidmap_free(&p->ext->in_idx);
 			free(p->ext->name);
 			free(p->ext);
 		}
@@ -790,12 +815,14 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 		return true;
 	case SIG_MONITOR: {
 		proc_ext *x = proc_ext_get(p);
-		mon_add(&x->mons_in, &x->nin, &x->capin, *(uint64_t *)rt_msg_data(m), m->from);
+		mon_add(&x->mons_in, &x->nin, &x->capin, &x->in_idx, *(uint64_t *)rt_msg_data(m),
+		        m->from);
 		return true;
 	}
 	case SIG_DEMONITOR:
 		if (p->ext)
-			mon_del(p->ext->mons_in, &p->ext->nin, *(uint64_t *)rt_msg_data(m), NULL);
+			mon_del(p->ext->mons_in, &p->ext->nin, &p->ext->in_idx,
+			        *(uint64_t *)rt_msg_data(m), NULL);
 		return true;
 	case SIG_EXIT_LINK:
 	case SIG_EXIT: {
@@ -822,7 +849,8 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 	}
 	case RT_MSG_DOWN: {
 		rt_down_info *d = rt_msg_data(m);
-		if (!p->ext || !mon_del(p->ext->mons_out, &p->ext->nout, d->ref, NULL))
+		if (!p->ext ||
+		    !mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, d->ref, NULL))
 			return true; /* demonitored: drop */
 		rc = p->beh->handle(p->state, m);
 		break;

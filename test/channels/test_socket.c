@@ -443,7 +443,10 @@ setup(void)
 	ch_endpoint_opts o = {.handler = &handler, .secret_key_base = "secret"};
 	ep = ch_endpoint_start(&o);
 	CHECK(ep != NULL);
-	base_procs = rt_process_count();
+	/* the channel supervisor, PubSub's partitions (one per scheduler), the
+	 * presence tracker's supervisor and its shards (one per scheduler) */
+	base_procs = 2 + 2 * (uint64_t)rt_schedulers();
+	WAIT_UNTIL(rt_process_count() == base_procs, 3000);
 }
 
 static void
