@@ -21,10 +21,16 @@
  * descriptors (rt_io_*) and timers (rt_send_after) and learn of readiness and
  * timeouts as messages.  An idle scheduler sleeps in the loop.
  *
- * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis may be called from
- * any thread (scheduler or not).  Everything that acts on "self" (rt_self,
- * rt_link, rt_monitor, rt_trap_exit, timers, io, rt_register) must be called
- * from inside a process's callback.
+ * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis, rt_sup_* may be
+ * called from any thread (scheduler or not); rt_wait_exit only from a thread
+ * that is not a scheduler.  Everything that acts on "self" (rt_self,
+ * rt_link, rt_monitor, rt_shutdown_child, rt_trap_exit, timers, io,
+ * rt_register) must be called from inside a process's callback.
+ *
+ * Supervision trees follow OTP: supervisors start children in order, restart
+ * them by strategy within a restart intensity, and shut them down in reverse
+ * order ("shutdown", then "kill" after the child's shutdown_ms); a tree is
+ * stopped with one exit signal to its root (rt_exit + rt_wait_exit).
  */
 #ifndef runtime_rt_h
 #define runtime_rt_h

@@ -84,6 +84,34 @@ may_warn(tp_endpoint *ep)
 	       atomic_compare_exchange_strong(&ep->last_accept_warn_ms, &last, now);
 }
 
+/* Sends tag to every connection of the shard. */
+static void
+tell_all(listener *l, uint32_t tag)
+{
+	tp_shard *sh = &l->ep->shards[l->idx];
+	for (int q = 1; q < TQ_COUNT; q++)
+		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
+			rt_send(tq_pid(c), tag, NULL, 0);
+}
+
+/* Closes the listening socket (this listener's dup and the endpoint's) and
+ * tells the shard's connections to shut down; once. */
+static void
+listener_stop(listener *l)
+{
+	if (l->stopped)
+		return;
+	l->stopped = true;
+	if (l->io) {
+		rt_io_close(l->io);
+		l->io = NULL;
+	}
+	int lfd = atomic_exchange(&l->ep->lfds[l->idx], -1);
+	if (lfd >= 0)
+		close(lfd);
+	tell_all(l, TP_MSG_SHUTDOWN);
+}
+
 static int
 listener_init(void *state, const void *arg, size_t size)
 {
@@ -97,7 +125,9 @@ listener_init(void *state, const void *arg, size_t size)
 	atomic_store(&l->ep->listeners[l->idx], rt_self());
 	int lfd = atomic_load(&l->ep->lfds[l->idx]);
 	if (lfd < 0 || atomic_load(&l->ep->stopping)) {
-		l->stopped = true; /* restarted during the stop: nothing to accept */
+		/* Restarted during the stop (TP_LST_STOP may have gone to the pid
+		 * before): nothing to accept, the shard's connections to shut down. */
+		listener_stop(l);
 	} else {
 		/* The first start takes the dup made by tp_endpoint_start (the fds
 		 * are all open when it returns); a restart makes its own. */
@@ -175,34 +205,6 @@ sweep(listener *l)
 			rt_send(tq_pid(c), TP_MSG_TIMEOUT, NULL, 0);
 		}
 	}
-}
-
-/* Sends tag to every connection of the shard. */
-static void
-tell_all(listener *l, uint32_t tag)
-{
-	tp_shard *sh = &l->ep->shards[l->idx];
-	for (int q = 1; q < TQ_COUNT; q++)
-		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
-			rt_send(tq_pid(c), tag, NULL, 0);
-}
-
-/* Closes the listening socket (this listener's dup and the endpoint's) and
- * tells the shard's connections to shut down; once. */
-static void
-listener_stop(listener *l)
-{
-	if (l->stopped)
-		return;
-	l->stopped = true;
-	if (l->io) {
-		rt_io_close(l->io);
-		l->io = NULL;
-	}
-	int lfd = atomic_exchange(&l->ep->lfds[l->idx], -1);
-	if (lfd >= 0)
-		close(lfd);
-	tell_all(l, TP_MSG_SHUTDOWN);
 }
 
 /* Starts the endpoint's stop once (any thread): the drain deadline, then
