@@ -599,6 +599,8 @@ rt_shutdown_child(rt_pid pid, const char *reason, uint32_t timeout_ms)
 	return ref;
 }
 
+/* rt_shutdown_child's timeout (timer.c delivers it to p): kills the pid if p
+ * still holds the monitor (neither its DOWN nor rt_demonitor came first). */
 void
 proc_kill_timer(rt_proc *p, const kill_req *k)
 {

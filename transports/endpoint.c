@@ -9,10 +9,10 @@
  * the node's tree (ch_endpoint_supervisor) as a subtree.  The endpoint owns
  * the listening sockets; a listener watches a dup of its scheduler's, so a
  * listener that crashes is restarted on the same socket and the connections
- * waiting in its accept queue are not lost.  On readiness a listener accepts up to ACCEPT_BATCH
- * connections (level-triggered: the rest comes with the next event, so other
- * processes of the scheduler are not starved) and spawns a connection
- * process for each on its own scheduler.  When out of file descriptors
+ * waiting in its accept queue are not lost.  On readiness a listener
+ * accepts up to ACCEPT_BATCH connections (level-triggered: the rest comes
+ * with the next event, so other processes of the scheduler are not starved)
+ * and spawns a connection process for each on its own scheduler.  When out of file descriptors
  * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
  * the socket for EMFILE_PAUSE_MS.
  *
