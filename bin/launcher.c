@@ -10,6 +10,12 @@
  * process; the main thread then takes them synchronously with sigwaitinfo.
  * No signal handler runs, and no global state is needed for it.  SIGPIPE is
  * ignored (writes to a closed peer fail with EPIPE instead).
+ *
+ * The node is one supervision tree (channels/endpoint.c): its root, under
+ * which PubSub, the channels and the HTTP listeners run.  A watcher process
+ * monitors the root; if the tree gives up on its own (e.g. a PubSub
+ * partition crashed), the watcher raises SIGTERM so that the main thread
+ * stops what is left and exits APP_EXIT_FAILURE instead of serving nothing.
  */
 #include "bin/launcher.h"
 
@@ -334,6 +340,35 @@ app_probe_port(const app_def *app, const char *bind_addr, int port)
 	return rc;
 }
 
+/* The root's watcher: raises SIGTERM when the root exits (it is killed
+ * before an ordinary stop). */
+static int
+watch_init(void *state, const void *arg, size_t size)
+{
+	(void)state;
+	(void)size;
+	rt_monitor(*(const rt_pid *)arg);
+	return RT_OK;
+}
+
+static int
+watch_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	if (m->tag != RT_MSG_DOWN)
+		return RT_OK;
+	rt_log_error("the node's supervision tree stopped (%s): shutting down",
+	             ((rt_down_info *)rt_msg_data(m))->reason);
+	kill(getpid(), SIGTERM);
+	return rt_stop("normal");
+}
+
+static const rt_behaviour watch_behaviour = {
+    .name = "node_watch",
+    .init = watch_init,
+    .handle = watch_handle,
+};
+
 /* Waits for SIGINT or SIGTERM (blocked in every thread); returns its number. */
 static int
 app_wait_signal(const sigset_t *set)
@@ -473,11 +508,18 @@ app_main(int argc, char **argv, const app_def *app)
 	else
 		rt_log_info("%s listening on http://%s:%d", app->name, o.bind, port);
 
+	rt_pid root = ch_endpoint_supervisor(ep);
+	rt_pid watch = rt_spawn(&watch_behaviour, &root, sizeof(root));
 	int sig = app_wait_signal(&stop_set);
-	rt_log_info("%s: %s received, shutting down", app->name,
-	            sig == SIGINT ? "SIGINT" : "SIGTERM");
+	rt_exit(watch, "kill");
+	bool tree_down = !rt_alive(root);
+	if (!tree_down)
+		rt_log_info("%s: %s received, shutting down", app->name,
+		            sig == SIGINT ? "SIGINT" : "SIGTERM");
+	/* The listeners first (WebSockets closed with 1001 after their queue);
+	 * ch_endpoint_stop then stops the rest of the tree, channels then PubSub. */
 	tp_endpoint_stop(tp, APP_STOP_TIMEOUT_MS);
-	rc = APP_EXIT_OK;
+	rc = tree_down ? APP_EXIT_FAILURE : APP_EXIT_OK;
 	goto stop_runtime;
 
 stop_channels:

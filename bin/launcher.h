@@ -11,6 +11,9 @@
  *     -> SIGINT/SIGTERM -> tp_endpoint_stop (WebSockets closed with 1001)
  *     -> ch_endpoint_stop -> rt_shutdown -> exit 0
  *
+ * The endpoints form one supervision tree (ch_endpoint_supervisor); if it
+ * stops on its own (a subsystem gave up), the node stops and exits 1.
+ *
  * Flags (app_main --help prints them):
  *     --port N                 HTTP port (default 4000)
  *     --bind ADDR              address to listen on (default 127.0.0.1)

@@ -170,12 +170,23 @@ typedef struct ch_endpoint_opts {
 	uint32_t presence_max_pending;
 } ch_endpoint_opts;
 
-/* Starts the endpoint's channel supervisor, PubSub and the presence
- * tracker's shards under their own supervisor (after rt_start). */
+/* Starts the node's supervision tree (after rt_start): the root supervisor
+ * and under it PubSub, the presence tracker's shards and the channel
+ * supervisor.  NULL on failure. */
 ch_endpoint *ch_endpoint_start(const ch_endpoint_opts *opts);
 
-/* Shuts the channel supervisor down and frees the endpoint (before rt_shutdown). */
+/* Stops the node: shuts the root supervisor down, which stops its children
+ * in reverse start order (the HTTP listeners if still there, then the
+ * channels, then PubSub), waits for it (no polling), and frees the endpoint.
+ * From outside the schedulers, before rt_shutdown (and after tp_endpoint_stop,
+ * which frees the HTTP endpoint). */
 void ch_endpoint_stop(ch_endpoint *ep);
+
+/* The node's root supervisor (a static one_for_one): where subsystems join
+ * the tree with rt_sup_start_under, as tp_endpoint_start does with the HTTP
+ * listeners.  A subtree that exits on its own takes the root, and so the
+ * node, down; RT_NOPID for a NULL ep. */
+rt_pid ch_endpoint_supervisor(const ch_endpoint *ep);
 
 const ch_socket_handler *ch_endpoint_handler(const ch_endpoint *ep);
 const char *ch_endpoint_secret(const ch_endpoint *ep);

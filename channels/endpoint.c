@@ -1,14 +1,33 @@
 /*
- * The channels endpoint: the socket handler, the channel supervisor (a
- * dynamic supervisor of temporary children, as Phoenix's), PubSub, the
- * presence tracker (its shards under a supervisor of their own, presence.c),
- * token keys, and the application-facing broadcast and token helpers.
+ * The channels endpoint: the node's root supervisor, the socket handler, the
+ * channel supervisor (a dynamic supervisor of temporary children, as
+ * Phoenix's), PubSub, the presence tracker (presence.c), token keys, and the
+ * application-facing broadcast and token helpers.
+ *
+ * The node's supervision tree.  ch_endpoint_start starts the root
+ * (one_for_one) and under it, in start order, each a significant subtree
+ * (rt_sup_start_under: never restarted; its exit takes the root down):
+ *
+ *     root
+ *      |- pubsub     one_for_all of the partitions, one per scheduler (pubsub.c)
+ *      |- tracker    one_for_one of the presence tracker's shards (tracker.c),
+ *      |             after PubSub, which they broadcast through
+ *      |- channels   simple_one_for_one of the channel processes
+ *      `- listeners  added by tp_endpoint_start (transports/endpoint.c)
+ *
+ * ch_endpoint_stop shuts the root down, which terminates its children in
+ * reverse order: listeners (WebSockets closed with 1001 after their queue),
+ * channels (whose exits the tracker reports as leaves), the tracker, PubSub.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "channels/internal.h"
+
+/* How long ch_endpoint_stop waits for the tree: the listeners' drain, the
+ * channels' 5 s, the partitions'. */
+#define CH_STOP_WAIT_MS 60000
 
 ch_endpoint *
 ch_endpoint_start(const ch_endpoint_opts *opts)
@@ -20,15 +39,21 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
+	pthread_mutex_init(&ep->key_lock, NULL);
+	rt_sup_spec root = {.strategy = RT_ONE_FOR_ONE};
+	ep->sup = rt_sup_start(&root);
 	static const ch_ps_dispatcher *const dispatchers[] = {&ch_fastlane_dispatcher, NULL};
-	ch_ps_opts ps_opts = {.dispatchers = dispatchers};
-	ep->pubsub = ch_ps_start(&ps_opts);
+	ch_ps_opts ps_opts = {.dispatchers = dispatchers, .supervisor = ep->sup};
+	ep->pubsub = ep->sup ? ch_ps_start(&ps_opts) : NULL;
 	if (!ep->pubsub) {
-		free(ep->secret);
-		free(ep);
+		ch_endpoint_stop(ep);
 		return NULL;
 	}
-	pthread_mutex_init(&ep->key_lock, NULL);
+	ep->presence = presence_start(ep, opts); /* the tracker's subtree */
+	if (!ep->presence) {
+		ch_endpoint_stop(ep);
+		return NULL;
+	}
 	static const rt_child_spec channel_spec = {
 	    .id = "channel",
 	    .behaviour = &ch_channel_behaviour,
@@ -37,9 +62,8 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	};
 	rt_sup_spec spec = {
 	    .strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &channel_spec, .nchildren = 1};
-	ep->chan_sup = rt_sup_start(&spec);
-	ep->presence = presence_start(ep, opts);
-	if (!ep->chan_sup || !ep->presence) {
+	ep->chan_sup = rt_sup_start_under(ep->sup, "channels", &spec);
+	if (!ep->chan_sup) {
 		ch_endpoint_stop(ep);
 		return NULL;
 	}
@@ -51,11 +75,14 @@ ch_endpoint_stop(ch_endpoint *ep)
 {
 	if (!ep)
 		return;
-	if (ep->chan_sup) {
-		rt_exit(ep->chan_sup, "shutdown");
-		for (int i = 0; i < 10000 && rt_alive(ep->chan_sup); i++) {
-			struct timespec ts = {0, 1000000};
-			nanosleep(&ts, NULL);
+	if (ep->sup) {
+		/* One call for the whole tree, in reverse start order. */
+		rt_exit(ep->sup, "shutdown");
+		if (rt_wait_exit(ep->sup, CH_STOP_WAIT_MS) < 0) {
+			rt_log_error("endpoint stop: the supervision tree is still running after "
+			             "%d ms (a handler is stuck?): the endpoint is not freed",
+			             CH_STOP_WAIT_MS);
+			return;
 		}
 	}
 	for (int i = 0; i < ep->nkeys; i++)
@@ -65,6 +92,12 @@ ch_endpoint_stop(ch_endpoint *ep)
 	ch_ps_stop(ep->pubsub);
 	free(ep->secret);
 	free(ep);
+}
+
+rt_pid
+ch_endpoint_supervisor(const ch_endpoint *ep)
+{
+	return ep ? ep->sup : RT_NOPID;
 }
 
 const ch_socket_handler *

@@ -15,11 +15,10 @@
 /* Messages between the socket (transport process) and its channel processes. */
 enum {
 	CHAN_IN =
-	    0xFFFE0100u,  /* socket -> channel: a client event (chan_in_hdr + strings + payload) */
-	CHAN_LEAVE,       /* socket -> channel: phx_leave (payload: ref raw, NUL-terminated) */
-	CHAN_JOINED,      /* channel -> socket: join result (chan_joined + reply JSON) */
-	CHAN_CLOSE,       /* channel -> socket: stopping cleanly, send phx_close */
-	SOCK_DUP_TIMEOUT, /* socket -> itself: a duplicate channel did not stop in time */
+	    0xFFFE0100u, /* socket -> channel: a client event (chan_in_hdr + strings + payload) */
+	CHAN_LEAVE,      /* socket -> channel: phx_leave (payload: ref raw, NUL-terminated) */
+	CHAN_JOINED,     /* channel -> socket: join result (chan_joined + reply JSON) */
+	CHAN_CLOSE,      /* channel -> socket: stopping cleanly, send phx_close */
 };
 
 typedef struct chan_in_hdr {
@@ -136,7 +135,8 @@ struct ch_endpoint {
 	ch_presence *presence;
 	const ch_socket_handler *handler;
 	char *secret;
-	rt_pid chan_sup;
+	rt_pid sup;      /* the node's root supervisor (endpoint.c) */
+	rt_pid chan_sup; /* the channels' subtree of sup */
 	ch_pubsub *pubsub;
 	uint32_t max_channels;
 	pthread_mutex_t key_lock; /* guards keys */

@@ -346,6 +346,7 @@ presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts)
 	    .max_pending = opts ? opts->presence_max_pending : 0,
 	    .diff = presence_diff,
 	    .ud = pr,
+	    .parent = ch_endpoint_supervisor(ep),
 	};
 	pr->trk = trk_start(&to);
 	if (!pr->trk) {

@@ -23,6 +23,17 @@
  * A broadcast (ch_ps_bcast) is shared by the partitions it goes to, with a
  * reference each; dispatchers share work through its cache slots (the
  * fastlane's encoded frames).
+ *
+ * Supervision.  The partitions are the children of the PubSub's supervisor
+ * (one_for_all, intensity 0), itself a significant subtree of the node's
+ * root when ch_ps_opts.supervisor names one.  A partition is never restarted
+ * on its own: a new one would start with an empty table while the index and
+ * every subscriber believe they are subscribed, and broadcasts would be lost
+ * without a word.  So a partition's crash stops the PubSub, which stops the
+ * node's tree (Phoenix gets the same outcome differently: subscribers are
+ * linked to their Registry partition and die with it).  Partitions trap
+ * exits so that the supervisor's "shutdown" arrives behind the broadcasts
+ * already queued, which release their references first.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -39,6 +50,10 @@
 #define MAX_PARTS 64
 #define MAX_DEAD 64
 #define MAX_DISP 4 /* dispatchers with a context in one partition */
+/* A partition's shutdown: what it has queued, then killed. */
+#define PART_SHUTDOWN_MS 5000
+/* ch_ps_stop's wait: every partition's shutdown in turn, and some. */
+#define PS_STOP_WAIT_MS (MAX_PARTS * PART_SHUTDOWN_MS + 1000)
 /* Deliveries after which a partition ends its turn (rt_yield), so that the
  * connections and channels of its scheduler run between big broadcasts;
  * broadcasts queued meanwhile are dispatched together in the next turn (one
@@ -51,7 +66,6 @@ enum {
 	PS_UNSUB,             /* ps_unsub_msg */
 	PS_BCAST,             /* ch_ps_bcast * */
 	PS_FWD,               /* ps_fwd_msg: a message relayed in order (ch_ps_forward) */
-	PS_STOP,              /* end (ch_ps_stop) */
 };
 
 typedef struct ps_sub_msg {
@@ -106,6 +120,8 @@ typedef struct ix_shard {
 } ix_shard;
 
 struct ch_pubsub {
+	rt_pid sup;    /* the partitions' supervisor */
+	rt_pid parent; /* its supervisor, or RT_NOPID */
 	int nparts;
 	rt_pid parts[MAX_PARTS];
 	const ch_ps_adapter *adapter;
@@ -580,7 +596,8 @@ typedef struct part {
 		bool pending; /* flush is due */
 	} disp[MAX_DISP];
 	int ndisp;
-	size_t work; /* deliveries in this turn */
+	size_t work;      /* deliveries in this turn */
+	ch_ps_bcast *cur; /* being dispatched: released by terminate after a crash */
 } part;
 
 typedef struct part_arg {
@@ -717,7 +734,9 @@ pt_dispatch(part *pt, ch_ps_bcast *b)
 	if (t && t->n) {
 		rt_pid dead[MAX_DEAD];
 		struct part_disp *pd = disp_of(pt, b->d);
+		pt->cur = b;
 		size_t ndead = b->d->dispatch(b, t->subs, t->n, dead, MAX_DEAD, &pd->ctx);
+		pt->cur = NULL;
 		pd->pending = b->d->flush != NULL;
 		pt->work += t->n;
 		if (pt->work >= TURN_WORK)
@@ -747,6 +766,7 @@ part_init(void *state, const void *arg, size_t size)
 	pt->buckets = calloc(pt->nbuckets, sizeof(pt_topic *));
 	if (!pt->buckets)
 		abort();
+	rt_trap_exit(true); /* the supervisor's shutdown waits behind queued broadcasts */
 	return RT_OK;
 }
 
@@ -774,7 +794,7 @@ part_handle(void *state, rt_msg *m)
 		rt_forward_msg(f->to, f->inner);
 		break;
 	}
-	case PS_STOP:
+	case RT_MSG_EXIT: /* from the supervisor, the only link */
 		return rt_stop("shutdown");
 	default:
 		break;
@@ -800,6 +820,10 @@ part_terminate(void *state, const char *reason)
 {
 	part *pt = state;
 	(void)reason;
+	if (pt->cur) { /* a dispatcher crashed */
+		atomic_fetch_or(&pt->cur->done, (uint64_t)1 << pt->index);
+		bcast_release(pt->cur);
+	}
 	for (int i = 0; i < pt->ndisp; i++)
 		disp_end(&pt->disp[i]);
 	for (size_t b = 0; b < pt->nbuckets; b++) {
@@ -844,9 +868,23 @@ ch_ps_start(const ch_ps_opts *opts)
 	}
 	int n = rt_schedulers();
 	ps->nparts = n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
+	ps->parent = opts ? opts->supervisor : RT_NOPID;
+	rt_sup_spec spec = {.strategy = RT_ONE_FOR_ALL, .intensity = 0, .period_ms = 1};
+	ps->sup = rt_sup_start_under(ps->parent, "pubsub", &spec);
+	if (!ps->sup) {
+		ch_ps_stop(ps);
+		return NULL;
+	}
 	for (int i = 0; i < ps->nparts; i++) {
 		part_arg a = {.ps = ps, .index = i};
-		ps->parts[i] = rt_spawn_on(i, &part_behaviour, &a, sizeof(a));
+		rt_child_spec cs = {.id = "pubsub_partition",
+		                    .behaviour = &part_behaviour,
+		                    .arg = &a,
+		                    .arg_size = sizeof(a),
+		                    .restart = RT_PERMANENT,
+		                    .shutdown_ms = PART_SHUTDOWN_MS,
+		                    .pin = i + 1};
+		ps->parts[i] = rt_sup_add_child(ps->sup, &cs);
 		if (!ps->parts[i]) {
 			ch_ps_stop(ps);
 			return NULL;
@@ -860,16 +898,18 @@ ch_ps_stop(ch_pubsub *ps)
 {
 	if (!ps)
 		return;
-	/* PS_STOP comes after every broadcast already queued, which releases
-	 * its references first. */
-	for (int i = 0; i < ps->nparts; i++)
-		if (ps->parts[i])
-			rt_send(ps->parts[i], PS_STOP, NULL, 0);
-	for (int i = 0; i < ps->nparts; i++)
-		while (ps->parts[i] && rt_alive(ps->parts[i])) {
-			struct timespec ts = {0, 1000000};
-			nanosleep(&ts, NULL);
+	/* The partitions' "shutdown" comes after every broadcast already queued,
+	 * which releases its references first. */
+	if (ps->sup) {
+		if (!ps->parent || rt_sup_terminate_child(ps->parent, ps->sup) < 0)
+			rt_exit(ps->sup, "shutdown");
+		if (rt_wait_exit(ps->sup, PS_STOP_WAIT_MS) < 0) {
+			rt_log_error("pubsub stop: partitions still running after %d ms (a "
+			             "dispatcher is stuck?): not freed",
+			             PS_STOP_WAIT_MS);
+			return;
 		}
+	}
 	for (int i = 0; i < NSHARDS; i++) {
 		ix_shard *sh = &ps->shards[i];
 		for (size_t b = 0; b < sh->nbuckets; b++) {

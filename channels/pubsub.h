@@ -106,14 +106,24 @@ typedef struct ch_ps_opts {
 	/* Dispatchers that remote broadcasts may name, NULL-terminated (the
 	 * default dispatcher is always known). */
 	const ch_ps_dispatcher *const *dispatchers;
+	/* The static supervisor to start the PubSub's own supervisor under (a
+	 * significant subtree: rt_sup_start_under), e.g. the node's root;
+	 * RT_NOPID: a supervisor on its own. */
+	rt_pid supervisor;
 } ch_ps_opts;
 
-/* Starts PubSub: one partition process per scheduler (after rt_start).
- * Returns NULL when processes cannot be spawned. */
+/* Starts PubSub: a supervisor (one_for_all, no restarts) of one partition
+ * process per scheduler (after rt_start).  A partition that crashes is not
+ * restarted: its table of subscriptions is gone while its subscribers
+ * believe they are subscribed, so the PubSub stops as a whole, and under a
+ * supervisor takes it down too (as Phoenix, where a Registry partition's
+ * crash kills the processes registered in it).  Returns NULL when processes
+ * cannot be spawned. */
 ch_pubsub *ch_ps_start(const ch_ps_opts *opts);
 
-/* Stops the partition processes and frees everything (from outside the
- * schedulers, before rt_shutdown; no other call may run meanwhile). */
+/* Stops the partition processes (their supervisor, unless its parent has
+ * already stopped it) and frees everything (from outside the schedulers,
+ * before rt_shutdown; no other call may run meanwhile). */
 void ch_ps_stop(ch_pubsub *ps);
 
 /* Subscribes pid to topic with value (value_len ≤ CH_PS_VALUE_SIZE bytes,

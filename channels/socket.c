@@ -62,8 +62,7 @@ typedef struct pending {
 	char *join_topic, *join_join_ref, *join_ref;
 	/* B_DUPLICATE */
 	rt_pid dup_pid;
-	uint64_t dup_mon;
-	rt_timer dup_timer;
+	uint64_t dup_mon; /* rt_shutdown_child's monitor: DOWN when it is gone */
 	char *dup_topic, *dup_join_ref;
 	/* frames to send after the next join reply (phx_close of a duplicate) */
 	rt_buf *after[4];
@@ -390,7 +389,8 @@ end_join(ch_socket *s, bool ok, const char *response)
 }
 
 /* A second join of a joined topic: stop the old channel first (as Phoenix,
- * waiting for it up to 5 s, then killing it), then join again. */
+ * waiting for it up to 5 s, then killing it: rt_shutdown_child), then join
+ * again once its DOWN comes. */
 static void
 start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, bool binary)
 {
@@ -400,9 +400,8 @@ start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, b
 	s->pd->dup_join_ref = old->join_ref;
 	rt_demonitor(old->mon); /* its terminate ends its subscription */
 	*old = s->chans[--s->nchans];
-	s->pd->dup_mon = rt_monitor(s->pd->dup_pid);
-	rt_exit(s->pd->dup_pid, "shutdown: duplicate_join");
-	s->pd->dup_timer = rt_send_after(DUP_TIMEOUT_MS, rt_self(), SOCK_DUP_TIMEOUT, NULL, 0);
+	s->pd->dup_mon =
+	    rt_shutdown_child(s->pd->dup_pid, "shutdown: duplicate_join", DUP_TIMEOUT_MS);
 	s->block = B_DUPLICATE;
 	defer_front_frame(s, frame, len, binary);
 }
@@ -410,8 +409,6 @@ start_duplicate(ch_socket *s, chan_ent *old, const uint8_t *frame, size_t len, b
 static void
 end_duplicate(ch_socket *s)
 {
-	rt_cancel_timer(s->pd->dup_timer);
-	rt_demonitor(s->pd->dup_mon);
 	int kind;
 	rt_buf *b = encode_exit(s, s->pd->dup_topic, s->pd->dup_join_ref, "phx_close", &kind);
 	if (s->pd->nafter < 4) {
@@ -618,8 +615,6 @@ unblocks(ch_socket *s, rt_msg *m)
 		if (m->tag == RT_MSG_DOWN &&
 		    ((rt_down_info *)rt_msg_data(m))->ref == s->pd->dup_mon)
 			return true;
-		if (m->tag == SOCK_DUP_TIMEOUT)
-			return true;
 	}
 	return false;
 }
@@ -673,10 +668,6 @@ handle_info(ch_socket *s, rt_msg *m)
 		}
 		return false;
 	}
-	case SOCK_DUP_TIMEOUT:
-		if (s->block == B_DUPLICATE)
-			rt_exit(s->pd->dup_pid, "kill");
-		return true;
 	case CH_MSG_BROADCAST: {
 		ch_broadcast_view v;
 		if (ch_broadcast_read(m, &v) == 0 && s->id && strcmp(v.topic, s->id) == 0 &&
@@ -693,7 +684,7 @@ static bool
 is_socket_tag(uint32_t tag)
 {
 	return tag == CH_MSG_FRAME || tag == CHAN_JOINED || tag == CHAN_CLOSE ||
-	       tag == RT_MSG_DOWN || tag == SOCK_DUP_TIMEOUT || tag == CH_MSG_BROADCAST;
+	       tag == RT_MSG_DOWN || tag == CH_MSG_BROADCAST;
 }
 
 bool

@@ -513,7 +513,8 @@ trk_start(const trk_opts *opts)
 	                    .period_ms = 1000,
 	                    .children = kids,
 	                    .nchildren = (size_t)t->nshards};
-	t->sup = rt_sup_start(&spec);
+	t->sup =
+	    opts->parent ? rt_sup_start_under(opts->parent, "tracker", &spec) : rt_sup_start(&spec);
 	free(kids);
 	free(args);
 	if (!t->sup) {
@@ -529,21 +530,15 @@ trk_stop(trk_tracker *t)
 	if (!t)
 		return;
 	if (t->sup) {
-		rt_exit(t->sup, "shutdown");
-		for (int i = 0; i < 20000 && rt_alive(t->sup); i++) {
-			struct timespec ts = {0, 500000};
-			nanosleep(&ts, NULL);
+		rt_exit(t->sup, "shutdown"); /* void when the parent stopped it */
+		rt_wait_exit(t->sup, 60000);
+		for (int s = 0; s < t->nshards; s++) { /* the shards end before their supervisor */
+			pthread_mutex_lock(&t->slots[s].qlock);
+			rt_pid p = t->slots[s].pid;
+			pthread_mutex_unlock(&t->slots[s].qlock);
+			if (p)
+				rt_wait_exit(p, 10000);
 		}
-		for (int s = 0; s < t->nshards; s++) /* the shards end before their supervisor */
-			for (int i = 0; i < 20000; i++) {
-				pthread_mutex_lock(&t->slots[s].qlock);
-				rt_pid p = t->slots[s].pid;
-				pthread_mutex_unlock(&t->slots[s].qlock);
-				if (!p || !rt_alive(p))
-					break;
-				struct timespec ts = {0, 500000};
-				nanosleep(&ts, NULL);
-			}
 	}
 	for (int i = 0; i < t->nshards; i++) {
 		shard_slot *sl = &t->slots[i];
@@ -683,8 +678,7 @@ request_bounded(trk_tracker *t, trk_op *op, bool want)
 int
 trk_track(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta)
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) ||
-	    bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
 		return TRK_EINVAL;
 	return request_bounded(t, op_new(OP_TRACK, pid, topic, key, meta), false);
 }
@@ -693,8 +687,7 @@ int
 trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta,
            char *(*make_meta)(const char *old_meta, const char *meta))
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) ||
-	    bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
 		return TRK_EINVAL;
 	trk_op *op = op_new(OP_UPDATE, pid, topic, key, meta);
 	op->make_meta = make_meta;

@@ -195,13 +195,17 @@ typedef struct trk_opts {
 	const char *replica;  /* replica (node) name; NULL: "nonode@nohost" */
 	trk_diff_fn diff;     /* required */
 	void *ud;             /* for diff */
+	rt_pid parent;        /* a supervisor to start under (rt_sup_start_under), or 0 */
 } trk_opts;
 
-/* Starts a supervisor (linked to the caller when called from a process)
- * with the shard processes.  Returns NULL when the processes cannot start. */
+/* Starts a supervisor with the shard processes: a significant child of
+ * opts->parent when given (its shutdown stops the shards), else linked to
+ * the caller when called from a process.  Returns NULL when the processes
+ * cannot start. */
 trk_tracker *trk_start(const trk_opts *opts);
 
-/* Stops the supervisor and the shards, waits for them, frees everything.
+/* Stops the supervisor and the shards (if the parent has not already),
+ * waits for them, frees everything.
  * From a thread that is not a scheduler's (or from the process that
  * started it, which must not be waited for).  NULL is ignored. */
 void trk_stop(trk_tracker *t);

@@ -33,7 +33,14 @@ enum {
 	SIG_DEMONITOR, /* payload: uint64 ref */
 	SIG_TIMER,     /* the message is a timer record (timer.c) */
 	SIG_IO,        /* payload: rt_io* */
+	SIG_KILL,      /* a timer of rt_shutdown_child: payload kill_req (never handled) */
 };
+
+/* What the kill timer of rt_shutdown_child carries to its owner. */
+typedef struct kill_req {
+	uint64_t ref; /* the monitor */
+	rt_pid pid;   /* to kill if still monitored */
+} kill_req;
 
 /* Process flags. */
 enum {
@@ -48,7 +55,8 @@ typedef struct proc_ext {
 	struct mon {
 		uint64_t ref;
 		rt_pid pid;
-	} * mons_out; /* monitors I hold */
+		rt_timer kill; /* mons_out of rt_shutdown_child: its kill timer, or 0 */
+	} * mons_out;          /* monitors I hold */
 	uint32_t nout, capout;
 	struct mon *mons_in; /* monitors on me */
 	uint32_t nin, capin;
@@ -250,7 +258,13 @@ void proc_free_all(void);
 void proc_after_handle(sched *s, rt_proc *p, int rc);
 rt_pid proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
                              rt_msg *adopt);
+rt_pid proc_spawn_supervised_on(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
+                                rt_msg *adopt, int home);
+rt_pid proc_spawn_linked_on(const rt_behaviour *b, const void *arg, size_t arg_size, int home);
 void proc_add_link(rt_proc *p, rt_pid pid);
+/* A kill timer of rt_shutdown_child reached p (timer.c): kill the pid if
+ * the monitor is still held. */
+void proc_kill_timer(rt_proc *p, const kill_req *k);
 proc_ext *proc_ext_get(rt_proc *p);
 void msg_free(rt_msg *m);
 bool mbox_push(rt_proc *p, rt_msg *m);

@@ -271,6 +271,7 @@ mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, r
 	}
 	(*v)[*n].ref = ref;
 	(*v)[*n].pid = pid;
+	(*v)[*n].kill = 0;
 	(*n)++;
 	if (idx->cap)
 		pidmap_put(idx, ref + 2, *n - 1);
@@ -280,7 +281,7 @@ mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, r
 }
 
 static bool
-mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid)
+mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid, rt_timer *kill)
 {
 	uint32_t i;
 	if (idx->cap) {
@@ -295,6 +296,8 @@ mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid)
 	}
 	if (pid)
 		*pid = v[i].pid;
+	if (kill)
+		*kill = v[i].kill;
 	v[i] = v[--*n];
 	if (i < *n && idx->cap)
 		pidmap_put(idx, v[i].ref + 2, i);
@@ -401,7 +404,19 @@ rt_pid
 proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
                       rt_msg *adopt)
 {
+	return proc_spawn_supervised_on(sup, b, arg, arg_size, adopt, -1);
+}
+
+/* The same, pinned to scheduler `home` (-1: free to move). */
+rt_pid
+proc_spawn_supervised_on(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size,
+                         rt_msg *adopt, int home)
+{
 	sched *s = rt_cur;
+	if (home >= rt_g.nsched) {
+		msg_free(adopt);
+		return RT_NOPID;
+	}
 	if (!s)
 		ebr_foreign_enter();
 	rt_proc *p = proc_create(b, arg, arg_size);
@@ -409,6 +424,7 @@ proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t
 	if (!p) {
 		msg_free(adopt);
 	} else {
+		p->home = (int16_t)home;
 		ext_add_link(proc_ext_get(p), sup);
 		*(rt_pid *)rt_msg_data(adopt) = p->pid;
 		if (rt_send_msg(sup, adopt) < 0) {
@@ -421,6 +437,15 @@ proc_spawn_supervised(rt_pid sup, const rt_behaviour *b, const void *arg, size_t
 	if (!s)
 		ebr_foreign_leave();
 	return pid;
+}
+
+/* Spawns a child linked to the calling process, pinned to `home` (-1: free). */
+rt_pid
+proc_spawn_linked_on(const rt_behaviour *b, const void *arg, size_t arg_size, int home)
+{
+	if (home >= rt_g.nsched)
+		return RT_NOPID;
+	return spawn(b, arg, arg_size, RT_SPAWN_LINK, NULL, home);
 }
 
 rt_pid
@@ -575,8 +600,53 @@ rt_demonitor(uint64_t ref)
 {
 	rt_proc *p = self_proc("rt_demonitor");
 	rt_pid target;
-	if (p->ext && mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, ref, &target))
+	rt_timer kill = 0;
+	if (p->ext &&
+	    mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, ref, &target, &kill)) {
 		rt_send(target, SIG_DEMONITOR, &ref, sizeof(ref));
+		if (kill)
+			rt_cancel_timer(kill);
+	}
+}
+
+uint64_t
+rt_shutdown_child(rt_pid pid, const char *reason, uint32_t timeout_ms)
+{
+	rt_proc *p = self_proc("rt_shutdown_child");
+	/* The monitor goes first: pid sees it before the exit signal (one sender). */
+	uint64_t ref = rt_monitor(pid);
+	if (timeout_ms == 0) {
+		rt_exit(pid, "kill");
+		return ref;
+	}
+	rt_exit(pid, reason ? reason : "shutdown");
+	if (timeout_ms == RT_INFINITY)
+		return ref;
+	kill_req k = {.ref = ref, .pid = pid};
+	rt_timer t = rt_send_after(timeout_ms, p->pid, SIG_KILL, &k, sizeof(k));
+	proc_ext *x = p->ext;
+	for (uint32_t i = x->nout; i-- > 0;)
+		if (x->mons_out[i].ref == ref) {
+			x->mons_out[i].kill = t;
+			return ref;
+		}
+	/* The DOWN ("noproc") is already queued and the monitor still held: the
+	 * loop above always finds it. */
+	return ref;
+}
+
+/* rt_shutdown_child's timeout (timer.c delivers it to p): kills the pid if p
+ * still holds the monitor (neither its DOWN nor rt_demonitor came first). */
+void
+proc_kill_timer(rt_proc *p, const kill_req *k)
+{
+	proc_ext *x = p->ext;
+	for (uint32_t i = 0; x && i < x->nout; i++)
+		if (x->mons_out[i].ref == k->ref) {
+			x->mons_out[i].kill = 0; /* fired: its id is released */
+			rt_exit(k->pid, "kill");
+			return;
+		}
 }
 
 bool
@@ -822,7 +892,7 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 	case SIG_DEMONITOR:
 		if (p->ext)
 			mon_del(p->ext->mons_in, &p->ext->nin, &p->ext->in_idx,
-			        *(uint64_t *)rt_msg_data(m), NULL);
+			        *(uint64_t *)rt_msg_data(m), NULL, NULL);
 		return true;
 	case SIG_EXIT_LINK:
 	case SIG_EXIT: {
@@ -849,9 +919,12 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 	}
 	case RT_MSG_DOWN: {
 		rt_down_info *d = rt_msg_data(m);
-		if (!p->ext ||
-		    !mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, d->ref, NULL))
+		rt_timer kill = 0;
+		if (!p->ext || !mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, d->ref,
+		                        NULL, &kill))
 			return true; /* demonitored: drop */
+		if (kill)            /* rt_shutdown_child: gone before its timeout */
+			rt_cancel_timer(kill);
 		rc = p->beh->handle(p->state, m);
 		break;
 	}

@@ -21,10 +21,16 @@
  * descriptors (rt_io_*) and timers (rt_send_after) and learn of readiness and
  * timeouts as messages.  An idle scheduler sleeps in the loop.
  *
- * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis may be called from
- * any thread (scheduler or not).  Everything that acts on "self" (rt_self,
- * rt_link, rt_monitor, rt_trap_exit, timers, io, rt_register) must be called
- * from inside a process's callback.
+ * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis, rt_sup_* may be
+ * called from any thread (scheduler or not); rt_wait_exit only from a thread
+ * that is not a scheduler.  Everything that acts on "self" (rt_self,
+ * rt_link, rt_monitor, rt_shutdown_child, rt_trap_exit, timers, io,
+ * rt_register) must be called from inside a process's callback.
+ *
+ * Supervision trees follow OTP: supervisors start children in order, restart
+ * them by strategy within a restart intensity, and shut them down in reverse
+ * order ("shutdown", then "kill" after the child's shutdown_ms); a tree is
+ * stopped with one exit signal to its root (rt_exit + rt_wait_exit).
  */
 #ifndef runtime_rt_h
 #define runtime_rt_h
@@ -286,6 +292,27 @@ void rt_demonitor(uint64_t ref);
 /* Turns exit signals into RT_MSG_EXIT messages; returns the previous value. */
 bool rt_trap_exit(bool on);
 
+/* A timeout that never expires (rt_shutdown_child, rt_wait_exit, shutdown_ms). */
+#define RT_INFINITY UINT32_MAX
+
+/* Shuts pid down as an OTP supervisor shuts a child down, without blocking:
+ * monitors it, sends it the exit signal `reason` (NULL: "shutdown"), and
+ * kills it ("kill") if it is still alive timeout_ms later (0: kills it at
+ * once; RT_INFINITY: never).  The caller gets one RT_MSG_DOWN with the
+ * returned reference when pid is gone, whatever ended it: reason "killed"
+ * when it had to be killed, "noproc" when it was already gone; the kill
+ * timer is cancelled then.  rt_demonitor(ref) drops both the DOWN and the
+ * pending kill (the exit signal is already sent).  Calling process only. */
+uint64_t rt_shutdown_child(rt_pid pid, const char *reason, uint32_t timeout_ms);
+
+/* Waits, blocking the calling thread, until pid has exited or timeout_ms
+ * have passed (RT_INFINITY: no limit); no polling: a short-lived process
+ * monitors pid and wakes the caller through a condition variable.  Returns 0
+ * when pid is gone (or never existed), -1 on timeout or when called from a
+ * scheduler thread (that would block its processes: use rt_shutdown_child
+ * or rt_monitor there).  For the main thread (stopping the node). */
+int rt_wait_exit(rt_pid pid, uint32_t timeout_ms);
+
 /* ---------------------------------------------------------------------------
  * Registered names
  */
@@ -376,7 +403,13 @@ typedef struct rt_child_spec {
 	const void *arg; /* copied by the supervisor (arg_size bytes) */
 	size_t arg_size;
 	rt_restart restart;
-	uint32_t shutdown_ms; /* 0: brutal kill; else "shutdown" then "kill" after this */
+	/* 0: brutal kill; else "shutdown" then "kill" after this (rt_shutdown_child);
+	 * RT_INFINITY: wait for as long as it takes (children that are supervisors,
+	 * or that bound their own shutdown). */
+	uint32_t shutdown_ms;
+	/* 1 + the scheduler to pin the child to (as rt_spawn_on: one listener per
+	 * scheduler); 0: free to move. */
+	int pin;
 } rt_child_spec;
 
 typedef struct rt_sup_spec {
@@ -397,8 +430,26 @@ rt_pid rt_sup_start(const rt_sup_spec *spec);
  * supervisor is gone.  Callable from any thread. */
 rt_pid rt_sup_start_child(rt_pid sup, const rt_behaviour *b, const void *arg, size_t arg_size);
 
-/* Terminates a child of a dynamic supervisor (as its shutdown spec says). */
+/* Terminates a child (of a dynamic supervisor, or one added with
+ * rt_sup_add_child / rt_sup_start_under) as its shutdown spec says; it is not
+ * restarted.  0, or -1 when the supervisor is gone.  Any thread. */
 int rt_sup_terminate_child(rt_pid sup, rt_pid child);
+
+/* Static supervisors (not RT_SIMPLE_ONE_FOR_ONE): adds one more child after
+ * the existing ones, as OTP's supervisor:start_child/2: started now, restarted
+ * per spec and strategy, shut down first (reverse start order).  spec is
+ * copied (its id is not: a string that outlives the supervisor).  The pid is
+ * returned at once (the supervisor learns of it before of its exit), or
+ * RT_NOPID when the supervisor is gone or the spec is bad.  Any thread. */
+rt_pid rt_sup_add_child(rt_pid sup, const rt_child_spec *spec);
+
+/* Starts a supervisor as a child of the static supervisor `parent` (a
+ * subtree; RT_NOPID: as rt_sup_start).  Such a child is "significant" (OTP's
+ * auto_shutdown = any_significant): it is never restarted; if it exits
+ * without its parent asking, the parent shuts every other child down and
+ * exits "shutdown" too (a subtree that gives up takes its parent down).  Its
+ * shutdown is RT_INFINITY.  Returns its pid at once, or RT_NOPID.  Any thread. */
+rt_pid rt_sup_start_under(rt_pid parent, const char *id, const rt_sup_spec *spec);
 
 /* ---------------------------------------------------------------------------
  * Logging (to stderr)

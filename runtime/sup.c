@@ -13,9 +13,17 @@
  * Restart intensity: more than `intensity` restarts within `period_ms` and the
  * supervisor terminates every child and exits with "shutdown"; its own
  * supervisor decides what comes next.  Children are terminated one by one in
- * reverse start order: "shutdown" then, after shutdown_ms, "kill" (or "kill"
- * at once when shutdown_ms is 0).  A dynamic supervisor terminates all of its
- * children at once.
+ * reverse start order with rt_shutdown_child (proc.c: "shutdown" then, after
+ * shutdown_ms, "kill"; "kill" at once when shutdown_ms is 0), which is the
+ * one implementation of OTP's shutdown for the whole code base.  A dynamic
+ * supervisor terminates all of its children at once.
+ *
+ * Static supervisors grow with rt_sup_add_child (OTP's start_child/2) and
+ * rt_sup_start_under (a supervisor as a child: a subtree).  A subtree is a
+ * "significant" child (OTP's auto_shutdown = any_significant): never
+ * restarted (its spawn argument owns the spec it was built from, which its
+ * first run consumes); its exit, unless its parent asked for it, shuts the
+ * parent down.  That is how the node's tree (channels/endpoint.c) escalates.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +33,20 @@
 enum {
 	SUP_ADOPT = RT_TAG_SYSTEM + 0x200, /* payload: sup_adopt + arg (dynamic child started) */
 	SUP_TERMINATE_CHILD,               /* payload: rt_pid */
-	SUP_KILL_TIMER,                    /* payload: rt_pid: shutdown_ms expired */
+};
+
+/* How an adopted child came (SUP_ADOPT). */
+enum adopt_kind {
+	ADOPT_DYNAMIC, /* rt_sup_start_child */
+	ADOPT_STATIC,  /* rt_sup_add_child: spec below */
+	ADOPT_SUBTREE, /* rt_sup_start_under: a significant supervisor */
 };
 
 typedef struct sup_adopt {
 	rt_pid pid; /* must stay first: filled in by proc_spawn_supervised */
 	const rt_behaviour *beh;
+	enum adopt_kind kind;
+	rt_child_spec spec; /* ADOPT_STATIC, ADOPT_SUBTREE (arg unused) */
 	size_t arg_size;
 	unsigned char arg[];
 } sup_adopt;
@@ -42,6 +58,8 @@ typedef struct child {
 	void *arg;
 	size_t arg_size;
 	bool terminating;
+	bool significant; /* a subtree: never restarted, its exit ends the parent */
+	bool removed;     /* static: terminated by rt_sup_terminate_child, stays down */
 } child;
 
 /* What to do once the children being terminated are gone. */
@@ -82,8 +100,10 @@ start_kid(sup_state *s, size_t i)
 	const rt_child_spec *cs = spec_of(s, i);
 	child *k = &s->kids[i];
 	k->terminating = false;
+	if (k->significant || k->removed)
+		return;
 	k->pid =
-	    rt_spawn_opt(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, RT_SPAWN_LINK, NULL);
+	    proc_spawn_linked_on(k->beh ? k->beh : cs->behaviour, k->arg, k->arg_size, cs->pin - 1);
 	if (!k->pid)
 		rt_log_error("supervisor: could not start child %s", cs->id);
 	else
@@ -105,6 +125,7 @@ remove_kid(sup_state *s, size_t i)
 	kid_stopped(s, i);
 	free(s->kids[i].arg);
 	s->kids[i].arg = NULL;
+	s->kids[i].removed = true;
 	if (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE) {
 		s->kids[i] = s->kids[--s->nkids];
 		if (i < s->nkids && s->kids[i].pid)
@@ -173,11 +194,7 @@ begin_terminate(sup_state *s, size_t from, enum after after)
 		for (size_t j = 0; j < s->nterm; j++) {
 			child *k = &s->kids[s->term[j]];
 			k->terminating = true;
-			uint32_t ms = spec_of(s, 0)->shutdown_ms;
-			rt_exit(k->pid, ms ? "shutdown" : "kill");
-			if (ms)
-				rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid,
-				              sizeof(rt_pid));
+			rt_shutdown_child(k->pid, "shutdown", spec_of(s, 0)->shutdown_ms);
 		}
 		return;
 	}
@@ -194,10 +211,7 @@ terminate_next(sup_state *s)
 			continue;
 		}
 		k->terminating = true;
-		uint32_t ms = spec_of(s, s->term[s->iterm])->shutdown_ms;
-		rt_exit(k->pid, ms ? "shutdown" : "kill");
-		if (ms)
-			rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &k->pid, sizeof(rt_pid));
+		rt_shutdown_child(k->pid, "shutdown", spec_of(s, s->term[s->iterm])->shutdown_ms);
 		return;
 	}
 }
@@ -225,6 +239,19 @@ sup_init(void *state, const void *arg, size_t arg_size)
 		for (size_t i = 0; i < s->nkids; i++)
 			start_kid(s, i);
 	return RT_OK;
+}
+
+/* Terminates every child, then exits "shutdown". */
+static int
+escalate(sup_state *s)
+{
+	int rc = RT_OK;
+	free(s->exit_reason);
+	s->exit_reason = strdup("shutdown");
+	begin_terminate(s, 0, AFTER_EXIT);
+	if (s->nterm == 0)
+		finish_after(s, &rc);
+	return rc;
 }
 
 static int
@@ -255,6 +282,14 @@ on_child_exit(sup_state *s, size_t i, const char *reason)
 			finish_after(s, &rc);
 		return rc;
 	}
+	char pb[32];
+	rt_pid_str(rt_self(), pb, sizeof(pb));
+	if (k->significant) {
+		rt_log_error("supervisor %s: subtree %s exited (%s): shutting down", pb,
+		             cs->id ? cs->id : "?", reason);
+		k->removed = true;
+		return escalate(s);
+	}
 	bool restart =
 	    cs->restart == RT_PERMANENT || (cs->restart == RT_TRANSIENT && !clean(reason));
 	if (!restart) {
@@ -262,19 +297,24 @@ on_child_exit(sup_state *s, size_t i, const char *reason)
 			remove_kid(s, i);
 		return RT_OK;
 	}
-	char pb[32];
-	rt_log_warning("supervisor %s: child %s %s exited (%s), restarting",
-	               rt_pid_str(rt_self(), pb, sizeof(pb)), cs->id ? cs->id : "?", "", reason);
+	rt_log_warning("supervisor %s: child %s exited (%s), restarting", pb, cs->id ? cs->id : "?",
+	               reason);
 	if (!note_restart(s)) {
 		rt_log_error("supervisor %s: reached maximum restart intensity (%d in %u ms), "
 		             "shutting down",
 		             pb, s->spec.intensity, s->spec.period_ms);
-		free(s->exit_reason);
-		s->exit_reason = strdup("shutdown");
-		begin_terminate(s, 0, AFTER_EXIT);
-		if (s->nterm == 0)
-			finish_after(s, &rc);
-		return rc;
+		return escalate(s);
+	}
+	if (s->spec.strategy == RT_ONE_FOR_ALL || s->spec.strategy == RT_REST_FOR_ONE) {
+		/* A subtree among those to restart cannot come back: give up. */
+		size_t from = s->spec.strategy == RT_ONE_FOR_ALL ? 0 : i;
+		for (size_t j = from; j < s->nkids; j++)
+			if (s->kids[j].significant && s->kids[j].pid) {
+				rt_log_error("supervisor %s: a restart would take subtree %s "
+				             "down: shutting down",
+				             pb, spec_of(s, j)->id ? spec_of(s, j)->id : "?");
+				return escalate(s);
+			}
 	}
 	switch (s->spec.strategy) {
 	case RT_ONE_FOR_ONE:
@@ -316,7 +356,8 @@ sup_handle(void *state, rt_msg *m)
 	}
 	case SUP_ADOPT: {
 		sup_adopt *a = rt_msg_data(m);
-		if (s->after == AFTER_EXIT) {
+		if (s->after == AFTER_EXIT ||
+		    (a->kind == ADOPT_DYNAMIC) != (s->spec.strategy == RT_SIMPLE_ONE_FOR_ONE)) {
 			rt_exit(a->pid, "kill");
 			return RT_OK;
 		}
@@ -325,13 +366,36 @@ sup_handle(void *state, rt_msg *m)
 			s->kids = realloc(s->kids, s->capkids * sizeof(child));
 			if (!s->kids)
 				abort();
+			if (s->spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
+				s->specs = realloc(s->specs, s->capkids * sizeof(rt_child_spec));
+				if (!s->specs)
+					abort();
+				s->spec.children = s->specs;
+			}
 		}
 		child *k = &s->kids[s->nkids++];
 		memset(k, 0, sizeof(*k));
 		k->pid = a->pid;
-		k->beh = a->beh;
 		pidmap_put(&s->index, a->pid, (uint32_t)(s->nkids - 1));
 		proc_add_link(rt_cur->current, a->pid);
+		if (a->kind != ADOPT_DYNAMIC) {
+			/* Static: kids and specs stay parallel. */
+			rt_child_spec *cs = &s->specs[s->nkids - 1];
+			*cs = a->spec;
+			cs->arg = NULL; /* the kid's copy below is the one used */
+			s->spec.nchildren = s->nkids;
+			k->id = (char *)cs->id;
+			k->significant = a->kind == ADOPT_SUBTREE;
+			if (k->significant)
+				return RT_OK; /* never restarted: no argument kept */
+			k->arg_size = a->arg_size;
+			k->arg = malloc(a->arg_size ? a->arg_size : 1);
+			if (!k->arg)
+				abort();
+			memcpy(k->arg, a->arg, a->arg_size);
+			return RT_OK;
+		}
+		k->beh = a->beh;
 		/* Only a child that may be restarted needs its argument kept. */
 		if (spec_of(s, 0)->restart != RT_TEMPORARY) {
 			k->arg_size = a->arg_size;
@@ -348,17 +412,10 @@ sup_handle(void *state, rt_msg *m)
 		if (i < 0)
 			return RT_OK;
 		/* Make it temporary for this exit: it must not come back. */
-		uint32_t ms = spec_of(s, (size_t)i)->shutdown_ms;
+		if (s->kids[i].terminating)
+			return RT_OK;
 		s->kids[i].terminating = true;
-		rt_exit(pid, ms ? "shutdown" : "kill");
-		if (ms)
-			rt_send_after(ms, rt_self(), SUP_KILL_TIMER, &pid, sizeof(pid));
-		return RT_OK;
-	}
-	case SUP_KILL_TIMER: {
-		rt_pid pid = *(rt_pid *)rt_msg_data(m);
-		if (find_kid(s, pid) >= 0)
-			rt_exit(pid, "kill");
+		rt_shutdown_child(pid, "shutdown", spec_of(s, (size_t)i)->shutdown_ms);
 		return RT_OK;
 	}
 	default:
@@ -399,55 +456,103 @@ static const rt_behaviour sup_behaviour = {
     .terminate = sup_terminate,
 };
 
-rt_pid
-rt_sup_start(const rt_sup_spec *spec)
+/* Fills t with a supervisor's start argument (it owns copies of everything). */
+static bool
+sup_template(const rt_sup_spec *spec, rt_pid parent, sup_state *t)
 {
-	sup_state t;
-	memset(&t, 0, sizeof(t));
-	t.spec = *spec;
-	if (t.spec.intensity == 0 && t.spec.period_ms == 0) {
-		t.spec.intensity = 3;
-		t.spec.period_ms = 5000;
+	memset(t, 0, sizeof(*t));
+	t->spec = *spec;
+	if (t->spec.intensity == 0 && t->spec.period_ms == 0) {
+		t->spec.intensity = 3;
+		t->spec.period_ms = 5000;
 	}
-	if (t.spec.intensity < 0)
-		t.spec.intensity = 0;
-	if (t.spec.strategy == RT_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
-		return RT_NOPID;
-	t.specs = calloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
-	t.restarts = calloc((size_t)t.spec.intensity + 1, sizeof(int64_t));
-	if (!t.specs || !t.restarts)
+	if (t->spec.intensity < 0)
+		t->spec.intensity = 0;
+	if (t->spec.strategy == RT_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
+		return false;
+	t->specs = calloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
+	t->restarts = calloc((size_t)t->spec.intensity + 1, sizeof(int64_t));
+	if (!t->specs || !t->restarts)
 		abort();
 	for (size_t i = 0; i < spec->nchildren; i++) {
-		t.specs[i] = spec->children[i];
+		t->specs[i] = spec->children[i];
 		void *a = malloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
 		if (!a)
 			abort();
 		if (spec->children[i].arg_size)
 			memcpy(a, spec->children[i].arg, spec->children[i].arg_size);
-		t.specs[i].arg = a;
+		t->specs[i].arg = a;
 	}
-	t.spec.children = t.specs;
-	if (t.spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
-		t.nkids = t.capkids = spec->nchildren;
-		t.kids = calloc(t.nkids ? t.nkids : 1, sizeof(child));
-		if (!t.kids)
+	t->spec.children = t->specs;
+	if (t->spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
+		t->nkids = t->capkids = spec->nchildren;
+		t->kids = calloc(t->nkids ? t->nkids : 1, sizeof(child));
+		if (!t->kids)
 			abort();
-		for (size_t i = 0; i < t.nkids; i++) {
-			t.kids[i].id = (char *)spec->children[i].id;
-			t.kids[i].arg_size = spec->children[i].arg_size;
-			t.kids[i].arg = malloc(t.kids[i].arg_size ? t.kids[i].arg_size : 1);
-			if (!t.kids[i].arg)
+		for (size_t i = 0; i < t->nkids; i++) {
+			t->kids[i].id = (char *)spec->children[i].id;
+			t->kids[i].arg_size = spec->children[i].arg_size;
+			t->kids[i].arg = malloc(t->kids[i].arg_size ? t->kids[i].arg_size : 1);
+			if (!t->kids[i].arg)
 				abort();
-			memcpy(t.kids[i].arg, t.specs[i].arg, t.kids[i].arg_size);
+			memcpy(t->kids[i].arg, t->specs[i].arg, t->kids[i].arg_size);
 		}
 	}
-	t.parent = rt_self();
+	t->parent = parent;
+	return true;
+}
+
+rt_pid
+rt_sup_start(const rt_sup_spec *spec)
+{
+	sup_state t;
+	if (!sup_template(spec, rt_self(), &t))
+		return RT_NOPID;
 	rt_pid pid =
 	    rt_spawn_opt(&sup_behaviour, &t, sizeof(t), t.parent ? RT_SPAWN_LINK : 0, NULL);
-	if (!pid) {
+	if (!pid)
 		sup_terminate(&t, "noproc");
-	}
 	return pid;
+}
+
+rt_pid
+rt_sup_start_under(rt_pid parent, const char *id, const rt_sup_spec *spec)
+{
+	if (!parent)
+		return rt_sup_start(spec);
+	sup_state t;
+	if (!sup_template(spec, parent, &t))
+		return RT_NOPID;
+	rt_msg *adopt = rt_msg_alloc(SUP_ADOPT, sizeof(sup_adopt));
+	sup_adopt *a = rt_msg_data(adopt);
+	a->beh = &sup_behaviour;
+	a->kind = ADOPT_SUBTREE;
+	a->spec = (rt_child_spec){.id = id,
+	                          .behaviour = &sup_behaviour,
+	                          .restart = RT_PERMANENT,
+	                          .shutdown_ms = RT_INFINITY};
+	a->arg_size = 0;
+	rt_pid pid = proc_spawn_supervised(parent, &sup_behaviour, &t, sizeof(t), adopt);
+	if (!pid)
+		sup_terminate(&t, "noproc");
+	return pid;
+}
+
+rt_pid
+rt_sup_add_child(rt_pid sup, const rt_child_spec *spec)
+{
+	if (!spec || !spec->behaviour || spec->pin < 0 || spec->pin > rt_schedulers())
+		return RT_NOPID;
+	rt_msg *adopt = rt_msg_alloc(SUP_ADOPT, sizeof(sup_adopt) + spec->arg_size);
+	sup_adopt *a = rt_msg_data(adopt);
+	a->beh = spec->behaviour;
+	a->kind = ADOPT_STATIC;
+	a->spec = *spec;
+	a->arg_size = spec->arg_size;
+	if (spec->arg_size)
+		memcpy(a->arg, spec->arg, spec->arg_size);
+	return proc_spawn_supervised_on(sup, spec->behaviour, spec->arg, spec->arg_size, adopt,
+	                                spec->pin - 1);
 }
 
 rt_pid
@@ -456,6 +561,7 @@ rt_sup_start_child(rt_pid sup, const rt_behaviour *b, const void *arg, size_t ar
 	rt_msg *adopt = rt_msg_alloc(SUP_ADOPT, sizeof(sup_adopt) + arg_size);
 	sup_adopt *a = rt_msg_data(adopt);
 	a->beh = b;
+	a->kind = ADOPT_DYNAMIC;
 	a->arg_size = arg_size;
 	if (arg_size)
 		memcpy(a->arg, arg, arg_size);

@@ -172,6 +172,10 @@ timer_deliver(rt_proc *p, rt_msg *m)
 		return; /* cancelled after it fired */
 	unlink_owner(p, t);
 	unref(t); /* the owner's; the message keeps the record until it is freed */
+	if (t->user->tag == SIG_KILL) {
+		proc_kill_timer(p, rt_msg_data(t->user));
+		return;
+	}
 	if (t->dest != p->pid) {
 		rt_msg *u = t->user;
 		t->user = NULL;

@@ -774,8 +774,12 @@ conn_terminate(void *state, const char *reason)
 	c->in = NULL;
 	c->proto->terminate(c, reason);
 	rt_log_debug("%s connection %s", c->proto->name, reason);
-	/* Last: once every connection is counted out, tp_endpoint_stop frees ep. */
-	atomic_fetch_sub(&sh->open, 1);
+	/* Last: once every connection is counted out, tp_endpoint_stop frees ep
+	 * (after the listener, which runs on this thread, has exited). */
+	rt_pid listener = atomic_load(&ep->listeners[sh - ep->shards]);
+	bool stopping = atomic_load(&ep->stopping);
+	if (atomic_fetch_sub(&sh->open, 1) == 1 && stopping)
+		rt_send(listener, TP_LST_EMPTY, NULL, 0);
 }
 
 const rt_behaviour tp_conn_behaviour = {

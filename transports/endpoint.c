@@ -4,11 +4,15 @@
  * lists, counters), stats, and the orderly stop.
  *
  * Listeners.  tp_endpoint_start binds one SO_REUSEPORT socket per scheduler
- * (the kernel spreads connections over them) and spawns a listener pinned to
- * each scheduler.  On readiness a listener accepts up to ACCEPT_BATCH
- * connections (level-triggered: the rest comes with the next event, so other
- * processes of the scheduler are not starved) and spawns a connection
- * process for each on its own scheduler.  When out of file descriptors
+ * (the kernel spreads connections over them) and starts a listener pinned to
+ * each scheduler, under a supervisor of their own (one_for_one) that joins
+ * the node's tree (ch_endpoint_supervisor) as a subtree.  The endpoint owns
+ * the listening sockets; a listener watches a dup of its scheduler's, so a
+ * listener that crashes is restarted on the same socket and the connections
+ * waiting in its accept queue are not lost.  On readiness a listener
+ * accepts up to ACCEPT_BATCH connections (level-triggered: the rest comes
+ * with the next event, so other processes of the scheduler are not starved)
+ * and spawns a connection process for each on its own scheduler.  When out of file descriptors
  * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
  * the socket for EMFILE_PAUSE_MS.
  *
@@ -17,8 +21,18 @@
  * times, and only that scheduler's thread touches them (no lock, no bytes
  * beyond the list links).  The listener sweeps them every tick (expired
  * deadlines -> TP_MSG_TIMEOUT) and, on stop, sends every connection
- * TP_MSG_SHUTDOWN.  The shard's `open` counter tells tp_endpoint_stop when
- * all are gone.
+ * TP_MSG_SHUTDOWN.
+ *
+ * Stop (the drain).  The first listener told to shut down by its supervisor
+ * (or tp_endpoint_stop itself) starts the endpoint's stop once: it sets the
+ * drain deadline and tells every listener to close its socket and shut its
+ * connections down (WebSockets: 1001 after their queue).  A listener being
+ * shut down exits when its shard's `open` counter reaches 0 (the last
+ * connection tells it); at the deadline the endpoint aborts (every
+ * connection closed at once) and ABORT_WAIT_MS later the listener exits
+ * anyway.  So the supervisor terminating the listeners one by one takes at
+ * most the drain plus the abort wait, and tp_endpoint_stop waits for the
+ * subtree with rt_wait_exit.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -34,7 +48,11 @@
 #include "transports/conn.h"
 #include "transports/serve.h"
 
+#include <fcntl.h>
+
 #define ACCEPT_BATCH 64
+#define DEFAULT_DRAIN_MS 5000
+#define LISTENER_RESTARTS 10 /* a minute */
 #define EMFILE_PAUSE_MS 100
 #define CLOSE_WAIT_MS 2000
 #define ABORT_WAIT_MS 1000
@@ -44,15 +62,17 @@
 typedef struct listener_arg {
 	tp_endpoint *ep;
 	int idx;
-	int fd;
 } listener_arg;
 
+/* Owned by the listener process (pinned to scheduler idx). */
 typedef struct listener {
 	tp_endpoint *ep;
 	int idx;
-	rt_io *io;
+	rt_io *io; /* a dup of ep->lfds[idx], NULL once stopped */
 	uint32_t tick_ms;
 	bool paused;
+	bool stopped;  /* TP_LST_STOP done: socket closed, connections told */
+	bool draining; /* its supervisor shuts it down: exit once the shard is empty */
 } listener;
 
 /* True at most once a second for the whole endpoint (all listeners). */
@@ -64,6 +84,34 @@ may_warn(tp_endpoint *ep)
 	       atomic_compare_exchange_strong(&ep->last_accept_warn_ms, &last, now);
 }
 
+/* Sends tag to every connection of the shard. */
+static void
+tell_all(listener *l, uint32_t tag)
+{
+	tp_shard *sh = &l->ep->shards[l->idx];
+	for (int q = 1; q < TQ_COUNT; q++)
+		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
+			rt_send(tq_pid(c), tag, NULL, 0);
+}
+
+/* Closes the listening socket (this listener's dup and the endpoint's) and
+ * tells the shard's connections to shut down; once. */
+static void
+listener_stop(listener *l)
+{
+	if (l->stopped)
+		return;
+	l->stopped = true;
+	if (l->io) {
+		rt_io_close(l->io);
+		l->io = NULL;
+	}
+	int lfd = atomic_exchange(&l->ep->lfds[l->idx], -1);
+	if (lfd >= 0)
+		close(lfd);
+	tell_all(l, TP_MSG_SHUTDOWN);
+}
+
 static int
 listener_init(void *state, const void *arg, size_t size)
 {
@@ -72,12 +120,27 @@ listener_init(void *state, const void *arg, size_t size)
 	(void)size;
 	l->ep = a->ep;
 	l->idx = a->idx;
-	l->io = rt_io_open(a->fd, RT_IO_READ, NULL);
-	if (!l->io) {
-		close(a->fd);
-		return rt_stop("shutdown");
-	}
 	RT_ASSERT(rt_scheduler_id() == l->idx);
+	rt_trap_exit(true); /* the supervisor's "shutdown" starts the drain */
+	atomic_store(&l->ep->listeners[l->idx], rt_self());
+	int lfd = atomic_load(&l->ep->lfds[l->idx]);
+	if (lfd < 0 || atomic_load(&l->ep->stopping)) {
+		/* Restarted during the stop (TP_LST_STOP may have gone to the pid
+		 * before): nothing to accept, the shard's connections to shut down. */
+		listener_stop(l);
+	} else {
+		/* The first start takes the dup made by tp_endpoint_start (the fds
+		 * are all open when it returns); a restart makes its own. */
+		int fd = atomic_exchange(&l->ep->spare[l->idx], -1);
+		if (fd < 0)
+			fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0);
+		l->io = fd >= 0 ? rt_io_open(fd, RT_IO_READ, NULL) : NULL;
+		if (!l->io) {
+			if (fd >= 0)
+				close(fd);
+			return rt_stop("cannot watch the listening socket");
+		}
+	}
 	uint32_t m = l->ep->tq_ms[TQ_HTTP];
 	if (l->ep->tq_ms[TQ_WS] < m)
 		m = l->ep->tq_ms[TQ_WS];
@@ -144,14 +207,52 @@ sweep(listener *l)
 	}
 }
 
-/* Sends tag to every connection of the shard. */
+/* Starts the endpoint's stop once (any thread): the drain deadline, then
+ * every listener closes its socket and shuts its connections down. */
 static void
-tell_all(listener *l, uint32_t tag)
+begin_stop(tp_endpoint *ep)
 {
-	tp_shard *sh = &l->ep->shards[l->idx];
-	for (int q = 1; q < TQ_COUNT; q++)
-		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
-			rt_send(tq_pid(c), tag, NULL, 0);
+	int64_t zero = 0;
+	int64_t until = rt_now_ms() + atomic_load(&ep->drain_ms);
+	if (!atomic_compare_exchange_strong(&ep->drain_until, &zero, until))
+		return;
+	atomic_store(&ep->stopping, true);
+	for (int i = 0; i < ep->nsched; i++)
+		rt_send(atomic_load(&ep->listeners[i]), TP_LST_STOP, NULL, 0);
+}
+
+/* Draining: RT_STOP once the shard is empty, or the abort wait is over. */
+static int
+check_drained(listener *l)
+{
+	tp_endpoint *ep = l->ep;
+	tp_shard *sh = &ep->shards[l->idx];
+	uint64_t open = atomic_load(&sh->open);
+	if (open == 0)
+		return rt_stop("shutdown");
+	int64_t now = rt_now_ms();
+	if (now < atomic_load(&ep->drain_until))
+		return RT_OK;
+	bool no = false;
+	if (atomic_compare_exchange_strong(&ep->aborting, &no, true)) {
+		uint64_t n = 0;
+		for (int i = 0; i < ep->nsched; i++)
+			n += atomic_load(&ep->shards[i].open);
+		rt_log_warning("endpoint stop: %llu connections still open after %u ms: closing "
+		               "them",
+		               (unsigned long long)n, (unsigned)atomic_load(&ep->drain_ms));
+		atomic_store(&ep->abort_until, now + ABORT_WAIT_MS);
+		for (int i = 0; i < ep->nsched; i++)
+			rt_send(atomic_load(&ep->listeners[i]), TP_LST_ABORT, NULL, 0);
+		return RT_OK;
+	}
+	int64_t abort_until = atomic_load(&ep->abort_until);
+	if (abort_until && now >= abort_until) {
+		rt_log_error("listener %d: %llu connections did not close (a handler is stuck?)",
+		             l->idx, (unsigned long long)open);
+		return rt_stop("shutdown");
+	}
+	return RT_OK;
 }
 
 static int
@@ -159,6 +260,13 @@ listener_handle(void *state, rt_msg *m)
 {
 	listener *l = state;
 	switch (m->tag) {
+	case RT_MSG_EXIT: /* from the supervisor, the only link */
+		begin_stop(l->ep);
+		listener_stop(l);
+		l->draining = true;
+		return check_drained(l);
+	case TP_LST_EMPTY:
+		return l->draining ? check_drained(l) : RT_OK;
 	case RT_MSG_IO:
 		if (l->io && !l->paused)
 			accept_some(l);
@@ -166,6 +274,8 @@ listener_handle(void *state, rt_msg *m)
 	case TP_LST_TICK:
 		sweep(l);
 		rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
+		if (l->draining)
+			return check_drained(l);
 		break;
 	case TP_LST_ACCEPT:
 		if (l->io && l->paused) {
@@ -174,17 +284,11 @@ listener_handle(void *state, rt_msg *m)
 		}
 		break;
 	case TP_LST_STOP:
-		if (l->io) {
-			rt_io_close(l->io);
-			l->io = NULL;
-		}
-		tell_all(l, TP_MSG_SHUTDOWN);
+		listener_stop(l);
 		break;
 	case TP_LST_ABORT:
 		tell_all(l, TP_MSG_ABORT);
 		break;
-	case TP_LST_EXIT:
-		return rt_stop("shutdown");
 	default:
 		break;
 	}
@@ -195,9 +299,8 @@ static void
 listener_terminate(void *state, const char *reason)
 {
 	listener *l = state;
-	if (strcmp(reason, "shutdown") != 0)
+	if (l->ep && strcmp(reason, "shutdown") != 0)
 		rt_log_error("listener %d of port %d exited: %s", l->idx, l->ep->port, reason);
-	atomic_fetch_sub(&l->ep->listeners_alive, 1);
 }
 
 static const rt_behaviour listener_behaviour = {
@@ -278,7 +381,7 @@ open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog)
 	close(probe);
 	for (int i = 0; i < ep->nsched; i++) {
 		ep->lfds[i] = listen_socket(res, backlog);
-		if (ep->lfds[i] < 0) {
+		if (atomic_load(&ep->lfds[i]) < 0) {
 			fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr,
 			        port, strerror(errno));
 			freeaddrinfo(res);
@@ -304,10 +407,14 @@ xstrdup(const char *s)
 static void
 endpoint_free(tp_endpoint *ep)
 {
-	for (int i = 0; ep->lfds && i < ep->nsched; i++)
+	for (int i = 0; ep->lfds && i < ep->nsched; i++) {
 		if (ep->lfds[i] >= 0)
 			close(ep->lfds[i]);
+		if (ep->spare[i] >= 0)
+			close(ep->spare[i]);
+	}
 	free(ep->lfds);
+	free(ep->spare);
 	free(ep->listeners);
 	free(ep->shards);
 	for (size_t i = 0; i < ep->nroutes; i++) {
@@ -321,6 +428,24 @@ endpoint_free(tp_endpoint *ep)
 	free(ep->ws_path);
 	tp_static_free(ep->files);
 	free(ep);
+}
+
+/* Shuts the listeners' subtree down: through its parent when it has one
+ * (a subtree's own exit would take the parent down), else directly. */
+static void
+stop_tree(tp_endpoint *ep)
+{
+	if (!ep->parent || rt_sup_terminate_child(ep->parent, ep->sup) < 0)
+		rt_exit(ep->sup, "shutdown");
+}
+
+static uint64_t
+open_count(tp_endpoint *ep)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < ep->nsched; i++)
+		n += atomic_load(&ep->shards[i].open);
+	return n;
 }
 
 tp_endpoint *
@@ -396,14 +521,15 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 		return NULL;
 	}
 	ep->nsched = nsched;
-	ep->lfds = malloc((size_t)nsched * sizeof(int));
-	ep->listeners = calloc((size_t)nsched, sizeof(rt_pid));
+	ep->lfds = malloc((size_t)nsched * sizeof(*ep->lfds));
+	ep->spare = malloc((size_t)nsched * sizeof(*ep->spare));
+	ep->listeners = calloc((size_t)nsched, sizeof(*ep->listeners));
 	ep->shards = aligned_alloc(64, (size_t)nsched * sizeof(tp_shard));
-	if (!ep->lfds || !ep->listeners || !ep->shards)
+	if (!ep->lfds || !ep->spare || !ep->listeners || !ep->shards)
 		abort();
 	memset(ep->shards, 0, (size_t)nsched * sizeof(tp_shard));
 	for (int i = 0; i < nsched; i++)
-		ep->lfds[i] = -1;
+		ep->lfds[i] = ep->spare[i] = -1;
 	if (open_listeners(ep, opts->bind ? opts->bind : "127.0.0.1",
 	                   opts->port ? opts->port : 4000,
 	                   opts->backlog > 0 ? opts->backlog : 4096) < 0) {
@@ -411,28 +537,48 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 		return NULL;
 	}
 	ep->files = tp_static_load(opts->static_dir, opts->static_aliases);
-
-	atomic_store(&ep->listeners_alive, nsched);
 	for (int i = 0; i < nsched; i++) {
-		listener_arg la = {.ep = ep, .idx = i, .fd = ep->lfds[i]};
-		ep->listeners[i] = rt_spawn_on(i, &listener_behaviour, &la, sizeof(la));
-		if (!ep->listeners[i]) {
-			fprintf(stderr, "tp_endpoint_start: cannot spawn a listener\n");
-			atomic_fetch_sub(&ep->listeners_alive, nsched - i);
-			for (int j = 0; j < i; j++)
-				rt_send(ep->listeners[j], TP_LST_EXIT, NULL, 0);
-			for (int j = 0; j < i; j++)
-				ep->lfds[j] = -1; /* owned (and closed) by the listeners */
-			while (atomic_load(&ep->listeners_alive) > 0) {
-				struct timespec ts = {0, 1000000};
-				nanosleep(&ts, NULL);
-			}
+		ep->spare[i] = fcntl(ep->lfds[i], F_DUPFD_CLOEXEC, 0);
+		if (ep->spare[i] < 0) {
+			fprintf(stderr, "tp_endpoint_start: dup: %s\n", strerror(errno));
 			endpoint_free(ep);
 			return NULL;
 		}
 	}
-	for (int i = 0; i < nsched; i++)
-		ep->lfds[i] = -1; /* the listeners own them now */
+
+	atomic_store(&ep->drain_ms, DEFAULT_DRAIN_MS);
+	/* The listeners' subtree: a listener that crashes is restarted (on the
+	 * same socket); more than LISTENER_RESTARTS a minute and the subtree
+	 * gives up, which stops the node. */
+	ep->parent = ch_endpoint_supervisor(opts->socket);
+	rt_sup_spec lsup = {
+	    .strategy = RT_ONE_FOR_ONE, .intensity = LISTENER_RESTARTS, .period_ms = 60000};
+	ep->sup = rt_sup_start_under(ep->parent, "listeners", &lsup);
+	bool ok = ep->sup != RT_NOPID;
+	for (int i = 0; ok && i < nsched; i++) {
+		listener_arg la = {.ep = ep, .idx = i};
+		rt_child_spec cs = {.id = "listener",
+		                    .behaviour = &listener_behaviour,
+		                    .arg = &la,
+		                    .arg_size = sizeof(la),
+		                    .restart = RT_TRANSIENT,
+		                    .shutdown_ms = RT_INFINITY, /* bounded by its drain */
+		                    .pin = i + 1};
+		rt_pid pid = rt_sup_add_child(ep->sup, &cs);
+		atomic_store(&ep->listeners[i], pid);
+		ok = pid != RT_NOPID;
+	}
+	if (!ok) {
+		fprintf(stderr, "tp_endpoint_start: cannot spawn a listener\n");
+		if (ep->sup) {
+			atomic_store(&ep->drain_ms, 0);
+			stop_tree(ep);
+			if (rt_wait_exit(ep->sup, ABORT_WAIT_MS + 1000) < 0)
+				return NULL; /* still running: leaked rather than freed under it */
+		}
+		endpoint_free(ep);
+		return NULL;
+	}
 	rt_log_debug("endpoint listening on port %d (%d listeners, %zu static files)", ep->port,
 	             nsched, ep->files->n);
 	return ep;
@@ -444,57 +590,21 @@ tp_endpoint_port(const tp_endpoint *ep)
 	return ep ? ep->port : -1;
 }
 
-static uint64_t
-open_count(tp_endpoint *ep)
-{
-	uint64_t n = 0;
-	for (int i = 0; i < ep->nsched; i++)
-		n += atomic_load(&ep->shards[i].open);
-	return n;
-}
-
-static void
-tell_listeners(tp_endpoint *ep, uint32_t tag)
-{
-	for (int i = 0; i < ep->nsched; i++)
-		rt_send(ep->listeners[i], tag, NULL, 0);
-}
-
-/* Waits up to ms for cond; true when it holds. */
-#define WAIT_FOR(cond, ms)                                                                         \
-	({                                                                                         \
-		int64_t until_ = rt_now_ms() + (ms);                                               \
-		while (!(cond) && rt_now_ms() < until_) {                                          \
-			struct timespec ts_ = {0, 1000000};                                        \
-			nanosleep(&ts_, NULL);                                                     \
-		}                                                                                  \
-		(cond);                                                                            \
-	})
-
 void
 tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms)
 {
 	if (!ep)
 		return;
-	atomic_store(&ep->stopping, true);
-	tell_listeners(ep, TP_LST_STOP);
+	atomic_store(&ep->drain_ms, timeout_ms);
+	begin_stop(ep);
 	if (rt_scheduler_id() >= 0) {
 		/* Waiting here would block this scheduler's connections. */
 		rt_log_error("tp_endpoint_stop called from a scheduler thread: connections are "
 		             "closing, the endpoint is not freed");
 		return;
 	}
-	if (!WAIT_FOR(open_count(ep) == 0, timeout_ms)) {
-		rt_log_warning("endpoint stop: %llu connections still open after %u ms: closing "
-		               "them",
-		               (unsigned long long)open_count(ep), timeout_ms);
-		atomic_store(&ep->aborting, true);
-		tell_listeners(ep, TP_LST_ABORT);
-		WAIT_FOR(open_count(ep) == 0, ABORT_WAIT_MS);
-	}
-	tell_listeners(ep, TP_LST_EXIT);
-	WAIT_FOR(atomic_load(&ep->listeners_alive) == 0, ABORT_WAIT_MS);
-	if (open_count(ep) != 0 || atomic_load(&ep->listeners_alive) != 0) {
+	stop_tree(ep);
+	if (rt_wait_exit(ep->sup, timeout_ms + ABORT_WAIT_MS + 2000) < 0 || open_count(ep) != 0) {
 		rt_log_error("endpoint stop: processes still running (a handler is stuck?): the "
 		             "endpoint is not freed");
 		return;

@@ -18,7 +18,9 @@
  * remove themselves, the listener sweeps them), so they need no lock.  The
  * shard's counters are atomics because tp_endpoint_stats and
  * tp_endpoint_stop read them from other threads.  struct tp_endpoint is
- * written by tp_endpoint_start only; afterwards every thread reads it.
+ * written by tp_endpoint_start only, except its atomics (listening sockets
+ * and listener pids change as listeners restart and stop; the stop's
+ * state); every thread reads it.
  */
 #ifndef transports_endpoint_h
 #define transports_endpoint_h
@@ -45,7 +47,7 @@ enum {
 	TP_LST_ACCEPT,             /* resume accepting after EMFILE */
 	TP_LST_STOP,               /* close the listening socket, shut connections down */
 	TP_LST_ABORT,              /* hard-close every connection */
-	TP_LST_EXIT,               /* exit */
+	TP_LST_EMPTY,              /* stopping: the shard's last connection is gone */
 };
 
 /* Timeout lists of a shard: each holds connections in deadline order because
@@ -122,12 +124,17 @@ struct tp_endpoint {
 
 	/* Listeners and shards: index = scheduler. */
 	int nsched;
-	int *lfds;
-	rt_pid *listeners;
+	_Atomic int *lfds;         /* listening sockets, owned by the endpoint (-1: closed) */
+	_Atomic int *spare;        /* a dup of each for its listener's first start, or -1 */
+	_Atomic rt_pid *listeners; /* the current listener of each scheduler (restarts) */
+	rt_pid sup;                /* the listeners' supervisor */
+	rt_pid parent;             /* its parent (ch_endpoint_supervisor), or RT_NOPID */
 	tp_shard *shards;
-	_Atomic int listeners_alive;
 	_Atomic int64_t last_accept_warn_ms; /* accept warnings: at most one a second */
-	_Atomic bool stopping;               /* tp_endpoint_stop began: connections shut down */
+	_Atomic uint32_t drain_ms;           /* stop: how long connections may take */
+	_Atomic int64_t drain_until;         /* stop began (rt_now_ms deadline), else 0 */
+	_Atomic int64_t abort_until;         /* aborting: when listeners give up waiting */
+	_Atomic bool stopping;               /* the stop began: connections shut down */
 	_Atomic bool aborting;               /* ... and timed out: connections close at once */
 };
 

@@ -93,9 +93,12 @@ int tp_endpoint_port(const tp_endpoint *ep);
 /* Stops accepting, closes every WebSocket with 1001 (going away) after what
  * is queued for it, lets HTTP responses in flight finish (idle keep-alive
  * connections close at once), waits up to timeout_ms for connections to
- * finish, then closes the rest at once (waiting up to 1 s more), frees.  Call
- * it from outside the runtime's schedulers (e.g. the main thread), before
- * ch_endpoint_stop and rt_shutdown. */
+ * finish, then closes the rest at once (waiting up to 1 s more), frees.  It
+ * shuts down the listeners' subtree of the node's tree (see
+ * ch_endpoint_supervisor); when ch_endpoint_stop has already stopped the
+ * tree (the same drain, 5 s), it only frees.  Call it from outside the
+ * runtime's schedulers (e.g. the main thread), before ch_endpoint_stop and
+ * rt_shutdown. */
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
 /* Counters since start; open and ws_open are the connections open now. */

@@ -2,7 +2,8 @@
  * PubSub (channels/pubsub.h) with a running runtime: registry bookkeeping at
  * scale, delivery through the default dispatcher, per-publisher order across
  * partitions, broadcast_from, dead subscribers, subscribe-then-broadcast
- * causality, and the adapter calls of broadcast / local / direct / remote.
+ * causality, the adapter calls of broadcast / local / direct / remote, and
+ * supervision (a crashed partition stops the PubSub and its parent).
  * (The fastlane dispatcher is covered by test_socket.c and the integration
  * tests.)
  */
@@ -351,11 +352,48 @@ test_adapter_calls(void)
 	teardown();
 }
 
+/* A dispatcher that crashes the partition running it. */
+static size_t
+crash_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_t dead_cap,
+               void **ctx)
+{
+	(void)b, (void)subs, (void)n, (void)dead, (void)dead_cap, (void)ctx;
+	rt_crash("dispatcher crashed");
+}
+
+static const ch_ps_dispatcher crash_dispatcher = {.name = "crash", .dispatch = crash_dispatch};
+
+/* A partition is not restarted with an empty table behind its subscribers'
+ * backs: its crash stops the PubSub's subtree, which takes its parent (the
+ * node's root) down. */
+static void
+test_partition_crash_stops_the_tree(void)
+{
+	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
+	CHECK_EQ(rt_start(&c), 0);
+	rt_sup_spec root_spec = {.strategy = RT_ONE_FOR_ONE};
+	rt_pid root = rt_sup_start(&root_spec);
+	ch_ps_opts o = {.supervisor = root};
+	ps = ch_ps_start(&o);
+	CHECK(ps != NULL);
+	uint64_t procs = rt_process_count();
+	CHECK(procs >= 4); /* root, the PubSub's supervisor, 2 partitions */
+	sub_arg a = {.idx = 0, .topic = "x"};
+	rt_pid p = rt_spawn(&sub_behaviour, &a, sizeof(a));
+	WAIT_UNTIL(ch_ps_subscribers(ps, "x") == 1, 3000);
+	CHECK_EQ(ch_ps_broadcast(ps, "x", T_MSG, seq_buf(1), &crash_dispatcher), 0);
+	CHECK_EQ(rt_wait_exit(root, 5000), 0);
+	WAIT_UNTIL(rt_process_count() == 1, 3000); /* the subscriber alone */
+	rt_exit(p, "kill");
+	teardown(); /* stopping a PubSub whose tree is gone: frees only */
+}
+
 TEST_LIST = {
     TEST(test_many_subscribers_unsubscribe_in_any_order),
     TEST(test_topics_are_independent),
     TEST(test_broadcast_reaches_all_in_order),
     TEST(test_subscribe_happens_before_broadcast),
     TEST(test_adapter_calls),
+    TEST(test_partition_crash_stops_the_tree),
     TEST_END,
 };

@@ -396,8 +396,31 @@ mix_in(ch_chan *ch, void *st, const char *event, const ch_payload *p)
 static const ch_channel_ops mix_ops = {
     .name = "MixChannel", .join = tbl_join, .in = tbl_in, .handle_in = mix_in};
 
-static const ch_route routes[] = {
-    {"room:*", &room_ops}, {"presence:*", &pres_ops}, {"tbl:*", &tbl_ops}, {"mix:*", &mix_ops}};
+/* A channel that ignores the exit signal of a duplicate join (it traps
+ * exits): the socket kills it after 5 s, as Phoenix. */
+static int
+stub_join(ch_chan *ch, void *st, const char *topic, const ch_payload *params)
+{
+	(void)ch, (void)st, (void)topic, (void)params;
+	rt_trap_exit(true);
+	return CH_OK;
+}
+
+static int
+stub_info(ch_chan *ch, void *st, rt_msg *m)
+{
+	(void)ch, (void)st, (void)m;
+	return CH_OK;
+}
+
+static const ch_channel_ops stub_ops = {
+    .name = "StubbornChannel", .join = stub_join, .handle_info = stub_info};
+
+static const ch_route routes[] = {{"room:*", &room_ops},
+                                  {"presence:*", &pres_ops},
+                                  {"tbl:*", &tbl_ops},
+                                  {"mix:*", &mix_ops},
+                                  {"stub:*", &stub_ops}};
 
 static int
 sock_connect(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
@@ -422,8 +445,11 @@ sock_id(const cJSON *assigns, char *buf, size_t cap)
 	return (size_t)snprintf(buf, cap, "users_socket:%s", u);
 }
 
-static const ch_socket_handler handler = {
-    .connect = sock_connect, .id = sock_id, .routes = routes, .nroutes = 4, .max_channels = 3};
+static const ch_socket_handler handler = {.connect = sock_connect,
+                                          .id = sock_id,
+                                          .routes = routes,
+                                          .nroutes = sizeof(routes) / sizeof(routes[0]),
+                                          .max_channels = 3};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -443,9 +469,10 @@ setup(void)
 	ch_endpoint_opts o = {.handler = &handler, .secret_key_base = "secret"};
 	ep = ch_endpoint_start(&o);
 	CHECK(ep != NULL);
-	/* the channel supervisor, PubSub's partitions (one per scheduler), the
-	 * presence tracker's supervisor and its shards (one per scheduler) */
-	base_procs = 2 + 2 * (uint64_t)rt_schedulers();
+	/* the node's tree: the root, PubSub's supervisor and partitions (one per
+	 * scheduler), the presence tracker's supervisor and shards (one per
+	 * scheduler), the channel supervisor */
+	base_procs = 4 + 2 * (uint64_t)rt_schedulers();
 	WAIT_UNTIL(rt_process_count() == base_procs, 3000);
 }
 
@@ -931,6 +958,27 @@ test_event_table_and_json_calls(void)
 	teardown();
 }
 
+/* A duplicate join whose old channel ignores "shutdown": killed after 5 s
+ * (rt_shutdown_child), then phx_close for the old join and the new join's
+ * reply, in that order, and nothing meanwhile. */
+static void
+test_duplicate_join_stubborn_channel(void)
+{
+	setup();
+	client(0, NULL, 2);
+	send_text(0, "[\"1\",\"1\",\"stub:a\",\"phx_join\",{}]");
+	EXPECT(0, "[\"1\",\"1\",\"stub:a\",\"phx_reply\",{\"status\":\"ok\"");
+	int64_t t0 = rt_now_ms();
+	send_text(0, "[\"2\",\"2\",\"stub:a\",\"phx_join\",{}]");
+	usleep(1000000);
+	CHECK_EQ(count(0, "stub:a"), 0); /* blocked while the old one lives */
+	CHECK(take(0, "[\"2\",\"2\",\"stub:a\",\"phx_reply\",{\"status\":\"ok\"", 8000, NULL) == 0);
+	int64_t took = rt_now_ms() - t0;
+	CHECK_MSG(took >= 4900 && took < 8000, "took %lld ms", (long long)took);
+	EXPECT(0, "[\"1\",\"1\",\"stub:a\",\"phx_close\",{}]");
+	teardown();
+}
+
 TEST_LIST = {
     TEST(test_event_table_and_json_calls),
     TEST(test_non_string_topic_event_and_refs),
@@ -943,6 +991,7 @@ TEST_LIST = {
     TEST(test_crash_gives_phx_error_and_rejoin),
     TEST(test_leave_and_stop_give_phx_close),
     TEST(test_duplicate_join_and_stale_ref),
+    TEST(test_duplicate_join_stubborn_channel),
     TEST(test_max_channels_and_async_reply),
     TEST(test_connect_refused_and_disconnect),
     TEST(test_transport_exit_stops_channels),

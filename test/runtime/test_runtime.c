@@ -673,6 +673,256 @@ test_dynamic_supervisor(void)
 	rt_shutdown();
 }
 
+/* ------------------------------------------------------------------ shutdown */
+
+/* A process that shuts `target` down with rt_shutdown_child at init and
+ * records the DOWN it gets (id 50: P_USER with the reason, and the ms it took). */
+typedef struct shutter_arg {
+	rt_pid target;
+	uint32_t timeout_ms;
+	bool demonitor; /* rt_demonitor the ref at once */
+} shutter_arg;
+
+typedef struct shutter {
+	uint64_t ref;
+	int64_t t0;
+} shutter;
+
+static int
+shutter_init(void *state, const void *arg, size_t size)
+{
+	shutter *s = state;
+	const shutter_arg *a = arg;
+	(void)size;
+	s->t0 = rt_now_ms();
+	s->ref = rt_shutdown_child(a->target, "shutdown", a->timeout_ms);
+	if (a->demonitor)
+		rt_demonitor(s->ref);
+	return RT_OK;
+}
+
+static int
+shutter_handle(void *state, rt_msg *m)
+{
+	shutter *s = state;
+	if (m->tag == RT_MSG_DOWN) {
+		rt_down_info *d = rt_msg_data(m);
+		CHECK(d->ref == s->ref);
+		int64_t took = rt_now_ms() - s->t0;
+		inbox_put(50, P_USER, d->pid, d->reason, strlen(d->reason) + 1);
+		inbox_put(50, P_USER + 1, d->pid, &took, sizeof(took));
+	}
+	return RT_OK;
+}
+
+static const rt_behaviour shutter_behaviour = {
+    .name = "shutter",
+    .state_size = sizeof(shutter),
+    .init = shutter_init,
+    .handle = shutter_handle,
+};
+
+static void
+shut(rt_pid target, uint32_t timeout_ms, const char *want_reason, int64_t min_ms, int64_t max_ms)
+{
+	shutter_arg a = {.target = target, .timeout_ms = timeout_ms};
+	rt_spawn(&shutter_behaviour, &a, sizeof(a));
+	rec r;
+	CHECK(inbox_take(50, P_USER, 5000, &r) == 0);
+	CHECK_STR((const char *)r.data, want_reason);
+	CHECK(r.from == target);
+	CHECK(inbox_take(50, P_USER + 1, 5000, &r) == 0);
+	int64_t took;
+	memcpy(&took, r.data, sizeof(took));
+	CHECK_MSG(took >= min_ms && took <= max_ms, "took %lld ms, want [%lld, %lld]",
+	          (long long)took, (long long)min_ms, (long long)max_ms);
+}
+
+static void
+test_shutdown_child(void)
+{
+	start(2);
+	uint64_t timers0 = rt_timer_count();
+	/* Not trapping exits: "shutdown" ends it at once; the kill timer goes. */
+	rt_pid p = probe_spawn(1, false);
+	shut(p, 5000, "shutdown", 0, 1000);
+	expect_terminated(1, "shutdown");
+	WAIT_UNTIL(rt_timer_count() == timers0, 2000);
+	/* Trapping exits and stopping on the signal: its own reason, no kill. */
+	p = probe_spawn(2, true);
+	probe_cmd(p, P_TRAP, &(bool){false}, sizeof(bool)); /* exits on the signal */
+	shut(p, 5000, "shutdown", 0, 1000);
+	WAIT_UNTIL(rt_timer_count() == timers0, 2000);
+	/* Ignoring it: killed after the timeout, not before. */
+	p = probe_spawn(3, true);
+	shut(p, 150, "killed", 140, 3000);
+	CHECK(inbox_take(3, RT_MSG_EXIT, 1000, NULL) == 0); /* it saw "shutdown" first */
+	expect_terminated(3, "killed");
+	/* 0: brutal kill at once. */
+	p = probe_spawn(4, true);
+	shut(p, 0, "killed", 0, 1000);
+	CHECK_EQ(inbox_count(4, RT_MSG_EXIT), 0);
+	/* Already gone: "noproc". */
+	shut(p, 1000, "noproc", 0, 1000);
+	WAIT_UNTIL(rt_timer_count() == timers0, 2000);
+	/* rt_demonitor drops the DOWN and the kill. */
+	p = probe_spawn(5, true);
+	shutter_arg a = {.target = p, .timeout_ms = 100, .demonitor = true};
+	rt_spawn(&shutter_behaviour, &a, sizeof(a));
+	CHECK(inbox_take(5, RT_MSG_EXIT, 1000, NULL) == 0);
+	usleep(300000);
+	CHECK(rt_alive(p));
+	CHECK_EQ(inbox_count(50, P_USER), 0);
+	CHECK_EQ(rt_timer_count(), timers0);
+	rt_shutdown();
+}
+
+static int
+lazy_init(void *state, const void *arg, size_t size)
+{
+	(void)state;
+	rt_send_after(*(const uint32_t *)arg, rt_self(), 1, NULL, 0);
+	(void)size;
+	return RT_OK;
+}
+
+static int
+lazy_handle(void *state, rt_msg *m)
+{
+	(void)state;
+	return m->tag == 1 ? rt_stop("normal") : RT_OK;
+}
+
+static const rt_behaviour lazy = {.name = "lazy", .init = lazy_init, .handle = lazy_handle};
+
+static void
+test_wait_exit(void)
+{
+	start(2);
+	/* Exits on its own after 100 ms: the wait returns then, not at its limit. */
+	uint32_t ms = 100;
+	rt_pid p = rt_spawn(&lazy, &ms, sizeof(ms));
+	int64_t t0 = test_now_ms();
+	CHECK_EQ(rt_wait_exit(p, 10000), 0);
+	int64_t took = test_now_ms() - t0;
+	CHECK_MSG(took >= 90 && took < 5000, "took %lld ms", (long long)took);
+	CHECK(!rt_alive(p));
+	/* Dead or never existing: at once. */
+	CHECK_EQ(rt_wait_exit(p, 10000), 0);
+	CHECK_EQ(rt_wait_exit(RT_NOPID, 10000), 0);
+	/* Still alive at the limit: -1 after about timeout_ms, and the waiter is gone. */
+	rt_pid q = probe_spawn(1, false);
+	uint64_t n0 = rt_process_count();
+	t0 = test_now_ms();
+	CHECK_EQ(rt_wait_exit(q, 100), -1);
+	took = test_now_ms() - t0;
+	CHECK_MSG(took >= 95 && took < 5000, "took %lld ms", (long long)took);
+	WAIT_UNTIL(rt_process_count() == n0, 2000);
+	CHECK(rt_alive(q));
+	/* Killed while waited for. */
+	rt_exit(q, "kill");
+	CHECK_EQ(rt_wait_exit(q, RT_INFINITY), 0);
+	rt_shutdown();
+}
+
+static void
+test_sup_add_child_and_subtrees(void)
+{
+	start(2);
+	rt_sup_spec root_spec = {.strategy = RT_ONE_FOR_ONE, .intensity = 5, .period_ms = 5000};
+	rt_pid root = rt_sup_start(&root_spec);
+	CHECK(root != RT_NOPID);
+	/* A subtree (one_for_all, no restarts allowed) with one pinned child. */
+	rt_sup_spec sub_spec = {.strategy = RT_ONE_FOR_ALL, .intensity = 0, .period_ms = 1};
+	rt_pid sub = rt_sup_start_under(root, "sub", &sub_spec);
+	CHECK(sub != RT_NOPID);
+	probe_arg a1 = {.id = 1};
+	rt_child_spec c1 = {.id = "pinned",
+	                    .behaviour = &probe_behaviour,
+	                    .arg = &a1,
+	                    .arg_size = sizeof(a1),
+	                    .restart = RT_PERMANENT,
+	                    .shutdown_ms = 1000,
+	                    .pin = 2};
+	rt_pid k1 = rt_sup_add_child(sub, &c1);
+	CHECK(k1 != RT_NOPID);
+	CHECK(inbox_take(1, P_STARTED, 5000, NULL) == 0);
+	CHECK_EQ(rt_home(k1), 1);
+	/* A plain child of the root, restarted when it crashes. */
+	probe_arg a2 = {.id = 2};
+	rt_child_spec c2 = {.id = "plain",
+	                    .behaviour = &probe_behaviour,
+	                    .arg = &a2,
+	                    .arg_size = sizeof(a2),
+	                    .restart = RT_PERMANENT,
+	                    .shutdown_ms = 1000};
+	rt_pid k2 = rt_sup_add_child(root, &c2);
+	rec r;
+	CHECK(inbox_take(2, P_STARTED, 5000, &r) == 0);
+	CHECK(r.self == k2);
+	probe_cmd(k2, P_CRASH, NULL, 0);
+	expect_terminated(2, "boom 2");
+	CHECK(inbox_take(2, P_STARTED, 5000, &r) == 0);
+	CHECK(r.self != k2);
+	k2 = r.self;
+	CHECK(rt_alive(sub) && rt_alive(root));
+	/* terminate_child: gone for good. */
+	CHECK_EQ(rt_sup_terminate_child(root, k2), 0);
+	expect_terminated(2, "shutdown");
+	usleep(50000);
+	CHECK_EQ(inbox_count(2, P_STARTED), 0);
+	/* A crash in the subtree exceeds its intensity: it shuts down, and as a
+	 * significant child takes the root down with it. */
+	rt_pid w = probe_spawn(9, false);
+	probe_cmd(w, P_MONITOR, &root, sizeof(root));
+	CHECK(inbox_take(9, P_MONITOR_REF, 5000, NULL) == 0);
+	probe_cmd(k1, P_CRASH, NULL, 0);
+	CHECK_EQ(rt_wait_exit(root, 5000), 0);
+	CHECK(inbox_take(9, RT_MSG_DOWN, 5000, &r) == 0);
+	CHECK_STR(((rt_down_info *)r.data)->reason, "shutdown");
+	CHECK(!rt_alive(sub));
+	CHECK_EQ(inbox_count(1, P_STARTED), 0); /* never restarted */
+	rt_shutdown();
+}
+
+static void
+test_sup_tree_stops_in_reverse_order(void)
+{
+	start(2);
+	rt_sup_spec root_spec = {.strategy = RT_ONE_FOR_ONE};
+	rt_pid root = rt_sup_start(&root_spec);
+	rt_sup_spec sub_spec = {.strategy = RT_ONE_FOR_ONE};
+	rt_pid subs[3];
+	for (int i = 0; i < 3; i++) {
+		subs[i] = rt_sup_start_under(root, "sub", &sub_spec);
+		probe_arg a = {.id = 1 + i};
+		rt_child_spec c = {.id = "leaf",
+		                   .behaviour = &probe_behaviour,
+		                   .arg = &a,
+		                   .arg_size = sizeof(a),
+		                   .restart = RT_PERMANENT,
+		                   .shutdown_ms = 1000};
+		CHECK(rt_sup_add_child(subs[i], &c) != RT_NOPID);
+		CHECK(inbox_take(1 + i, P_STARTED, 5000, NULL) == 0);
+	}
+	/* One call: the root terminates its subtrees last-started first. */
+	rt_exit(root, "shutdown");
+	CHECK_EQ(rt_wait_exit(root, 5000), 0);
+	int order[3], n = 0;
+	pthread_mutex_lock(&inbox.mu);
+	for (size_t i = 0; i < inbox.n && n < 3; i++)
+		if (inbox.items[i].tag == P_TERMINATED)
+			order[n++] = inbox.items[i].id;
+	pthread_mutex_unlock(&inbox.mu);
+	CHECK_EQ(n, 3);
+	CHECK_EQ(order[0], 3);
+	CHECK_EQ(order[1], 2);
+	CHECK_EQ(order[2], 1);
+	for (int i = 0; i < 3; i++)
+		CHECK(!rt_alive(subs[i]));
+	rt_shutdown();
+}
+
 /* A process that keeps itself busy forever: each message sends itself another. */
 static int
 spinner_init(void *state, const void *arg, size_t size)
@@ -1069,6 +1319,10 @@ TEST_LIST = {
     TEST(test_sup_restart_types),
     TEST(test_sup_shutdown_timeout_kills),
     TEST(test_sup_escalation),
+    TEST(test_shutdown_child),
+    TEST(test_wait_exit),
+    TEST(test_sup_add_child_and_subtrees),
+    TEST(test_sup_tree_stops_in_reverse_order),
     TEST(test_dynamic_supervisor),
     TEST(test_budget_prevents_starvation),
     TEST(test_idle_node_uses_no_cpu),

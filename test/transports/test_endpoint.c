@@ -6,7 +6,8 @@
  * as Phoenix), protocol errors and their close codes, messages up to
  * Phoenix's 10,000,000 bytes (and the memory they take), ping/pong, the close
  * handshake, slow consumers, idle timeout, check_origin, and the 1001 sent by
- * tp_endpoint_stop.
+ * tp_endpoint_stop; the supervision tree: a killed listener is restarted on
+ * the same socket, the node stops listeners first.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "channels/channels.h"
+#include "transports/endpoint.h" /* the listeners' pids */
 #include "transports/transports.h"
 #include "transports/ws.h"
 
@@ -1787,6 +1789,60 @@ test_idle_memory(void)
 	free(cs);
 }
 
+/* A listener killed (untrappable) is restarted by its supervisor on the same
+ * listening socket: connections keep being accepted on every scheduler,
+ * including those queued while it was down. */
+static void
+test_listener_killed_is_restarted(void)
+{
+	fx_start(true, NULL);
+	resp r;
+	for (int round = 0; round < 2; round++) {
+		rt_pid old[2];
+		for (int i = 0; i < F.tp->nsched; i++) {
+			old[i] = atomic_load(&F.tp->listeners[i]);
+			CHECK(rt_alive(old[i]));
+			CHECK_EQ(rt_exit(old[i], "kill"), 0);
+		}
+		/* Connections made at once may wait in the accept queue meanwhile. */
+		client cs[20];
+		for (int i = 0; i < 20; i++) {
+			cli_open(&cs[i]);
+			cli_sends(&cs[i], "GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+		}
+		for (int i = 0; i < 20; i++) {
+			CHECK_EQ(read_resp(&cs[i], &r, false), 0);
+			CHECK_EQ(r.status, 200);
+			cli_close(&cs[i]);
+		}
+		for (int i = 0; i < F.tp->nsched; i++) {
+			rt_pid now = atomic_load(&F.tp->listeners[i]);
+			CHECK(now != old[i]);
+			CHECK(rt_alive(now));
+			CHECK_EQ(rt_home(now), i);
+		}
+		for (int i = 0; i < 50; i++)
+			CHECK_EQ(one_request("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+	}
+	CHECK(rt_alive(ch_endpoint_supervisor(F.ch))); /* the node lives on */
+	/* The node's stop: one call on the channels endpoint shuts the listeners
+	 * down first (a WebSocket gets its 1001), then channels and PubSub. */
+	client c;
+	ws_open(&c);
+	ws_join_and_ping(&c, "test:tree");
+	rt_pid lsup = F.tp->sup, root = ch_endpoint_supervisor(F.ch);
+	CHECK(rt_alive(lsup));
+	ch_endpoint_stop(F.ch);
+	F.ch = NULL;
+	CHECK(!rt_alive(root));
+	CHECK(!rt_alive(lsup));
+	CHECK_EQ(ws_expect_close(&c), 1001);
+	cli_close(&c);
+	tp_endpoint_stop(F.tp, 1000); /* its subtree is gone: frees only */
+	F.tp = NULL;
+	fx_stop();
+}
+
 TEST_LIST = {
     TEST(test_get_index),
     TEST(test_head),
@@ -1802,6 +1858,7 @@ TEST_LIST = {
     TEST(test_many_concurrent),
     TEST(test_port_in_use),
     TEST(test_emfile_backoff),
+    TEST(test_listener_killed_is_restarted),
     TEST(test_ws_without_socket_404),
     TEST(test_handler_crash_isolated),
     TEST(test_ws_handshake_and_channel),
