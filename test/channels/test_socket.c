@@ -70,12 +70,48 @@ typedef struct fake {
 	int client;
 	ch_socket *sock;
 	bool closed;
+	bool marked; /* frames pushed by a dispatcher wait for fake_flush_local */
 } fake;
+
+/* The fastlane's direct path, as seen by pinned fake transports (written by
+ * the PubSub partition of the client's scheduler, read by the test). */
+static _Atomic int direct_pushes[8], local_flushes[8], bad_flushes;
+
+static void record(fake *f, rt_buf *b);
 
 static void
 fake_send(void *conn, rt_buf *b)
 {
+	record(conn, b);
+}
+
+static int
+fake_push_local(void *conn, rt_buf *b)
+{
 	fake *f = conn;
+	if (f->closed)
+		return CH_PUSH_DECLINED;
+	atomic_fetch_add(&direct_pushes[f->client], 1);
+	record(f, b); /* "queued" here means recorded at once, in order */
+	if (f->marked)
+		return CH_PUSH_QUEUED;
+	f->marked = true;
+	return CH_PUSH_FIRST;
+}
+
+static void
+fake_flush_local(void *conn)
+{
+	fake *f = conn;
+	if (!f->marked) /* only connections the dispatcher queued on */
+		atomic_fetch_add(&bad_flushes, 1);
+	f->marked = false;
+	atomic_fetch_add(&local_flushes[f->client], 1);
+}
+
+static void
+record(fake *f, rt_buf *b)
+{
 	int kind = (int)b->flags; /* the frame kind travels in the buffer */
 	pthread_mutex_lock(&out.mu);
 	if (out.n < 4096) {
@@ -108,6 +144,7 @@ typedef struct fake_arg {
 	int client;
 	const char *token_user; /* connect as this user id */
 	int vsn;
+	bool local; /* offers the fastlane's direct path (push_local) */
 } fake_arg;
 
 static int
@@ -121,6 +158,10 @@ fake_init(void *st, const void *arg, size_t size)
 	ch_params ps = {params, a->token_user ? 2 : 1};
 	ch_connect_info info = {.peer = "127.0.0.1:1", .transport = "websocket"};
 	ch_transport t = {.conn = f, .send = fake_send, .close = fake_close};
+	if (a->local) {
+		t.push_local = fake_push_local;
+		t.flush_local = fake_flush_local;
+	}
 	int status = 0;
 	f->sock = ch_socket_open(a->ep, &ps, &info, &t, &status);
 	return f->sock ? RT_OK : rt_stop("refused");
@@ -577,6 +618,67 @@ test_broadcast_fastlane_and_from(void)
 	teardown();
 }
 
+/* Pinned transports that offer push_local get broadcasts straight from the
+ * PubSub partition of their scheduler (one runtime message per scheduler,
+ * not one per subscriber), each written once per batch, in order; a reply
+ * made after a broadcast still comes after it. */
+static void
+test_fastlane_direct_path(void)
+{
+	setup();
+	for (int i = 0; i < 6; i++) {
+		fake_arg a = {.ep = ep, .client = i, .vsn = 2, .local = true};
+		clients[i] = rt_spawn_on(i % 2, &fake_behaviour, &a, sizeof(a));
+		atomic_store(&direct_pushes[i], 0);
+		atomic_store(&local_flushes[i], 0);
+	}
+	for (int i = 0; i < 6; i++) {
+		send_text(i, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
+		EXPECT(i, "phx_reply");
+	}
+	char body[64];
+	for (int k = 0; k < 50; k++) {
+		snprintf(body, sizeof(body), "{\"k\":%d}", k);
+		CHECK_EQ(ch_endpoint_broadcast(ep, "room:lobby", "seq", body), 0);
+	}
+	for (int i = 0; i < 6; i++)
+		for (int k = 0; k < 50; k++) {
+			frame f;
+			snprintf(body, sizeof(body), "\"seq\",{\"k\":%d}", k);
+			CHECK_MSG(take(i, "\"seq\"", 3000, &f) == 0, "client %d: broadcast %d", i,
+			          k);
+			CHECK_MSG(strstr(f.text, body), "client %d: %s where k=%d was due", i,
+			          f.text, k);
+		}
+	CHECK_EQ(atomic_load(&bad_flushes), 0);
+	for (int i = 0; i < 6; i++) {
+		CHECK(atomic_load(&direct_pushes[i]) > 0);
+		CHECK(atomic_load(&local_flushes[i]) > 0);
+		CHECK(atomic_load(&local_flushes[i]) <= atomic_load(&direct_pushes[i]));
+	}
+	/* a channel's broadcast, then its reply: in that order at its client */
+	for (int r = 0; r < 20; r++) {
+		char ref[32], msg[128];
+		snprintf(ref, sizeof(ref), "r%d", r);
+		snprintf(msg, sizeof(msg),
+		         "[\"1\",\"%s\",\"room:lobby\",\"new_msg\",{\"body\":\"%s\"}]", ref, ref);
+		send_text(0, msg);
+		snprintf(msg, sizeof(msg), "[\"1\",\"%sp\",\"room:lobby\",\"ping\",{}]", ref);
+		send_text(0, msg);
+	}
+	for (int r = 0; r < 20; r++) {
+		char want[64];
+		frame f;
+		CHECK(take(0, "\"room:lobby\",\"", 3000, &f) == 0);
+		snprintf(want, sizeof(want), "\"body\":\"r%d\"", r);
+		CHECK_MSG(strstr(f.text, want), "broadcast r%d expected, got %s", r, f.text);
+		CHECK(take(0, "\"room:lobby\",\"", 3000, &f) == 0);
+		snprintf(want, sizeof(want), "\"r%dp\"", r);
+		CHECK_MSG(strstr(f.text, want), "reply r%dp expected, got %s", r, f.text);
+	}
+	teardown();
+}
+
 static void
 test_intercept_handle_out(void)
 {
@@ -987,6 +1089,7 @@ TEST_LIST = {
     TEST(test_join_reply_and_ping),
     TEST(test_heartbeat_and_unmatched),
     TEST(test_broadcast_fastlane_and_from),
+    TEST(test_fastlane_direct_path),
     TEST(test_intercept_handle_out),
     TEST(test_crash_gives_phx_error_and_rejoin),
     TEST(test_leave_and_stop_give_phx_close),
