@@ -4,6 +4,8 @@
 #   make run        set up, build and run the example chat app (PORT=4000)
 #   make test       set up, build and run every test
 #   make bench      set up, build and run the benchmarks
+#   make bench-phoenix  the channels scenarios against phx-chat and a real
+#                   Phoenix 1.7.24 node (built from /work/shared/phoenix-ref), ratios
 #   make install    PREFIX=/usr/local: library, headers, pkg-config file
 #   SANITIZER=address|thread   build into build-address/ or build-thread/
 
@@ -49,7 +51,7 @@ RT_TESTS := $(filter $(BUILD)/test/runtime/%,$(TEST_BIN))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib run test test-unit test-runtime bench install setup fmt clean
+.PHONY: all lib run test test-unit test-runtime bench bench-phoenix install setup fmt clean
 all: $(LIB) $(TEST_BIN) $(BENCH_BIN) $(if $(CHAT_SRC),$(CHAT)) $(DEMO)
 
 lib: $(LIB)
@@ -96,6 +98,11 @@ bench:
 	@sh scripts/setup.sh bench
 	@$(MAKE) --no-print-directory all
 	@sh bench/run.sh $(BUILD)
+
+bench-phoenix:
+	@sh scripts/setup.sh bench-phoenix
+	@$(MAKE) --no-print-directory all
+	@sh bench/run.sh $(BUILD) phoenix
 
 install: $(LIB)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/phx

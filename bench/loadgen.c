@@ -3097,6 +3097,65 @@ plan_workers(const struct target *t)
 	return K;
 }
 
+/* Connections of this machine whose local port is the server's, neither listening,
+ * closed nor in TIME-WAIT (/proc/net/tcp and tcp6): what the server still holds. */
+static long
+server_conns(int port)
+{
+	static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+	long n = 0;
+	int seen = 0;
+	char line[512];
+	for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+		FILE *fp = fopen(files[f], "r");
+		if (!fp)
+			continue;
+		seen = 1;
+		while (fgets(line, sizeof line, fp)) {
+			char local[128];
+			unsigned st;
+			if (sscanf(line, " %*s %127s %*s %x", local, &st) != 2)
+				continue; /* the header */
+			const char *colon = strrchr(local, ':');
+			if (!colon || (int)strtol(colon + 1, NULL, 16) != port)
+				continue;
+			if (st != 0x0A && st != 0x06 && st != 0x07) /* LISTEN, TIME_WAIT, CLOSE */
+				n++;
+		}
+		fclose(fp);
+	}
+	return seen ? n : -1;
+}
+
+/* Between the run against --url and the one against --compare: waits (up to 30 s)
+ * until the first server has closed every connection of its run, so that its
+ * teardown does not overlap the second run (loopback targets: both on this machine). */
+static void
+settle_first(const struct target *t)
+{
+	int port = 0;
+	if (t->family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)&t->sa)->sin_port);
+	else if (t->family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)&t->sa)->sin6_port);
+	if (!t->loopback || !port || server_conns(port) < 0) {
+		sleep(1);
+		return;
+	}
+	int64_t t0 = now_ns();
+	long n = 0;
+	while ((n = server_conns(port)) > 0 && now_ns() - t0 < 30 * (int64_t)1000000000) {
+		struct timespec ts = {0, 100 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	if (n > 0)
+		say("settle: %s still holds %ld connections after 30 s\n", t->url, n);
+	else
+		say("settle: %s closed its connections in %.1f s\n", t->url,
+		    (double)(now_ns() - t0) / 1e9);
+	sleep(1);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -3127,7 +3186,7 @@ main(int argc, char **argv)
 		if (R[i].interrupted && i == 0)
 			break;
 		if (i + 1 < nres)
-			sleep(1);
+			settle_first(t);
 	}
 	if (R[0].interrupted)
 		nres = 1;

@@ -5,8 +5,12 @@
 #
 # Each section is a shell function section_NAME below: it runs its binaries,
 # prints a human summary and writes results/NAME.json.  Sections run in the
-# order of SECTIONS (default: all known ones); to add one, write its function
-# and append its name to ALL_SECTIONS.  BENCH_QUICK=1 runs a much smaller smoke
+# order of SECTIONS (default: the ones in DEFAULT_SECTIONS); to add one, write
+# its function and append its name to ALL_SECTIONS (and DEFAULT_SECTIONS if
+# `make bench` should run it).  The phoenix section (`make bench-phoenix`)
+# runs the channels scenarios against phx-chat and a real Phoenix 1.7.24 node
+# side by side; it is not a default section (it builds Phoenix, and takes
+# longer).  BENCH_QUICK=1 runs a much smaller smoke
 # version (runtime: --quick, 10x smaller sizes; channels: 2,000 connections and
 # 2 s scenarios); BENCH_REPEAT=N runs each timed runtime scenario N times
 # (default 3) and reports the best (channels scenarios run once each).  The last
@@ -19,8 +23,9 @@ BUILD=${1:-build}
 [ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 
-ALL_SECTIONS="runtime channels"
-SECTIONS=${*:-$ALL_SECTIONS}
+ALL_SECTIONS="runtime channels phoenix"
+DEFAULT_SECTIONS="runtime channels"
+SECTIONS=${*:-$DEFAULT_SECTIONS}
 QUICK=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && QUICK="--quick"
 REPEAT=${BENCH_REPEAT:-3}
@@ -28,9 +33,12 @@ RESULTS=results
 mkdir -p "$RESULTS"
 TMP=$(mktemp -d)
 SERVER_PID=""
-# Never leave a server behind (the channels section starts one).
+PHX_PID=""
+SERVER_LOG=$RESULTS/server.log
+# Never leave a server behind (the channels and phoenix sections start them).
 cleanup() {
 	[ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null
+	[ -n "$PHX_PID" ] && kill -TERM "$PHX_PID" 2>/dev/null
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -213,8 +221,8 @@ server_start() {
 		tries=$((tries + 1))
 		port=$((port + 1))
 		port_free "$port" || continue
-		echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $CHAT --port $port --log-level warning" >>"$RESULTS/server.log"
-		"$CHAT" --port "$port" --log-level warning >>"$RESULTS/server.log" 2>&1 &
+		echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $CHAT --port $port --log-level warning" >>"$SERVER_LOG"
+		"$CHAT" --port "$port" --log-level warning >>"$SERVER_LOG" 2>&1 &
 		pid=$!
 		SERVER_STARTS=$((SERVER_STARTS + 1))
 		i=0
@@ -223,7 +231,7 @@ server_start() {
 				SERVER_PID=$pid
 				SERVER_PORT=$port
 				URL=http://127.0.0.1:$port
-				echo "  phx-chat pid $pid listening on $URL (log: $RESULTS/server.log)"
+				echo "  phx-chat pid $pid listening on $URL (log: $SERVER_LOG)"
 				return 0
 			fi
 			sleep 0.1
@@ -238,7 +246,7 @@ server_start() {
 		wait "$pid"
 		rc=$?
 		[ "$rc" = 1 ] && continue # port taken meanwhile: next one
-		echo "bench: phx-chat exited with status $rc at start (see $RESULTS/server.log)" >&2
+		echo "bench: phx-chat exited with status $rc at start (see $SERVER_LOG)" >&2
 		return 1
 	done
 	echo "bench: no free port for phx-chat" >&2
@@ -277,7 +285,7 @@ server_check() {
 	wait "$SERVER_PID"
 	rc=$?
 	SERVER_DIED=$rc
-	echo "bench: phx-chat CRASHED during $1 (exit status $rc; see $RESULTS/server.log)" >&2
+	echo "bench: phx-chat CRASHED during $1 (exit status $rc; see $SERVER_LOG)" >&2
 	CRASHES="$CRASHES${CRASHES:+,}{\"scenario\":\"$1\",\"exit_status\":$rc}"
 	SERVER_PID=""
 	failed=1
@@ -457,7 +465,8 @@ section_channels() {
 	FIGS=""
 	GOALS=""
 	: >"$TMP/table"
-	: >"$RESULTS/server.log"
+	SERVER_LOG=$RESULTS/server.log
+	: >"$SERVER_LOG"
 	# No figure of an earlier run may stand in for a scenario that does not run now.
 	for sc in connect broadcast-fanout broadcast-peak broadcast-half pingpong-$PP_N \
 		pingpong-$PP_SMALL raw-fanout raw-peak; do
@@ -623,6 +632,434 @@ section_channels() {
 		printf '"goals":{%s}}\n' "$GOALS"
 	} >"$RESULTS/channels.json"
 	echo "  results written to $RESULTS/channels.json (per scenario: $RESULTS/<scenario>.json${PLOT:+, charts in $RESULTS/<scenario>/})"
+	return $failed
+}
+
+# ------------------------------------------------------------------ phoenix
+#
+# The channels scenarios against phx-chat and against a real Phoenix 1.7.24 node
+# running the same reference app (/work/shared/phoenix-ref), both started here on
+# free ports and up at the same time: every scenario is one
+# `loadgen ... --url PHX-C --compare PHOENIX` (phx-c first, then Phoenix once
+# phx-c has closed that run's connections).  See "phx-c vs Phoenix" in
+# bench/README.md.  Environment:
+#   PHOENIX_REF      the phoenix-ref recipe (default /work/shared/phoenix-ref)
+#   PHOENIX_OUT      its build output (default: what build.sh picks: anchors/phoenix
+#                    beside the .mirror folder above PHOENIX_REF); built when missing
+#   PHOENIX_REBUILD  1: run build.sh even when a release is there (it reuses what it can)
+#   MIRROR           passed to build.sh: where the 15 source mirrors are
+
+# phoenix_find: sets PHX_OUT to a built reference release, building it when needed.
+phoenix_find() {
+	ref=${PHOENIX_REF:-/work/shared/phoenix-ref}
+	PHX_OUT=${PHOENIX_OUT:-}
+	if [ -z "$PHX_OUT" ]; then
+		root=$ref
+		while [ "$root" != / ] && [ "$root" != . ] && [ ! -d "$root/.mirror" ]; do
+			root=$(dirname "$root")
+		done
+		if [ -d "$root/.mirror" ]; then
+			PHX_OUT=$root/anchors/phoenix
+		else
+			PHX_OUT=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/phx-c/phoenix
+		fi
+	fi
+	rel=$PHX_OUT/app/_build/prod/rel/ref_app/bin/ref_app
+	if [ -x "$PHX_OUT/start.sh" ] && [ -x "$rel" ] && [ "${PHOENIX_REBUILD:-0}" = 0 ]; then
+		echo "  Phoenix reference release: $PHX_OUT"
+		return 0
+	fi
+	if [ ! -f "$ref/build.sh" ]; then
+		echo "bench: no Phoenix reference release in $PHX_OUT, and no recipe to build one ($ref/build.sh):" >&2
+		echo "  set PHOENIX_OUT to a built phoenix-ref output, or PHOENIX_REF to the phoenix-ref folder" >&2
+		return 1
+	fi
+	for c in bash git erl elixir mix; do
+		if ! command -v "$c" >/dev/null 2>&1; then
+			echo "bench: $c not found, needed to build the Phoenix reference:" \
+				"run sh scripts/setup.sh bench-phoenix (Debian: apt-get install erlang elixir git)" >&2
+			return 1
+		fi
+	done
+	echo "  building the Phoenix reference: $ref/build.sh $PHX_OUT (log: $RESULTS/phoenix-build.log)"
+	if ! bash "$ref/build.sh" "$PHX_OUT" >"$RESULTS/phoenix-build.log" 2>&1; then
+		echo "bench: building the Phoenix reference FAILED ($RESULTS/phoenix-build.log):" >&2
+		grep -E 'build.sh:|error|Error' "$RESULTS/phoenix-build.log" | tail -n 5 | sed 's/^/  /' >&2
+		echo "  It builds offline from 15 mirrored source repositories (MIRROR=${MIRROR:-<.mirror above $ref>});" \
+			"see $ref/README.md for the list and how to fetch them." >&2
+		return 1
+	fi
+	if [ ! -x "$PHX_OUT/start.sh" ] || [ ! -x "$rel" ]; then
+		echo "bench: $ref/build.sh ran, but $rel is missing" >&2
+		return 1
+	fi
+}
+
+# phoenix_start: starts the reference release on a free port, waits until it
+# answers HTTP.  Sets PHX_PID (the BEAM: start.sh exec's into beam.smp), PHX_PORT
+# and PHX_URL.
+phoenix_start() {
+	PHX_PID=""
+	port=$((20000 + $$ % 5000))
+	tries=0
+	while [ $tries -lt 20 ]; do
+		tries=$((tries + 1))
+		port=$((port + 1))
+		port_free "$port" || continue
+		echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $PHX_OUT/start.sh $port" >>"$PHX_LOG"
+		"$PHX_OUT/start.sh" "$port" >>"$PHX_LOG" 2>&1 &
+		pid=$!
+		PHX_STARTS=$((PHX_STARTS + 1))
+		i=0
+		while [ $i -lt 600 ] && proc_alive "$pid"; do
+			if http_up "$port"; then
+				PHX_PID=$pid
+				PHX_PORT=$port
+				PHX_URL=http://127.0.0.1:$port
+				comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+				echo "  Phoenix ($comm) pid $pid listening on $PHX_URL, open-file limit" \
+					"$(sed -n 's/^Max open files *\([0-9]*\).*/\1/p' "/proc/$pid/limits" 2>/dev/null) (log: $PHX_LOG)"
+				[ "$comm" = beam.smp ] || echo "bench: pid $pid is $comm, not beam.smp: Phoenix's RSS and CPU are not its own" >&2
+				return 0
+			fi
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if proc_alive "$pid"; then
+			echo "bench: Phoenix did not answer HTTP on port $port within 60 s" >&2
+			kill -KILL "$pid" 2>/dev/null
+			wait "$pid"
+			return 1
+		fi
+		wait "$pid"
+		rc=$?
+		if grep -q eaddrinuse "$PHX_LOG" 2>/dev/null && [ $tries -lt 20 ]; then
+			continue
+		fi
+		echo "bench: Phoenix exited with status $rc at start (see $PHX_LOG)" >&2
+		return 1
+	done
+	echo "bench: no free port for Phoenix" >&2
+	return 1
+}
+
+# phoenix_stop: SIGTERM, up to 30 s for the exit (then SIGKILL); sets PHX_EXIT.
+phoenix_stop() {
+	[ -n "$PHX_PID" ] || return 0
+	kill -TERM "$PHX_PID" 2>/dev/null
+	i=0
+	while proc_alive "$PHX_PID" && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if proc_alive "$PHX_PID"; then
+		echo "bench: Phoenix did not exit within 30 s of SIGTERM: SIGKILL" >&2
+		kill -KILL "$PHX_PID" 2>/dev/null
+	fi
+	wait "$PHX_PID"
+	PHX_EXIT=$?
+	PHX_PID=""
+}
+
+# settle_port PORT: waits (up to 30 s) until nothing holds a connection on PORT.
+settle_port() {
+	command -v ss >/dev/null 2>&1 || {
+		sleep 1
+		return
+	}
+	i=0
+	while [ $i -lt 300 ]; do
+		[ -z "$(ss -Htn state connected exclude time-wait "( sport = :$1 )" 2>/dev/null | head -n 1)" ] && return
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "bench: the server on port $1 still holds connections 30 s after the last scenario" >&2
+}
+
+# both_check NAME: after a scenario, a server that died is a crash: recorded,
+# and a fresh one is started for the scenarios that follow.
+both_check() {
+	if [ -n "$SERVER_PID" ] && ! proc_alive "$SERVER_PID"; then
+		wait "$SERVER_PID"
+		rc=$?
+		echo "bench: phx-chat CRASHED during $1 (exit status $rc; see $SERVER_LOG)" >&2
+		CRASHES="$CRASHES${CRASHES:+,}{\"server\":\"phx-c\",\"scenario\":\"$1\",\"exit_status\":$rc}"
+		SERVER_PID=""
+		failed=1
+		server_start
+	fi
+	if [ -n "$PHX_PID" ] && ! proc_alive "$PHX_PID"; then
+		wait "$PHX_PID"
+		rc=$?
+		echo "bench: Phoenix CRASHED during $1 (exit status $rc; see $PHX_LOG)" >&2
+		CRASHES="$CRASHES${CRASHES:+,}{\"server\":\"phoenix\",\"scenario\":\"$1\",\"exit_status\":$rc}"
+		PHX_PID=""
+		failed=1
+		phoenix_start
+	fi
+}
+
+# split_compare FILE: FILE.phx and FILE.phoenix, the two results of a --compare
+# line (the phx-c run's top-level figures; the "compare" object).
+split_compare() {
+	awk -v a="$1.phx" -v b="$1.phoenix" '{
+		i = index($0, ",\"compare\":{")
+		if (!i) { print > a; exit }
+		print substr($0, 1, i - 1) "}" > a
+		rest = substr($0, i + 12)
+		j = index(rest, "},\"ratios\":{")
+		if (j) print "{" substr(rest, 1, j - 1) "}" > b
+	}' "$1"
+}
+
+# lgc NAME ARGS...: one loadgen scenario, phx-c then Phoenix: JSON in
+# results/phoenix-NAME.json (split into .phx and .phoenix), charts in
+# results/phoenix-NAME/ (both servers in each chart).
+lgc() {
+	name=$1
+	shift
+	f=$RESULTS/phoenix-$name
+	rm -rf "$f.json" "$f.json.phx" "$f.json.phoenix" "$f"
+	echo
+	echo "-- $name: loadgen $* (phx-c, then Phoenix)"
+	if [ -z "$SERVER_PID" ] || [ -z "$PHX_PID" ]; then
+		echo "bench: scenario $name: a server is missing" >&2
+		SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$name\":{\"exit_status\":null,\"status\":\"no server\",\"file\":null}"
+		failed=1
+		return
+	fi
+	set -- "$@" --url "$URL" --server-pid "$SERVER_PID" --compare "$PHX_URL" \
+		--compare-pid "$PHX_PID" --json "$f.json"
+	[ -n "$PLOT" ] && set -- "$@" --plot "$f"
+	{
+		timeout --foreground -s INT -k 30 "$LG_LIMIT" "$LG" "$@" 2>&1
+		echo $? >"$TMP/$name.rc"
+	} | grep -v '^{"'
+	rc=$(cat "$TMP/$name.rc")
+	[ -s "$f.json" ] && split_compare "$f.json"
+	both_check "$name"
+	if [ ! -s "$f.json.phx" ] || [ ! -s "$f.json.phoenix" ]; then
+		st="no result"
+		[ -s "$f.json.phx" ] && st="no Phoenix result"
+		failed=1
+	elif [ "$rc" = 0 ]; then
+		st=ok
+	elif [ "$rc" = 124 ]; then
+		st="timed out (partial result)"
+	elif [ "$rc" -ge 125 ]; then
+		st="crashed (exit status $rc)"
+		failed=1
+	else
+		st="incomplete (exit status $rc)"
+	fi
+	[ "$st" = ok ] || echo "bench: scenario $name: $st" >&2
+	SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$name\":{\"exit_status\":$rc,\"status\":\"$st\",\"file\":\"$f.json\"}"
+	[ -n "$SERVER_PID" ] && settle_port "$SERVER_PORT"
+	[ -n "$PHX_PID" ] && settle_port "$PHX_PORT"
+}
+
+# cn SIDE NAME KEY: a top-level number of one side (phx or phoenix) of scenario NAME.
+cn() {
+	g=$RESULTS/phoenix-$2.json.$1
+	[ -s "$g" ] || return 0
+	json_num "$3" "$(cat "$g")"
+}
+
+# cp SIDE NAME OBJ KEY: KEY of the percentile object OBJ of one side.
+cpc() {
+	g=$RESULTS/phoenix-$2.json.$1
+	[ -s "$g" ] || return 0
+	o=$(sed -n "s/.*\"$3\":{\([^}]*\)}.*/\1/p" "$g")
+	[ -n "$o" ] && json_num "$4" "{$o}"
+}
+
+# prow FIGURE PHX PHOENIX ADVANTAGE: one line of the phx-c vs Phoenix table.
+prow() {
+	printf '  %-50s %26s %26s %13s\n' "$1" "$2" "$3" "$4" >>"$TMP/ptable"
+}
+
+# adv KEY PHX PHOENIX higher|lower [WORD]: the advantage of phx-c (phx/phoenix
+# when higher is better, phoenix/phx when lower is), recorded as "KEY": ratio;
+# sets A to it for the table ("2.50x WORD", or "-").
+adv() {
+	if [ "$4" = higher ]; then A=$(ratio "$2" "$3" 2); else A=$(ratio "$3" "$2" 2); fi
+	ADV="$ADV${ADV:+,}\"$1\":$A"
+	if [ "$A" = null ]; then A="-"; else A="${A}x${5:+ $5}"; fi
+}
+
+section_phoenix() {
+	load0=$(loadavg)
+	CHAT=$BUILD/phx-chat
+	LG=$BUILD/bench/loadgen
+	for b in "$CHAT" "$LG"; do
+		if [ ! -x "$b" ]; then
+			echo "bench: $b is missing (run make all)" >&2
+			return 1
+		fi
+	done
+	if ! command -v timeout >/dev/null 2>&1; then
+		echo "bench: timeout (coreutils) not found" >&2
+		return 1
+	fi
+	phoenix_find || return 1
+	# 19,000 connections need 19,000 descriptors in each server and in the loadgen
+	# (start.sh raises the BEAM's to the hard limit too; it needs ~20,000).
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null
+	hard=$(ulimit -Hn)
+	PLOT=""
+	command -v gnuplot >/dev/null 2>&1 && PLOT=1
+	if [ -n "$QUICK" ]; then
+		N=2000 D=2 HOLD=1
+	else
+		N=19000 D=8 HOLD=3
+	fi
+	if [ "$hard" != unlimited ] && [ "$hard" -lt $((N + 1000)) ]; then
+		echo "bench: open-file hard limit $hard: the BEAM needs about $((N + 1000)) for $N connections" >&2
+	fi
+	SMALL=1000      # subscribers of the small fan-out
+	PP_N=1000       # ping-pong clients
+	FAN_RATE=1      # msg/s for the fan-out time at N subscribers
+	FIX_RATE=20     # msg/s for the latency at a fixed rate, SMALL subscribers
+	FAN_D=$((D + 2)) # 10 messages at 1 msg/s
+	HALF_W=$((N / 2))
+	PUB_W=$((N / 2 + 1))
+	LG_LIMIT=$((2 * (D + 150)))
+	failed=0
+	SERVER_STARTS=0
+	PHX_STARTS=0
+	SERVER_EXIT=""
+	PHX_EXIT=""
+	CRASHES=""
+	SCENARIOS=""
+	ADV=""
+	SERVER_LOG=$RESULTS/phoenix-phx-chat.log
+	PHX_LOG=$RESULTS/phoenix-server.log
+	: >"$SERVER_LOG"
+	: >"$PHX_LOG"
+	: >"$TMP/ptable"
+	for sc in connect bcast-1k peak-w4 peak-w16 fanout fixed-rate pingpong; do
+		rm -rf "$RESULTS/phoenix-$sc.json" "$RESULTS/phoenix-$sc.json.phx" \
+			"$RESULTS/phoenix-$sc.json.phoenix" "$RESULTS/phoenix-$sc"
+	done
+	# Phoenix sets up 19,000 connections at ~1,000-2,500/s on a busy 2-core
+	# machine: 60 s for each one's connect+join (phx-c needs ~2 s for all).
+	common="--workers 2 --timeout 60"
+
+	echo "phoenix: $CHAT vs Phoenix 1.7.24 ($PHX_OUT) under $LG, ${D} s scenarios"
+	server_start || return 1
+	phoenix_start || return 1
+	phx_vsn=$(cat "$PHX_OUT/VERSIONS.txt" 2>/dev/null | grep -m1 -i 'erlang/otp' | sed 's/^# *//')
+
+	# Both servers fresh: RSS growth per joined connection.
+	lgc connect connect -n "$N" $common --per-worker "$HALF_W" --connect-rate 0 --duration "$HOLD"
+	lgc bcast-1k broadcast -n "$SMALL" $common --connect-rate 0 --publishers 1 --rate 0 \
+		--window 16 --duration "$D"
+	lgc peak-w4 broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 --publishers 1 \
+		--rate 0 --window 4 --duration "$D"
+	lgc peak-w16 broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 --publishers 1 \
+		--rate 0 --window 16 --duration "$D"
+	lgc fanout broadcast -n "$N" $common --per-worker "$PUB_W" --connect-rate 0 --publishers 1 \
+		--rate "$FAN_RATE" --duration "$FAN_D"
+	lgc fixed-rate broadcast -n "$SMALL" $common --connect-rate 0 --publishers 1 \
+		--rate "$FIX_RATE" --duration "$D"
+	lgc pingpong pingpong -n "$PP_N" --timeout 60 --connect-rate 0 --duration "$D"
+
+	echo
+	echo "-- stopping phx-chat and Phoenix (SIGTERM)"
+	server_stop
+	phoenix_stop
+	echo "  phx-chat exit status ${SERVER_EXIT:-?}, Phoenix exit status ${PHX_EXIT:-?}"
+	load1=$(loadavg)
+
+	# ---- the table
+	prow "figure" "phx-c" "Phoenix" "phx-c adv."
+	a=$(cn phx connect server_bytes_per_conn)
+	b=$(cn phoenix connect server_bytes_per_conn)
+	adv memory_per_conn "$a" "$b" lower less
+	prow "server RSS per joined connection ($(fmt count "$(cn phx connect joined)") / $(fmt count "$(cn phoenix connect joined)"))" \
+		"$(fmt bytes "$a")" "$(fmt bytes "$b")" "$A"
+	a=$(cn phx connect connect_rate_per_s)
+	b=$(cn phoenix connect connect_rate_per_s)
+	adv connect_rate "$a" "$b" higher
+	prow "connect+join rate (unpaced, $N)" "$(fmt rate "$a")" "$(fmt rate "$b")" "$A"
+	prow "  join p50 / p99" \
+		"$(fmt ms "$(cpc phx connect join_ms p50)") / $(fmt ms "$(cpc phx connect join_ms p99)")" \
+		"$(fmt ms "$(cpc phoenix connect join_ms p50)") / $(fmt ms "$(cpc phoenix connect join_ms p99)")" ""
+	for sc in bcast-1k:"$SMALL":16 peak-w4:"$N":4 peak-w16:"$N":16; do
+		n=${sc%%:*}
+		rest=${sc#*:}
+		subs=${rest%%:*}
+		w=${rest#*:}
+		a=$(cn phx "$n" deliveries_per_s)
+		b=$(cn phoenix "$n" deliveries_per_s)
+		adv "deliveries_per_s_${subs}_window_$w" "$a" "$b" higher
+		prow "deliveries/s, $(fmt count "$subs") subscribers, window $w" "$(fmt rate "$a")" "$(fmt rate "$b")" "$A"
+		prow "  latency p50 / p99; server CPU" \
+			"$(fmt ms "$(cpc phx "$n" latency_ms p50)") / $(fmt ms "$(cpc phx "$n" latency_ms p99)"); $(cn phx "$n" server_cpu_pct)%" \
+			"$(fmt ms "$(cpc phoenix "$n" latency_ms p50)") / $(fmt ms "$(cpc phoenix "$n" latency_ms p99)"); $(cn phoenix "$n" server_cpu_pct)%" ""
+	done
+	for p in p50 p99; do
+		a=$(cpc phx fanout fanout_ms $p)
+		b=$(cpc phoenix fanout fanout_ms $p)
+		adv "fanout_ms_$p" "$a" "$b" lower shorter
+		prow "fan-out time $p, $(fmt count "$N") subscribers at $FAN_RATE msg/s" "$(fmt ms "$a")" "$(fmt ms "$b")" "$A"
+	done
+	for p in p50 p99; do
+		a=$(cpc phx fixed-rate latency_ms $p)
+		b=$(cpc phoenix fixed-rate latency_ms $p)
+		adv "fixed_rate_latency_ms_$p" "$a" "$b" lower lower
+		prow "latency $p, $(fmt count "$SMALL") subscribers at $FIX_RATE msg/s" "$(fmt ms "$a")" "$(fmt ms "$b")" "$A"
+	done
+	a=$(cn phx pingpong round_trips_per_s)
+	b=$(cn phoenix pingpong round_trips_per_s)
+	adv pingpong_round_trips_per_s "$a" "$b" higher
+	prow "ping-pong round trips/s ($PP_N clients)" "$(fmt rate "$a")" "$(fmt rate "$b")" "$A"
+	a=$(cpc phx pingpong latency_ms p99)
+	b=$(cpc phoenix pingpong latency_ms p99)
+	adv pingpong_latency_ms_p99 "$a" "$b" lower lower
+	prow "  round-trip p99" "$(fmt ms "$a")" "$(fmt ms "$b")" "$A"
+	bad_a=0
+	bad_b=0
+	for n in bcast-1k peak-w4 peak-w16 fanout fixed-rate; do
+		for k in lost duplicated out_of_order dropped; do
+			x=$(cn phx $n $k)
+			bad_a=$((bad_a + ${x:-0}))
+			x=$(cn phoenix $n $k)
+			bad_b=$((bad_b + ${x:-0}))
+		done
+	done
+	prow "lost + dup + out of order + dropped (5 broadcasts)" "$bad_a" "$bad_b" ""
+
+	echo
+	echo "phoenix: phx-c vs Phoenix 1.7.24, same machine, same run (adv. = how many times better phx-c is)"
+	[ -n "$QUICK" ] && echo "  (BENCH_QUICK: $N connections, ${D} s scenarios)"
+	echo "  load average (1 min) before $load0, after $load1; $(nproc 2>/dev/null) cores; $phx_vsn"
+	cat "$TMP/ptable"
+	[ -n "$CRASHES" ] && echo "  server crashes: $CRASHES"
+
+	figs() { # figs SIDE: the figures of one side as a JSON object body
+		out=""
+		for n in connect bcast-1k peak-w4 peak-w16 fanout fixed-rate pingpong; do
+			g=$RESULTS/phoenix-$n.json.$1
+			[ -s "$g" ] || continue
+			out="$out${out:+,}\"$n\":$(cat "$g")"
+		done
+		printf '%s' "$out"
+	}
+	{
+		printf '{"machine":%s,"loadavg_1m_after":%s,"quick":%s,' "$(machine_json "$load0")" "$load1" \
+			"$([ -n "$QUICK" ] && echo true || echo false)"
+		printf '"phoenix":{"release":"%s","tools":"%s","starts":%s,"exit_status_on_sigterm":%s,"log":"%s"},' \
+			"$PHX_OUT" "$phx_vsn" "$PHX_STARTS" "$(v "$PHX_EXIT")" "$PHX_LOG"
+		printf '"phx":{"binary":"%s","starts":%s,"exit_status_on_sigterm":%s,"log":"%s"},"crashes":[%s],' \
+			"$CHAT" "$SERVER_STARTS" "$(v "$SERVER_EXIT")" "$SERVER_LOG" "$CRASHES"
+		printf '"sizes":{"connections":%s,"small":%s,"pingpong_clients":%s,"duration_s":%s,"fanout_rate":%s,"fixed_rate":%s},' \
+			"$N" "$SMALL" "$PP_N" "$D" "$FAN_RATE" "$FIX_RATE"
+		printf '"scenarios":{%s},"advantage":{%s},"lost_dup_ooo_dropped":{"phx":%s,"phoenix":%s},' \
+			"$SCENARIOS" "$ADV" "$bad_a" "$bad_b"
+		printf '"results":{"phx":{%s},"phoenix":{%s}}}\n' "$(figs phx)" "$(figs phoenix)"
+	} >"$RESULTS/phoenix.json"
+	echo "  results written to $RESULTS/phoenix.json (per scenario: $RESULTS/phoenix-<scenario>.json${PLOT:+, charts in $RESULTS/phoenix-<scenario>/})"
 	return $failed
 }
 

@@ -3,6 +3,8 @@
 #   setup.sh build   compiler and libraries, Node.js/npm for the chat page's phoenix.js
 #   setup.sh test    + npm packages for the integration tests, Chromium
 #   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
+#   setup.sh bench-phoenix  + Erlang and Elixir, git (to build the real Phoenix
+#                    reference for make bench-phoenix)
 set -e
 level=${1:-build}
 cd "$(dirname "$0")/.."
@@ -11,6 +13,7 @@ pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libss
 case $level in
 test) pkgs="$pkgs chromium redis-server" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
+bench-phoenix) pkgs="$pkgs erlang-base gnuplot-nox erlang elixir git" ;;
 esac
 missing=""
 for p in $pkgs; do
