@@ -13,11 +13,9 @@
 ch_endpoint *
 ch_endpoint_start(const ch_endpoint_opts *opts)
 {
-	ch_endpoint *ep = calloc(1, sizeof(*ep));
-	if (!ep)
-		abort();
+	ch_endpoint *ep = rt_xcalloc(1, sizeof(*ep));
 	ep->handler = opts->handler;
-	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
+	ep->secret = rt_xstrdup(opts->secret_key_base ? opts->secret_key_base : "");
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	static const ch_ps_dispatcher *const dispatchers[] = {&ch_fastlane_dispatcher, NULL};

@@ -46,9 +46,7 @@ static fl_ctx *
 ctx_get(void **pctx)
 {
 	if (!*pctx) {
-		*pctx = calloc(1, sizeof(fl_ctx));
-		if (!*pctx)
-			abort();
+		*pctx = rt_xcalloc(1, sizeof(fl_ctx));
 	}
 	return *pctx;
 }
@@ -58,9 +56,7 @@ mark_dirty(fl_ctx *c, ch_socket *sock, rt_pid transport)
 {
 	if (c->n == c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 256;
-		c->v = realloc(c->v, c->cap * sizeof(*c->v));
-		if (!c->v)
-			abort();
+		c->v = rt_xrealloc(c->v, c->cap * sizeof(*c->v));
 	}
 	c->v[c->n++] = (struct fl_dirty){sock, transport};
 }

@@ -11,6 +11,7 @@
 #include "channels/serializer.h"
 #include "channels/token.h"
 #include "channels/transport.h"
+#include "runtime/xalloc.h"
 
 /* Messages between the socket (transport process) and its channel processes. */
 enum {

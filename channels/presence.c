@@ -196,9 +196,7 @@ group_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first_
 		if (g->groups)
 			g->b = rt_buf_append_str(g->b, "]},");
 		if (g->groups <= SMALL_MAP) {
-			g->pos[g->groups].key = strdup(key);
-			if (!g->pos[g->groups].key)
-				abort();
+			g->pos[g->groups].key = rt_xstrdup(key);
 			g->pos[g->groups].start = g->b->len;
 		}
 		g->groups++;
@@ -233,9 +231,7 @@ group_close(grouper *g, size_t open)
 		struct group_pos sorted[SMALL_MAP];
 		memcpy(sorted, g->pos, n * sizeof(sorted[0]));
 		qsort(sorted, n, sizeof(sorted[0]), cmp_pos);
-		char *copy = malloc(end - open);
-		if (!copy)
-			abort();
+		char *copy = rt_xmalloc(end - open);
 		size_t at = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (i)
@@ -253,9 +249,7 @@ group_close(grouper *g, size_t open)
 static char *
 buf_to_str(rt_buf *b)
 {
-	char *s = malloc(b->len + 1);
-	if (!s)
-		abort();
+	char *s = rt_xmalloc(b->len + 1);
 	memcpy(s, b->data, b->len);
 	s[b->len] = 0;
 	rt_buf_release(b);
@@ -293,9 +287,7 @@ cmp_keyed(const void *a, const void *b)
 static char *
 items_json(const trk_item *items, size_t n)
 {
-	keyed *v = malloc((n ? n : 1) * sizeof(*v));
-	if (!v)
-		abort();
+	keyed *v = rt_xmalloc((n ? n : 1) * sizeof(*v));
 	for (size_t i = 0; i < n; i++)
 		v[i] = (keyed){&items[i], i};
 	qsort(v, n, sizeof(*v), cmp_keyed);
@@ -336,9 +328,7 @@ presence_diff(void *ud, const char *topic, const trk_item *joins, size_t njoins,
 ch_presence *
 presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts)
 {
-	ch_presence *pr = calloc(1, sizeof(*pr));
-	if (!pr)
-		abort();
+	ch_presence *pr = rt_xcalloc(1, sizeof(*pr));
 	pr->ep = ep;
 	trk_opts to = {
 	    .shards = opts ? opts->presence_shards : 0,

@@ -90,9 +90,7 @@ static pending *
 pd_get(ch_socket *s)
 {
 	if (!s->pd) {
-		s->pd = calloc(1, sizeof(pending));
-		if (!s->pd)
-			abort();
+		s->pd = rt_xcalloc(1, sizeof(pending));
 	}
 	return s->pd;
 }
@@ -202,9 +200,7 @@ dup_or_null(const char *p)
 {
 	if (!p)
 		return NULL;
-	char *d = strdup(p);
-	if (!d)
-		abort();
+	char *d = rt_xstrdup(p);
 	return d;
 }
 
@@ -223,9 +219,7 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 		s->pd->overflowed = true;
 		return false;
 	}
-	deferred *d = malloc(sizeof(*d) + len);
-	if (!d)
-		abort();
+	deferred *d = rt_xmalloc(sizeof(*d) + len);
 	d->next = NULL;
 	d->is_frame = is_frame;
 	d->binary = binary;
@@ -248,9 +242,7 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 static void
 defer_front_frame(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 {
-	deferred *d = malloc(sizeof(*d) + len);
-	if (!d)
-		abort();
+	deferred *d = rt_xmalloc(sizeof(*d) + len);
 	memset(d, 0, sizeof(*d));
 	d->is_frame = true;
 	d->binary = binary;
@@ -316,9 +308,7 @@ start_join(ch_socket *s, const ch_msg *m, const ch_channel_ops *ops)
 	size_t al = s->assigns_json ? strlen(s->assigns_json) : 0;
 	size_t il = s->id ? strlen(s->id) : 0;
 	size_t size = sizeof(chan_start) + tl + jl + pl + al + il + 5;
-	chan_start *cs = malloc(size);
-	if (!cs)
-		abort();
+	chan_start *cs = rt_xmalloc(size);
 	memset(cs, 0, sizeof(*cs));
 	cs->ops = ops;
 	cs->ep = s->ep;
@@ -370,9 +360,7 @@ end_join(ch_socket *s, bool ok, const char *response)
 	if (ok) {
 		if (s->nchans == s->capchans) {
 			s->capchans = s->capchans ? s->capchans * 2 : 1;
-			s->chans = realloc(s->chans, s->capchans * sizeof(chan_ent));
-			if (!s->chans)
-				abort();
+			s->chans = rt_xrealloc(s->chans, s->capchans * sizeof(chan_ent));
 		}
 		s->chans[s->nchans++] = (chan_ent){.topic = s->pd->join_topic,
 		                                   .join_ref = s->pd->join_join_ref,
@@ -471,9 +459,7 @@ static bool
 raw_topic_routed(const ch_socket *s, const char *topic_json)
 {
 	size_t cap = strlen(topic_json) + 1;
-	char *t = malloc(cap);
-	if (!t)
-		abort();
+	char *t = rt_xmalloc(cap);
 	long n = ch_ref_string(topic_json, t, cap);
 	bool hit = false;
 	const ch_socket_handler *h = s->ep->handler;
@@ -735,15 +721,13 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 	const ch_socket_handler *h = ep->handler;
 	cJSON *assigns = cJSON_CreateObject();
 	if (!assigns)
-		abort();
+		rt_oom("cJSON_CreateObject", sizeof(cJSON));
 	if (h && h->connect && h->connect(ep, params, info, assigns) != CH_OK) {
 		cJSON_Delete(assigns);
 		*http_status = 403;
 		return NULL;
 	}
-	ch_socket *s = calloc(1, sizeof(*s));
-	if (!s)
-		abort();
+	ch_socket *s = rt_xcalloc(1, sizeof(*s));
 	s->ep = ep;
 	s->t = *t;
 	s->vsn = (uint8_t)vsn;

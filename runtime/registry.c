@@ -56,17 +56,13 @@ rt_register(const char *name)
 		return -1;
 	}
 	size_t n = strlen(name) + 1;
-	reg_entry *e = malloc(sizeof(*e) + n);
-	if (!e)
-		abort();
+	reg_entry *e = rt_xmalloc(sizeof(*e) + n);
 	memcpy(e->name, name, n);
 	e->pid = p->pid;
 	e->next = NULL;
 	*pp = e;
 	pthread_mutex_unlock(&reg.lock);
-	x->name = strdup(name);
-	if (!x->name)
-		abort();
+	x->name = rt_xstrdup(name);
 	return 0;
 }
 

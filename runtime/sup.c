@@ -160,9 +160,7 @@ static void
 begin_terminate(sup_state *s, size_t from, enum after after)
 {
 	free(s->term);
-	s->term = calloc(s->nkids + 1, sizeof(size_t));
-	if (!s->term)
-		abort();
+	s->term = rt_xcalloc(s->nkids + 1, sizeof(size_t));
 	s->nterm = s->iterm = 0;
 	for (size_t i = s->nkids; i-- > from;)
 		if (s->kids[i].pid)
@@ -322,9 +320,7 @@ sup_handle(void *state, rt_msg *m)
 		}
 		if (s->nkids == s->capkids) {
 			s->capkids = s->capkids ? s->capkids * 2 : 16;
-			s->kids = realloc(s->kids, s->capkids * sizeof(child));
-			if (!s->kids)
-				abort();
+			s->kids = rt_xrealloc(s->kids, s->capkids * sizeof(child));
 		}
 		child *k = &s->kids[s->nkids++];
 		memset(k, 0, sizeof(*k));
@@ -335,9 +331,7 @@ sup_handle(void *state, rt_msg *m)
 		/* Only a child that may be restarted needs its argument kept. */
 		if (spec_of(s, 0)->restart != RT_TEMPORARY) {
 			k->arg_size = a->arg_size;
-			k->arg = malloc(a->arg_size ? a->arg_size : 1);
-			if (!k->arg)
-				abort();
+			k->arg = rt_xmalloc(a->arg_size ? a->arg_size : 1);
 			memcpy(k->arg, a->arg, a->arg_size);
 		}
 		return RT_OK;
@@ -413,15 +407,11 @@ rt_sup_start(const rt_sup_spec *spec)
 		t.spec.intensity = 0;
 	if (t.spec.strategy == RT_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
 		return RT_NOPID;
-	t.specs = calloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
-	t.restarts = calloc((size_t)t.spec.intensity + 1, sizeof(int64_t));
-	if (!t.specs || !t.restarts)
-		abort();
+	t.specs = rt_xcalloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
+	t.restarts = rt_xcalloc((size_t)t.spec.intensity + 1, sizeof(int64_t));
 	for (size_t i = 0; i < spec->nchildren; i++) {
 		t.specs[i] = spec->children[i];
-		void *a = malloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
-		if (!a)
-			abort();
+		void *a = rt_xmalloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
 		if (spec->children[i].arg_size)
 			memcpy(a, spec->children[i].arg, spec->children[i].arg_size);
 		t.specs[i].arg = a;
@@ -429,15 +419,11 @@ rt_sup_start(const rt_sup_spec *spec)
 	t.spec.children = t.specs;
 	if (t.spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
 		t.nkids = t.capkids = spec->nchildren;
-		t.kids = calloc(t.nkids ? t.nkids : 1, sizeof(child));
-		if (!t.kids)
-			abort();
+		t.kids = rt_xcalloc(t.nkids ? t.nkids : 1, sizeof(child));
 		for (size_t i = 0; i < t.nkids; i++) {
 			t.kids[i].id = (char *)spec->children[i].id;
 			t.kids[i].arg_size = spec->children[i].arg_size;
-			t.kids[i].arg = malloc(t.kids[i].arg_size ? t.kids[i].arg_size : 1);
-			if (!t.kids[i].arg)
-				abort();
+			t.kids[i].arg = rt_xmalloc(t.kids[i].arg_size ? t.kids[i].arg_size : 1);
 			memcpy(t.kids[i].arg, t.specs[i].arg, t.kids[i].arg_size);
 		}
 	}
