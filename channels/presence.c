@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channels/b64.h"
 #include "channels/internal.h"
 #include "channels/tracker.h"
 
@@ -42,8 +43,6 @@ struct ch_presence {
 static void
 make_ref(char out[CH_PRESENCE_REF_MAX])
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	static _Atomic uint32_t counter;
 	uint64_t ns = (uint64_t)rt_wall_ms() * 1000000u + (uint64_t)(rt_now_ns() % 1000000);
 	uint32_t who = (uint32_t)(rt_self() * 0x9e3779b97f4a7c15ull >> 48);
@@ -55,12 +54,8 @@ make_ref(char out[CH_PRESENCE_REF_MAX])
 	r[9] = (unsigned char)who;
 	r[10] = (unsigned char)(c >> 8);
 	r[11] = (unsigned char)c;
-	for (int g = 0; g < 4; g++) {
-		unsigned v = (unsigned)r[3 * g] << 16 | (unsigned)r[3 * g + 1] << 8 | r[3 * g + 2];
-		for (int k = 0; k < 4; k++)
-			out[4 * g + k] = b64[(v >> (18 - 6 * k)) & 63];
-	}
-	out[16] = 0;
+	_Static_assert(CH_PRESENCE_REF_MAX > CH_B64URL_LEN(sizeof(r)), "a ref fits");
+	out[ch_b64url_encode(r, sizeof(r), out)] = 0;
 }
 
 static void

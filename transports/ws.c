@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "channels/b64.h"
+
 /* ---- opening handshake ---- */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -30,7 +32,7 @@ tp_ws_accept_key(const char *key, size_t len, char out[29])
 		out[0] = '\0';
 		return -1;
 	}
-	EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 chars + NUL */
+	ch_b64_encode(md, 20, out); /* 28 chars + NUL */
 	return 0;
 }
 
