@@ -11,6 +11,7 @@
 #include "channels/serializer.h"
 #include "channels/token.h"
 #include "channels/transport.h"
+#include "runtime/strmap.h"
 #include "runtime/xalloc.h"
 
 /* Messages between the socket (transport process) and its channel processes. */
@@ -141,11 +142,7 @@ struct ch_endpoint {
 	ch_pubsub *pubsub;
 	uint32_t max_channels;
 	pthread_mutex_t key_lock; /* guards keys */
-	struct ep_key {
-		char salt[64];
-		ch_token_key *key;
-	} keys[8];
-	int nkeys;
+	rt_strmap keys;           /* salt -> ch_token_key *, kept until the endpoint stops */
 };
 
 extern const rt_behaviour ch_channel_behaviour;
