@@ -61,14 +61,15 @@ typedef struct ch_fastlane {
 	rt_pid transport; /* the client's transport process, or 0 */
 	ch_socket *sock;  /* its socket: valid while the transport lives */
 	/* The events that go to the channel (handle_out): a NULL-terminated
-	 * list (pointer-aligned) or NULL, with the serializer version (1 or 2)
-	 * in the low bits, so that a subscription is 32 bytes. */
+	 * list (pointer-aligned) or NULL, with the serializer version (CH_VSN_1
+	 * or CH_VSN_2) in the low bits, so that a subscription is 32 bytes. */
 	uintptr_t intercepts_vsn;
 } ch_fastlane;
 
 _Static_assert(sizeof(ch_fastlane) <= CH_PS_VALUE_SIZE, "a fastlane fits a subscription value");
 _Static_assert(_Alignof(const char *) >= 4,
                "an intercepts list leaves two low bits for the version");
+_Static_assert(CH_VSN_1 <= 3 && CH_VSN_2 <= 3, "a serializer version fits two bits");
 
 static inline uintptr_t
 ch_fastlane_pack(const char *const *intercepts, int vsn)

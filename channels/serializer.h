@@ -140,8 +140,9 @@ int ch_json_append_string(rt_buf **b, const char *s, size_t n);
  * unchanged in length when Phoenix could not encode it either: V1 with a
  * binary payload, a binary-frame field over 255 bytes, a V2 push/broadcast
  * payload that is not a JSON object, invalid UTF-8 in topic/event/status, an
- * array/object ref in a binary frame, vsn not 1 or 2.  join_ref / ref are raw
- * JSON tokens (NULL = null); payload texts are trusted to be valid JSON.
+ * array/object ref in a binary frame, vsn not CH_VSN_1 or CH_VSN_2.  join_ref /
+ * ref are raw JSON tokens (NULL = null); payload texts are trusted to be
+ * valid JSON.
  */
 
 /*

@@ -701,9 +701,9 @@ static int
 parse_vsn(const char *v)
 {
 	if (!v || strcmp(v, "1.0.0") == 0 || strncmp(v, "1.0.", 4) == 0)
-		return 1;
+		return CH_VSN_1;
 	if (strcmp(v, "2.0.0") == 0 || strncmp(v, "2.0.", 4) == 0)
-		return 2;
+		return CH_VSN_2;
 	return 0;
 }
 
