@@ -24,6 +24,8 @@ enum {
 	SOCK_DUP_TIMEOUT, /* socket -> itself: a duplicate channel did not stop in time */
 };
 
+/* The head of a CHAN_IN message: written by the socket (transport process)
+ * into the message, read by the channel process that receives it. */
 typedef struct chan_in_hdr {
 	uint32_t ref_len; /* raw ref token */
 	uint32_t event_len;
@@ -33,12 +35,15 @@ typedef struct chan_in_hdr {
 	                   /* ref, NUL, event, NUL, payload follow */
 } chan_in_hdr;
 
+/* The head of a CHAN_JOINED message: written by the channel process, read
+ * by the socket (transport process) that receives it. */
 typedef struct chan_joined {
 	uint8_t ok;
 	/* reply JSON text (NUL-terminated) follows */
 } chan_joined;
 
-/* What a channel process starts with (copied flat into the spawn argument). */
+/* What a channel process starts with (copied flat into the spawn argument):
+ * written by the socket (transport process), read by the channel's init. */
 typedef struct chan_start {
 	const ch_channel_ops *ops;
 	ch_endpoint *ep;
@@ -56,7 +61,8 @@ typedef struct chan_start {
 /* A channel's subscription value (ch_ps_sub.value): where the fastlane
  * dispatcher (fastlane.c) sends the topic's broadcasts.  All zero for a
  * plain subscriber (the socket's id topic, application processes), which
- * gets CH_MSG_BROADCAST messages. */
+ * gets CH_MSG_BROADCAST messages.  Written by the channel process when it
+ * subscribes; copied into the subscription, read by the partitions. */
 typedef struct ch_fastlane {
 	rt_pid transport; /* the client's transport process, or 0 */
 	ch_socket *sock;  /* its socket: valid while the transport lives */
@@ -135,6 +141,9 @@ void presence_stop(ch_presence *pr);
 rt_pid presence_sup(const ch_presence *pr);
 struct trk_tracker *presence_tracker(const ch_presence *pr);
 
+/* The endpoint: created and freed by the thread that calls ch_endpoint_start
+ * / ch_endpoint_stop; immutable in between and read from any thread, but for
+ * the token key cache (keys, under key_lock). */
 struct ch_endpoint {
 	ch_presence *presence;
 	const ch_socket_handler *handler;

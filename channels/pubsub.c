@@ -55,6 +55,8 @@ enum {
 	PS_STOP,              /* end (ch_ps_stop) */
 };
 
+/* PS_SUB, PS_UNSUB and PS_FWD payloads: written by the subscribing or
+ * forwarding process into the message, read by the partition receiving it. */
 typedef struct ps_sub_msg {
 	rt_pid pid;
 	uint64_t hash;
@@ -100,12 +102,17 @@ typedef struct ix_topic {
 	uint32_t count[];
 } ix_topic;
 
+/* A shard of the topic index: shared by the threads that subscribe,
+ * unsubscribe and publish, and by the partitions; all of it under `lock`. */
 typedef struct ix_shard {
 	pthread_mutex_t lock;
 	ix_topic **buckets;
 	size_t nbuckets, ntopics;
 } ix_shard;
 
+/* The PubSub: created and freed by the thread calling ch_ps_start /
+ * ch_ps_stop; immutable in between (read from any thread) but for the
+ * shards, each under its own lock. */
 struct ch_pubsub {
 	int nparts;
 	rt_pid parts[MAX_PARTS];
@@ -580,6 +587,8 @@ typedef struct part {
 	size_t work; /* deliveries in this turn */
 } part;
 
+/* A partition's spawn argument: written by ch_ps_start, read by the
+ * partition's init. */
 typedef struct part_arg {
 	ch_pubsub *ps;
 	int index;

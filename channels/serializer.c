@@ -332,6 +332,7 @@ scan_value(const uint8_t *p, const uint8_t *end, int max_depth)
 
 /* ---- decoding ----------------------------------------------------------------- */
 
+/* A span of the frame being decoded: on the decoding thread's stack. */
 typedef struct span {
 	const uint8_t *p, *end;
 } span;
@@ -342,7 +343,8 @@ span_len(span s)
 	return (size_t)(s.end - s.p);
 }
 
-/* Bump allocation inside the message's single block. */
+/* Bump allocation inside the message's single block: on the decoding
+ * thread's stack, for one decode. */
 typedef struct arena {
 	uint8_t *base;
 	size_t used, cap;

@@ -60,6 +60,7 @@ typedef enum ch_frame {
  * A decoded client message.  All strings are NUL-terminated and owned by the
  * message (one allocation; do not free fields individually).  payload may be
  * taken over by the caller: set m->payload = NULL before ch_msg_free.
+ * Owned by the decoder's caller (one thread: the socket's transport process).
  */
 typedef struct ch_msg {
 	char *join_ref;          /* raw JSON token ("\"3\"", "3", "null"), NULL when absent (V1) */

@@ -32,6 +32,8 @@
  * (1008) rather than growing the node's memory. */
 #define CHANNEL_BACKLOG_MAX 10000
 
+/* A joined channel of a socket: owned by the socket (its transport
+ * process), like everything below. */
 typedef struct chan_ent {
 	char *topic;
 	char *join_ref; /* the join message's raw join_ref (may be NULL for V1) */
@@ -39,6 +41,8 @@ typedef struct chan_ent {
 	uint64_t mon;
 } chan_ent;
 
+/* A frame or message held back while the socket is blocked: owned by the
+ * socket's pending state (transport process only). */
 typedef struct deferred {
 	struct deferred *next;
 	bool is_frame; /* a client frame, else a runtime message */
@@ -54,7 +58,7 @@ enum block { B_NONE, B_JOINING, B_DUPLICATE };
 
 /* State needed only while the socket is blocked (a join or a duplicate join
  * in progress) or has work deferred: allocated on demand, so that an idle
- * socket stays small. */
+ * socket stays small.  Owned by the socket (transport process only). */
 typedef struct pending {
 	/* B_JOINING */
 	rt_pid join_pid;
@@ -74,6 +78,9 @@ typedef struct pending {
 	bool overflowed;
 } pending;
 
+/* A client's socket: owned by its transport process, which alone writes it.
+ * The fastlane reads `block` and `t` (ch_socket_push_local) from the same
+ * scheduler thread, only while the transport is idle, so never concurrently. */
 struct ch_socket {
 	ch_endpoint *ep;
 	ch_transport t;

@@ -42,6 +42,8 @@ enum {
 /* The largest term payload accepted: a 3-tuple of a maximal binary and two bigs. */
 #define TERM_MAX (3 + 5 + CH_TOKEN_MAX_BINARY + 2 * 11 + 16)
 
+/* A derived key: written once by ch_token_key_new, then read-only, so any
+ * thread may use it; freed by its owner (the endpoint's cache, or the caller). */
 struct ch_token_key {
 	unsigned char key[KEY_LEN];
 };
@@ -182,6 +184,7 @@ etf_put_token_term(uint8_t *p, const ch_token_data *d, int64_t signed_at_ms, int
 
 /* ---- term decoding ---------------------------------------------------------- */
 
+/* A cursor over a term being decoded: on the verifying thread's stack. */
 typedef struct etf_reader {
 	const uint8_t *p;
 	size_t len, pos;
@@ -278,6 +281,8 @@ typedef enum max_age_kind {
 	MAX_AGE_OTHER,    /* another atom: Plug.Crypto would raise when it is used */
 } max_age_kind;
 
+/* A max_age read from a token or given by the caller: a plain value on the
+ * verifying thread's stack. */
 typedef struct max_age {
 	max_age_kind kind;
 	int64_t secs;

@@ -108,6 +108,7 @@ mix64(uint64_t x)
 
 typedef struct trk_entry trk_entry;
 
+/* A topic's record (topics index): owned by its trk_state. */
 typedef struct trk_topic {
 	hnode hn;
 	char *name;
@@ -115,6 +116,7 @@ typedef struct trk_topic {
 	size_t members, nkeys;
 } trk_topic;
 
+/* A (topic, key) record (keys index): owned by its trk_state. */
 typedef struct trk_keyrec {
 	hnode hn;
 	trk_topic *topic;
@@ -123,6 +125,7 @@ typedef struct trk_keyrec {
 	trk_entry *head, *tail; /* doubly linked through kprev/knext, oldest first */
 } trk_keyrec;
 
+/* A pid's record (pids index): owned by its trk_state. */
 typedef struct trk_pidrec {
 	hnode hn;
 	rt_pid pid;
@@ -130,6 +133,7 @@ typedef struct trk_pidrec {
 	trk_entry *head;
 } trk_pidrec;
 
+/* One element (a presence): owned by its trk_state. */
 struct trk_entry {
 	hnode hn; /* by tag */
 	trk_keyrec *kr;
@@ -146,6 +150,7 @@ struct trk_entry {
 	char *meta;
 };
 
+/* A replica the state knows of: owned by its trk_state (reps[]). */
 typedef struct replica {
 	char name[TRK_REPLICA_MAX];
 	uint64_t ctx;      /* every dot up to here was seen */
@@ -157,6 +162,9 @@ typedef struct replica {
 
 #define MAX_REPLICAS 1024
 
+/* A tracker state: written by one thread at a time (the shard process);
+ * readers hold the shard's read lock (tracker.c).  Every record above
+ * (topics, keys, pids, entries, replicas) is its own. */
 struct trk_state {
 	replica *reps; /* [0]: the local replica, whose ctx is its clock */
 	size_t nreps, capreps;
