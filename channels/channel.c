@@ -46,9 +46,7 @@ clean_reason(const char *r)
 static char *
 dup_n(const char *p, size_t n)
 {
-	char *s = malloc(n + 1);
-	if (!s)
-		abort();
+	char *s = rt_xmalloc(n + 1);
 	memcpy(s, p, n);
 	s[n] = 0;
 	return s;
@@ -136,9 +134,7 @@ chan_init(void *st, const void *arg, size_t size)
 	if (cs->id_len)
 		ch->socket_id = dup_n(p, cs->id_len);
 	if (ch->ops->state_size) {
-		ch->state = calloc(1, ch->ops->state_size);
-		if (!ch->state)
-			abort();
+		ch->state = rt_xcalloc(1, ch->ops->state_size);
 	}
 
 	ch_payload pl = {0};
@@ -350,7 +346,7 @@ void
 ch_join_reply(ch_chan *ch, const char *json)
 {
 	free(ch->join_reply);
-	ch->join_reply = strdup(json ? json : "{}");
+	ch->join_reply = rt_xstrdup(json ? json : "{}");
 }
 
 int
@@ -610,6 +606,6 @@ int
 ch_stop(ch_chan *ch, const char *reason)
 {
 	free(ch->stop_reason);
-	ch->stop_reason = strdup(reason ? reason : "normal");
+	ch->stop_reason = rt_xstrdup(reason ? reason : "normal");
 	return CH_STOP;
 }

@@ -88,6 +88,8 @@ typedef struct ch_in_clause {
 	ch_in_fn fn;
 } ch_in_clause;
 
+/* A channel module: constant data the application defines (normally a
+ * static const), read by every channel process of its routes; never written. */
 typedef struct ch_channel_ops {
 	const char *name;              /* the module name, for logs and crash reasons */
 	size_t state_size;             /* private state, zeroed, per channel process */
@@ -116,17 +118,23 @@ typedef struct ch_channel_ops {
 	void (*terminate)(ch_chan *ch, void *state, const char *reason);
 } ch_channel_ops;
 
+/* A topic route of a socket handler: constant application data, read by
+ * every socket process when a client joins. */
 typedef struct ch_route {
 	const char *pattern; /* "room:*" matches any topic starting with "room:"; else exact */
 	const ch_channel_ops *channel;
 } ch_route;
 
-/* Query parameters of the connection request (decoded). */
+/* Query parameters of the connection request (decoded).  Owned by the
+ * transport process that decoded them; borrowed by the callbacks it makes
+ * (connect), valid for the call only. */
 typedef struct ch_param {
 	const char *key;
 	const char *value;
 } ch_param;
 
+/* The list of them: owned and written by the transport process, read-only
+ * for the callbacks it is passed to. */
 typedef struct ch_params {
 	const ch_param *items;
 	size_t n;
@@ -135,6 +143,8 @@ typedef struct ch_params {
 /* The value of the first parameter named key, or NULL. */
 const char *ch_params_get(const ch_params *p, const char *key);
 
+/* Facts about the connection request: written by the transport process,
+ * borrowed read-only by ch_socket_handler.connect for the call. */
 typedef struct ch_connect_info {
 	const char *peer;       /* "127.0.0.1:5555" */
 	const char *origin;     /* Origin header or NULL */
@@ -142,6 +152,8 @@ typedef struct ch_connect_info {
 	const char *transport;  /* "websocket" or "longpoll" */
 } ch_connect_info;
 
+/* A socket module: constant application data, read (never written) by
+ * every transport process from the endpoint; must outlive the endpoint. */
 typedef struct ch_socket_handler {
 	/* Accepts (CH_OK, filling `assigns`, a JSON object owned by the socket)
 	 * or refuses (CH_ERROR: HTTP 403) a connection. */
@@ -156,6 +168,8 @@ typedef struct ch_socket_handler {
 
 /* ------------------------------------------------------------------ endpoint */
 
+/* Options of ch_endpoint_start: the caller's, read once during the call
+ * (what must outlive it, like handler, is said at the field). */
 typedef struct ch_endpoint_opts {
 	const ch_socket_handler *handler;
 	const char *secret_key_base;   /* for tokens */
@@ -233,6 +247,8 @@ int ch_endpoint_broadcast_binary(ch_endpoint *ep, const char *topic, const char 
 
 enum { CH_MSG_BROADCAST = 0xFFFE0001u };
 
+/* A view of a broadcast message: filled by ch_broadcast_read into the
+ * receiving process's variable; its pointers borrow the message. */
 typedef struct ch_broadcast_view {
 	const char *topic;
 	const char *event;

@@ -29,14 +29,19 @@
  * channels' 5 s, the partitions'. */
 #define CH_STOP_WAIT_MS 60000
 
+/* The token key cache's values (ep->keys). */
+static void
+free_key(void *k)
+{
+	ch_token_key_free(k);
+}
+
 ch_endpoint *
 ch_endpoint_start(const ch_endpoint_opts *opts)
 {
-	ch_endpoint *ep = calloc(1, sizeof(*ep));
-	if (!ep)
-		abort();
+	ch_endpoint *ep = rt_xcalloc(1, sizeof(*ep));
 	ep->handler = opts->handler;
-	ep->secret = strdup(opts->secret_key_base ? opts->secret_key_base : "");
+	ep->secret = rt_xstrdup(opts->secret_key_base ? opts->secret_key_base : "");
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	pthread_mutex_init(&ep->key_lock, NULL);
@@ -85,8 +90,7 @@ ch_endpoint_stop(ch_endpoint *ep)
 			return;
 		}
 	}
-	for (int i = 0; i < ep->nkeys; i++)
-		ch_token_key_free(ep->keys[i].key);
+	rt_strmap_clear(&ep->keys, free_key);
 	pthread_mutex_destroy(&ep->key_lock);
 	presence_stop(ep->presence); /* after the channels: their exits are leaves */
 	ch_ps_stop(ep->pubsub);
@@ -141,22 +145,12 @@ ch_params_get(const ch_params *p, const char *key)
 const ch_token_key *
 endpoint_key(ch_endpoint *ep, const char *salt)
 {
-	if (strlen(salt) >= sizeof(ep->keys[0].salt))
-		return NULL;
 	pthread_mutex_lock(&ep->key_lock);
-	for (int i = 0; i < ep->nkeys; i++)
-		if (strcmp(ep->keys[i].salt, salt) == 0) {
-			const ch_token_key *k = ep->keys[i].key;
-			pthread_mutex_unlock(&ep->key_lock);
-			return k;
-		}
-	ch_token_key *k = NULL;
-	if (ep->nkeys < (int)(sizeof(ep->keys) / sizeof(ep->keys[0]))) {
+	ch_token_key *k = rt_strmap_get(&ep->keys, salt);
+	if (!k) {
 		k = ch_token_key_new(ep->secret, strlen(ep->secret), salt, strlen(salt));
-		if (k) {
-			snprintf(ep->keys[ep->nkeys].salt, sizeof(ep->keys[0].salt), "%s", salt);
-			ep->keys[ep->nkeys++].key = k;
-		}
+		if (k)
+			rt_strmap_put(&ep->keys, salt, k);
 	}
 	pthread_mutex_unlock(&ep->key_lock);
 	return k;

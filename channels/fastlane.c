@@ -46,9 +46,7 @@ static fl_ctx *
 ctx_get(void **pctx)
 {
 	if (!*pctx) {
-		*pctx = calloc(1, sizeof(fl_ctx));
-		if (!*pctx)
-			abort();
+		*pctx = rt_xcalloc(1, sizeof(fl_ctx));
 	}
 	return *pctx;
 }
@@ -58,9 +56,7 @@ mark_dirty(fl_ctx *c, ch_socket *sock, rt_pid transport)
 {
 	if (c->n == c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 256;
-		c->v = realloc(c->v, c->cap * sizeof(*c->v));
-		if (!c->v)
-			abort();
+		c->v = rt_xrealloc(c->v, c->cap * sizeof(*c->v));
 	}
 	c->v[c->n++] = (struct fl_dirty){sock, transport};
 }
@@ -142,8 +138,8 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 	size_t ndead = 0;
 	/* References are taken for all remaining subscribers when a buffer is
 	 * first used (one atomic add), and the unused ones dropped at the end. */
-	rt_buf *frame[3] = {NULL, NULL, NULL};
-	uint32_t spare[3] = {0, 0, 0};
+	rt_buf *frame[CH_VSN_2 + 1] = {NULL}; /* indexed by serializer version */
+	uint32_t spare[CH_VSN_2 + 1] = {0};
 	uint32_t msg_spare = 0;
 	bool msg_used = false;
 	for (size_t i = 0; i < n; i++) {
@@ -162,7 +158,7 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 			msg_spare--;
 			rc = rt_send_buf(s->pid, CH_MSG_BROADCAST, NULL, 0, msg);
 		} else {
-			int k = ch_fastlane_vsn(&fl) == CH_VSN_1 ? 1 : 2;
+			int k = ch_fastlane_vsn(&fl) == CH_VSN_1 ? CH_VSN_1 : CH_VSN_2;
 			if (!frame[k]) {
 				frame[k] = frame_for(b, &v, k);
 				if (!frame[k])
@@ -186,7 +182,7 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 	}
 	if (msg_used)
 		rt_buf_release_n(msg, msg_spare);
-	for (int k = 1; k <= 2; k++)
+	for (int k = CH_VSN_1; k <= CH_VSN_2; k++)
 		if (frame[k])
 			rt_buf_release_n(frame[k], spare[k]);
 	return ndead;

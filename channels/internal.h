@@ -11,6 +11,8 @@
 #include "channels/serializer.h"
 #include "channels/token.h"
 #include "channels/transport.h"
+#include "runtime/strmap.h"
+#include "runtime/xalloc.h"
 
 /* Messages between the socket (transport process) and its channel processes. */
 enum {
@@ -21,6 +23,8 @@ enum {
 	CHAN_CLOSE,      /* channel -> socket: stopping cleanly, send phx_close */
 };
 
+/* The head of a CHAN_IN message: written by the socket (transport process)
+ * into the message, read by the channel process that receives it. */
 typedef struct chan_in_hdr {
 	uint32_t ref_len; /* raw ref token */
 	uint32_t event_len;
@@ -30,12 +34,15 @@ typedef struct chan_in_hdr {
 	                   /* ref, NUL, event, NUL, payload follow */
 } chan_in_hdr;
 
+/* The head of a CHAN_JOINED message: written by the channel process, read
+ * by the socket (transport process) that receives it. */
 typedef struct chan_joined {
 	uint8_t ok;
 	/* reply JSON text (NUL-terminated) follows */
 } chan_joined;
 
-/* What a channel process starts with (copied flat into the spawn argument). */
+/* What a channel process starts with (copied flat into the spawn argument):
+ * written by the socket (transport process), read by the channel's init. */
 typedef struct chan_start {
 	const ch_channel_ops *ops;
 	ch_endpoint *ep;
@@ -53,19 +60,21 @@ typedef struct chan_start {
 /* A channel's subscription value (ch_ps_sub.value): where the fastlane
  * dispatcher (fastlane.c) sends the topic's broadcasts.  All zero for a
  * plain subscriber (the socket's id topic, application processes), which
- * gets CH_MSG_BROADCAST messages. */
+ * gets CH_MSG_BROADCAST messages.  Written by the channel process when it
+ * subscribes; copied into the subscription, read by the partitions. */
 typedef struct ch_fastlane {
 	rt_pid transport; /* the client's transport process, or 0 */
 	ch_socket *sock;  /* its socket: valid while the transport lives */
 	/* The events that go to the channel (handle_out): a NULL-terminated
-	 * list (pointer-aligned) or NULL, with the serializer version (1 or 2)
-	 * in the low bits, so that a subscription is 32 bytes. */
+	 * list (pointer-aligned) or NULL, with the serializer version (CH_VSN_1
+	 * or CH_VSN_2) in the low bits, so that a subscription is 32 bytes. */
 	uintptr_t intercepts_vsn;
 } ch_fastlane;
 
 _Static_assert(sizeof(ch_fastlane) <= CH_PS_VALUE_SIZE, "a fastlane fits a subscription value");
 _Static_assert(_Alignof(const char *) >= 4,
                "an intercepts list leaves two low bits for the version");
+_Static_assert(CH_VSN_1 <= 3 && CH_VSN_2 <= 3, "a serializer version fits two bits");
 
 static inline uintptr_t
 ch_fastlane_pack(const char *const *intercepts, int vsn)
@@ -131,6 +140,9 @@ void presence_stop(ch_presence *pr);
 rt_pid presence_sup(const ch_presence *pr);
 struct trk_tracker *presence_tracker(const ch_presence *pr);
 
+/* The endpoint: created and freed by the thread that calls ch_endpoint_start
+ * / ch_endpoint_stop; immutable in between and read from any thread, but for
+ * the token key cache (keys, under key_lock). */
 struct ch_endpoint {
 	ch_presence *presence;
 	const ch_socket_handler *handler;
@@ -140,11 +152,7 @@ struct ch_endpoint {
 	ch_pubsub *pubsub;
 	uint32_t max_channels;
 	pthread_mutex_t key_lock; /* guards keys */
-	struct ep_key {
-		char salt[64];
-		ch_token_key *key;
-	} keys[8];
-	int nkeys;
+	rt_strmap keys;           /* salt -> ch_token_key *, kept until the endpoint stops */
 };
 
 extern const rt_behaviour ch_channel_behaviour;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channels/b64.h"
 #include "channels/internal.h"
 #include "channels/tracker.h"
 
@@ -42,8 +43,6 @@ struct ch_presence {
 static void
 make_ref(char out[CH_PRESENCE_REF_MAX])
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	static _Atomic uint32_t counter;
 	uint64_t ns = (uint64_t)rt_wall_ms() * 1000000u + (uint64_t)(rt_now_ns() % 1000000);
 	uint32_t who = (uint32_t)(rt_self() * 0x9e3779b97f4a7c15ull >> 48);
@@ -55,12 +54,8 @@ make_ref(char out[CH_PRESENCE_REF_MAX])
 	r[9] = (unsigned char)who;
 	r[10] = (unsigned char)(c >> 8);
 	r[11] = (unsigned char)c;
-	for (int g = 0; g < 4; g++) {
-		unsigned v = (unsigned)r[3 * g] << 16 | (unsigned)r[3 * g + 1] << 8 | r[3 * g + 2];
-		for (int k = 0; k < 4; k++)
-			out[4 * g + k] = b64[(v >> (18 - 6 * k)) & 63];
-	}
-	out[16] = 0;
+	_Static_assert(CH_PRESENCE_REF_MAX > CH_B64URL_LEN(sizeof(r)), "a ref fits");
+	out[ch_b64url_encode(r, sizeof(r), out)] = 0;
 }
 
 static void
@@ -196,9 +191,7 @@ group_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first_
 		if (g->groups)
 			g->b = rt_buf_append_str(g->b, "]},");
 		if (g->groups <= SMALL_MAP) {
-			g->pos[g->groups].key = strdup(key);
-			if (!g->pos[g->groups].key)
-				abort();
+			g->pos[g->groups].key = rt_xstrdup(key);
 			g->pos[g->groups].start = g->b->len;
 		}
 		g->groups++;
@@ -233,9 +226,7 @@ group_close(grouper *g, size_t open)
 		struct group_pos sorted[SMALL_MAP];
 		memcpy(sorted, g->pos, n * sizeof(sorted[0]));
 		qsort(sorted, n, sizeof(sorted[0]), cmp_pos);
-		char *copy = malloc(end - open);
-		if (!copy)
-			abort();
+		char *copy = rt_xmalloc(end - open);
 		size_t at = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (i)
@@ -253,9 +244,7 @@ group_close(grouper *g, size_t open)
 static char *
 buf_to_str(rt_buf *b)
 {
-	char *s = malloc(b->len + 1);
-	if (!s)
-		abort();
+	char *s = rt_xmalloc(b->len + 1);
 	memcpy(s, b->data, b->len);
 	s[b->len] = 0;
 	rt_buf_release(b);
@@ -293,9 +282,7 @@ cmp_keyed(const void *a, const void *b)
 static char *
 items_json(const trk_item *items, size_t n)
 {
-	keyed *v = malloc((n ? n : 1) * sizeof(*v));
-	if (!v)
-		abort();
+	keyed *v = rt_xmalloc((n ? n : 1) * sizeof(*v));
 	for (size_t i = 0; i < n; i++)
 		v[i] = (keyed){&items[i], i};
 	qsort(v, n, sizeof(*v), cmp_keyed);
@@ -336,9 +323,7 @@ presence_diff(void *ud, const char *topic, const trk_item *joins, size_t njoins,
 ch_presence *
 presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts)
 {
-	ch_presence *pr = calloc(1, sizeof(*pr));
-	if (!pr)
-		abort();
+	ch_presence *pr = rt_xcalloc(1, sizeof(*pr));
 	pr->ep = ep;
 	trk_opts to = {
 	    .shards = opts ? opts->presence_shards : 0,

@@ -45,6 +45,7 @@
 #include "channels/pubsub.h"
 #include "runtime/hash.h"
 #include "runtime/pidmap.h"
+#include "runtime/xalloc.h"
 
 #define NSHARDS 64
 #define MAX_PARTS 64
@@ -68,6 +69,8 @@ enum {
 	PS_FWD,               /* ps_fwd_msg: a message relayed in order (ch_ps_forward) */
 };
 
+/* PS_SUB, PS_UNSUB and PS_FWD payloads: written by the subscribing or
+ * forwarding process into the message, read by the partition receiving it. */
 typedef struct ps_sub_msg {
 	rt_pid pid;
 	uint64_t hash;
@@ -113,12 +116,17 @@ typedef struct ix_topic {
 	uint32_t count[];
 } ix_topic;
 
+/* A shard of the topic index: shared by the threads that subscribe,
+ * unsubscribe and publish, and by the partitions; all of it under `lock`. */
 typedef struct ix_shard {
 	pthread_mutex_t lock;
 	ix_topic **buckets;
 	size_t nbuckets, ntopics;
 } ix_shard;
 
+/* The PubSub: created and freed by the thread calling ch_ps_start /
+ * ch_ps_stop; immutable in between (read from any thread) but for the
+ * shards, each under its own lock. */
 struct ch_pubsub {
 	rt_pid sup;    /* the partitions' supervisor */
 	rt_pid parent; /* its supervisor, or RT_NOPID */
@@ -149,9 +157,7 @@ static void
 ix_grow(ix_shard *sh)
 {
 	size_t nb = sh->nbuckets * 2;
-	ix_topic **b = calloc(nb, sizeof(*b));
-	if (!b)
-		abort();
+	ix_topic **b = rt_xcalloc(nb, sizeof(*b));
 	for (size_t i = 0; i < sh->nbuckets; i++) {
 		ix_topic *t = sh->buckets[i];
 		while (t) {
@@ -244,9 +250,7 @@ ch_ps_subscribe_on(ch_pubsub *ps, rt_pid near, const char *topic, rt_pid pid, co
 	if (!t) {
 		size_t tl = strlen(topic) + 1;
 		size_t cs = (size_t)ps->nparts * sizeof(uint32_t);
-		t = calloc(1, sizeof(*t) + cs + tl);
-		if (!t)
-			abort();
+		t = rt_xcalloc(1, sizeof(*t) + cs + tl);
 		t->hash = h;
 		t->topic = (char *)t->count + cs;
 		memcpy(t->topic, topic, tl);
@@ -600,6 +604,8 @@ typedef struct part {
 	ch_ps_bcast *cur; /* being dispatched: released by terminate after a crash */
 } part;
 
+/* A partition's spawn argument: written by ch_ps_start, read by the
+ * partition's init. */
 typedef struct part_arg {
 	ch_pubsub *ps;
 	int index;
@@ -618,9 +624,7 @@ static void
 pt_grow(part *pt)
 {
 	size_t nb = pt->nbuckets * 2;
-	pt_topic **b = calloc(nb, sizeof(*b));
-	if (!b)
-		abort();
+	pt_topic **b = rt_xcalloc(nb, sizeof(*b));
 	for (size_t i = 0; i < pt->nbuckets; i++) {
 		pt_topic *t = pt->buckets[i];
 		while (t) {
@@ -642,9 +646,7 @@ pt_add(part *pt, const ps_sub_msg *s)
 	pt_topic *t = *pp;
 	if (!t) {
 		size_t tl = strlen(s->topic) + 1;
-		t = calloc(1, sizeof(*t) + tl);
-		if (!t)
-			abort();
+		t = rt_xcalloc(1, sizeof(*t) + tl);
 		memcpy(t->topic, s->topic, tl);
 		t->hash = s->hash;
 		*pp = t;
@@ -656,9 +658,7 @@ pt_add(part *pt, const ps_sub_msg *s)
 		if (t->n == t->cap) {
 			/* x1.5 past 64: a topic of 10,000 subscribers wastes less */
 			t->cap = t->cap < 64 ? (t->cap ? t->cap * 2 : 2) : t->cap + t->cap / 2;
-			t->subs = realloc(t->subs, t->cap * sizeof(ch_ps_sub));
-			if (!t->subs)
-				abort();
+			t->subs = rt_xrealloc(t->subs, t->cap * sizeof(ch_ps_sub));
 		}
 		i = t->n++;
 		pidmap_put(&t->index, s->pid, i);
@@ -763,9 +763,7 @@ part_init(void *state, const void *arg, size_t size)
 	pt->ps = a->ps;
 	pt->index = a->index;
 	pt->nbuckets = 64;
-	pt->buckets = calloc(pt->nbuckets, sizeof(pt_topic *));
-	if (!pt->buckets)
-		abort();
+	pt->buckets = rt_xcalloc(pt->nbuckets, sizeof(pt_topic *));
 	rt_trap_exit(true); /* the supervisor's shutdown waits behind queued broadcasts */
 	return RT_OK;
 }
@@ -851,9 +849,7 @@ static const rt_behaviour part_behaviour = {
 ch_pubsub *
 ch_ps_start(const ch_ps_opts *opts)
 {
-	ch_pubsub *ps = calloc(1, sizeof(*ps));
-	if (!ps)
-		abort();
+	ch_pubsub *ps = rt_xcalloc(1, sizeof(*ps));
 	if (opts) {
 		ps->adapter = opts->adapter;
 		ps->adapter_ctx = opts->adapter_ctx;
@@ -862,9 +858,7 @@ ch_ps_start(const ch_ps_opts *opts)
 	for (int i = 0; i < NSHARDS; i++) {
 		pthread_mutex_init(&ps->shards[i].lock, NULL);
 		ps->shards[i].nbuckets = 16;
-		ps->shards[i].buckets = calloc(16, sizeof(ix_topic *));
-		if (!ps->shards[i].buckets)
-			abort();
+		ps->shards[i].buckets = rt_xcalloc(16, sizeof(ix_topic *));
 	}
 	int n = rt_schedulers();
 	ps->nparts = n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;

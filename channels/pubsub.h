@@ -51,7 +51,8 @@ typedef struct ch_pubsub ch_pubsub;
 /* Bytes of a subscription's value. */
 #define CH_PS_VALUE_SIZE 24
 
-/* One subscription, as a dispatcher sees it. */
+/* One subscription, as a dispatcher sees it: owned by the partition process
+ * that holds the topic; borrowed read-only by the dispatcher during dispatch. */
 typedef struct ch_ps_sub {
 	rt_pid pid;
 	_Alignas(8) unsigned char value[CH_PS_VALUE_SIZE];
@@ -64,6 +65,8 @@ typedef struct ch_ps_bcast ch_ps_bcast;
  * broadcast (e.g. the frame encoded for each serializer). */
 #define CH_PS_CACHE_SLOTS 4
 
+/* A dispatcher: constant data (normally static const), read by every
+ * partition process; its callbacks run in the partition that calls them. */
 typedef struct ch_ps_dispatcher {
 	const char *name; /* unique; names the dispatcher to other nodes */
 	/* Delivers b to the n subscriptions of one partition (run by the
@@ -87,6 +90,8 @@ typedef struct ch_ps_dispatcher {
 /* Sends each subscriber but the sender a message {tag, message buffer}. */
 extern const ch_ps_dispatcher ch_ps_default_dispatcher;
 
+/* A cluster adapter: constant data given to ch_ps_start; its callbacks are
+ * called from any thread that publishes (ctx must be thread-safe). */
 typedef struct ch_ps_adapter {
 	const char *name;
 	/* This node's name. */
@@ -100,6 +105,8 @@ typedef struct ch_ps_adapter {
 	                        const rt_buf *message, const char *dispatcher);
 } ch_ps_adapter;
 
+/* Options of ch_ps_start: the caller's, read during the call (adapter and
+ * dispatchers must outlive the PubSub). */
 typedef struct ch_ps_opts {
 	const ch_ps_adapter *adapter; /* NULL: this node alone */
 	void *adapter_ctx;

@@ -13,55 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- UTF-8 and JSON scanning ------------------------------------------------ */
+#include "runtime/utf8.h"
 
-/* Length of the valid UTF-8 sequence at p (avail bytes left), or 0 when invalid. */
-static size_t
-utf8_len(const uint8_t *p, size_t avail)
-{
-	uint8_t c = p[0];
-	uint8_t lo = 0x80, hi = 0xBF;
-	size_t n;
-	if (c < 0x80)
-		return 1;
-	if (c < 0xC2)
-		return 0; /* continuation byte or overlong 2-byte lead */
-	if (c < 0xE0) {
-		n = 2;
-	} else if (c < 0xF0) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0; /* overlong */
-		else if (c == 0xED)
-			hi = 0x9F; /* UTF-16 surrogates */
-	} else if (c < 0xF5) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xF4)
-			hi = 0x8F; /* above U+10FFFF */
-	} else {
-		return 0;
-	}
-	if (avail < n || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-	return n;
-}
-
-static int
-utf8_valid(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len(p + i, n - i);
-		if (!k)
-			return 0;
-		i += k;
-	}
-	return 1;
-}
+/* ---- JSON scanning (UTF-8: runtime/utf8.h) ------------------------------------- */
 
 static const uint8_t *
 skip_ws(const uint8_t *p, const uint8_t *end)
@@ -153,8 +107,10 @@ scan_string(const uint8_t *p, const uint8_t *end)
 			}
 		} else if (c < 0x20) {
 			return NULL;
+		} else if (c < 0x80) {
+			p++;
 		} else {
-			size_t k = utf8_len(p, (size_t)(end - p));
+			size_t k = rt_utf8_seq_len(p, (size_t)(end - p));
 			if (!k)
 				return NULL;
 			p += k;
@@ -376,6 +332,7 @@ scan_value(const uint8_t *p, const uint8_t *end, int max_depth)
 
 /* ---- decoding ----------------------------------------------------------------- */
 
+/* A span of the frame being decoded: on the decoding thread's stack. */
 typedef struct span {
 	const uint8_t *p, *end;
 } span;
@@ -386,7 +343,8 @@ span_len(span s)
 	return (size_t)(s.end - s.p);
 }
 
-/* Bump allocation inside the message's single block. */
+/* Bump allocation inside the message's single block: on the decoding
+ * thread's stack, for one decode. */
 typedef struct arena {
 	uint8_t *base;
 	size_t used, cap;
@@ -660,11 +618,11 @@ decode_v2_binary(const uint8_t *data, size_t len, ch_msg *out, const char **err)
 		return fail(out, err, "binary frame sizes exceed the frame");
 	const uint8_t *j = data + 5, *r = j + jl, *t = r + rl, *e = t + tl, *d = e + el;
 	size_t dl = len - (size_t)(d - data);
-	if (!utf8_valid(j, jl) || !utf8_valid(r, rl))
+	if (!rt_utf8_valid(j, jl) || !rt_utf8_valid(r, rl))
 		return fail(out, err, "binary frame ref is not UTF-8");
-	if (!utf8_valid(t, tl) || memchr(t, 0, tl))
+	if (!rt_utf8_valid(t, tl) || memchr(t, 0, tl))
 		return fail(out, err, "binary frame topic is not UTF-8 text");
-	if (!utf8_valid(e, el) || memchr(e, 0, el))
+	if (!rt_utf8_valid(e, el) || memchr(e, 0, el))
 		return fail(out, err, "binary frame event is not UTF-8 text");
 	size_t jq = json_string_len(j, jl), rq = json_string_len(r, rl);
 	size_t need = jq + rq + tl + el + dl + 5;
@@ -823,7 +781,7 @@ ch_json_append_string(rt_buf **b, const char *s, size_t n)
 		return -1;
 	if (!*b)
 		*b = rt_buf_alloc(n + 16);
-	if (!utf8_valid(u, n))
+	if (!rt_utf8_valid(u, n))
 		return -1;
 	*b = rt_buf_reserve(*b, n + 2);
 	char tmp[8];

@@ -60,6 +60,7 @@ typedef enum ch_frame {
  * A decoded client message.  All strings are NUL-terminated and owned by the
  * message (one allocation; do not free fields individually).  payload may be
  * taken over by the caller: set m->payload = NULL before ch_msg_free.
+ * Owned by the decoder's caller (one thread: the socket's transport process).
  */
 typedef struct ch_msg {
 	char *join_ref;          /* raw JSON token ("\"3\"", "3", "null"), NULL when absent (V1) */
@@ -140,8 +141,9 @@ int ch_json_append_string(rt_buf **b, const char *s, size_t n);
  * unchanged in length when Phoenix could not encode it either: V1 with a
  * binary payload, a binary-frame field over 255 bytes, a V2 push/broadcast
  * payload that is not a JSON object, invalid UTF-8 in topic/event/status, an
- * array/object ref in a binary frame, vsn not 1 or 2.  join_ref / ref are raw
- * JSON tokens (NULL = null); payload texts are trusted to be valid JSON.
+ * array/object ref in a binary frame, vsn not CH_VSN_1 or CH_VSN_2.  join_ref /
+ * ref are raw JSON tokens (NULL = null); payload texts are trusted to be
+ * valid JSON.
  */
 
 /*

@@ -32,6 +32,8 @@
  * (1008) rather than growing the node's memory. */
 #define CHANNEL_BACKLOG_MAX 10000
 
+/* A joined channel of a socket: owned by the socket (its transport
+ * process), like everything below. */
 typedef struct chan_ent {
 	char *topic;
 	char *join_ref; /* the join message's raw join_ref (may be NULL for V1) */
@@ -39,6 +41,8 @@ typedef struct chan_ent {
 	uint64_t mon;
 } chan_ent;
 
+/* A frame or message held back while the socket is blocked: owned by the
+ * socket's pending state (transport process only). */
 typedef struct deferred {
 	struct deferred *next;
 	bool is_frame; /* a client frame, else a runtime message */
@@ -54,7 +58,7 @@ enum block { B_NONE, B_JOINING, B_DUPLICATE };
 
 /* State needed only while the socket is blocked (a join or a duplicate join
  * in progress) or has work deferred: allocated on demand, so that an idle
- * socket stays small. */
+ * socket stays small.  Owned by the socket (transport process only). */
 typedef struct pending {
 	/* B_JOINING */
 	rt_pid join_pid;
@@ -73,6 +77,9 @@ typedef struct pending {
 	bool overflowed;
 } pending;
 
+/* A client's socket: owned by its transport process, which alone writes it.
+ * The fastlane reads `block` and `t` (ch_socket_push_local) from the same
+ * scheduler thread, only while the transport is idle, so never concurrently. */
 struct ch_socket {
 	ch_endpoint *ep;
 	ch_transport t;
@@ -89,9 +96,7 @@ static pending *
 pd_get(ch_socket *s)
 {
 	if (!s->pd) {
-		s->pd = calloc(1, sizeof(pending));
-		if (!s->pd)
-			abort();
+		s->pd = rt_xcalloc(1, sizeof(pending));
 	}
 	return s->pd;
 }
@@ -201,9 +206,7 @@ dup_or_null(const char *p)
 {
 	if (!p)
 		return NULL;
-	char *d = strdup(p);
-	if (!d)
-		abort();
+	char *d = rt_xstrdup(p);
 	return d;
 }
 
@@ -222,9 +225,7 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 		s->pd->overflowed = true;
 		return false;
 	}
-	deferred *d = malloc(sizeof(*d) + len);
-	if (!d)
-		abort();
+	deferred *d = rt_xmalloc(sizeof(*d) + len);
 	d->next = NULL;
 	d->is_frame = is_frame;
 	d->binary = binary;
@@ -247,9 +248,7 @@ defer(ch_socket *s, bool is_frame, bool binary, uint32_t tag, rt_pid from, rt_bu
 static void
 defer_front_frame(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 {
-	deferred *d = malloc(sizeof(*d) + len);
-	if (!d)
-		abort();
+	deferred *d = rt_xmalloc(sizeof(*d) + len);
 	memset(d, 0, sizeof(*d));
 	d->is_frame = true;
 	d->binary = binary;
@@ -315,9 +314,7 @@ start_join(ch_socket *s, const ch_msg *m, const ch_channel_ops *ops)
 	size_t al = s->assigns_json ? strlen(s->assigns_json) : 0;
 	size_t il = s->id ? strlen(s->id) : 0;
 	size_t size = sizeof(chan_start) + tl + jl + pl + al + il + 5;
-	chan_start *cs = malloc(size);
-	if (!cs)
-		abort();
+	chan_start *cs = rt_xmalloc(size);
 	memset(cs, 0, sizeof(*cs));
 	cs->ops = ops;
 	cs->ep = s->ep;
@@ -369,9 +366,7 @@ end_join(ch_socket *s, bool ok, const char *response)
 	if (ok) {
 		if (s->nchans == s->capchans) {
 			s->capchans = s->capchans ? s->capchans * 2 : 1;
-			s->chans = realloc(s->chans, s->capchans * sizeof(chan_ent));
-			if (!s->chans)
-				abort();
+			s->chans = rt_xrealloc(s->chans, s->capchans * sizeof(chan_ent));
 		}
 		s->chans[s->nchans++] = (chan_ent){.topic = s->pd->join_topic,
 		                                   .join_ref = s->pd->join_join_ref,
@@ -468,9 +463,7 @@ static bool
 raw_topic_routed(const ch_socket *s, const char *topic_json)
 {
 	size_t cap = strlen(topic_json) + 1;
-	char *t = malloc(cap);
-	if (!t)
-		abort();
+	char *t = rt_xmalloc(cap);
 	long n = ch_ref_string(topic_json, t, cap);
 	bool hit = false;
 	const ch_socket_handler *h = s->ep->handler;
@@ -706,9 +699,9 @@ static int
 parse_vsn(const char *v)
 {
 	if (!v || strcmp(v, "1.0.0") == 0 || strncmp(v, "1.0.", 4) == 0)
-		return 1;
+		return CH_VSN_1;
 	if (strcmp(v, "2.0.0") == 0 || strncmp(v, "2.0.", 4) == 0)
-		return 2;
+		return CH_VSN_2;
 	return 0;
 }
 
@@ -726,15 +719,13 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 	const ch_socket_handler *h = ep->handler;
 	cJSON *assigns = cJSON_CreateObject();
 	if (!assigns)
-		abort();
+		rt_oom("cJSON_CreateObject", sizeof(cJSON));
 	if (h && h->connect && h->connect(ep, params, info, assigns) != CH_OK) {
 		cJSON_Delete(assigns);
 		*http_status = 403;
 		return NULL;
 	}
-	ch_socket *s = calloc(1, sizeof(*s));
-	if (!s)
-		abort();
+	ch_socket *s = rt_xcalloc(1, sizeof(*s));
 	s->ep = ep;
 	s->t = *t;
 	s->vsn = (uint8_t)vsn;

@@ -4,11 +4,13 @@
  * The payload is Erlang's external term format for {data, signed_at_ms,
  * max_age_s}; this file writes it exactly as term_to_binary/1 does for the
  * supported terms and reads it with a small bounds-checked decoder that only
- * knows those terms.  Base64url decoding follows Elixir's
+ * knows those terms.  Base64url (b64.h) decoding follows Elixir's
  * Base.url_decode64(padding: false): padding is optional, unused low bits of
  * the last character are ignored, a length of 1 mod 4 is an error.
  */
 #include "channels/token.h"
+
+#include "channels/b64.h"
 
 #include <math.h>
 #include <openssl/crypto.h>
@@ -40,6 +42,8 @@ enum {
 /* The largest term payload accepted: a 3-tuple of a maximal binary and two bigs. */
 #define TERM_MAX (3 + 5 + CH_TOKEN_MAX_BINARY + 2 * 11 + 16)
 
+/* A derived key: written once by ch_token_key_new, then read-only, so any
+ * thread may use it; freed by its owner (the endpoint's cache, or the caller). */
 struct ch_token_key {
 	unsigned char key[KEY_LEN];
 };
@@ -111,95 +115,6 @@ ch_token_result_name(ch_token_result r)
 	return "unknown";
 }
 
-/* ---- base64url ------------------------------------------------------------ */
-
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Encodes n bytes without padding into out (room for b64_len(n) bytes); returns the length. */
-static size_t
-b64url_encode(const uint8_t *in, size_t n, char *out)
-{
-	size_t o = 0, i = 0;
-	for (; i + 3 <= n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-		out[o++] = b64url_alphabet[v >> 18];
-		out[o++] = b64url_alphabet[(v >> 12) & 63];
-		out[o++] = b64url_alphabet[(v >> 6) & 63];
-		out[o++] = b64url_alphabet[v & 63];
-	}
-	if (n - i == 1) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		out[o++] = b64url_alphabet[v >> 18];
-		out[o++] = b64url_alphabet[(v >> 12) & 63];
-	} else if (n - i == 2) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-		out[o++] = b64url_alphabet[v >> 18];
-		out[o++] = b64url_alphabet[(v >> 12) & 63];
-		out[o++] = b64url_alphabet[(v >> 6) & 63];
-	}
-	return o;
-}
-
-static size_t
-b64_len(size_t n)
-{
-	return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0);
-}
-
-static int
-b64url_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/*
- * Decodes as Base.url_decode64(s, padding: false): trailing "=" padding is
- * allowed when it completes a 4-character group, leftover low bits are
- * dropped.  Writes at most cap bytes; returns the length or -1.
- */
-static long
-b64url_decode(const char *s, size_t n, uint8_t *out, size_t cap)
-{
-	if (n % 4 == 0 && n >= 4) {
-		if (s[n - 1] == '=' && s[n - 2] == '=')
-			n -= 2;
-		else if (s[n - 1] == '=')
-			n -= 1;
-	}
-	if (n % 4 == 1)
-		return -1;
-	size_t outlen = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
-	if (outlen > cap)
-		return -1;
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64url_value((unsigned char)s[i]);
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (uint8_t)(acc >> bits);
-			acc &= (1u << bits) - 1;
-		}
-	}
-	return (long)o;
-}
-
 /* ---- term encoding ---------------------------------------------------------- */
 
 /* Writes v as term_to_binary does (97, 98 or 110); returns the bytes written (at most 11). */
@@ -269,6 +184,7 @@ etf_put_token_term(uint8_t *p, const ch_token_data *d, int64_t signed_at_ms, int
 
 /* ---- term decoding ---------------------------------------------------------- */
 
+/* A cursor over a term being decoded: on the verifying thread's stack. */
 typedef struct etf_reader {
 	const uint8_t *p;
 	size_t len, pos;
@@ -365,6 +281,8 @@ typedef enum max_age_kind {
 	MAX_AGE_OTHER,    /* another atom: Plug.Crypto would raise when it is used */
 } max_age_kind;
 
+/* A max_age read from a token or given by the caller: a plain value on the
+ * verifying thread's stack. */
 typedef struct max_age {
 	max_age_kind kind;
 	int64_t secs;
@@ -531,18 +449,18 @@ ch_token_sign(const ch_token_key *k, const ch_token_data *data, int64_t signed_a
 	if (!tlen)
 		return -1;
 	size_t plen = sizeof(protected_hs256) - 1;
-	size_t need = plen + 1 + b64_len(tlen) + 1 + b64_len(32) + 1;
+	size_t need = plen + 1 + CH_B64URL_LEN(tlen) + 1 + CH_B64URL_LEN(32) + 1;
 	if (outcap < need)
 		return -1;
 	size_t o = 0;
 	memcpy(out, protected_hs256, plen);
 	o += plen;
 	out[o++] = '.';
-	o += b64url_encode(term, tlen, out + o);
+	o += ch_b64url_encode(term, tlen, out + o);
 	if (!HMAC(EVP_sha256(), k->key, KEY_LEN, (const unsigned char *)out, o, mac, &maclen))
 		return -1;
 	out[o++] = '.';
-	o += b64url_encode(mac, maclen, out + o);
+	o += ch_b64url_encode(mac, maclen, out + o);
 	out[o] = 0;
 	return (int)o;
 }
@@ -586,7 +504,7 @@ ch_token_verify(const ch_token_key *k, const char *token, size_t len, int64_t ma
 	else
 		return CH_TOKEN_INVALID;
 
-	long slen = b64url_decode(sig_text, sig_len, sig, sizeof(sig));
+	long slen = ch_b64url_decode(sig_text, sig_len, sig, sizeof(sig));
 	if (slen < 0)
 		return CH_TOKEN_INVALID;
 	if (!HMAC(md, k->key, KEY_LEN, (const unsigned char *)token, (size_t)(dot2 - token), mac,
@@ -596,7 +514,7 @@ ch_token_verify(const ch_token_key *k, const char *token, size_t len, int64_t ma
 		return CH_TOKEN_INVALID;
 
 	/* Authentic: now look inside. */
-	long tlen = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), term, sizeof(term));
+	long tlen = ch_b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), term, sizeof(term));
 	if (tlen < 0)
 		return CH_TOKEN_INVALID;
 	int64_t signed_at;

@@ -55,7 +55,8 @@ typedef enum ch_token_type {
 	CH_TOKEN_BINARY = 2,  /* an Elixir binary (string) */
 } ch_token_type;
 
-/* The data inside a token. */
+/* The data inside a token: a plain value in the caller's memory, written by
+ * ch_token_verify / the setters, read by whoever holds it (one thread). */
 typedef struct ch_token_data {
 	ch_token_type type;
 	int64_t integer;                      /* CH_TOKEN_INTEGER: the value */

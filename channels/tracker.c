@@ -49,6 +49,7 @@
 #include "channels/tracker.h"
 #include "runtime/hash.h"
 #include "runtime/pidmap.h"
+#include "runtime/xalloc.h"
 
 enum {
 	TRK_MSG_OP = 0xFFFE0200u, /* wake-up: apply the oldest queued request */
@@ -189,9 +190,7 @@ dup_or_null(const char *s)
 {
 	if (!s)
 		return NULL;
-	char *d = strdup(s);
-	if (!d)
-		abort();
+	char *d = rt_xstrdup(s);
 	return d;
 }
 
@@ -200,9 +199,7 @@ static void
 pend_report(void *ud, const char *topic, const char *key, const char *meta, bool join)
 {
 	shard_slot *sl = ud;
-	pend_item *it = malloc(sizeof(*it));
-	if (!it)
-		abort();
+	pend_item *it = rt_xmalloc(sizeof(*it));
 	it->next = NULL;
 	it->seq = sl->pend_seq++;
 	it->join = join;
@@ -238,11 +235,9 @@ flush_pending(shard_slot *sl)
 		n++;
 	if (!n)
 		return;
-	pend_item **v = malloc(n * sizeof(*v));
-	trk_item *joins = malloc(n * sizeof(*joins));
-	trk_item *leaves = malloc(n * sizeof(*leaves));
-	if (!v || !joins || !leaves)
-		abort();
+	pend_item **v = rt_xmalloc(n * sizeof(*v));
+	trk_item *joins = rt_xmalloc(n * sizeof(*joins));
+	trk_item *leaves = rt_xmalloc(n * sizeof(*leaves));
 	size_t i = 0;
 	for (pend_item *it = sl->pend_head; it; it = it->next)
 		v[i++] = it;
@@ -470,9 +465,7 @@ trk_start(const trk_opts *opts)
 {
 	if (!opts || !opts->diff)
 		return NULL;
-	trk_tracker *t = calloc(1, sizeof(*t));
-	if (!t)
-		abort();
+	trk_tracker *t = rt_xcalloc(1, sizeof(*t));
 	t->nshards = opts->shards > 0 ? opts->shards : rt_schedulers();
 	if (t->nshards < 1)
 		t->nshards = 1;
@@ -480,12 +473,10 @@ trk_start(const trk_opts *opts)
 	t->max_pending = opts->max_pending ? opts->max_pending : 10000;
 	t->diff = opts->diff;
 	t->ud = opts->ud;
-	t->slots = calloc((size_t)t->nshards, sizeof(shard_slot));
-	t->ids = calloc((size_t)t->nshards, sizeof(*t->ids));
-	rt_child_spec *kids = calloc((size_t)t->nshards, sizeof(rt_child_spec));
-	shard_slot **args = calloc((size_t)t->nshards, sizeof(*args));
-	if (!t->slots || !t->ids || !kids || !args)
-		abort();
+	t->slots = rt_xcalloc((size_t)t->nshards, sizeof(shard_slot));
+	t->ids = rt_xcalloc((size_t)t->nshards, sizeof(*t->ids));
+	rt_child_spec *kids = rt_xcalloc((size_t)t->nshards, sizeof(rt_child_spec));
+	shard_slot **args = rt_xcalloc((size_t)t->nshards, sizeof(*args));
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* the shard's writes are short; readers must not starve it */
@@ -640,9 +631,7 @@ enqueue(shard_slot *sl, trk_op *op)
 static trk_op *
 op_new(op_kind kind, rt_pid pid, const char *topic, const char *key, const char *meta)
 {
-	trk_op *op = calloc(1, sizeof(*op));
-	if (!op)
-		abort();
+	trk_op *op = rt_xcalloc(1, sizeof(*op));
 	op->kind = kind;
 	op->pid = pid;
 	op->topic = dup_or_null(topic);

@@ -52,6 +52,8 @@ typedef struct trk_dot {
 	uint64_t clock;
 } trk_dot;
 
+/* One element of a trk_delta: a plain value owned by the delta that holds it
+ * (its strings too); read by whoever holds the delta. */
 typedef struct trk_value {
 	trk_dot tag;
 	rt_pid pid; /* meaningful on the tag's replica only */

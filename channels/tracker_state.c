@@ -34,6 +34,7 @@
 #include "channels/tracker.h"
 #include "runtime/hash.h"
 #include "runtime/pidmap.h"
+#include "runtime/xalloc.h"
 
 /* ------------------------------------------------------------------ hash index */
 
@@ -50,30 +51,12 @@ typedef struct htab {
 	size_t n;
 } htab;
 
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n ? n : 1, size);
-	if (!p)
-		abort();
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char *d = strdup(s);
-	if (!d)
-		abort();
-	return d;
-}
-
 static void
 ht_add(htab *t, hnode *x, uint64_t h)
 {
 	if (t->n + 1 > t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 16;
-		hnode **b = xcalloc(cap, sizeof(*b));
+		hnode **b = rt_xcalloc(cap, sizeof(*b));
 		for (size_t i = 0; i < t->cap; i++)
 			for (hnode *y = t->b[i], *nx; y; y = nx) {
 				nx = y->next;
@@ -125,6 +108,7 @@ mix64(uint64_t x)
 
 typedef struct trk_entry trk_entry;
 
+/* A topic's record (topics index): owned by its trk_state. */
 typedef struct trk_topic {
 	hnode hn;
 	char *name;
@@ -132,6 +116,7 @@ typedef struct trk_topic {
 	size_t members, nkeys;
 } trk_topic;
 
+/* A (topic, key) record (keys index): owned by its trk_state. */
 typedef struct trk_keyrec {
 	hnode hn;
 	trk_topic *topic;
@@ -140,6 +125,7 @@ typedef struct trk_keyrec {
 	trk_entry *head, *tail; /* doubly linked through kprev/knext, oldest first */
 } trk_keyrec;
 
+/* A pid's record (pids index): owned by its trk_state. */
 typedef struct trk_pidrec {
 	hnode hn;
 	rt_pid pid;
@@ -147,6 +133,7 @@ typedef struct trk_pidrec {
 	trk_entry *head;
 } trk_pidrec;
 
+/* One element (a presence): owned by its trk_state. */
 struct trk_entry {
 	hnode hn; /* by tag */
 	trk_keyrec *kr;
@@ -163,6 +150,7 @@ struct trk_entry {
 	char *meta;
 };
 
+/* A replica the state knows of: owned by its trk_state (reps[]). */
 typedef struct replica {
 	char name[TRK_REPLICA_MAX];
 	uint64_t ctx;      /* every dot up to here was seen */
@@ -174,6 +162,9 @@ typedef struct replica {
 
 #define MAX_REPLICAS 1024
 
+/* A tracker state: written by one thread at a time (the shard process);
+ * readers hold the shard's read lock (tracker.c).  Every record above
+ * (topics, keys, pids, entries, replicas) is its own. */
 struct trk_state {
 	replica *reps; /* [0]: the local replica, whose ctx is its clock */
 	size_t nreps, capreps;
@@ -259,13 +250,13 @@ key_link(trk_state *s, trk_entry *e, const char *topic, const char *key)
 	if (!k) {
 		trk_topic *t = find_topic(s, topic);
 		if (!t) {
-			t = xcalloc(1, sizeof(*t));
-			t->name = xstrdup(topic);
+			t = rt_xcalloc(1, sizeof(*t));
+			t->name = rt_xstrdup(topic);
 			ht_add(&s->topics, &t->hn, rt_hash_str(topic));
 		}
-		k = xcalloc(1, sizeof(*k));
+		k = rt_xcalloc(1, sizeof(*k));
 		k->topic = t;
-		k->key = xstrdup(key);
+		k->key = rt_xstrdup(key);
 		k->prev = t->keys_tail;
 		if (t->keys_tail)
 			t->keys_tail->next = k;
@@ -341,8 +332,8 @@ static void
 park(trk_state *s, trk_entry *e)
 {
 	replica *r = &s->reps[e->replica];
-	e->ptopic = xstrdup(e->kr->topic->name);
-	e->pkey = xstrdup(e->kr->key);
+	e->ptopic = rt_xstrdup(e->kr->topic->name);
+	e->pkey = rt_xstrdup(e->kr->key);
 	key_unlink(s, e);
 	e->parked = true;
 	e->pprev = NULL;
@@ -371,17 +362,17 @@ static trk_entry *
 entry_new(trk_state *s, uint32_t replica, uint64_t clock, rt_pid pid, const char *topic,
           const char *key, const char *meta)
 {
-	trk_entry *e = xcalloc(1, sizeof(*e));
+	trk_entry *e = rt_xcalloc(1, sizeof(*e));
 	e->replica = replica;
 	e->clock = clock;
 	e->pid = pid;
-	e->meta = xstrdup(meta);
+	e->meta = rt_xstrdup(meta);
 	ht_add(&s->tags, &e->hn, tag_hash(replica, clock));
 	key_link(s, e, topic, key);
 	if (replica == 0) {
 		trk_pidrec *p = find_pid(s, pid);
 		if (!p) {
-			p = xcalloc(1, sizeof(*p));
+			p = rt_xcalloc(1, sizeof(*p));
 			p->pid = pid;
 			ht_add(&s->pids, &p->hn, mix64(pid));
 		}
@@ -428,9 +419,7 @@ delta_dot(trk_state *s, uint32_t replica, uint64_t clock)
 {
 	if (s->ndcloud == s->capdcloud) {
 		s->capdcloud = s->capdcloud ? s->capdcloud * 2 : 64;
-		s->dcloud = realloc(s->dcloud, s->capdcloud * sizeof(trk_dot));
-		if (!s->dcloud)
-			abort();
+		s->dcloud = rt_xrealloc(s->dcloud, s->capdcloud * sizeof(trk_dot));
 	}
 	s->dcloud[s->ndcloud++] = (trk_dot){replica, clock};
 }
@@ -528,9 +517,9 @@ compact(trk_state *s, bool purge)
 trk_state *
 trk_state_new(const char *name)
 {
-	trk_state *s = xcalloc(1, sizeof(*s));
+	trk_state *s = rt_xcalloc(1, sizeof(*s));
 	s->capreps = 4;
-	s->reps = xcalloc(s->capreps, sizeof(replica));
+	s->reps = rt_xcalloc(s->capreps, sizeof(replica));
 	s->nreps = 1;
 	size_t n = strlen(name);
 	if (n >= TRK_REPLICA_MAX)
@@ -643,7 +632,7 @@ trk_state_update(trk_state *s, rt_pid pid, const char *topic, const char *key, c
 	trk_entry *e = find_local(s, pid, topic, key);
 	if (!e)
 		return -1;
-	char *m = xstrdup(meta);
+	char *m = rt_xstrdup(meta);
 	/* remove-like delta for the old tag, then an add-like one under a new tag */
 	delta_dot(s, 0, e->clock);
 	delta_unlink(s, e);
@@ -753,9 +742,7 @@ trk_state_replica_up(trk_state *s, const char *name, trk_report_fn report, void 
 		return -1;
 	if (s->nreps == s->capreps) {
 		s->capreps *= 2;
-		s->reps = realloc(s->reps, s->capreps * sizeof(replica));
-		if (!s->reps)
-			abort();
+		s->reps = rt_xrealloc(s->reps, s->capreps * sizeof(replica));
 	}
 	replica *rep = &s->reps[s->nreps++];
 	memset(rep, 0, sizeof(*rep));
@@ -777,7 +764,7 @@ trk_state_replica_down(trk_state *s, const char *name, trk_report_fn report, voi
 	s->reps[r].down = true;
 	/* its elements: collected first, parking changes the lists */
 	size_t n = 0, cap = 16;
-	trk_entry **v = xcalloc(cap, sizeof(*v));
+	trk_entry **v = rt_xcalloc(cap, sizeof(*v));
 	for (size_t i = 0; i < s->tags.cap; i++)
 		for (hnode *x = s->tags.b[i]; x; x = x->next) {
 			trk_entry *e = container_of(x, trk_entry, hn);
@@ -785,9 +772,7 @@ trk_state_replica_down(trk_state *s, const char *name, trk_report_fn report, voi
 				continue;
 			if (n == cap) {
 				cap *= 2;
-				v = realloc(v, cap * sizeof(*v));
-				if (!v)
-					abort();
+				v = rt_xrealloc(v, cap * sizeof(*v));
 			}
 			v[n++] = e;
 		}
@@ -830,16 +815,16 @@ trk_state_has_delta(const trk_state *s)
 static trk_delta *
 delta_alloc(const trk_state *s, size_t ncloud, size_t nvalues)
 {
-	trk_delta *d = xcalloc(1, sizeof(*d));
+	trk_delta *d = rt_xcalloc(1, sizeof(*d));
 	d->nreplicas = s->nreps;
-	d->replicas = xcalloc(s->nreps, TRK_REPLICA_MAX);
-	d->context = xcalloc(s->nreps, sizeof(uint64_t));
-	d->start = xcalloc(s->nreps, sizeof(uint64_t));
-	d->end = xcalloc(s->nreps, sizeof(uint64_t));
+	d->replicas = rt_xcalloc(s->nreps, TRK_REPLICA_MAX);
+	d->context = rt_xcalloc(s->nreps, sizeof(uint64_t));
+	d->start = rt_xcalloc(s->nreps, sizeof(uint64_t));
+	d->end = rt_xcalloc(s->nreps, sizeof(uint64_t));
 	for (size_t r = 0; r < s->nreps; r++)
 		memcpy(d->replicas[r], s->reps[r].name, TRK_REPLICA_MAX);
-	d->cloud = xcalloc(ncloud, sizeof(trk_dot));
-	d->values = xcalloc(nvalues, sizeof(trk_value));
+	d->cloud = rt_xcalloc(ncloud, sizeof(trk_dot));
+	d->values = rt_xcalloc(nvalues, sizeof(trk_value));
 	return d;
 }
 
@@ -848,9 +833,9 @@ value_set(trk_value *v, const trk_entry *e)
 {
 	v->tag = (trk_dot){e->replica, e->clock};
 	v->pid = e->pid;
-	v->topic = xstrdup(entry_topic(e));
-	v->key = xstrdup(entry_key(e));
-	v->meta = xstrdup(e->meta);
+	v->topic = rt_xstrdup(entry_topic(e));
+	v->key = rt_xstrdup(entry_key(e));
+	v->meta = rt_xstrdup(e->meta);
 }
 
 trk_delta *
@@ -944,8 +929,8 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 {
 	if (!d || d->nreplicas == 0)
 		return;
-	int *map = xcalloc(d->nreplicas, sizeof(int));
-	int *inv = xcalloc(s->nreps, sizeof(int));
+	int *map = rt_xcalloc(d->nreplicas, sizeof(int));
+	int *inv = rt_xcalloc(s->nreps, sizeof(int));
 	for (size_t r = 0; r < s->nreps; r++)
 		inv[r] = -1;
 	for (size_t i = 0; i < d->nreplicas; i++) {
@@ -984,7 +969,7 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 				           dot_key((uint32_t)map[dot->replica], dot->clock), 0);
 		}
 		size_t ngone = 0, capgone = 16;
-		trk_entry **gone = xcalloc(capgone, sizeof(*gone));
+		trk_entry **gone = rt_xcalloc(capgone, sizeof(*gone));
 		for (size_t i = 0; i < s->tags.cap; i++)
 			for (hnode *x = s->tags.b[i]; x; x = x->next) {
 				trk_entry *e = container_of(x, trk_entry, hn);
@@ -997,9 +982,7 @@ trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, void *ud
 				if (saw && !pidmap_get(&has, k, &unused)) {
 					if (ngone == capgone) {
 						capgone *= 2;
-						gone = realloc(gone, capgone * sizeof(*gone));
-						if (!gone)
-							abort();
+						gone = rt_xrealloc(gone, capgone * sizeof(*gone));
 					}
 					gone[ngone++] = e;
 				}

@@ -94,7 +94,7 @@ bool ch_socket_info(ch_socket *s, rt_msg *m);
  * transport exit); s is freed. */
 void ch_socket_close(ch_socket *s, const char *reason);
 
-/* The serializer version in use (1 or 2). */
+/* The serializer version in use (CH_VSN_1 or CH_VSN_2). */
 int ch_socket_vsn(const ch_socket *s);
 
 #endif /* channels_transport_h */

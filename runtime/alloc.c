@@ -42,9 +42,7 @@ rt_alloc(size_t size)
 {
 	int c = size_class(size);
 	if (c < 0) {
-		void *p = malloc(size);
-		if (!p)
-			abort();
+		void *p = rt_xmalloc(size);
 		return p;
 	}
 	class_cache *cc = &tl_cache[c];
@@ -54,9 +52,7 @@ rt_alloc(size_t size)
 		cc->n--;
 		return b;
 	}
-	void *p = malloc((size_t)1 << (c + MIN_SHIFT));
-	if (!p)
-		abort();
+	void *p = rt_xmalloc((size_t)1 << (c + MIN_SHIFT));
 	return p;
 }
 

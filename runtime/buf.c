@@ -1,5 +1,6 @@
 /* Refcounted byte buffers; see buf.h for the ownership rules. */
 #include "runtime/buf.h"
+#include "runtime/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +12,7 @@ buf_grow(rt_buf *b, size_t need)
 	size_t cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap *= 2;
-	rt_buf *nb = realloc(b, sizeof(*b) + cap);
-	if (!nb)
-		abort();
+	rt_buf *nb = rt_xrealloc(b, sizeof(*b) + cap);
 	nb->cap = cap;
 	return nb;
 }
@@ -21,9 +20,7 @@ buf_grow(rt_buf *b, size_t need)
 rt_buf *
 rt_buf_alloc(size_t cap)
 {
-	rt_buf *b = malloc(sizeof(*b) + cap);
-	if (!b)
-		abort();
+	rt_buf *b = rt_xmalloc(sizeof(*b) + cap);
 	atomic_init(&b->refs, 1);
 	b->flags = 0;
 	b->len = 0;

@@ -115,9 +115,7 @@ void
 ebr_foreign_enter(void)
 {
 	if (!tl_foreign) {
-		tl_foreign = calloc(1, sizeof(*tl_foreign));
-		if (!tl_foreign)
-			abort();
+		tl_foreign = rt_xcalloc(1, sizeof(*tl_foreign));
 		ebr_register(tl_foreign);
 	}
 	ebr_online(tl_foreign);

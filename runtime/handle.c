@@ -145,8 +145,8 @@ spill(handle_table *t, idx_cache *c, uint32_t keep)
 	while (j < k) {
 		idx_batch *b = tl_spare;
 		tl_spare = NULL;
-		if (!b && !(b = malloc(sizeof(*b))))
-			abort();
+		if (!b)
+			b = rt_xmalloc(sizeof(*b));
 		b->next = NULL;
 		b->n = k - j < TL_BATCH ? k - j : TL_BATCH;
 		memcpy(b->idx, c->idx + j, b->n * sizeof(uint32_t));

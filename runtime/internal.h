@@ -20,6 +20,7 @@
 
 #include "runtime/pidmap.h"
 #include "runtime/rt.h"
+#include "runtime/xalloc.h"
 
 /* System signals travel in the mailbox with the messages, so that ordering
  * between a pair of processes holds for both (as erts does it). */

@@ -59,9 +59,7 @@ rt_io_open(int fd, int events, void *udata)
 		return NULL;
 	rt_proc *p = s->current;
 	rt_pin();
-	rt_io *io = calloc(1, sizeof(*io));
-	if (!io)
-		abort();
+	rt_io *io = rt_xcalloc(1, sizeof(*io));
 	io->owner = p->pid;
 	io->s = s;
 	io->udata = udata;

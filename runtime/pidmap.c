@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "runtime/pidmap.h"
+#include "runtime/xalloc.h"
 
 #define EMPTY ((rt_pid)0)
 #define TOMB ((rt_pid)1)
@@ -18,9 +19,7 @@ rehash(pidmap *m, uint32_t cap)
 {
 	pidmap_ent *old = m->slots;
 	uint32_t oldcap = m->cap;
-	m->slots = calloc(cap, sizeof(pidmap_ent));
-	if (!m->slots)
-		abort();
+	m->slots = rt_xcalloc(cap, sizeof(pidmap_ent));
 	m->cap = cap;
 	m->n = m->used = 0;
 	for (uint32_t i = 0; i < oldcap; i++)

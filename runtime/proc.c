@@ -117,9 +117,7 @@ proc_ext *
 proc_ext_get(rt_proc *p)
 {
 	if (!p->ext) {
-		p->ext = calloc(1, sizeof(proc_ext));
-		if (!p->ext)
-			abort();
+		p->ext = rt_xcalloc(1, sizeof(proc_ext));
 	}
 	return p->ext;
 }
@@ -265,9 +263,7 @@ mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, r
 {
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 1; /* most processes hold one monitor */
-		*v = realloc(*v, *cap * sizeof(struct mon));
-		if (!*v)
-			abort();
+		*v = rt_xrealloc(*v, *cap * sizeof(struct mon));
 	}
 	(*v)[*n].ref = ref;
 	(*v)[*n].pid = pid;
@@ -676,9 +672,7 @@ int
 rt_stop(const char *reason)
 {
 	rt_proc *p = self_proc("rt_stop");
-	char *r = strdup(reason ? reason : REASON_NORMAL);
-	if (!r)
-		abort();
+	char *r = rt_xstrdup(reason ? reason : REASON_NORMAL);
 	set_reason(p, r, true);
 	return RT_STOP;
 }
@@ -911,9 +905,7 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 		}
 		if (strcmp(e->reason, REASON_NORMAL) == 0)
 			return true;
-		char *r = strdup(e->reason);
-		if (!r)
-			abort();
+		char *r = rt_xstrdup(e->reason);
 		proc_exit(s, p, r, true, false);
 		return false;
 	}

@@ -1,42 +1,28 @@
 /*
- * Registered names (erlang:register/whereis): a chained hash table under one
- * mutex.  Registration is rare; lookups are short.  A process's name is
- * removed when it exits.
+ * Registered names (erlang:register/whereis): a string map (strmap.h) of
+ * name -> pid under one mutex.  Registration is rare; lookups are short.  A
+ * process's name is removed when it exits.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/hash.h"
 #include "runtime/internal.h"
+#include "runtime/strmap.h"
 
-#define NBUCKETS 256
 #define MAX_NAME 63
 
-typedef struct reg_entry {
-	struct reg_entry *next;
-	rt_pid pid;
-	char name[];
-} reg_entry;
+_Static_assert(sizeof(void *) >= sizeof(rt_pid), "a pid fits a map value");
 
 /* The name table is per runtime, like the pid table it complements. */
 static struct {
 	pthread_mutex_t lock;
-	reg_entry *buckets[NBUCKETS];
-} reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	rt_strmap names; /* name -> (void *)(uintptr_t)pid; pids are never 0 */
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .names = RT_STRMAP_INIT};
 
-static unsigned
-hash(const char *s)
+static rt_pid
+lookup(const char *name)
 {
-	return (unsigned)(rt_hash_str(s) % NBUCKETS);
-}
-
-static reg_entry **
-find(const char *name)
-{
-	reg_entry **pp = &reg.buckets[hash(name)];
-	while (*pp && strcmp((*pp)->name, name) != 0)
-		pp = &(*pp)->next;
-	return pp;
+	return (rt_pid)(uintptr_t)rt_strmap_get(&reg.names, name);
 }
 
 int
@@ -50,23 +36,13 @@ rt_register(const char *name)
 	if (x->name)
 		return -1;
 	pthread_mutex_lock(&reg.lock);
-	reg_entry **pp = find(name);
-	if (*pp) {
+	if (lookup(name)) {
 		pthread_mutex_unlock(&reg.lock);
 		return -1;
 	}
-	size_t n = strlen(name) + 1;
-	reg_entry *e = malloc(sizeof(*e) + n);
-	if (!e)
-		abort();
-	memcpy(e->name, name, n);
-	e->pid = p->pid;
-	e->next = NULL;
-	*pp = e;
+	rt_strmap_put(&reg.names, name, (void *)(uintptr_t)p->pid);
 	pthread_mutex_unlock(&reg.lock);
-	x->name = strdup(name);
-	if (!x->name)
-		abort();
+	x->name = rt_xstrdup(name);
 	return 0;
 }
 
@@ -74,15 +50,13 @@ static int
 unregister_pid(const char *name, rt_pid pid)
 {
 	pthread_mutex_lock(&reg.lock);
-	reg_entry **pp = find(name);
-	reg_entry *e = *pp;
-	if (!e || (pid && e->pid != pid)) {
+	rt_pid cur = lookup(name);
+	if (!cur || (pid && cur != pid)) {
 		pthread_mutex_unlock(&reg.lock);
 		return -1;
 	}
-	*pp = e->next;
+	rt_strmap_del(&reg.names, name);
 	pthread_mutex_unlock(&reg.lock);
-	free(e);
 	return 0;
 }
 
@@ -103,8 +77,7 @@ rt_pid
 rt_whereis(const char *name)
 {
 	pthread_mutex_lock(&reg.lock);
-	reg_entry *e = *find(name);
-	rt_pid pid = e ? e->pid : RT_NOPID;
+	rt_pid pid = lookup(name);
 	pthread_mutex_unlock(&reg.lock);
 	return pid;
 }
@@ -120,14 +93,6 @@ void
 registry_fini(void)
 {
 	pthread_mutex_lock(&reg.lock);
-	for (int i = 0; i < NBUCKETS; i++) {
-		reg_entry *e = reg.buckets[i];
-		while (e) {
-			reg_entry *n = e->next;
-			free(e);
-			e = n;
-		}
-		reg.buckets[i] = NULL;
-	}
+	rt_strmap_clear(&reg.names, NULL);
 	pthread_mutex_unlock(&reg.lock);
 }

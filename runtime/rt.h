@@ -21,6 +21,11 @@
  * descriptors (rt_io_*) and timers (rt_send_after) and learn of readiness and
  * timeouts as messages.  An idle scheduler sleeps in the loop.
  *
+ * Out of memory: a node that cannot allocate aborts, with one line on stderr
+ * (runtime/xalloc.h: rt_xmalloc and friends, used by every layer); limits
+ * elsewhere (frame and request sizes, connection and channel caps) keep a
+ * node from getting there.
+ *
  * Thread-safety: rt_send, rt_spawn*, rt_exit, rt_whereis, rt_sup_* may be
  * called from any thread (scheduler or not); rt_wait_exit only from a thread
  * that is not a scheduler.  Everything that acts on "self" (rt_self,

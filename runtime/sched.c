@@ -403,9 +403,7 @@ rescue_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 sched_post(sched *s, void (*fn)(sched *, void *), void *arg)
 {
-	cmd *c = malloc(sizeof(*c));
-	if (!c)
-		abort();
+	cmd *c = rt_xmalloc(sizeof(*c));
 	c->fn = fn;
 	c->arg = arg;
 	pthread_mutex_lock(&s->inject_lock);

@@ -181,9 +181,7 @@ static void
 begin_terminate(sup_state *s, size_t from, enum after after)
 {
 	free(s->term);
-	s->term = calloc(s->nkids + 1, sizeof(size_t));
-	if (!s->term)
-		abort();
+	s->term = rt_xcalloc(s->nkids + 1, sizeof(size_t));
 	s->nterm = s->iterm = 0;
 	for (size_t i = s->nkids; i-- > from;)
 		if (s->kids[i].pid)
@@ -247,7 +245,7 @@ escalate(sup_state *s)
 {
 	int rc = RT_OK;
 	free(s->exit_reason);
-	s->exit_reason = strdup("shutdown");
+	s->exit_reason = rt_xstrdup("shutdown");
 	begin_terminate(s, 0, AFTER_EXIT);
 	if (s->nterm == 0)
 		finish_after(s, &rc);
@@ -348,7 +346,7 @@ sup_handle(void *state, rt_msg *m)
 		if (strcmp(e->reason, "normal") == 0 && e->pid != s->parent)
 			return RT_OK;
 		free(s->exit_reason);
-		s->exit_reason = strdup(e->reason);
+		s->exit_reason = rt_xstrdup(e->reason);
 		begin_terminate(s, 0, AFTER_EXIT);
 		if (s->nterm == 0)
 			finish_after(s, &rc);
@@ -363,13 +361,10 @@ sup_handle(void *state, rt_msg *m)
 		}
 		if (s->nkids == s->capkids) {
 			s->capkids = s->capkids ? s->capkids * 2 : 16;
-			s->kids = realloc(s->kids, s->capkids * sizeof(child));
-			if (!s->kids)
-				abort();
+			s->kids = rt_xrealloc(s->kids, s->capkids * sizeof(child));
 			if (s->spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
-				s->specs = realloc(s->specs, s->capkids * sizeof(rt_child_spec));
-				if (!s->specs)
-					abort();
+				s->specs =
+				    rt_xrealloc(s->specs, s->capkids * sizeof(rt_child_spec));
 				s->spec.children = s->specs;
 			}
 		}
@@ -389,9 +384,7 @@ sup_handle(void *state, rt_msg *m)
 			if (k->significant)
 				return RT_OK; /* never restarted: no argument kept */
 			k->arg_size = a->arg_size;
-			k->arg = malloc(a->arg_size ? a->arg_size : 1);
-			if (!k->arg)
-				abort();
+			k->arg = rt_xmalloc(a->arg_size ? a->arg_size : 1);
 			memcpy(k->arg, a->arg, a->arg_size);
 			return RT_OK;
 		}
@@ -399,9 +392,7 @@ sup_handle(void *state, rt_msg *m)
 		/* Only a child that may be restarted needs its argument kept. */
 		if (spec_of(s, 0)->restart != RT_TEMPORARY) {
 			k->arg_size = a->arg_size;
-			k->arg = malloc(a->arg_size ? a->arg_size : 1);
-			if (!k->arg)
-				abort();
+			k->arg = rt_xmalloc(a->arg_size ? a->arg_size : 1);
 			memcpy(k->arg, a->arg, a->arg_size);
 		}
 		return RT_OK;
@@ -470,15 +461,11 @@ sup_template(const rt_sup_spec *spec, rt_pid parent, sup_state *t)
 		t->spec.intensity = 0;
 	if (t->spec.strategy == RT_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
 		return false;
-	t->specs = calloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
-	t->restarts = calloc((size_t)t->spec.intensity + 1, sizeof(int64_t));
-	if (!t->specs || !t->restarts)
-		abort();
+	t->specs = rt_xcalloc(spec->nchildren ? spec->nchildren : 1, sizeof(rt_child_spec));
+	t->restarts = rt_xcalloc((size_t)t->spec.intensity + 1, sizeof(int64_t));
 	for (size_t i = 0; i < spec->nchildren; i++) {
 		t->specs[i] = spec->children[i];
-		void *a = malloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
-		if (!a)
-			abort();
+		void *a = rt_xmalloc(spec->children[i].arg_size ? spec->children[i].arg_size : 1);
 		if (spec->children[i].arg_size)
 			memcpy(a, spec->children[i].arg, spec->children[i].arg_size);
 		t->specs[i].arg = a;
@@ -486,15 +473,11 @@ sup_template(const rt_sup_spec *spec, rt_pid parent, sup_state *t)
 	t->spec.children = t->specs;
 	if (t->spec.strategy != RT_SIMPLE_ONE_FOR_ONE) {
 		t->nkids = t->capkids = spec->nchildren;
-		t->kids = calloc(t->nkids ? t->nkids : 1, sizeof(child));
-		if (!t->kids)
-			abort();
+		t->kids = rt_xcalloc(t->nkids ? t->nkids : 1, sizeof(child));
 		for (size_t i = 0; i < t->nkids; i++) {
 			t->kids[i].id = (char *)spec->children[i].id;
 			t->kids[i].arg_size = spec->children[i].arg_size;
-			t->kids[i].arg = malloc(t->kids[i].arg_size ? t->kids[i].arg_size : 1);
-			if (!t->kids[i].arg)
-				abort();
+			t->kids[i].arg = rt_xmalloc(t->kids[i].arg_size ? t->kids[i].arg_size : 1);
 			memcpy(t->kids[i].arg, t->specs[i].arg, t->kids[i].arg_size);
 		}
 	}

@@ -91,9 +91,7 @@ rt_send_after(uint64_t ms, rt_pid to, uint32_t tag, const void *data, size_t siz
 		return 0;
 	}
 	rt_proc *p = s->current;
-	timer_rec *t = calloc(1, sizeof(*t));
-	if (!t)
-		abort();
+	timer_rec *t = rt_xcalloc(1, sizeof(*t));
 	t->hdr.tag = SIG_TIMER;
 	t->user = rt_msg_alloc(tag, size);
 	if (size)

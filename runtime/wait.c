@@ -92,9 +92,7 @@ rt_wait_exit(rt_pid pid, uint32_t timeout_ms)
 	}
 	if (!rt_alive(pid))
 		return 0;
-	waiter *w = calloc(1, sizeof(*w));
-	if (!w)
-		abort();
+	waiter *w = rt_xcalloc(1, sizeof(*w));
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

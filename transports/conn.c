@@ -49,6 +49,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "runtime/xalloc.h"
 #include "transports/conn.h"
 
 #define SCRATCH_SIZE (64 * 1024)
@@ -98,9 +99,7 @@ tl_get(void)
 {
 	if (!tl) {
 		pthread_once(&tl_once, tl_make_key);
-		tl = malloc(sizeof(*tl));
-		if (!tl)
-			abort();
+		tl = rt_xmalloc(sizeof(*tl));
 		pthread_setspecific(tl_key, tl);
 	}
 	return tl;

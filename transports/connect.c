@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "runtime/xalloc.h"
 #include "transports/connect.h"
 
 /* Phoenix's check_origin: an origin matches an allowed entry
@@ -109,9 +110,7 @@ tp_params_decode(const tp_http_str *q, ch_params *out, void **mem)
 	while (tp_http_query_next(q->ptr, q->len, &pos, &k, &v))
 		n++;
 	size_t strcap = q->len + 2 * n + 1;
-	char *block = malloc(n * sizeof(ch_param) + strcap);
-	if (!block)
-		abort();
+	char *block = rt_xmalloc(n * sizeof(ch_param) + strcap);
 	ch_param *items = (ch_param *)block;
 	char *s = block + n * sizeof(ch_param), *end = s + strcap;
 	size_t i = 0;

@@ -398,10 +398,7 @@ open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog)
 static char *
 xstrdup(const char *s)
 {
-	char *p = strdup(s ? s : "");
-	if (!p)
-		abort();
-	return p;
+	return rt_xstrdup(s ? s : "");
 }
 
 static void
@@ -456,24 +453,18 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 		fprintf(stderr, "tp_endpoint_start: start the runtime first\n");
 		return NULL;
 	}
-	tp_endpoint *ep = calloc(1, sizeof(*ep));
-	if (!ep)
-		abort();
+	tp_endpoint *ep = rt_xcalloc(1, sizeof(*ep));
 	ep->socket = opts->socket;
 	const char *sp = opts->socket_path ? opts->socket_path : "/socket";
 	size_t spl = strlen(sp);
 	while (spl > 0 && sp[spl - 1] == '/')
 		spl--;
-	ep->ws_path = malloc(spl + sizeof("/websocket"));
-	if (!ep->ws_path)
-		abort();
+	ep->ws_path = rt_xmalloc(spl + sizeof("/websocket"));
 	memcpy(ep->ws_path, sp, spl);
 	memcpy(ep->ws_path + spl, "/websocket", sizeof("/websocket"));
 
 	ep->nroutes = opts->routes ? opts->nroutes : 0;
-	ep->routes = calloc(ep->nroutes ? ep->nroutes : 1, sizeof(tp_route_c));
-	if (!ep->routes)
-		abort();
+	ep->routes = rt_xcalloc(ep->nroutes ? ep->nroutes : 1, sizeof(tp_route_c));
 	for (size_t i = 0; i < ep->nroutes; i++) {
 		const tp_route *r = &opts->routes[i];
 		ep->routes[i].method = xstrdup(r->method ? r->method : "GET");
@@ -492,9 +483,7 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	ep->check_origin = opts->check_origin;
 	while (opts->origins && opts->origins[ep->norigins])
 		ep->norigins++;
-	ep->origins = calloc(ep->norigins ? ep->norigins : 1, sizeof(char *));
-	if (!ep->origins)
-		abort();
+	ep->origins = rt_xcalloc(ep->norigins ? ep->norigins : 1, sizeof(char *));
 	for (size_t i = 0; i < ep->norigins; i++)
 		ep->origins[i] = xstrdup(opts->origins[i]);
 
@@ -521,12 +510,10 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 		return NULL;
 	}
 	ep->nsched = nsched;
-	ep->lfds = malloc((size_t)nsched * sizeof(*ep->lfds));
-	ep->spare = malloc((size_t)nsched * sizeof(*ep->spare));
-	ep->listeners = calloc((size_t)nsched, sizeof(*ep->listeners));
-	ep->shards = aligned_alloc(64, (size_t)nsched * sizeof(tp_shard));
-	if (!ep->lfds || !ep->spare || !ep->listeners || !ep->shards)
-		abort();
+	ep->lfds = rt_xmalloc((size_t)nsched * sizeof(*ep->lfds));
+	ep->spare = rt_xmalloc((size_t)nsched * sizeof(*ep->spare));
+	ep->listeners = rt_xcalloc((size_t)nsched, sizeof(*ep->listeners));
+	ep->shards = rt_xaligned_alloc(64, (size_t)nsched * sizeof(tp_shard));
 	memset(ep->shards, 0, (size_t)nsched * sizeof(tp_shard));
 	for (int i = 0; i < nsched; i++)
 		ep->lfds[i] = ep->spare[i] = -1;

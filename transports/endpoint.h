@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "channels/transport.h"
+#include "runtime/xalloc.h"
 #include "transports/http.h"
 #include "transports/transports.h"
 

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "runtime/xalloc.h"
 #include "transports/endpoint.h"
 
 #define STATIC_MAX_FILE (8u * 1024 * 1024)    /* bytes per file */
@@ -121,9 +122,7 @@ add_file(tp_static *s, size_t *cap, const char *url, const char *file)
 		return;
 	}
 	tp_file f = {.ctype = tp_static_ctype(file), .body = body};
-	f.url = strdup(url);
-	if (!f.url)
-		abort();
+	f.url = rt_xstrdup(url);
 	tp_http_head h = {.status = 200,
 	                  .content_type = f.ctype,
 	                  .content_length = (int64_t)body->len,
@@ -141,9 +140,7 @@ add_file(tp_static *s, size_t *cap, const char *url, const char *file)
 		}
 	if (s->n == *cap) {
 		*cap = *cap ? *cap * 2 : 16;
-		s->files = realloc(s->files, *cap * sizeof(tp_file));
-		if (!s->files)
-			abort();
+		s->files = rt_xrealloc(s->files, *cap * sizeof(tp_file));
 	}
 	s->files[s->n++] = f;
 	s->bytes += body->len;
@@ -197,9 +194,7 @@ file_cmp(const void *a, const void *b)
 tp_static *
 tp_static_load(const char *dir, const char *const *aliases)
 {
-	tp_static *s = calloc(1, sizeof(*s));
-	if (!s)
-		abort();
+	tp_static *s = rt_xcalloc(1, sizeof(*s));
 	size_t cap = 0;
 	if (dir)
 		walk(s, &cap, dir, "", 0);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/xalloc.h"
 #include "transports/connect.h"
 #include "transports/websocket.h"
 
@@ -270,9 +271,7 @@ dup_str(const tp_http_str *s)
 {
 	if (!s)
 		return NULL;
-	char *p = malloc(s->len + 1);
-	if (!p)
-		abort();
+	char *p = rt_xmalloc(s->len + 1);
 	memcpy(p, s->ptr, s->len);
 	p[s->len] = 0;
 	return p;

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "channels/b64.h"
+
 /* ---- opening handshake ---- */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -30,7 +32,7 @@ tp_ws_accept_key(const char *key, size_t len, char out[29])
 		out[0] = '\0';
 		return -1;
 	}
-	EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 chars + NUL */
+	ch_b64_encode(md, 20, out); /* 28 chars + NUL */
 	return 0;
 }
 
@@ -187,90 +189,18 @@ tp_ws_handshake_write(char *out, size_t cap, const char *key, size_t keylen, con
 	return tp_http_head_write(out, cap, &h);
 }
 
-/* ---- UTF-8 ---- */
-
-/* Validator states beyond ACCEPT (0) and REJECT (1). */
-enum {
-	U_NEED1 = 2, /* one continuation byte 80..BF to go */
-	U_NEED2,     /* two */
-	U_NEED3,     /* three */
-	U_E0,        /* after E0: A0..BF (no overlongs), then one more */
-	U_ED,        /* after ED: 80..9F (no surrogates), then one more */
-	U_F0,        /* after F0: 90..BF (no overlongs), then two more */
-	U_F4,        /* after F4: 80..8F (<= U+10FFFF), then two more */
-};
-
-static uint32_t
-utf8_step(uint32_t s, uint8_t c)
-{
-	switch (s) {
-	case TP_WS_UTF8_ACCEPT:
-		if (c < 0x80)
-			return TP_WS_UTF8_ACCEPT;
-		if (c < 0xC2)
-			return TP_WS_UTF8_REJECT; /* stray continuation or overlong C0/C1 */
-		if (c < 0xE0)
-			return U_NEED1;
-		if (c == 0xE0)
-			return U_E0;
-		if (c == 0xED)
-			return U_ED;
-		if (c < 0xF0)
-			return U_NEED2;
-		if (c == 0xF0)
-			return U_F0;
-		if (c < 0xF4)
-			return U_NEED3;
-		if (c == 0xF4)
-			return U_F4;
-		return TP_WS_UTF8_REJECT;
-	case U_NEED1:
-		return (c & 0xC0) == 0x80 ? TP_WS_UTF8_ACCEPT : TP_WS_UTF8_REJECT;
-	case U_NEED2:
-		return (c & 0xC0) == 0x80 ? U_NEED1 : TP_WS_UTF8_REJECT;
-	case U_NEED3:
-		return (c & 0xC0) == 0x80 ? U_NEED2 : TP_WS_UTF8_REJECT;
-	case U_E0:
-		return (c >= 0xA0 && c <= 0xBF) ? U_NEED1 : TP_WS_UTF8_REJECT;
-	case U_ED:
-		return (c >= 0x80 && c <= 0x9F) ? U_NEED1 : TP_WS_UTF8_REJECT;
-	case U_F0:
-		return (c >= 0x90 && c <= 0xBF) ? U_NEED2 : TP_WS_UTF8_REJECT;
-	case U_F4:
-		return (c >= 0x80 && c <= 0x8F) ? U_NEED2 : TP_WS_UTF8_REJECT;
-	default:
-		return TP_WS_UTF8_REJECT;
-	}
-}
+/* ---- UTF-8 (runtime/utf8.h) ---- */
 
 uint32_t
 tp_ws_utf8_feed(uint32_t state, const uint8_t *p, size_t n)
 {
-	size_t i = 0;
-	while (i < n) {
-		if (state == TP_WS_UTF8_REJECT)
-			return state;
-		if (state == TP_WS_UTF8_ACCEPT) {
-			/* ASCII fast path, 8 bytes at a time. */
-			while (n - i >= 8) {
-				uint64_t w;
-				memcpy(&w, p + i, 8);
-				if (w & UINT64_C(0x8080808080808080))
-					break;
-				i += 8;
-			}
-			if (i == n)
-				break;
-		}
-		state = utf8_step(state, p[i++]);
-	}
-	return state;
+	return rt_utf8_feed(state, p, n);
 }
 
 int
 tp_ws_utf8_valid(const uint8_t *p, size_t n)
 {
-	return tp_ws_utf8_feed(TP_WS_UTF8_ACCEPT, p, n) == TP_WS_UTF8_ACCEPT;
+	return rt_utf8_valid(p, n);
 }
 
 /* ---- close frames ---- */

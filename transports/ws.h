@@ -31,6 +31,7 @@
 
 #include "channels/transport.h"
 #include "runtime/buf.h"
+#include "runtime/utf8.h"
 #include "transports/http.h"
 
 /* Frame opcodes. */
@@ -93,9 +94,10 @@ ssize_t tp_ws_handshake_write(char *out, size_t cap, const char *key, size_t key
 
 /* ---- UTF-8 ---- */
 
-/* Incremental UTF-8 validator states; any other value is "inside a sequence". */
-#define TP_WS_UTF8_ACCEPT 0u
-#define TP_WS_UTF8_REJECT 1u
+/* Incremental UTF-8 validator states; any other value is "inside a sequence".
+ * These are runtime/utf8.h's validator and states, under the codec's names. */
+#define TP_WS_UTF8_ACCEPT RT_UTF8_ACCEPT
+#define TP_WS_UTF8_REJECT RT_UTF8_REJECT
 
 /*
  * Feeds p[0, n) to the strict UTF-8 validator in state (start with
