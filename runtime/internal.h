@@ -61,9 +61,12 @@ typedef struct proc_ext {
 	uint32_t nout, capout;
 	struct mon *mons_in; /* monitors on me */
 	uint32_t nin, capin;
-	/* ref + 2 -> index in mons_out / mons_in, kept past MON_INDEX_MIN
-	 * entries (a tracker shard holds one monitor per tracked process) */
-	pidmap out_idx, in_idx;
+	/* ref + 2 -> index in mons_out ([0]) / mons_in ([1]), each built past
+	 * MON_INDEX_MIN entries (a tracker shard holds one monitor per tracked
+	 * process); NULL until then: most processes hold one or two monitors */
+	struct mon_index {
+		pidmap idx[2];
+	} * midx;
 	struct timer_rec *timers; /* pending timers I own (doubly linked) */
 	struct rt_io *ios;        /* fds I own (singly linked) */
 	char *name;               /* registered name */

@@ -10,6 +10,10 @@
 
 #include "runtime/internal.h"
 
+/* Reports of a still-ready fd whose owner has not run yet before its watcher
+ * is parked (io_cb). */
+#define PARK_AFTER 32
+
 struct rt_io {
 	ev_io w;
 	rt_pid owner;
@@ -18,7 +22,8 @@ struct rt_io {
 	int events;
 	int pending; /* RT_IO_* seen since the last report */
 	bool notified;
-	bool parked; /* watcher stopped until the owner takes the report */
+	bool parked;     /* watcher stopped until the owner takes the report */
+	uint8_t repeats; /* reports while one was pending */
 	bool closed;
 	struct rt_io *next; /* owner's list */
 };
@@ -37,12 +42,16 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	    ((revents & EV_READ) ? RT_IO_READ : 0) | ((revents & EV_WRITE) ? RT_IO_WRITE : 0);
 	if (io->notified) {
 		/* Reported again before the owner ran: the fd stays ready
-		 * (level-triggered), and every poll would go over it again while
-		 * its owner waits in the run queue (thousands of them in a
-		 * connection storm: each poll O(backlog)).  Park the watcher
-		 * until the owner takes the report. */
-		ev_io_stop(loop, w);
-		io->parked = true;
+		 * (level-triggered), and every poll goes over it again while its
+		 * owner waits in the run queue (in a connection storm thousands of
+		 * them: each poll O(backlog)).  Past PARK_AFTER reports, park the
+		 * watcher until the owner takes the report: two epoll_ctl calls
+		 * then cost less than the polls they save (and below it, more:
+		 * parking at the first repeat cost ping-pong 10%). */
+		if (++io->repeats >= PARK_AFTER) {
+			ev_io_stop(loop, w);
+			io->parked = true;
+		}
 		return;
 	}
 	io->notified = true;
@@ -124,6 +133,7 @@ io_deliver(rt_proc *p, rt_msg *m)
 	rt_io_event *ev = rt_msg_data(m);
 	rt_io *io = ev->io;
 	io->notified = false;
+	io->repeats = 0;
 	if (io->closed) {
 		io_unlink_free(p, io);
 		return;

@@ -258,9 +258,21 @@ ext_del_link(proc_ext *x, rt_pid pid)
  * that hold tens of thousands (a presence tracker shard). */
 #define MON_INDEX_MIN 16
 
-static void
-mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, rt_pid pid)
+enum { MON_OUT = 0, MON_IN = 1 };
+
+/* x's index of mons_out or mons_in, or NULL while there is none. */
+static pidmap *
+mon_idx(const proc_ext *x, int which)
 {
+	return x->midx && x->midx->idx[which].cap ? &x->midx->idx[which] : NULL;
+}
+
+static void
+mon_add(proc_ext *x, int which, uint64_t ref, rt_pid pid)
+{
+	struct mon **v = which == MON_OUT ? &x->mons_out : &x->mons_in;
+	uint32_t *n = which == MON_OUT ? &x->nout : &x->nin;
+	uint32_t *cap = which == MON_OUT ? &x->capout : &x->capin;
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 1; /* most processes hold one monitor */
 		*v = rt_xrealloc(*v, *cap * sizeof(struct mon));
@@ -269,18 +281,33 @@ mon_add(struct mon **v, uint32_t *n, uint32_t *cap, pidmap *idx, uint64_t ref, r
 	(*v)[*n].pid = pid;
 	(*v)[*n].kill = 0;
 	(*n)++;
-	if (idx->cap)
+	pidmap *idx = mon_idx(x, which);
+	if (idx) {
 		pidmap_put(idx, ref + 2, *n - 1);
-	else if (*n > MON_INDEX_MIN)
+	} else if (*n > MON_INDEX_MIN) {
+		if (!x->midx)
+			x->midx = rt_xcalloc(1, sizeof(*x->midx));
 		for (uint32_t i = 0; i < *n; i++)
-			pidmap_put(idx, (*v)[i].ref + 2, i);
+			pidmap_put(&x->midx->idx[which], (*v)[i].ref + 2, i);
+	}
+}
+
+static void
+mon_idx_free(proc_ext *x)
+{
+	if (x->midx) {
+		pidmap_free(&x->midx->idx[0]);
+		pidmap_free(&x->midx->idx[1]);
+		free(x->midx);
+		x->midx = NULL;
+	}
 }
 
 static bool
 mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid, rt_timer *kill)
 {
 	uint32_t i;
-	if (idx->cap) {
+	if (idx) {
 		if (!pidmap_get(idx, ref + 2, &i))
 			return false;
 		pidmap_del(idx, ref + 2);
@@ -295,7 +322,7 @@ mon_del(struct mon *v, uint32_t *n, pidmap *idx, uint64_t ref, rt_pid *pid, rt_t
 	if (kill)
 		*kill = v[i].kill;
 	v[i] = v[--*n];
-	if (i < *n && idx->cap)
+	if (i < *n && idx)
 		pidmap_put(idx, v[i].ref + 2, i);
 	return true;
 }
@@ -335,8 +362,7 @@ proc_discard(rt_proc *p)
 	if (p->ext) {
 		pidmap_free(&p->ext->links);
 		free(p->ext->mons_in);
-		pidmap_free(&p->ext->out_idx);
-		pidmap_free(&p->ext->in_idx);
+		mon_idx_free(p->ext);
 		free(p->ext);
 	}
 	rt_free(p, proc_block_size(p->beh));
@@ -375,8 +401,8 @@ spawn(const rt_behaviour *b, const void *arg, size_t arg_size, int flags, uint64
 	if (parent && (flags & RT_SPAWN_MONITOR)) {
 		uint64_t ref = sched_new_ref();
 		proc_ext *px = proc_ext_get(parent), *cx = proc_ext_get(p);
-		mon_add(&px->mons_out, &px->nout, &px->capout, &px->out_idx, ref, pid);
-		mon_add(&cx->mons_in, &cx->nin, &cx->capin, &cx->in_idx, ref, parent->pid);
+		mon_add(px, MON_OUT, ref, pid);
+		mon_add(cx, MON_IN, ref, parent->pid);
 		if (mref)
 			*mref = ref;
 	}
@@ -576,7 +602,7 @@ rt_monitor(rt_pid pid)
 	rt_proc *p = self_proc("rt_monitor");
 	uint64_t ref = sched_new_ref();
 	proc_ext *x = proc_ext_get(p);
-	mon_add(&x->mons_out, &x->nout, &x->capout, &x->out_idx, ref, pid);
+	mon_add(x, MON_OUT, ref, pid);
 	if (rt_send(pid, SIG_MONITOR, &ref, sizeof(ref)) < 0) {
 		size_t n = sizeof(REASON_NOPROC);
 		rt_msg *m = rt_msg_alloc(RT_MSG_DOWN, sizeof(rt_down_info) + n);
@@ -597,8 +623,8 @@ rt_demonitor(uint64_t ref)
 	rt_proc *p = self_proc("rt_demonitor");
 	rt_pid target;
 	rt_timer kill = 0;
-	if (p->ext &&
-	    mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, ref, &target, &kill)) {
+	if (p->ext && mon_del(p->ext->mons_out, &p->ext->nout, mon_idx(p->ext, MON_OUT), ref,
+	                      &target, &kill)) {
 		rt_send(target, SIG_DEMONITOR, &ref, sizeof(ref));
 		if (kill)
 			rt_cancel_timer(kill);
@@ -746,8 +772,7 @@ exit_finish(sched *s, rt_proc *p)
 		pidmap_free(&x->links);
 		free(x->mons_out);
 		free(x->mons_in);
-		pidmap_free(&x->out_idx);
-		pidmap_free(&x->in_idx);
+		mon_idx_free(x);
 		free(x->name);
 		free(x);
 		p->ext = NULL;
@@ -851,8 +876,7 @@ proc_free_all(void)
 			pidmap_free(&p->ext->links);
 			free(p->ext->mons_out);
 			free(p->ext->mons_in);
-			pidmap_free(&p->ext->out_idx);
-			pidmap_free(&p->ext->in_idx);
+			mon_idx_free(p->ext);
 			free(p->ext->name);
 			free(p->ext);
 		}
@@ -879,13 +903,12 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 		return true;
 	case SIG_MONITOR: {
 		proc_ext *x = proc_ext_get(p);
-		mon_add(&x->mons_in, &x->nin, &x->capin, &x->in_idx, *(uint64_t *)rt_msg_data(m),
-		        m->from);
+		mon_add(x, MON_IN, *(uint64_t *)rt_msg_data(m), m->from);
 		return true;
 	}
 	case SIG_DEMONITOR:
 		if (p->ext)
-			mon_del(p->ext->mons_in, &p->ext->nin, &p->ext->in_idx,
+			mon_del(p->ext->mons_in, &p->ext->nin, mon_idx(p->ext, MON_IN),
 			        *(uint64_t *)rt_msg_data(m), NULL, NULL);
 		return true;
 	case SIG_EXIT_LINK:
@@ -912,8 +935,8 @@ dispatch(sched *s, rt_proc *p, rt_msg *m)
 	case RT_MSG_DOWN: {
 		rt_down_info *d = rt_msg_data(m);
 		rt_timer kill = 0;
-		if (!p->ext || !mon_del(p->ext->mons_out, &p->ext->nout, &p->ext->out_idx, d->ref,
-		                        NULL, &kill))
+		if (!p->ext || !mon_del(p->ext->mons_out, &p->ext->nout, mon_idx(p->ext, MON_OUT),
+		                        d->ref, NULL, &kill))
 			return true; /* demonitored: drop */
 		if (kill)            /* rt_shutdown_child: gone before its timeout */
 			rt_cancel_timer(kill);
