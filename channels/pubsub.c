@@ -104,15 +104,89 @@ struct ch_ps_bcast {
 	char topic[];
 };
 
+/* ------------------------------------------------------------------ topic tables */
+
+/* A chained hash table of topics, for the index's shards and the partitions'
+ * tables: an entry's struct starts with its tnode.  Owned as its owner is
+ * (under a shard's lock, or by a partition process). */
+typedef struct tnode {
+	struct tnode *next;
+	uint64_t hash;
+	const char *topic; /* in the entry */
+} tnode;
+
+typedef struct ttab {
+	tnode **buckets;
+	size_t nbuckets, n;
+} ttab;
+
+static void
+ttab_init(ttab *t, size_t nbuckets)
+{
+	t->nbuckets = nbuckets;
+	t->n = 0;
+	t->buckets = rt_xcalloc(nbuckets, sizeof(tnode *));
+}
+
+/* Where topic hangs in t (*result NULL: absent, and where to insert it). */
+static tnode **
+ttab_find(const ttab *t, const char *topic, uint64_t h)
+{
+	tnode **pp = &t->buckets[h % t->nbuckets];
+	while (*pp && ((*pp)->hash != h || strcmp((*pp)->topic, topic) != 0))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Hangs e at *at (from ttab_find) and grows t past 2 entries a bucket. */
+static void
+ttab_insert(ttab *t, tnode **at, tnode *e)
+{
+	e->next = NULL;
+	*at = e;
+	if (++t->n <= t->nbuckets * 2)
+		return;
+	size_t nb = t->nbuckets * 2;
+	tnode **b = rt_xcalloc(nb, sizeof(*b));
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (tnode *x = t->buckets[i], *next; x; x = next) {
+			next = x->next;
+			x->next = b[x->hash % nb];
+			b[x->hash % nb] = x;
+		}
+	free(t->buckets);
+	t->buckets = b;
+	t->nbuckets = nb;
+}
+
+/* Unhangs the entry at *at. */
+static void
+ttab_remove(ttab *t, tnode **at)
+{
+	*at = (*at)->next;
+	t->n--;
+}
+
+/* Frees every entry with fn, then the table. */
+static void
+ttab_free(ttab *t, void (*fn)(tnode *))
+{
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (tnode *x = t->buckets[i], *next; x; x = next) {
+			next = x->next;
+			fn(x);
+		}
+	free(t->buckets);
+	t->buckets = NULL;
+}
+
 /* ------------------------------------------------------------------ index */
 
 /* Owned by its shard (under the shard's lock). */
 typedef struct ix_topic {
-	struct ix_topic *next;
-	uint64_t hash;
+	tnode node;    /* node.topic points after count[] */
 	uint64_t mask; /* partitions with count > 0 */
 	pidmap subs;   /* pid -> partition */
-	char *topic;   /* points after count[] */
 	uint32_t count[];
 } ix_topic;
 
@@ -120,8 +194,7 @@ typedef struct ix_topic {
  * unsubscribe and publish, and by the partitions; all of it under `lock`. */
 typedef struct ix_shard {
 	pthread_mutex_t lock;
-	ix_topic **buckets;
-	size_t nbuckets, ntopics;
+	ttab topics; /* of ix_topic */
 } ix_shard;
 
 /* The PubSub: created and freed by the thread calling ch_ps_start /
@@ -147,29 +220,7 @@ shard_of(ch_pubsub *ps, uint64_t h)
 static ix_topic **
 ix_find(ix_shard *sh, const char *topic, uint64_t h)
 {
-	ix_topic **pp = &sh->buckets[h % sh->nbuckets];
-	while (*pp && ((*pp)->hash != h || strcmp((*pp)->topic, topic) != 0))
-		pp = &(*pp)->next;
-	return pp;
-}
-
-static void
-ix_grow(ix_shard *sh)
-{
-	size_t nb = sh->nbuckets * 2;
-	ix_topic **b = rt_xcalloc(nb, sizeof(*b));
-	for (size_t i = 0; i < sh->nbuckets; i++) {
-		ix_topic *t = sh->buckets[i];
-		while (t) {
-			ix_topic *n = t->next;
-			t->next = b[t->hash % nb];
-			b[t->hash % nb] = t;
-			t = n;
-		}
-	}
-	free(sh->buckets);
-	sh->buckets = b;
-	sh->nbuckets = nb;
+	return (ix_topic **)ttab_find(&sh->topics, topic, h);
 }
 
 static void
@@ -182,16 +233,22 @@ ix_count(ix_topic *t, int part, int delta)
 		t->mask &= ~((uint64_t)1 << part);
 }
 
+static void
+ix_topic_free(tnode *n)
+{
+	ix_topic *t = (ix_topic *)n;
+	pidmap_free(&t->subs);
+	free(t);
+}
+
 /* Frees t if nothing is left in it (lock held; pp is where t hangs). */
 static void
 ix_maybe_free(ix_shard *sh, ix_topic **pp, ix_topic *t)
 {
 	if (t->subs.n)
 		return;
-	*pp = t->next;
-	pidmap_free(&t->subs);
-	free(t);
-	sh->ntopics--;
+	ttab_remove(&sh->topics, (tnode **)pp);
+	ix_topic_free(&t->node);
 }
 
 /* ------------------------------------------------------------------ partition messages */
@@ -251,12 +308,9 @@ ch_ps_subscribe_on(ch_pubsub *ps, rt_pid near, const char *topic, rt_pid pid, co
 		size_t tl = strlen(topic) + 1;
 		size_t cs = (size_t)ps->nparts * sizeof(uint32_t);
 		t = rt_xcalloc(1, sizeof(*t) + cs + tl);
-		t->hash = h;
-		t->topic = (char *)t->count + cs;
-		memcpy(t->topic, topic, tl);
-		*pp = t;
-		if (++sh->ntopics > sh->nbuckets * 2)
-			ix_grow(sh);
+		t->node.hash = h;
+		t->node.topic = memcpy((char *)t->count + cs, topic, tl);
+		ttab_insert(&sh->topics, (tnode **)pp, &t->node);
 	}
 	uint32_t old;
 	if (pidmap_get(&t->subs, pid, &old) && (int)old != part) {
@@ -580,8 +634,7 @@ const ch_ps_dispatcher ch_ps_default_dispatcher = {
 
 /* A topic's subscriptions in one partition (owned by the partition process). */
 typedef struct pt_topic {
-	struct pt_topic *next;
-	uint64_t hash;
+	tnode node; /* node.topic is topic[] */
 	ch_ps_sub *subs;
 	uint32_t n, cap;
 	pidmap index; /* pid -> position in subs */
@@ -592,8 +645,7 @@ typedef struct pt_topic {
 typedef struct part {
 	ch_pubsub *ps;
 	int index;
-	pt_topic **buckets;
-	size_t nbuckets, ntopics;
+	ttab topics; /* of pt_topic */
 	struct part_disp {
 		const ch_ps_dispatcher *d;
 		void *ctx;    /* the dispatcher's, in this partition */
@@ -614,29 +666,7 @@ typedef struct part_arg {
 static pt_topic **
 pt_find(part *pt, const char *topic, uint64_t h)
 {
-	pt_topic **pp = &pt->buckets[h % pt->nbuckets];
-	while (*pp && ((*pp)->hash != h || strcmp((*pp)->topic, topic) != 0))
-		pp = &(*pp)->next;
-	return pp;
-}
-
-static void
-pt_grow(part *pt)
-{
-	size_t nb = pt->nbuckets * 2;
-	pt_topic **b = rt_xcalloc(nb, sizeof(*b));
-	for (size_t i = 0; i < pt->nbuckets; i++) {
-		pt_topic *t = pt->buckets[i];
-		while (t) {
-			pt_topic *n = t->next;
-			t->next = b[t->hash % nb];
-			b[t->hash % nb] = t;
-			t = n;
-		}
-	}
-	free(pt->buckets);
-	pt->buckets = b;
-	pt->nbuckets = nb;
+	return (pt_topic **)ttab_find(&pt->topics, topic, h);
 }
 
 static void
@@ -647,11 +677,9 @@ pt_add(part *pt, const ps_sub_msg *s)
 	if (!t) {
 		size_t tl = strlen(s->topic) + 1;
 		t = rt_xcalloc(1, sizeof(*t) + tl);
-		memcpy(t->topic, s->topic, tl);
-		t->hash = s->hash;
-		*pp = t;
-		if (++pt->ntopics > pt->nbuckets * 2)
-			pt_grow(pt);
+		t->node.topic = memcpy(t->topic, s->topic, tl);
+		t->node.hash = s->hash;
+		ttab_insert(&pt->topics, (tnode **)pp, &t->node);
 	}
 	uint32_t i;
 	if (!pidmap_get(&t->index, s->pid, &i)) {
@@ -668,8 +696,9 @@ pt_add(part *pt, const ps_sub_msg *s)
 }
 
 static void
-pt_topic_free(pt_topic *t)
+pt_topic_free(tnode *n)
 {
+	pt_topic *t = (pt_topic *)n;
 	free(t->subs);
 	pidmap_free(&t->index);
 	free(t);
@@ -689,9 +718,8 @@ pt_remove(part *pt, const char *topic, uint64_t h, rt_pid pid)
 		pidmap_put(&t->index, t->subs[i].pid, i);
 	}
 	if (t->n == 0) {
-		*pp = t->next;
-		pt_topic_free(t);
-		pt->ntopics--;
+		ttab_remove(&pt->topics, (tnode **)pp);
+		pt_topic_free(&t->node);
 	} else if (t->cap > 16 && t->n < t->cap / 4) {
 		t->cap /= 2;
 		ch_ps_sub *s = realloc(t->subs, t->cap * sizeof(ch_ps_sub));
@@ -762,8 +790,7 @@ part_init(void *state, const void *arg, size_t size)
 	(void)size;
 	pt->ps = a->ps;
 	pt->index = a->index;
-	pt->nbuckets = 64;
-	pt->buckets = rt_xcalloc(pt->nbuckets, sizeof(pt_topic *));
+	ttab_init(&pt->topics, 64);
 	rt_trap_exit(true); /* the supervisor's shutdown waits behind queued broadcasts */
 	return RT_OK;
 }
@@ -824,15 +851,7 @@ part_terminate(void *state, const char *reason)
 	}
 	for (int i = 0; i < pt->ndisp; i++)
 		disp_end(&pt->disp[i]);
-	for (size_t b = 0; b < pt->nbuckets; b++) {
-		pt_topic *t = pt->buckets[b];
-		while (t) {
-			pt_topic *n = t->next;
-			pt_topic_free(t);
-			t = n;
-		}
-	}
-	free(pt->buckets);
+	ttab_free(&pt->topics, pt_topic_free);
 }
 
 static const rt_behaviour part_behaviour = {
@@ -857,8 +876,7 @@ ch_ps_start(const ch_ps_opts *opts)
 	}
 	for (int i = 0; i < NSHARDS; i++) {
 		pthread_mutex_init(&ps->shards[i].lock, NULL);
-		ps->shards[i].nbuckets = 16;
-		ps->shards[i].buckets = rt_xcalloc(16, sizeof(ix_topic *));
+		ttab_init(&ps->shards[i].topics, 16);
 	}
 	int n = rt_schedulers();
 	ps->nparts = n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
@@ -906,16 +924,7 @@ ch_ps_stop(ch_pubsub *ps)
 	}
 	for (int i = 0; i < NSHARDS; i++) {
 		ix_shard *sh = &ps->shards[i];
-		for (size_t b = 0; b < sh->nbuckets; b++) {
-			ix_topic *t = sh->buckets[b];
-			while (t) {
-				ix_topic *n = t->next;
-				pidmap_free(&t->subs);
-				free(t);
-				t = n;
-			}
-		}
-		free(sh->buckets);
+		ttab_free(&sh->topics, ix_topic_free);
 		pthread_mutex_destroy(&sh->lock);
 	}
 	free(ps);
