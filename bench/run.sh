@@ -213,6 +213,27 @@ now_ms() {
 
 # server_start: starts $CHAT on a free port, waits until it answers HTTP.
 # Sets SERVER_PID, SERVER_PORT and URL; returns non-zero when it cannot.
+# await_http PID PORT NAME TENTHS: waits up to TENTHS x 0.1 s for PID to
+# answer HTTP on PORT.  0: up; 1: no answer in time (PID killed); 2: PID
+# exited (its status in START_RC).
+await_http() {
+	_i=0
+	while [ $_i -lt "$4" ] && proc_alive "$1"; do
+		http_up "$2" && return 0
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	if proc_alive "$1"; then
+		echo "bench: $3 did not answer HTTP on port $2 within $(($4 / 10)) s" >&2
+		kill -KILL "$1" 2>/dev/null
+		wait "$1"
+		return 1
+	fi
+	wait "$1"
+	START_RC=$?
+	return 2
+}
+
 server_start() {
 	SERVER_PID=""
 	port=$((15000 + $$ % 5000))
@@ -225,28 +246,19 @@ server_start() {
 		"$CHAT" --port "$port" --log-level warning >>"$SERVER_LOG" 2>&1 &
 		pid=$!
 		SERVER_STARTS=$((SERVER_STARTS + 1))
-		i=0
-		while [ $i -lt 150 ] && proc_alive "$pid"; do
-			if http_up "$port"; then
-				SERVER_PID=$pid
-				SERVER_PORT=$port
-				URL=http://127.0.0.1:$port
-				echo "  phx-chat pid $pid listening on $URL (log: $SERVER_LOG)"
-				return 0
-			fi
-			sleep 0.1
-			i=$((i + 1))
-		done
-		if proc_alive "$pid"; then
-			echo "bench: phx-chat did not answer HTTP on port $port within 15 s" >&2
-			kill -KILL "$pid" 2>/dev/null
-			wait "$pid"
-			return 1
-		fi
-		wait "$pid"
-		rc=$?
-		[ "$rc" = 1 ] && continue # port taken meanwhile: next one
-		echo "bench: phx-chat exited with status $rc at start (see $SERVER_LOG)" >&2
+		await_http "$pid" "$port" phx-chat 150
+		case $? in
+		0)
+			SERVER_PID=$pid
+			SERVER_PORT=$port
+			URL=http://127.0.0.1:$port
+			echo "  phx-chat pid $pid listening on $URL (log: $SERVER_LOG)"
+			return 0
+			;;
+		1) return 1 ;;
+		esac
+		[ "$START_RC" = 1 ] && continue # port taken meanwhile: next one
+		echo "bench: phx-chat exited with status $START_RC at start (see $SERVER_LOG)" >&2
 		return 1
 	done
 	echo "bench: no free port for phx-chat" >&2
@@ -710,33 +722,24 @@ phoenix_start() {
 		"$PHX_OUT/start.sh" "$port" >>"$PHX_LOG" 2>&1 &
 		pid=$!
 		PHX_STARTS=$((PHX_STARTS + 1))
-		i=0
-		while [ $i -lt 600 ] && proc_alive "$pid"; do
-			if http_up "$port"; then
-				PHX_PID=$pid
-				PHX_PORT=$port
-				PHX_URL=http://127.0.0.1:$port
-				comm=$(cat "/proc/$pid/comm" 2>/dev/null)
-				echo "  Phoenix ($comm) pid $pid listening on $PHX_URL, open-file limit" \
-					"$(sed -n 's/^Max open files *\([0-9]*\).*/\1/p' "/proc/$pid/limits" 2>/dev/null) (log: $PHX_LOG)"
-				[ "$comm" = beam.smp ] || echo "bench: pid $pid is $comm, not beam.smp: Phoenix's RSS and CPU are not its own" >&2
-				return 0
-			fi
-			sleep 0.1
-			i=$((i + 1))
-		done
-		if proc_alive "$pid"; then
-			echo "bench: Phoenix did not answer HTTP on port $port within 60 s" >&2
-			kill -KILL "$pid" 2>/dev/null
-			wait "$pid"
-			return 1
-		fi
-		wait "$pid"
-		rc=$?
+		await_http "$pid" "$port" Phoenix 600
+		case $? in
+		0)
+			PHX_PID=$pid
+			PHX_PORT=$port
+			PHX_URL=http://127.0.0.1:$port
+			comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+			echo "  Phoenix ($comm) pid $pid listening on $PHX_URL, open-file limit" \
+				"$(sed -n 's/^Max open files *\([0-9]*\).*/\1/p' "/proc/$pid/limits" 2>/dev/null) (log: $PHX_LOG)"
+			[ "$comm" = beam.smp ] || echo "bench: pid $pid is $comm, not beam.smp: Phoenix's RSS and CPU are not its own" >&2
+			return 0
+			;;
+		1) return 1 ;;
+		esac
 		if grep -q eaddrinuse "$PHX_LOG" 2>/dev/null && [ $tries -lt 20 ]; then
 			continue
 		fi
-		echo "bench: Phoenix exited with status $rc at start (see $PHX_LOG)" >&2
+		echo "bench: Phoenix exited with status $START_RC at start (see $PHX_LOG)" >&2
 		return 1
 	done
 	echo "bench: no free port for Phoenix" >&2

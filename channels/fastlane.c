@@ -142,14 +142,21 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 	uint32_t spare[CH_VSN_2 + 1] = {0};
 	uint32_t msg_spare = 0;
 	bool msg_used = false;
+	const char *const *last_list = NULL;
+	bool last_hit = false; /* intercepted(NULL, ...) */
 	for (size_t i = 0; i < n; i++) {
 		const ch_ps_sub *s = &subs[i];
 		if (s->pid == from)
 			continue;
 		ch_fastlane fl;
 		memcpy(&fl, s->value, sizeof(fl));
+		const char *const *list = ch_fastlane_intercepts(&fl);
+		if (list != last_list) { /* subscribers of one module share their list */
+			last_list = list;
+			last_hit = intercepted(list, v.event);
+		}
 		int rc;
-		if (!fl.transport || intercepted(ch_fastlane_intercepts(&fl), v.event)) {
+		if (!fl.transport || last_hit) {
 			if (!msg_used) {
 				msg_used = true;
 				msg_spare = (uint32_t)(n - i);

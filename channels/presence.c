@@ -364,16 +364,19 @@ presence_tracker(const ch_presence *pr)
 
 /* ------------------------------------------------------------------ API */
 
-int
-ch_presence_track_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
-                      const char *meta_json, char *ref_out)
+/* Track (update false) or update: a fresh phx_ref stamped into the meta. */
+static int
+track_or_update(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
+                const char *meta_json, char *ref_out, bool update)
 {
 	char ref[CH_PRESENCE_REF_MAX];
 	make_ref(ref);
 	char *meta = stamp_meta(meta_json, ref);
 	if (!meta)
 		return CH_PRESENCE_EINVAL;
-	int rc = map_err(trk_track(ep->presence->trk, pid, topic, key, meta));
+	trk_tracker *t = ep->presence->trk;
+	int rc = map_err(update ? trk_update(t, pid, topic, key, meta, meta_with_prev)
+	                        : trk_track(t, pid, topic, key, meta));
 	free(meta);
 	if (rc == 0 && ref_out)
 		memcpy(ref_out, ref, strlen(ref) + 1);
@@ -381,19 +384,17 @@ ch_presence_track_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char
 }
 
 int
+ch_presence_track_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
+                      const char *meta_json, char *ref_out)
+{
+	return track_or_update(ep, pid, topic, key, meta_json, ref_out, false);
+}
+
+int
 ch_presence_update_pid(ch_endpoint *ep, rt_pid pid, const char *topic, const char *key,
                        const char *meta_json, char *ref_out)
 {
-	char ref[CH_PRESENCE_REF_MAX];
-	make_ref(ref);
-	char *meta = stamp_meta(meta_json, ref);
-	if (!meta)
-		return CH_PRESENCE_EINVAL;
-	int rc = map_err(trk_update(ep->presence->trk, pid, topic, key, meta, meta_with_prev));
-	free(meta);
-	if (rc == 0 && ref_out)
-		memcpy(ref_out, ref, strlen(ref) + 1);
-	return rc;
+	return track_or_update(ep, pid, topic, key, meta_json, ref_out, true);
 }
 
 int
