@@ -9,7 +9,7 @@ set -e
 level=${1:-build}
 cd "$(dirname "$0")/.."
 
-pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev nodejs npm"
+pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev libhiredis-dev nodejs npm"
 case $level in
 test) pkgs="$pkgs chromium redis-server" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
