@@ -375,6 +375,20 @@ cl_link_deliver(cl_node *c, const void *frame, size_t len)
 		return;
 
 	pthread_mutex_lock(&c->lock);
+	if (e.kind == CL_K_GOODBYE) { /* never makes a member up */
+		member *g = find(c, e.from);
+		if (g && e.incarnation >= g->pub.incarnation &&
+		    !(e.incarnation == g->pub.incarnation && g->gone)) {
+			if (g->pub.up)
+				member_down(c, g,
+				            e.incarnation > g->pub.incarnation ? "restarted"
+				                                               : "goodbye");
+			g->pub.incarnation = e.incarnation;
+			g->gone = true;
+		}
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	member *m = heard(c, &e, rt_now_ms());
 	if (!m) {
 		pthread_mutex_unlock(&c->lock);
@@ -398,10 +412,6 @@ cl_link_deliver(cl_node *c, const void *frame, size_t len)
 		cl_env_hb_decode(e.body, e.body_len, CL_MEMBERS_MAX + 1, hb_addr, &h);
 		break;
 	}
-	case CL_K_GOODBYE:
-		member_down(c, m, "goodbye");
-		m->gone = true;
-		break;
 	case CL_K_DATA:
 		if (e.service > 0 && e.service < CL_SVC_MAX) {
 			fn = c->svc[e.service].fn;
