@@ -48,6 +48,12 @@ typedef struct cl_link_ops {
 	 * (the caller counts a send drop). */
 	int (*send_all)(void *ctx, const void *frame, size_t len);
 	int (*send_to)(void *ctx, const char *node, const void *frame, size_t len);
+	/* Optional (NULL: the core joins the two parts and calls send_all or
+	 * send_to): the same with the frame in two parts, the envelope's header
+	 * and the body, for a link that copies a frame into a message of its
+	 * own anyway (one copy of the body instead of two).  node NULL: to all. */
+	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
+	             size_t blen);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
@@ -63,7 +69,8 @@ extern const cl_link_ops cl_redis_link;
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
 
 /* For links: a frame that arrived but could not be read whole (too large,
- * truncated): counted as oversized or malformed. */
+ * truncated): counted as oversized.  (The mesh cannot tell: nng closes a
+ * pipe that brings a frame over NNG_OPT_RECVMAXSZ, and its dialer redials.) */
 void cl_link_count_oversized(cl_node *c);
 
 #endif /* cluster_link_h */
