@@ -45,12 +45,15 @@
  * ignored.  (hiredis itself asserts on pub/sub replies that are not arrays
  * of two strings: a redis-server does not send those.)
  *
- * Reconnection.  When a connection fails, drops or does not connect within
- * CONNECT_TIMEOUT_MS, the link logs one line (once, until it is up again),
+ * Reconnection.  When a connection fails, drops, does not connect within
+ * CONNECT_TIMEOUT_MS, or (the publisher) gets no reply to its PUBLISHes for
+ * REPLY_TIMEOUT_MS, the link logs one line (once, until it is up again),
  * and tries again after a back-off from BACKOFF_MIN_MS doubling to
  * BACKOFF_MAX_MS, timed by a timerfd watched like the rest (tick checks
  * too).  The subscriber subscribes again on every connection; the link logs
- * one line when both connections are up again.
+ * one line when both connections are up again.  A subscriber whose server
+ * vanished without closing the connection is found by TCP keepalive (hiredis
+ * 0.14 cannot PING on a subscribed connection without leaking a callback).
  *
  * SIGPIPE.  hiredis writes with write(2): a write to a connection redis
  * closed would raise SIGPIPE in a program that did not ignore it, so the
@@ -93,6 +96,7 @@
 #define READ_SLACK (64u << 10)              /* reader bytes beyond max_frame: headers */
 #define READS_PER_TURN 64                   /* 16 KiB reads per readiness report */
 #define CONNECT_TIMEOUT_MS 3000
+#define REPLY_TIMEOUT_MS 10000 /* PUBLISHes unanswered this long: the publisher is dropped */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
@@ -154,9 +158,10 @@ typedef struct rlink {
 	rt_io *wake_io, *timer_io;
 	int wake_tag, timer_tag; /* their watchers' udata: &wake_tag, &timer_tag */
 	rconn sub, pub;
-	uint32_t inflight; /* PUBLISHes awaiting their reply */
-	int log_state;     /* LOG_*: the last state logged */
-	uint64_t dropped;  /* frames queued, then dropped (publisher down) */
+	uint32_t inflight;   /* PUBLISHes awaiting their reply */
+	int64_t progress_ms; /* the last reply, or when inflight left 0 */
+	int log_state;       /* LOG_*: the last state logged */
+	uint64_t dropped;    /* frames queued, then dropped (publisher down) */
 } rlink;
 
 static void schedule(rlink *l);
@@ -439,6 +444,7 @@ on_published(redisAsyncContext *ac, void *r, void *priv)
 	rlink *l = priv;
 	if (l->inflight > 0)
 		l->inflight--;
+	l->progress_ms = rt_now_ms();
 }
 
 /* Starts connecting k; on failure k is down again (with a retry). */
@@ -530,6 +536,11 @@ service(rlink *l)
 			conn_free(k);
 			conn_down(k, "timed out");
 		}
+		if (k == &l->pub && k->ready && l->inflight > 0 &&
+		    now - l->progress_ms >= REPLY_TIMEOUT_MS) {
+			conn_free(k);
+			conn_down(k, "no reply to PUBLISH");
+		}
 		if (!k->ac && now >= k->retry_ms)
 			conn_start(k);
 	}
@@ -606,10 +617,12 @@ drain(rlink *l)
 			chlen = (size_t)w;
 		}
 		if (redisAsyncCommand(k->ac, on_published, l, "PUBLISH %b %b", ch, chlen,
-		                      f->bytes + f->to_len, (size_t)f->len) == REDIS_OK)
-			l->inflight++;
-		else
+		                      f->bytes + f->to_len, (size_t)f->len) == REDIS_OK) {
+			if (l->inflight++ == 0)
+				l->progress_ms = rt_now_ms();
+		} else {
 			l->dropped++;
+		}
 		free(f);
 	}
 	/* A full batch: the rest on a later turn, after other messages. */
