@@ -52,11 +52,6 @@
 #include "cluster/link.h"
 #include "runtime/xalloc.h"
 
-/* Not defined until cluster/redis.c exists.  NB: a weak reference does not
- * pull an object out of libphx.a; when redis.c lands, drop this line (the
- * declaration in link.h then makes the reference strong). */
-extern const cl_link_ops cl_redis_link __attribute__((weak));
-
 #define MONITORS_MAX 64
 #define WARNED_MAX 16 /* peers of another version logged (one line each) */
 #define TAG_TICK 1
@@ -564,11 +559,10 @@ cl_start(const cl_opts *o)
 	const char *ln = o->link ? o->link : "mesh";
 	if (strcmp(ln, "mesh") == 0)
 		link = &cl_mesh_link;
-	else if (strcmp(ln, "redis") == 0 && &cl_redis_link != NULL)
+	else if (strcmp(ln, "redis") == 0)
 		link = &cl_redis_link;
 	if (!link) {
-		fprintf(stderr, "cluster: unknown link \"%s\" (mesh%s)\n", ln,
-		        &cl_redis_link != NULL ? ", redis" : "");
+		fprintf(stderr, "cluster: unknown link \"%s\" (mesh, redis)\n", ln);
 		return NULL;
 	}
 	cl_node *c = rt_xcalloc(1, sizeof(*c));
