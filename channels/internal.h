@@ -170,6 +170,8 @@ extern const ch_ps_adapter ps_cluster_adapter;
 struct ps_cluster *ps_cluster_new(cl_node *cl);
 void ps_cluster_bind(struct ps_cluster *pc, ch_pubsub *ps);
 void ps_cluster_free(struct ps_cluster *pc);
+/* Bodies from other nodes dropped as malformed, since ps_cluster_new. */
+uint64_t ps_cluster_refused(const struct ps_cluster *pc);
 
 /* A route for topic, or NULL. */
 const ch_channel_ops *endpoint_route(const ch_endpoint *ep, const char *topic);

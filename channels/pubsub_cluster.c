@@ -168,3 +168,9 @@ ps_cluster_free(struct ps_cluster *pc)
 {
 	free(pc);
 }
+
+uint64_t
+ps_cluster_refused(const struct ps_cluster *pc)
+{
+	return atomic_load_explicit(&pc->refused, memory_order_relaxed);
+}
