@@ -120,7 +120,11 @@ psc_receive(void *ud, const cl_member *from, const void *body, size_t len)
 	msgpack_unpacked_init(&u);
 	size_t off = 0;
 	char topic[PSC_TOPIC_MAX], dispatcher[PSC_NAME_MAX];
-	bool ok = ps && msgpack_unpack_next(&u, body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+	/* An array of 5 scalars (0x95) and nothing else: msgpack-c allocates
+	 * room for whatever count a container's header claims, so no other
+	 * container may reach its unpacker. */
+	bool ok = ps && len > 0 && *(const uint8_t *)body == 0x95 &&
+	          msgpack_unpack_next(&u, body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
 	          off == len && u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 5;
 	const msgpack_object *f = ok ? u.data.via.array.ptr : NULL;
 	ok = ok && psc_str(&f[0], topic, sizeof(topic)) &&

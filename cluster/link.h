@@ -54,6 +54,9 @@ typedef struct cl_link_ops {
 	 * own anyway (one copy of the body instead of two).  node NULL: to all. */
 	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
 	             size_t blen);
+	/* Optional: sends what the link holds back (a batch), in the cluster
+	 * process, after the link asked for it with cl_link_wake. */
+	void (*flush)(void *ctx);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
@@ -67,6 +70,14 @@ extern const cl_link_ops cl_redis_link;
 /* For links: one frame received (borrowed for the call), in the cluster
  * process.  The core validates and routes it. */
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
+
+/* For links: asks the cluster process to call the link's flush soon (from
+ * any thread; wakes it once however often it is asked before it runs). */
+void cl_link_wake(cl_node *c);
+
+/* For links: n frames that had been accepted were dropped after all (a
+ * batch nng would not queue); counted as send drops.  Any thread. */
+void cl_link_count_dropped(cl_node *c, uint64_t n);
 
 /* For links: a frame that arrived but could not be read whole (too large,
  * truncated): counted as oversized.  (The mesh cannot tell: nng closes a

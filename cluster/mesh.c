@@ -12,21 +12,33 @@
  * per readiness, then returns so that other processes of its scheduler run
  * (the watcher is level-triggered: it reports again).
  *
- * Sending.  nng_sendmsg(NNG_FLAG_NONBLOCK) from any thread (nng's socket is
- * thread-safe) into the socket's send queue (NNG_OPT_SENDBUF: queue_frames,
- * at most nng's 8192); a full queue refuses the frame (the core counts a
- * send drop).  A frame to one node goes to all: the envelope names the
+ * Batches.  One bus message carries a batch of frames, each behind its
+ * length (4 bytes, big-endian): a sender appends its frame to the open batch
+ * (under batch_lock, from any thread); the first frame of a batch asks the
+ * cluster process to flush it (cl_link_wake), and a batch that would pass
+ * BATCH_MAX bytes goes out at once.  Under load many frames share one
+ * message and one flush, as the fastlane shares one write among many
+ * broadcasts; alone, a frame waits one turn of the cluster process.
+ * Batches go out under batch_lock, so frames leave in the order their
+ * senders appended them.
+ *
+ * Sending.  nng_sendmsg(NNG_FLAG_NONBLOCK) into the socket's send queue
+ * (NNG_OPT_SENDBUF: queue_frames, at most nng's 8192; nng's socket is
+ * thread-safe); a full queue refuses the batch, whose frames are counted as
+ * send drops.  A frame to one node goes to all: the envelope names the
  * addressee and the others drop it.
  *
- * Loss.  nng 1.5.2's bus copies each frame from the socket's queue into a
- * queue per pipe of a fixed 16 frames (bus0_pipe_init in
+ * Loss.  nng 1.5.2's bus copies each message from the socket's queue into a
+ * queue per pipe of a fixed 16 messages (bus0_pipe_init in
  * src/sp/protocol/bus0/bus.c) and DROPS the copy when that queue is full
- * (nni_msgq_tryput), silently: a burst of more than 16 frames faster than
- * TCP drains them to one peer loses frames for that peer.  The receivers see
- * it as gaps in the sender's sequence numbers (cl_stats.lost).  Receiving
- * does not drop: a pipe waits for room in the socket's receive queue
- * (NNG_OPT_RECVBUF), so a slow receiver slows its senders' pipes (then their
- * 16-frame queues, then loss).
+ * (nni_msgq_tryput), silently.  Batching is what keeps that queue short: 16
+ * batches are up to 16 x BATCH_MAX bytes in flight per peer, on top of the
+ * kernel's socket buffers, so a peer loses frames only when it takes less
+ * than that for longer than the sender keeps producing (a stopped node).
+ * The receivers see loss as gaps in the sender's sequence numbers
+ * (cl_stats.lost).  Receiving does not drop: a pipe waits for room in the
+ * socket's receive queue (NNG_OPT_RECVBUF), so a slow receiver slows its
+ * senders' pipes (then their queues fill, then loss).
  *
  * Size.  NNG_OPT_RECVMAXSZ is max_frame: nng closes a pipe that brings a
  * larger frame (the far end's dialer redials); the core never sends one.
@@ -37,6 +49,7 @@
 #include <fcntl.h>
 #include <nng/nng.h>
 #include <nng/protocol/bus0/bus.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +63,7 @@
 #define DIALED_MAX 512 /* addresses dialed (peers, seed, learned) */
 #define NNG_QUEUE_MAX 8192
 #define LINGER_MS 50
+#define BATCH_MAX (256 * 1024) /* bytes of one bus message, unless one frame is larger */
 
 /* The link's state.  sock and addr are set by open, then read-only (nng_*
  * calls on sock from any thread); io and dialed are the cluster process's
@@ -63,6 +77,9 @@ typedef struct mesh {
 	char (*dialed)[CL_ADDR_MAX];
 	size_t ndialed;
 	bool warned_full;
+	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
+	nng_msg *batch;             /* the open batch, or NULL */
+	uint32_t nbatch;            /* frames in it */
 } mesh;
 
 /* Dials addr unless it is ours or dialed already.  -1 for an address nng
@@ -132,9 +149,11 @@ mesh_open(cl_node *c, const cl_opts *o, void **ctx)
 	m->c = c;
 	m->recvfd = -1;
 	m->dialed = rt_xcalloc(DIALED_MAX, sizeof(*m->dialed));
+	pthread_mutex_init(&m->batch_lock, NULL);
 	int rv = nng_bus0_open(&m->sock);
 	if (rv != 0) {
 		fprintf(stderr, "cluster: cannot open a bus socket: %s\n", nng_strerror(rv));
+		pthread_mutex_destroy(&m->batch_lock);
 		free(m->dialed);
 		free(m);
 		return -1;
@@ -163,6 +182,7 @@ mesh_open(cl_node *c, const cl_opts *o, void **ctx)
 fail:
 	m->ndialed = 0;
 	nng_close(m->sock);
+	pthread_mutex_destroy(&m->batch_lock);
 	free(m->dialed);
 	free(m);
 	return -1;
@@ -193,7 +213,19 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 		nng_msg *msg;
 		if (nng_recvmsg(m->sock, &msg, NNG_FLAG_NONBLOCK) != 0)
 			break; /* NNG_EAGAIN: nothing more; NNG_ECLOSED: stopping */
-		cl_link_deliver(m->c, nng_msg_body(msg), nng_msg_len(msg));
+		const uint8_t *p = nng_msg_body(msg);
+		size_t left = nng_msg_len(msg);
+		while (left >= 4) {
+			size_t n =
+			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+			if (n > left - 4)
+				break;
+			cl_link_deliver(m->c, p + 4, n);
+			p += 4 + n;
+			left -= 4 + n;
+		}
+		if (left) /* a truncated batch: the rest is one malformed frame */
+			cl_link_deliver(m->c, p, left);
 		nng_msg_free(msg);
 	}
 }
@@ -213,12 +245,39 @@ mesh_detach(void *ctx)
 	m->io = NULL;
 }
 
+/* Sends the open batch (under batch_lock); its frames are counted as
+ * dropped when nng's queue is full. */
+static void
+send_batch(mesh *m)
+{
+	nng_msg *b = m->batch;
+	uint32_t n = m->nbatch;
+	m->batch = NULL;
+	m->nbatch = 0;
+	if (b && nng_sendmsg(m->sock, b, NNG_FLAG_NONBLOCK) != 0) {
+		nng_msg_free(b);
+		cl_link_count_dropped(m->c, n);
+	}
+}
+
+/* The cluster process asks: sends the open batch. */
+static void
+mesh_flush(void *ctx)
+{
+	mesh *m = ctx;
+	pthread_mutex_lock(&m->batch_lock);
+	send_batch(m);
+	pthread_mutex_unlock(&m->batch_lock);
+}
+
 static void
 mesh_close(void *ctx)
 {
 	mesh *m = ctx;
+	mesh_flush(m);
 	usleep(LINGER_MS * 1000);
 	nng_close(m->sock);
+	pthread_mutex_destroy(&m->batch_lock);
 	free(m->dialed);
 	free(m);
 }
@@ -229,18 +288,45 @@ mesh_sendv(void *ctx, const char *node, const void *head, size_t hlen, const voi
 {
 	mesh *m = ctx;
 	(void)node;
-	nng_msg *msg;
-	if (nng_msg_alloc(&msg, hlen + blen) != 0)
+	size_t n = hlen + blen;
+	if (n > UINT32_MAX)
 		return -1;
-	uint8_t *p = nng_msg_body(msg);
-	memcpy(p, head, hlen);
-	if (blen)
-		memcpy(p + hlen, body, blen);
-	if (nng_sendmsg(m->sock, msg, NNG_FLAG_NONBLOCK) != 0) {
-		nng_msg_free(msg);
-		return -1;
+	int rc = 0;
+	bool wake = false;
+	pthread_mutex_lock(&m->batch_lock);
+	if (m->batch && nng_msg_len(m->batch) + 4 + n > BATCH_MAX)
+		send_batch(m);
+	if (!m->batch) {
+		if (nng_msg_alloc(&m->batch, 0) != 0 ||
+		    nng_msg_reserve(m->batch, 4 + n > BATCH_MAX ? 4 + n : 4096) != 0) {
+			if (m->batch)
+				nng_msg_free(m->batch);
+			m->batch = NULL;
+			rc = -1;
+			goto out;
+		}
+		wake = true;
 	}
-	return 0;
+	if (nng_msg_append_u32(m->batch, (uint32_t)n) != 0 ||
+	    nng_msg_append(m->batch, head, hlen) != 0 ||
+	    (blen && nng_msg_append(m->batch, body, blen) != 0)) {
+		nng_msg_free(m->batch); /* out of memory: drop what the batch held */
+		cl_link_count_dropped(m->c, m->nbatch);
+		m->batch = NULL;
+		m->nbatch = 0;
+		rc = -1;
+		goto out;
+	}
+	m->nbatch++;
+	if (nng_msg_len(m->batch) >= BATCH_MAX) {
+		send_batch(m);
+		wake = false;
+	}
+out:
+	pthread_mutex_unlock(&m->batch_lock);
+	if (wake && rc == 0) /* not under batch_lock: the wake may flush here */
+		cl_link_wake(m->c);
+	return rc;
 }
 
 static int
@@ -278,6 +364,7 @@ const cl_link_ops cl_mesh_link = {
     .send_all = mesh_send_all,
     .send_to = mesh_send_to,
     .sendv = mesh_sendv,
+    .flush = mesh_flush,
     .learn = mesh_learn,
     .addr = mesh_addr,
 };
