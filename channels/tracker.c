@@ -58,9 +58,6 @@ enum {
 };
 
 #define HEARTBEAT_MS 1500 /* Phoenix's broadcast_period */
-#define MAX_TOPIC 1024
-#define MAX_KEY 1024
-#define MAX_META (64 * 1024)
 #define MAX_OVERLAY 8 /* a caller's own queued tracks shown by trk_list */
 
 typedef enum { OP_TRACK, OP_UNTRACK, OP_UNTRACK_ALL, OP_UPDATE } op_kind;
@@ -578,7 +575,7 @@ bad_field(const char *s, size_t max)
 static bool
 bad_key(const char *s)
 {
-	return !s || strnlen(s, MAX_KEY) == MAX_KEY;
+	return !s || strnlen(s, TRK_KEY_MAX) == TRK_KEY_MAX;
 }
 
 /* Whether (pid, topic, key) will be tracked once the queued requests are
@@ -667,7 +664,7 @@ request_bounded(trk_tracker *t, trk_op *op, bool want)
 int
 trk_track(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta)
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key) || bad_field(meta, TRK_META_MAX))
 		return TRK_EINVAL;
 	return request_bounded(t, op_new(OP_TRACK, pid, topic, key, meta), false);
 }
@@ -676,7 +673,7 @@ int
 trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta,
            char *(*make_meta)(const char *old_meta, const char *meta))
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key) || bad_field(meta, TRK_META_MAX))
 		return TRK_EINVAL;
 	trk_op *op = op_new(OP_UPDATE, pid, topic, key, meta);
 	op->make_meta = make_meta;
@@ -686,7 +683,7 @@ trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const
 int
 trk_untrack(trk_tracker *t, rt_pid pid, const char *topic, const char *key)
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key))
 		return TRK_EINVAL;
 	shard_slot *sl = slot_for(t, topic);
 	pthread_rwlock_rdlock(&sl->lock);

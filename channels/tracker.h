@@ -27,13 +27,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "runtime/rt.h"
 
 /* ------------------------------------------------------------------ State */
 
 typedef struct trk_state trk_state;
 
-#define TRK_REPLICA_MAX 64 /* bytes of a replica name, NUL included */
+/* Bytes of a replica name, NUL included: a node's name, '#' and its
+ * incarnation in hex ("chat1@127.0.0.1#17f3a2c4d5e6b7a8") fit. */
+#define TRK_REPLICA_MAX 96
+_Static_assert(CL_NAME_MAX + 17 <= TRK_REPLICA_MAX, "a node name and incarnation fit");
+
+/* Bytes of a presence's fields, NUL included (the longest is one less). */
+#define TRK_TOPIC_MAX 1024
+#define TRK_KEY_MAX 1024
+#define TRK_META_MAX (64 * 1024)
 
 /* Reports one element joining (join true) or leaving a state. */
 typedef void (*trk_report_fn)(void *ud, const char *topic, const char *key, const char *meta,
@@ -172,6 +181,62 @@ void trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, voi
 
 /* Frees a delta or extracted state; NULL is ignored. */
 void trk_delta_free(trk_delta *d);
+
+/* ------------------------------------------------------------------ Wire */
+
+/*
+ * tracker_wire.c: the frames shard i of one node sends shard i of the
+ * others (cluster service CL_SVC_TRACKER), msgpack:
+ *
+ *   frame  [version 1, kind, nshards, shard, payload]
+ *          kind DELTA: payload a delta; TRANSFER_ACK: a full state;
+ *          CLOCK: the sender's clock (uint); TRANSFER_REQ: nil
+ *   delta  [full: bool, replicas: [str...], context: [uint...] (full) | nil,
+ *           start: uint, end: uint (the sender's clock range; 0, 0 when full),
+ *           cloud: [replica, clock, ...], values: [replica, clock, pid, topic,
+ *           key, meta, ...]]
+ *
+ * Decoding validates everything, as for a client's input: exact shapes,
+ * counts bounded (and by the bytes present, before anything is allocated),
+ * replica indexes in range and names unique, clocks in 1..TRK_CLOCK_MAX,
+ * strings UTF-8 with no NUL and bounded (TRK_*_MAX), metas JSON text (they
+ * reach clients), and a delta's values its sender's own adds inside its
+ * range.  Pure functions: any thread.
+ */
+enum {
+	TRK_WIRE_VERSION = 1,
+	TRK_WIRE_DELTA = 1,        /* a heartbeat's delta */
+	TRK_WIRE_CLOCK = 2,        /* the sender's clock, when it has no delta to send */
+	TRK_WIRE_TRANSFER_REQ = 3, /* "send me your whole state" */
+	TRK_WIRE_TRANSFER_ACK = 4, /* the whole state (trk_state_extract) */
+};
+
+#define TRK_WIRE_MAX_REPLICAS 1024       /* replicas named in one delta */
+#define TRK_WIRE_MAX_ITEMS (1u << 22)    /* cloud dots, and values, in one delta */
+#define TRK_WIRE_MAX_SHARDS 1024         /* nshards in a frame */
+#define TRK_CLOCK_MAX ((1ull << 48) - 1) /* largest clock taken from another node */
+
+/* A decoded frame, or one to encode.  Owned by its holder; the delta (when
+ * any) is freed with trk_delta_free. */
+typedef struct trk_frame {
+	int kind;
+	uint32_t nshards, shard;
+	uint64_t clock;   /* CLOCK */
+	trk_delta *delta; /* DELTA (full false), TRANSFER_ACK (full true) */
+} trk_frame;
+
+/* Encodes f into *out (malloc'd, *len bytes).  Returns 0, or -1 when f is
+ * not encodable (a DELTA or TRANSFER_ACK without the right delta). */
+int trk_wire_encode(const trk_frame *f, char **out, size_t *len);
+
+/* Reads the header of a frame (kind, nshards, shard) without decoding the
+ * rest: 0, or -1 when it is not a version-1 frame header with a known kind. */
+int trk_wire_peek(const void *buf, size_t len, int *kind, uint32_t *nshards, uint32_t *shard);
+
+/* Decodes and validates a whole frame into *out (out->delta allocated for
+ * DELTA and TRANSFER_ACK).  Returns 0, or -1 (nothing allocated) for
+ * anything malformed or out of bounds; never reads past buf[len). */
+int trk_wire_decode(const void *buf, size_t len, trk_frame *out);
 
 /* ------------------------------------------------------------------ Tracker */
 
