@@ -259,10 +259,24 @@ typedef struct trk_opts {
 	int shards;           /* pool size; 0: rt_schedulers() */
 	uint32_t period_ms;   /* diff coalescing period; 0: 20 ms; UINT32_MAX: none */
 	uint32_t max_pending; /* queued track/update requests per shard; 0: 10,000 */
-	const char *replica;  /* replica (node) name; NULL: "nonode@nohost" */
+	const char *replica;  /* replica (node) name when alone; NULL: "nonode@nohost" */
 	trk_diff_fn diff;     /* required */
 	void *ud;             /* for diff */
 	rt_pid parent;        /* a supervisor to start under (rt_sup_start_under), or 0 */
+	/* Replication (Phoenix.Tracker between nodes).  cluster: the node's
+	 * cluster, NULL when alone; it must outlive the tracker's processes,
+	 * and be stopped (cl_stop) before trk_stop frees the tracker, since its
+	 * CL_SVC_TRACKER handler points here.  Every node must run the same
+	 * number of shards (frames carry it; a mismatch is refused and logged
+	 * once).  The replica name is then "<node name>#<incarnation in hex>". */
+	cl_node *cluster;
+	uint32_t broadcast_ms; /* a shard sends its delta this often; 0: 200 (Phoenix: 1500) */
+	uint32_t down_ms;      /* a node gone silent ("timeout") keeps its members listed this
+	                        * long before they leave; 0: they leave at the nodedown.  A node
+	                        * that stops ("goodbye") or restarts loses them at once. */
+	uint32_t permdown_ms;  /* a node down this long is forgotten; 0: 1,200,000 (Phoenix's) */
+	uint32_t max_delta;    /* a delta with more elements and dots than this is not sent
+	                        * (the others catch up by transfer); 0: 10,000 */
 } trk_opts;
 
 /* Starts a supervisor with the shard processes: a significant child of
@@ -319,6 +333,13 @@ size_t trk_count(trk_tracker *t, const char *topic, size_t *nkeys);
 typedef struct trk_stats {
 	uint64_t tracks, untracks, downs, diffs, refused;
 	uint32_t pending; /* queued requests now, all shards */
+	/* replication: deltas sent and merged, deltas too large to send,
+	 * transfers asked for and merged, frames from other nodes refused
+	 * (malformed, wrong shard count, unknown sender) or dropped (a shard's
+	 * mailbox full, the shard restarting) */
+	uint64_t deltas_sent, deltas_received, deltas_skipped;
+	uint64_t transfers_requested, transfers_received;
+	uint64_t frames_refused, frames_dropped;
 } trk_stats;
 void trk_get_stats(trk_tracker *t, trk_stats *out);
 
