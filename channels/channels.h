@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "runtime/rt.h"
 
 /* Results of join, handle_in, handle_out, handle_info. */
@@ -182,6 +183,10 @@ typedef struct ch_endpoint_opts {
 	int presence_shards;
 	uint32_t presence_period_ms;
 	uint32_t presence_max_pending;
+	/* The cluster this node joins (cluster/cluster.h; its supervisor field
+	 * is ignored: the cluster process starts under the node's root, first).
+	 * NULL: the node is alone. */
+	const cl_opts *cluster;
 } ch_endpoint_opts;
 
 /* Starts the node's supervision tree (after rt_start): the root supervisor
@@ -201,6 +206,9 @@ void ch_endpoint_stop(ch_endpoint *ep);
  * listeners.  A subtree that exits on its own takes the root, and so the
  * node, down; RT_NOPID for a NULL ep. */
 rt_pid ch_endpoint_supervisor(const ch_endpoint *ep);
+
+/* The node's cluster, or NULL when it is alone. */
+cl_node *ch_endpoint_cluster(const ch_endpoint *ep);
 
 const ch_socket_handler *ch_endpoint_handler(const ch_endpoint *ep);
 const char *ch_endpoint_secret(const ch_endpoint *ep);

@@ -557,7 +557,8 @@ ch_ps_remote_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *m
 	for (size_t i = 0; !d && dispatcher && ps->dispatchers && ps->dispatchers[i]; i++)
 		if (strcmp(ps->dispatchers[i]->name, dispatcher) == 0)
 			d = ps->dispatchers[i];
-	if (!d) {
+	if (!d || !topic || !message || tag >= RT_TAG_SYSTEM ||
+	    (d->check && !d->check(topic, tag, message))) {
 		rt_buf_release(message);
 		return -1;
 	}

@@ -64,9 +64,9 @@ typedef struct cl_node cl_node;
 
 /* Options of cl_start: the caller's, read during the call. */
 typedef struct cl_opts {
-	const char *name;    /* required: letters, digits and "@._-", < CL_NAME_MAX bytes */
-	const char *link;    /* "mesh" (default when NULL) or "redis" */
-	const char *listen;  /* mesh: nng address to listen on ("tcp://127.0.0.1:5001") */
+	const char *name;         /* required: letters, digits and "@._-", < CL_NAME_MAX bytes */
+	const char *link;         /* "mesh" (default when NULL) or "redis" */
+	const char *listen;       /* mesh: nng address to listen on ("tcp://127.0.0.1:5001") */
 	const char *const *peers; /* mesh: addresses to dial, NULL-terminated (or NULL) */
 	const char *seed;         /* mesh: one more address to dial (others are learned) */
 	const char *redis_url;    /* redis: "redis://host:port" */
@@ -149,10 +149,10 @@ size_t cl_members(cl_node *c, cl_member *out, size_t cap);
 
 /* Counters, all since cl_start. */
 typedef struct cl_stats {
-	uint64_t sent, received;      /* frames */
+	uint64_t sent, received; /* frames */
 	uint64_t bytes_sent, bytes_received;
-	uint64_t send_dropped;        /* frames the link could not queue */
-	uint64_t lost;                /* gaps in peers' sequences of broadcast frames */
+	uint64_t send_dropped; /* frames the link could not queue */
+	uint64_t lost;         /* gaps in peers' sequences of broadcast frames */
 	uint64_t malformed, oversized, bad_version, unknown_service;
 	uint64_t nodeups, nodedowns;
 } cl_stats;
