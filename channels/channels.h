@@ -183,6 +183,16 @@ typedef struct ch_endpoint_opts {
 	int presence_shards;
 	uint32_t presence_period_ms;
 	uint32_t presence_max_pending;
+	/* Presence between nodes (when clustered; every node must run the same
+	 * presence_shards): how often a shard sends its changes to the other
+	 * nodes (0: 200 ms; Phoenix's broadcast_period is 1500), how long a
+	 * node gone silent keeps its presences listed before they leave (0:
+	 * they leave when the cluster declares it down; a node that stops or
+	 * restarts loses them at once), and after how long a down node is
+	 * forgotten (0: 20 minutes, Phoenix's permdown_period). */
+	uint32_t presence_broadcast_ms;
+	uint32_t presence_down_ms;
+	uint32_t presence_permdown_ms;
 	/* The cluster this node joins (cluster/cluster.h; its supervisor field
 	 * is ignored: the cluster process starts under the node's root, first).
 	 * NULL: the node is alone. */
