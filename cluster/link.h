@@ -71,6 +71,9 @@ extern const cl_link_ops cl_redis_link;
  * process.  The core validates and routes it. */
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
 
+/* For links: a message that is not a well-formed batch of frames. */
+void cl_link_count_malformed(cl_node *c);
+
 /* For links: asks the cluster process to call the link's flush soon (from
  * any thread; wakes it once however often it is asked before it runs). */
 void cl_link_wake(cl_node *c);

@@ -224,8 +224,8 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			p += 4 + n;
 			left -= 4 + n;
 		}
-		if (left) /* a truncated batch: the rest is one malformed frame */
-			cl_link_deliver(m->c, p, left);
+		if (left) /* a batch that lies about its lengths: the rest is dropped */
+			cl_link_count_malformed(m->c);
 		nng_msg_free(msg);
 	}
 }

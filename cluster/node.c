@@ -342,6 +342,12 @@ cl_link_count_oversized(cl_node *c)
 }
 
 void
+cl_link_count_malformed(cl_node *c)
+{
+	COUNT(c, malformed, 1);
+}
+
+void
 cl_link_deliver(cl_node *c, const void *frame, size_t len)
 {
 	COUNT(c, received, 1);
