@@ -11,6 +11,7 @@
 
 #include "channels/internal.h"
 #include "test/harness.h"
+#include "test/support/redis_server.h"
 
 /* What the subscriber processes received: written by them, read by the test
  * thread, under mu. */
@@ -74,8 +75,9 @@ up_members(cl_node *c, size_t want)
 static ch_endpoint *ep[2];
 static char addr[2][64];
 
+/* Starts two nodes: over the mesh, or over Redis at redis_url. */
 static void
-start_nodes(void)
+start_nodes_on(const char *redis_url)
 {
 	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
 	CHECK_EQ(rt_start(&c), 0);
@@ -88,6 +90,12 @@ start_nodes(void)
 		              .peers = peers,
 		              .heartbeat_ms = 100,
 		              .down_after_ms = 1000};
+		if (redis_url) {
+			co.link = "redis";
+			co.redis_url = redis_url;
+			co.listen = NULL;
+			co.peers = NULL;
+		}
 		ch_endpoint_opts o = {.secret_key_base = "secret", .cluster = &co};
 		ep[i] = ch_endpoint_start(&o);
 		CHECK(ep[i] != NULL);
@@ -99,6 +107,12 @@ start_nodes(void)
 }
 
 static void
+start_nodes(void)
+{
+	start_nodes_on(NULL);
+}
+
+static void
 stop_nodes(void)
 {
 	for (int i = 0; i < 2; i++)
@@ -107,9 +121,8 @@ stop_nodes(void)
 }
 
 static void
-test_broadcast_reaches_the_other_node_once_in_order(void)
+broadcast_once_in_order(void)
 {
-	start_nodes();
 	for (int i = 0; i < 2; i++) {
 		sub_arg a = {.ep = ep[i], .node = i};
 		CHECK(rt_spawn(&sub_behaviour, &a, sizeof(a)) != RT_NOPID);
@@ -146,6 +159,25 @@ test_broadcast_reaches_the_other_node_once_in_order(void)
 		}
 	}
 	stop_nodes();
+}
+
+static void
+test_broadcast_reaches_the_other_node_once_in_order(void)
+{
+	start_nodes();
+	broadcast_once_in_order();
+}
+
+static void
+test_broadcast_over_redis(void)
+{
+	int port = free_port();
+	redis_start(port);
+	char url[64];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+	start_nodes_on(url);
+	broadcast_once_in_order();
+	redis_kill();
 }
 
 /* Sends one CL_SVC_PUBSUB body from a bare cluster node. */
@@ -231,6 +263,7 @@ test_malformed_broadcasts_are_dropped(void)
 
 TEST_LIST = {
     TEST(test_broadcast_reaches_the_other_node_once_in_order),
+    TEST(test_broadcast_over_redis),
     TEST(test_malformed_broadcasts_are_dropped),
     TEST_END,
 };
