@@ -55,8 +55,9 @@ typedef struct cl_link_ops {
 	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
 	             size_t blen);
 	/* Optional: sends what the link holds back (a batch), in the cluster
-	 * process, after the link asked for it with cl_link_wake. */
-	void (*flush)(void *ctx);
+	 * process, after the link asked for it with cl_link_wake.  Returns 0,
+	 * or the ms after which to call it again (it held the batch back). */
+	uint32_t (*flush)(void *ctx);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
