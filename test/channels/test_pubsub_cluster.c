@@ -348,6 +348,8 @@ test_malformed_broadcasts_are_dropped(void)
 	const char bad_utf8[] = "room:x\0\xff\xfe\0{}";
 	msgpack_sbuffer_write(&sb, "\xc1garbage", 8);
 	send_raw(rogue, &sb);
+	msgpack_sbuffer_write(&sb, "\xdd\xff\xff\xff\xff", 5); /* 2^32 elements claimed */
+	send_raw(rogue, &sb);
 	msgpack_pack_array(&pk, 4);
 	msgpack_pack_nil(&pk);
 	msgpack_pack_nil(&pk);
@@ -376,7 +378,7 @@ test_malformed_broadcasts_are_dropped(void)
 	usleep(200 * 1000);
 	CHECK_EQ(count(1), 1);
 	CHECK(strcmp(rec.got[1][0], "ev {\"ok\":1}") == 0);
-	CHECK_EQ(ps_cluster_refused(ep[1]->ps_link), 9);
+	CHECK_EQ(ps_cluster_refused(ep[1]->ps_link), 10);
 	msgpack_sbuffer_destroy(&sb);
 	cl_stop(rogue);
 	stop_nodes();
