@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "runtime/rt.h"
 
 /* Results of join, handle_in, handle_out, handle_info. */
@@ -182,6 +183,9 @@ typedef struct ch_endpoint_opts {
 	int presence_shards;
 	uint32_t presence_period_ms;
 	uint32_t presence_max_pending;
+	/* The cluster this node joins (cluster/cluster.h), read during the call;
+	 * NULL: the node is alone. */
+	const struct cl_opts *cluster;
 } ch_endpoint_opts;
 
 /* Starts the node's supervision tree (after rt_start): the root supervisor
