@@ -183,9 +183,10 @@ typedef struct ch_endpoint_opts {
 	int presence_shards;
 	uint32_t presence_period_ms;
 	uint32_t presence_max_pending;
-	/* The cluster this node joins (cluster/cluster.h), read during the call;
+	/* The cluster this node joins (cluster/cluster.h; its supervisor field
+	 * is ignored: the cluster process starts under the node's root, first).
 	 * NULL: the node is alone. */
-	const struct cl_opts *cluster;
+	const cl_opts *cluster;
 } ch_endpoint_opts;
 
 /* Starts the node's supervision tree (after rt_start): the root supervisor
