@@ -39,6 +39,7 @@ typedef struct cc_node {
 	char addr[CL_ADDR_MAX]; /* its --cluster-listen, or the --pubsub URL */
 	char port[8];
 	char **argv;           /* the node's command line (NULL-terminated, owned) */
+	char *peers;           /* its --peers value (owned), or NULL */
 	pid_t pid;             /* 0 while not running */
 	int64_t started_ms;    /* when the current pid was started */
 	int64_t restart_at_ms; /* pid 0: when to start it again */
@@ -246,7 +247,7 @@ cc_prepare(const cc_opts *o, char *argv0, cc_node *nodes)
 			n->argv[a++] = "--cluster-listen";
 			n->argv[a++] = n->addr;
 			if (o->nodes > 1) {
-				char *peers = calloc(1, plen);
+				char *peers = n->peers = calloc(1, plen);
 				if (!peers)
 					return -1;
 				for (int j = 0; j < o->nodes; j++) {
@@ -257,7 +258,7 @@ cc_prepare(const cc_opts *o, char *argv0, cc_node *nodes)
 					strcat(peers, nodes[j].addr);
 				}
 				n->argv[a++] = "--peers";
-				n->argv[a++] = peers; /* freed by cc_free (argv[8]) */
+				n->argv[a++] = peers;
 			}
 		}
 		for (int k = 0; k < o->npass; k++)
@@ -271,11 +272,7 @@ static void
 cc_free(const cc_opts *o, cc_node *nodes)
 {
 	for (int i = 0; i < o->nodes; i++) {
-		if (!nodes[i].argv)
-			continue;
-		for (int a = 0; nodes[i].argv[a]; a++)
-			if (strcmp(nodes[i].argv[a], "--peers") == 0 && nodes[i].argv[a + 1])
-				free(nodes[i].argv[a + 1]);
+		free(nodes[i].peers);
 		free(nodes[i].argv);
 	}
 }
