@@ -684,7 +684,12 @@ app_main(int argc, char **argv, const app_def *app)
 	                           .cluster = o.name ? &clopts : NULL};
 	ch_endpoint *ep = ch_endpoint_start(&chopts);
 	if (!ep) {
-		fprintf(stderr, "%s: cannot start the channel endpoint\n", app->name);
+		if (o.name)
+			fprintf(stderr,
+			        "%s: cannot start the channel endpoint or join the cluster as %s\n",
+			        app->name, o.name);
+		else
+			fprintf(stderr, "%s: cannot start the channel endpoint\n", app->name);
 		rt_shutdown();
 		rc = APP_EXIT_FAILURE;
 		goto out;
