@@ -566,7 +566,7 @@ static const rt_behaviour watch_behaviour = {
 /*
  * GET /api/cluster (added by the launcher to every app): the cluster's
  * counters and members as cl_stats_json writes them, or, for a node that is
- * alone, {"node":"nonode@nohost","members":[]} (Erlang's name for a node
+ * alone, {"name":"nonode@nohost","members":[]} (Erlang's name for a node
  * that is not distributed).  udata: the route's app_ctx.
  */
 static void
@@ -591,7 +591,7 @@ app_get_cluster(const tp_http_request *req, tp_response *resp, void *udata)
 		resp->body = rt_buf_from(err, sizeof(err) - 1);
 		return;
 	}
-	static const char alone[] = "{\"node\":\"nonode@nohost\",\"members\":[]}";
+	static const char alone[] = "{\"name\":\"nonode@nohost\",\"members\":[]}";
 	resp->body = rt_buf_from(alone, sizeof(alone) - 1);
 }
 

@@ -48,7 +48,7 @@
  *                              must exceed the heartbeat period)
  *
  * Every app gets GET /api/cluster from the launcher: cl_stats_json of the
- * node's cluster, or {"node":"nonode@nohost","members":[]} when alone (an
+ * node's cluster, or {"name":"nonode@nohost","members":[]} when alone (an
  * app route of the same path takes precedence).
  *
  * `APP cluster --nodes N ...` runs N nodes as child processes instead

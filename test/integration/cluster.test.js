@@ -285,7 +285,7 @@ describe('a mesh of three nodes', () => {
 
   test('GET /api/cluster names the node and its members', T, async () => {
     const j = await nodes[0].cluster()
-    assert.equal(j.node, 'node1@127.0.0.1')
+    assert.equal(j.name, 'node1@127.0.0.1')
     assert.deepEqual(await nodes[0].upMembers(), ['node2@127.0.0.1', 'node3@127.0.0.1'])
   })
 

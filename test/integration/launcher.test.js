@@ -192,7 +192,7 @@ test('cluster: a bad node option makes the nodes exit 2, and the command with th
 test('GET /api/cluster on a node that is alone: nonode@nohost, no members', T, async () => {
   const res = await fetch(`http://127.0.0.1:${PORT}/api/cluster`, { signal: AbortSignal.timeout(5000) })
   assert.equal(res.status, 200)
-  assert.deepEqual(await res.json(), { node: 'nonode@nohost', members: [] })
+  assert.deepEqual(await res.json(), { name: 'nonode@nohost', members: [] })
 })
 
 test('--reuse-port: two processes share one port; when one stops the other still serves', T, async (t) => {

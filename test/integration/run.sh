@@ -89,7 +89,7 @@ await_http() {
 				const text = await r.text();
 				if (!want) process.exit(0);
 				const j = JSON.parse(text);
-				if ((j.members || []).filter((m) => m.up !== false && m.name !== j.node).length >= want) process.exit(0);
+				if ((j.members || []).filter((m) => m.up !== false && m.name !== j.name).length >= want) process.exit(0);
 			} catch (_) {}
 			if (Date.now() > deadline) process.exit(1);
 			await new Promise((r) => setTimeout(r, 100));
