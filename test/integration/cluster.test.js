@@ -128,9 +128,26 @@ async function waitMembers (node, names, what) {
   }
 }
 
+// Waits until node answers HTTP; fails at once, with its output, if it exits.
+async function nodeReady (node) {
+  try {
+    await waitFor(async () => {
+      if (!node.alive) throw new Error(`${node.name} exited (${node.proc.exitCode ?? node.proc.signalCode})`)
+      try {
+        const r = await fetch(node.url + '/api/cluster', { signal: AbortSignal.timeout(1000) })
+        await r.text()
+        return r.status === 200
+      } catch (_) { return false }
+    }, 15000, `${node.name} to answer HTTP on ${node.url}`, 50)
+  } catch (e) {
+    e.message += `\n${node.name} output:\n${node.log.slice(-1500)}`
+    throw e
+  }
+}
+
 async function startAll (nodes) {
   for (const n of nodes) n.start()
-  for (const n of nodes) await waitHttp(n.url)
+  for (const n of nodes) await nodeReady(n)
   for (const n of nodes) await waitMembers(n, nodes.filter((m) => m !== n).map((m) => m.name))
 }
 
@@ -349,7 +366,7 @@ describe('a mesh of three nodes', () => {
     await broadcastEverywhere(t, [n1, n2], n1)
 
     n3.start()
-    await waitHttp(n3.url)
+    await nodeReady(n3)
     for (const n of nodes) await waitMembers(n, nodes.filter((m) => m !== n).map((m) => m.name))
     await broadcastEverywhere(t, nodes, n1)
     // the survivors' members appear on the new node 3
