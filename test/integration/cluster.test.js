@@ -10,7 +10,10 @@
 //   - two nodes linked through a redis-server started here (broadcast,
 //     presence, and redis stopped and started again: the nodes reconnect);
 //   - the `cluster` command: a node killed with -9 is restarted (a new pid
-//     listening on the same port), SIGTERM stops all.
+//     listening on the same port), SIGTERM stops all; with --one-port two
+//     clustered nodes share one HTTP port (both answer /api/cluster there).
+// Env: PHX_BIN (the binary; run.sh passes it).  Ports: free ones from the
+// kernel, checked one by one (two consecutive for the cluster command).
 // Every process started here is killed at the end, also on failure.
 
 const test = require('node:test')
@@ -524,5 +527,50 @@ test('the cluster command: a node killed with -9 is restarted (a new pid on the 
     if (proc.exitCode === null) proc.kill('SIGKILL')
     // the nodes get SIGTERM from PR_SET_PDEATHSIG; kill what is left anyway
     for (const { pid } of Object.values(pids())) { try { process.kill(pid, 'SIGKILL') } catch (_) { /* gone */ } }
+  }
+})
+
+// GET path on 127.0.0.1:port over a new connection each time (no keep-alive).
+function getFresh (port, path) {
+  const http = require('node:http')
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 5000 }, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+  })
+}
+
+test('the cluster command with --one-port: two clustered nodes share one HTTP port', T, async () => {
+  const port = await freePort()
+  const cport = await freePair()
+  const proc = track(spawn(PHX_BIN, ['cluster', '--nodes', '2', '--one-port', '--port', String(port), '--cluster-port', String(cport), ...NODE_FLAGS],
+    { stdio: ['ignore', 'pipe', 'pipe'] }))
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (d) => { out += d })
+  proc.stderr.on('data', (d) => { err += d })
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })))
+  try {
+    await waitFor(() => (out.match(/ pid \d+/g) || []).length === 2, 10000, 'the command to print both nodes')
+    const pids = [...out.matchAll(/^node\d@127\.0\.0\.1 http:\/\/127\.0\.0\.1:(\d+) .* pid (\d+)$/gm)].map((m) => {
+      assert.equal(Number(m[1]), port, 'every node on the one port')
+      return Number(m[2])
+    })
+    await waitFor(() => listeners(port, pids).length === 2, 10000, `both nodes to listen on ${port}`, 50)
+    // new connections are spread over both processes: both names answer
+    const seen = new Set()
+    await waitFor(async () => {
+      const r = await getFresh(port, '/api/cluster')
+      if (r.status === 200) seen.add(JSON.parse(r.body).name)
+      return seen.size === 2
+    }, 10000, `both nodes to answer on ${port} (seen ${[...seen]})`, 10)
+    proc.kill('SIGTERM')
+    assert.deepEqual(await withTimeout(exited, 15000, 'the cluster command to exit'), { code: 0, signal: null }, err)
+  } finally {
+    if (proc.exitCode === null) proc.kill('SIGKILL')
   }
 })
