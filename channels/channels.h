@@ -183,6 +183,16 @@ typedef struct ch_endpoint_opts {
 	int presence_shards;
 	uint32_t presence_period_ms;
 	uint32_t presence_max_pending;
+	/* Presence between nodes (when clustered; every node must run the same
+	 * presence_shards): how often a shard sends its changes to the other
+	 * nodes (0: 200 ms; Phoenix's broadcast_period is 1500), how long a
+	 * node gone silent keeps its presences listed before they leave (0:
+	 * they leave when the cluster declares it down; a node that stops or
+	 * restarts loses them at once), and after how long a down node is
+	 * forgotten (0: 20 minutes, Phoenix's permdown_period). */
+	uint32_t presence_broadcast_ms;
+	uint32_t presence_down_ms;
+	uint32_t presence_permdown_ms;
 	/* The cluster this node joins (cluster/cluster.h; its supervisor field
 	 * is ignored: the cluster process starts under the node's root, first).
 	 * NULL: the node is alone. */
@@ -207,12 +217,17 @@ void ch_endpoint_stop(ch_endpoint *ep);
  * node, down; RT_NOPID for a NULL ep. */
 rt_pid ch_endpoint_supervisor(const ch_endpoint *ep);
 
+/* The node's cluster, or NULL when it is alone. */
+cl_node *ch_endpoint_cluster(const ch_endpoint *ep);
+
 const ch_socket_handler *ch_endpoint_handler(const ch_endpoint *ep);
 const char *ch_endpoint_secret(const ch_endpoint *ep);
 
 /* Broadcasts {topic, event, payload JSON text} to every subscriber of topic
- * (every node once clustering exists).  Any thread.  Returns 0, or -1 if
- * the payload is not a JSON object or a field is too long. */
+ * on every node.  Any thread.  Returns 0; -1 if the payload is not a JSON
+ * object or a field is too long; CH_EREMOTE when this node's subscribers
+ * got it but the cluster could not take it (counted in cl_stats). */
+enum { CH_EREMOTE = -2 };
 int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
                           const char *payload_json);
 

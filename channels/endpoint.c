@@ -9,6 +9,7 @@
  * (rt_sup_start_under: never restarted; its exit takes the root down):
  *
  *     root
+ *      |- cluster    the cluster process, when the node is clustered (cluster/)
  *      |- pubsub     one_for_all of the partitions, one per scheduler (pubsub.c)
  *      |- tracker    one_for_one of the presence tracker's shards (tracker.c),
  *      |             after PubSub, which they broadcast through
@@ -17,7 +18,8 @@
  *
  * ch_endpoint_stop shuts the root down, which terminates its children in
  * reverse order: listeners (WebSockets closed with 1001 after their queue),
- * channels (whose exits the tracker reports as leaves), the tracker, PubSub.
+ * channels (whose exits the tracker reports as leaves), the tracker, PubSub,
+ * the cluster process; then cl_stop says goodbye to the other nodes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,13 +49,29 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	pthread_mutex_init(&ep->key_lock, NULL);
 	rt_sup_spec root = {.strategy = RT_ONE_FOR_ONE};
 	ep->sup = rt_sup_start(&root);
+	if (ep->sup && opts->cluster) {
+		cl_opts co = *opts->cluster;
+		co.supervisor = ep->sup;
+		ep->cluster = cl_start(&co);
+		ep->ps_link = ep->cluster ? ps_cluster_new(ep->cluster) : NULL;
+		if (!ep->ps_link) {
+			ch_endpoint_stop(ep);
+			return NULL;
+		}
+	}
 	static const ch_ps_dispatcher *const dispatchers[] = {&ch_fastlane_dispatcher, NULL};
 	ch_ps_opts ps_opts = {.dispatchers = dispatchers, .supervisor = ep->sup};
+	if (ep->ps_link) {
+		ps_opts.adapter = &ps_cluster_adapter;
+		ps_opts.adapter_ctx = ep->ps_link;
+	}
 	ep->pubsub = ep->sup ? ch_ps_start(&ps_opts) : NULL;
 	if (!ep->pubsub) {
 		ch_endpoint_stop(ep);
 		return NULL;
 	}
+	if (ep->ps_link)
+		ps_cluster_bind(ep->ps_link, ep->pubsub);
 	ep->presence = presence_start(ep, opts); /* the tracker's subtree */
 	if (!ep->presence) {
 		ch_endpoint_stop(ep);
@@ -92,6 +110,9 @@ ch_endpoint_stop(ch_endpoint *ep)
 	}
 	rt_strmap_clear(&ep->keys, free_key);
 	pthread_mutex_destroy(&ep->key_lock);
+	if (ep->cluster)
+		cl_stop(ep->cluster); /* goodbye, once nothing here sends any more */
+	ps_cluster_free(ep->ps_link);
 	presence_stop(ep->presence); /* after the channels: their exits are leaves */
 	ch_ps_stop(ep->pubsub);
 	free(ep->secret);
@@ -102,6 +123,12 @@ rt_pid
 ch_endpoint_supervisor(const ch_endpoint *ep)
 {
 	return ep ? ep->sup : RT_NOPID;
+}
+
+cl_node *
+ch_endpoint_cluster(const ch_endpoint *ep)
+{
+	return ep ? ep->cluster : NULL;
 }
 
 const ch_socket_handler *
@@ -192,6 +219,8 @@ ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *toke
 	free(d);
 	return rc;
 }
+
+_Static_assert((int)CH_EREMOTE == (int)CH_PS_EREMOTE, "PubSub's error is the endpoint's");
 
 int
 ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,

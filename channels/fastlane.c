@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "channels/internal.h"
+#include "runtime/utf8.h"
 
 /* Broadcasts a partition may hold back before writing (as a server that
  * coalesces up to this many frames per connection into one write). */
@@ -195,11 +196,33 @@ fl_dispatch(ch_ps_bcast *b, const ch_ps_sub *subs, size_t n, rt_pid *dead, size_
 	return ndead;
 }
 
+/* A broadcast from another node: the packed form (below) of topic, with an
+ * event and topic in UTF-8 and a payload that is JSON text unless binary,
+ * since the fastlane writes it into frames as it is. */
+static bool
+fl_check(const char *topic, uint32_t tag, const rt_buf *message)
+{
+	ch_broadcast_view v;
+	if (tag != CH_MSG_BROADCAST || ch_broadcast_view_of(message, &v) < 0 ||
+	    strcmp(v.topic, topic) != 0 || !v.event[0])
+		return false;
+	if (!rt_utf8_valid((const uint8_t *)v.topic, strlen(v.topic)) ||
+	    !rt_utf8_valid((const uint8_t *)v.event, strlen(v.event)))
+		return false;
+	if (v.binary)
+		return true;
+	cJSON *j = cJSON_ParseWithLengthOpts(v.payload, v.payload_len, NULL, false);
+	bool ok = j != NULL;
+	cJSON_Delete(j);
+	return ok;
+}
+
 const ch_ps_dispatcher ch_fastlane_dispatcher = {
     .name = "phx_fastlane",
     .dispatch = fl_dispatch,
     .flush = fl_flush,
     .free_ctx = fl_free_ctx,
+    .check = fl_check,
 };
 
 /* ------------------------------------------------------------------ the broadcast message */

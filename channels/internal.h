@@ -150,12 +150,28 @@ struct ch_endpoint {
 	rt_pid sup;      /* the node's root supervisor (endpoint.c) */
 	rt_pid chan_sup; /* the channels' subtree of sup */
 	ch_pubsub *pubsub;
+	cl_node *cluster;           /* NULL: alone */
+	struct ps_cluster *ps_link; /* PubSub's cluster adapter (pubsub_cluster.c) */
 	uint32_t max_channels;
 	pthread_mutex_t key_lock; /* guards keys */
 	rt_strmap keys;           /* salt -> ch_token_key *, kept until the endpoint stops */
 };
 
 extern const rt_behaviour ch_channel_behaviour;
+
+/* ------------------------------------------------------------------ the cluster adapter */
+
+/* PubSub's adapter over the cluster (pubsub_cluster.c, Phoenix.PubSub.PG2's
+ * role): one bus frame per broadcast to every other node.  ps_cluster_new
+ * registers the cluster's PubSub service; ps_cluster_bind gives it the
+ * PubSub that remote broadcasts go to (frames that arrive before are
+ * dropped and counted); ps_cluster_free after the cluster has stopped. */
+extern const ch_ps_adapter ps_cluster_adapter;
+struct ps_cluster *ps_cluster_new(cl_node *cl);
+void ps_cluster_bind(struct ps_cluster *pc, ch_pubsub *ps);
+void ps_cluster_free(struct ps_cluster *pc);
+/* Bodies from other nodes dropped as malformed, since ps_cluster_new. */
+uint64_t ps_cluster_refused(const struct ps_cluster *pc);
 
 /* A route for topic, or NULL. */
 const ch_channel_ops *endpoint_route(const ch_endpoint *ep, const char *topic);

@@ -332,6 +332,13 @@ presence_start(ch_endpoint *ep, const ch_endpoint_opts *opts)
 	    .diff = presence_diff,
 	    .ud = pr,
 	    .parent = ch_endpoint_supervisor(ep),
+	    /* replicated to the other nodes when the endpoint is clustered (it
+	     * starts the cluster before, and stops it after the tracker's
+	     * processes and before presence_stop frees the tracker) */
+	    .cluster = ch_endpoint_cluster(ep),
+	    .broadcast_ms = opts ? opts->presence_broadcast_ms : 0,
+	    .down_ms = opts ? opts->presence_down_ms : 0,
+	    .permdown_ms = opts ? opts->presence_permdown_ms : 0,
 	};
 	pr->trk = trk_start(&to);
 	if (!pr->trk) {

@@ -450,7 +450,7 @@ ch_ps_publish(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_bu
 	int rc = 0;
 	if (!local && ps->adapter && ps->adapter->broadcast &&
 	    ps->adapter->broadcast(ps->adapter_ctx, topic, tag, message, d->name) < 0)
-		rc = -1;
+		rc = CH_PS_EREMOTE;
 	dispatch_local(ps, from, topic, tag, message, d, track);
 	return rc;
 }
@@ -557,7 +557,8 @@ ch_ps_remote_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *m
 	for (size_t i = 0; !d && dispatcher && ps->dispatchers && ps->dispatchers[i]; i++)
 		if (strcmp(ps->dispatchers[i]->name, dispatcher) == 0)
 			d = ps->dispatchers[i];
-	if (!d) {
+	if (!d || !topic || !message || tag >= RT_TAG_SYSTEM ||
+	    (d->check && !d->check(topic, tag, message))) {
 		rt_buf_release(message);
 		return -1;
 	}

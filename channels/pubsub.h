@@ -85,6 +85,11 @@ typedef struct ch_ps_dispatcher {
 	bool (*flush)(void **ctx, bool more);
 	/* Optional: frees *ctx when the partition ends (after a last flush). */
 	void (*free_ctx)(void *ctx);
+	/* Optional: whether a broadcast that came from another node (tag,
+	 * message, on topic) is well-formed for this dispatcher; a broadcast
+	 * it refuses is dropped (ch_ps_remote_broadcast returns -1).  Any
+	 * thread. */
+	bool (*check)(const char *topic, uint32_t tag, const rt_buf *message);
 } ch_ps_dispatcher;
 
 /* Sends each subscriber but the sender a message {tag, message buffer}. */
@@ -153,8 +158,9 @@ size_t ch_ps_subscribers(ch_pubsub *ps, const char *topic);
 /* Broadcasts message (tag, bytes; the call takes over this reference) to the
  * subscribers of topic on every node, through dispatcher d (NULL: the
  * default).  _from: not to `from` (a local pid).  _local: this node only.
- * Returns 0, or -1 (bad argument, or the adapter failed: local subscribers
- * still get it). */
+ * Returns 0, -1 for a bad argument, or CH_PS_EREMOTE when the adapter could
+ * not take it (local subscribers still get it). */
+enum { CH_PS_EREMOTE = -2 };
 int ch_ps_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
                     const ch_ps_dispatcher *d);
 int ch_ps_broadcast_from(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag,
@@ -189,7 +195,9 @@ int ch_ps_direct_broadcast(ch_pubsub *ps, const char *node, const char *topic, u
                            rt_buf *message, const ch_ps_dispatcher *d);
 
 /* For adapters: a broadcast that arrived from another node, naming its
- * dispatcher.  Returns 0, or -1 when the dispatcher is unknown. */
+ * dispatcher (message: taken over).  Returns 0, or -1 when the dispatcher
+ * is unknown or refuses the message (its check), or the tag is the
+ * runtime's. */
 int ch_ps_remote_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
                            const char *dispatcher);
 

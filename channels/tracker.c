@@ -39,6 +39,7 @@
  * meanwhile and flushes what was pending, so a shard crash loses neither
  * presences, requests nor diffs.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -54,14 +55,21 @@
 enum {
 	TRK_MSG_OP = 0xFFFE0200u, /* wake-up: apply the oldest queued request */
 	TRK_MSG_FLUSH,            /* timer: send the pending diffs */
-	TRK_MSG_HEARTBEAT,        /* timer: end the delta (replication hook) */
+	TRK_MSG_HEARTBEAT,        /* timer: send (or, alone, drop) the delta */
+	TRK_MSG_NODE,             /* cl_monitor_nodes: a cl_node_event */
+	TRK_MSG_FRAME,            /* a frame from another node: frame_hdr + body */
+	TRK_MSG_DOWN_AFTER,       /* timer: a silent node's down window ended (peer_timer) */
+	TRK_MSG_PERMDOWN,         /* timer: a down node is forgotten (peer_timer) */
 };
 
-#define HEARTBEAT_MS 1500 /* Phoenix's broadcast_period */
-#define MAX_TOPIC 1024
-#define MAX_KEY 1024
-#define MAX_META (64 * 1024)
-#define MAX_OVERLAY 8 /* a caller's own queued tracks shown by trk_list */
+#define BROADCAST_MS 200       /* default broadcast period (Phoenix: 1500) */
+#define PERMDOWN_MS 1200000    /* Phoenix's permdown_period */
+#define MAX_DELTA 10000        /* elements and dots of a delta sent (Phoenix's largest) */
+#define MAX_PEERS 256          /* nodes a shard replicates with */
+#define MAX_INBOX 4096         /* frames waiting in a shard's mailbox before more are dropped */
+#define SILENT_PERIODS 10      /* periods without a delta before the clock is sent alone */
+#define TRANSFER_RETRY_MS 1000 /* least time before a transfer is asked for again */
+#define MAX_OVERLAY 8          /* a caller's own queued tracks shown by trk_list */
 
 typedef enum { OP_TRACK, OP_UNTRACK, OP_UNTRACK_ALL, OP_UPDATE } op_kind;
 
@@ -84,6 +92,29 @@ typedef struct pend_item {
 	char *topic, *key, *meta;
 } pend_item;
 
+/* A node this shard replicates with.  Owner: the shard process (kept in
+ * the slot, so a restarted shard still knows which nodes are down). */
+typedef struct peer {
+	char node[CL_NAME_MAX];
+	uint64_t incarnation;
+	char replica[TRK_REPLICA_MAX];               /* "node#incarnation" */
+	enum { PEER_UP, PEER_SILENT, PEER_DOWN } st; /* SILENT: in its down window */
+	uint32_t gen;    /* bumped at every change of st: older timers are void */
+	int64_t xfer_at; /* when a transfer was last asked for (0: none awaited) */
+} peer;
+
+/* The payload of TRK_MSG_DOWN_AFTER and TRK_MSG_PERMDOWN. */
+typedef struct peer_timer {
+	char node[CL_NAME_MAX];
+	uint32_t gen;
+} peer_timer;
+
+/* The head of a TRK_MSG_FRAME payload; the frame's body follows. */
+typedef struct frame_hdr {
+	char node[CL_NAME_MAX];
+	uint64_t incarnation;
+} frame_hdr;
+
 /* One shard's data.  Owner: the trk_tracker; `state` is written by the
  * shard process under `lock` (write) and read by any thread under `lock`
  * (read); `pid` and the request list are guarded by `qlock` (taken after
@@ -105,13 +136,24 @@ typedef struct shard_slot {
 	uint64_t pend_seq;
 	bool flush_armed;
 	bool write_held; /* the shard holds `lock` (released by terminate on a crash) */
+	peer *peers;     /* the shard process's (see peer) */
+	size_t npeers, cappeers;
+	uint32_t silent; /* heartbeats since a delta or clock was sent */
 	_Atomic uint64_t tracks, untracks, downs, diffs, refused;
+	_Atomic uint64_t deltas_sent, deltas_received, deltas_skipped;
+	_Atomic uint64_t transfers_requested, transfers_received;
+	_Atomic uint64_t frames_refused, frames_dropped;
 } shard_slot;
 
 /* Owner: whoever called trk_start; immutable after it but for the slots. */
 struct trk_tracker {
 	int nshards;
 	uint32_t period_ms, max_pending;
+	cl_node *cl; /* NULL: alone */
+	char replica[TRK_REPLICA_MAX];
+	uint32_t broadcast_ms, down_ms, permdown_ms, max_delta;
+	_Atomic bool mismatch_logged; /* the shard-count mismatch is logged once */
+	_Atomic uint64_t frames_refused, frames_dropped; /* by the cluster handler */
 	trk_diff_fn diff;
 	void *ud;
 	rt_pid sup;
@@ -343,6 +385,362 @@ remonitor(void *ud, rt_pid pid, uint64_t *word)
 	*word = rt_monitor(pid);
 }
 
+/* ------------------------------------------------------------------ replication */
+
+/* Replication follows Phoenix.Tracker.Shard, with the cluster (cluster/)
+ * in the role of distributed Erlang and Phoenix.PubSub: shard i of every
+ * node talks to shard i of the others.
+ *
+ * - Every broadcast_ms a shard with changes sends its delta to every node
+ *   (TRK_WIRE_DELTA) and starts a new one; a delta too large to send is
+ *   dropped, and its clock sent instead (TRK_WIRE_CLOCK), as it is after
+ *   SILENT_PERIODS quiet periods, so that others notice what they missed.
+ * - A receiver merges a delta; if the delta starts past the clock it has of
+ *   the sender (one was lost, or dropped as too large), or a clock frame is
+ *   ahead of it, it asks the sender for its whole state
+ *   (TRK_WIRE_TRANSFER_REQ) and merges the answer (TRK_WIRE_TRANSFER_ACK,
+ *   trk_state_extract).  It also asks every node that comes up.
+ * - nodeup: the replica is up (a replica that was down has its members
+ *   listed again).  nodedown by silence: after down_ms the replica is down
+ *   (its members leave), and after permdown_ms it is forgotten; by goodbye
+ *   or restart: down and forgotten at once.  A replica is named by node and
+ *   incarnation, so a restarted node is a new replica and its previous
+ *   one's members can never come back as ghosts.
+ * Joins and leaves from merges and downs go through pend_report, like
+ * local ones: the diff callback sees them all. */
+
+static peer *
+peer_find(shard_slot *sl, const char *node)
+{
+	for (size_t i = 0; i < sl->npeers; i++)
+		if (strcmp(sl->peers[i].node, node) == 0)
+			return &sl->peers[i];
+	return NULL;
+}
+
+static void
+replica_name(char out[TRK_REPLICA_MAX], const char *node, uint64_t incarnation)
+{
+	snprintf(out, TRK_REPLICA_MAX, "%s#%" PRIx64, node, incarnation);
+}
+
+static peer *
+peer_add(shard_slot *sl, const char *node, uint64_t incarnation)
+{
+	if (sl->npeers == MAX_PEERS)
+		return NULL;
+	if (sl->npeers == sl->cappeers) {
+		sl->cappeers = sl->cappeers ? sl->cappeers * 2 : 8;
+		sl->peers = rt_xrealloc(sl->peers, sl->cappeers * sizeof(peer));
+	}
+	peer *p = &sl->peers[sl->npeers++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->node, sizeof(p->node), "%s", node);
+	p->incarnation = incarnation;
+	replica_name(p->replica, node, incarnation);
+	return p;
+}
+
+/* Sends a frame to one node (node) or to all (NULL). */
+static int
+send_frame(shard_slot *sl, const char *node, trk_frame *f)
+{
+	f->nshards = (uint32_t)sl->t->nshards;
+	f->shard = (uint32_t)sl->idx;
+	char *buf;
+	size_t len;
+	if (trk_wire_encode(f, &buf, &len) != 0)
+		return -1;
+	cl_node *cl = sl->t->cl;
+	int rc = node ? cl_send_to(cl, node, CL_SVC_TRACKER, buf, len)
+	              : cl_send_all(cl, CL_SVC_TRACKER, buf, len);
+	if (rc != 0)
+		rt_log_debug("tracker: shard %d: a frame of %zu bytes could not be sent to %s",
+		             sl->idx, len, node ? node : "the cluster");
+	free(buf);
+	return rc;
+}
+
+/* Asks p for its whole state, unless an answer is still awaited. */
+static void
+request_transfer(shard_slot *sl, peer *p, bool force)
+{
+	int64_t now = rt_now_ms();
+	uint32_t retry = 5 * sl->t->broadcast_ms;
+	if (retry < TRANSFER_RETRY_MS)
+		retry = TRANSFER_RETRY_MS;
+	if (!force && p->xfer_at && now - p->xfer_at < (int64_t)retry)
+		return;
+	trk_frame f = {.kind = TRK_WIRE_TRANSFER_REQ};
+	if (send_frame(sl, p->node, &f) == 0) {
+		p->xfer_at = now ? now : 1;
+		atomic_fetch_add_explicit(&sl->transfers_requested, 1, memory_order_relaxed);
+	}
+}
+
+/* Marks p's replica down (its members leave) and arms its permdown. */
+static void
+peer_down(shard_slot *sl, peer *p)
+{
+	write_lock(sl);
+	trk_state_replica_down(sl->state, p->replica, pend_report, sl);
+	write_unlock(sl);
+	p->st = PEER_DOWN;
+	p->gen++;
+	peer_timer pt = {.gen = p->gen};
+	memcpy(pt.node, p->node, sizeof(pt.node));
+	rt_send_after(sl->t->permdown_ms, rt_self(), TRK_MSG_PERMDOWN, &pt, sizeof(pt));
+}
+
+/* Forgets p: its members leave (if still listed), its replica and entry go. */
+static void
+peer_forget(shard_slot *sl, peer *p)
+{
+	write_lock(sl);
+	trk_state_replica_down(sl->state, p->replica, pend_report, sl);
+	trk_state_remove_down_replica(sl->state, p->replica);
+	write_unlock(sl);
+	rt_log_debug("tracker: shard %d forgets %s", sl->idx, p->replica);
+	*p = sl->peers[--sl->npeers];
+}
+
+static void
+on_node(shard_slot *sl, const cl_node_event *ev)
+{
+	char node[CL_NAME_MAX];
+	memcpy(node, ev->name, sizeof(node));
+	node[sizeof(node) - 1] = 0;
+	peer *p = peer_find(sl, node);
+	if (ev->up) {
+		if (p && p->incarnation != ev->incarnation) { /* restarted: the old one goes */
+			peer_forget(sl, p);
+			p = NULL;
+		}
+		if (!p && !(p = peer_add(sl, node, ev->incarnation))) {
+			rt_log_warning(
+			    "tracker: shard %d replicates with %d nodes already: %s ignored",
+			    sl->idx, MAX_PEERS, node);
+			return;
+		}
+		p->st = PEER_UP;
+		p->gen++;
+		write_lock(sl);
+		int rc = trk_state_replica_up(sl->state, p->replica, pend_report, sl);
+		write_unlock(sl);
+		if (rc != 0) {
+			rt_log_warning("tracker: shard %d: no room for replica %s", sl->idx,
+			               p->replica);
+			*p = sl->peers[--sl->npeers];
+			return;
+		}
+		request_transfer(sl, p, true);
+		return;
+	}
+	if (!p || p->incarnation != ev->incarnation || p->st == PEER_DOWN)
+		return;
+	if (strcmp(ev->reason, "timeout") != 0) { /* goodbye, restarted: at once */
+		peer_forget(sl, p);
+	} else if (sl->t->down_ms && p->st == PEER_UP) {
+		p->st = PEER_SILENT;
+		p->gen++;
+		peer_timer pt = {.gen = p->gen};
+		memcpy(pt.node, p->node, sizeof(pt.node));
+		rt_send_after(sl->t->down_ms, rt_self(), TRK_MSG_DOWN_AFTER, &pt, sizeof(pt));
+	} else if (!sl->t->down_ms) {
+		peer_down(sl, p);
+	}
+}
+
+static void
+on_peer_timer(shard_slot *sl, uint32_t tag, const peer_timer *pt)
+{
+	char node[CL_NAME_MAX];
+	memcpy(node, pt->node, sizeof(node));
+	node[sizeof(node) - 1] = 0;
+	peer *p = peer_find(sl, node);
+	if (!p || p->gen != pt->gen)
+		return; /* up again, restarted or forgotten since */
+	if (tag == TRK_MSG_DOWN_AFTER && p->st == PEER_SILENT)
+		peer_down(sl, p);
+	else if (tag == TRK_MSG_PERMDOWN && p->st == PEER_DOWN)
+		peer_forget(sl, p);
+}
+
+/* Refuses a frame (malformed, or from a node not up here). */
+static void
+refuse(shard_slot *sl, const char *node, const char *why)
+{
+	atomic_fetch_add_explicit(&sl->frames_refused, 1, memory_order_relaxed);
+	rt_log_debug("tracker: shard %d refused a frame from %s: %s", sl->idx, node, why);
+}
+
+static void
+on_frame(shard_slot *sl, const rt_msg *m)
+{
+	if (m->size < sizeof(frame_hdr))
+		return;
+	const frame_hdr *h = rt_msg_data(m);
+	char node[CL_NAME_MAX];
+	memcpy(node, h->node, sizeof(node));
+	node[sizeof(node) - 1] = 0;
+	trk_frame f;
+	if (trk_wire_decode(h + 1, m->size - sizeof(*h), &f) != 0) {
+		refuse(sl, node, "malformed");
+		return;
+	}
+	peer *p = peer_find(sl, node);
+	if (p && (p->incarnation != h->incarnation || p->st == PEER_DOWN))
+		p = NULL;
+	if (f.kind == TRK_WIRE_TRANSFER_REQ) {
+		/* answered even before the sender is up here: it is up there */
+		char remote[TRK_REPLICA_MAX];
+		replica_name(remote, node, h->incarnation);
+		trk_frame ack = {.kind = TRK_WIRE_TRANSFER_ACK};
+		ack.delta = trk_state_extract(sl->state, remote); /* the writer reads unlocked */
+		send_frame(sl, node, &ack);
+		trk_delta_free(ack.delta);
+		return;
+	}
+	if (!p) {
+		refuse(sl, node, "not an up member");
+		trk_delta_free(f.delta);
+		return;
+	}
+	if (f.delta && strcmp(f.delta->replicas[0], p->replica) != 0) {
+		refuse(sl, node, "another replica's data");
+		trk_delta_free(f.delta);
+		return;
+	}
+	uint64_t have = trk_state_clock(sl->state, p->replica);
+	switch (f.kind) {
+	case TRK_WIRE_DELTA:
+		write_lock(sl);
+		trk_state_merge(sl->state, f.delta, pend_report, sl);
+		write_unlock(sl);
+		atomic_fetch_add_explicit(&sl->deltas_received, 1, memory_order_relaxed);
+		if (f.delta->start[0] > have) /* a gap: merged, and the rest is asked for */
+			request_transfer(sl, p, false);
+		break;
+	case TRK_WIRE_CLOCK:
+		if (f.clock > have)
+			request_transfer(sl, p, false);
+		break;
+	case TRK_WIRE_TRANSFER_ACK:
+		write_lock(sl);
+		trk_state_merge(sl->state, f.delta, pend_report, sl);
+		write_unlock(sl);
+		p->xfer_at = 0;
+		atomic_fetch_add_explicit(&sl->transfers_received, 1, memory_order_relaxed);
+		break;
+	default:
+		break;
+	}
+	trk_delta_free(f.delta);
+}
+
+/* The heartbeat: sends the delta (or the clock) to the other nodes and
+ * starts a new delta; alone, only the latter. */
+static void
+heartbeat(shard_slot *sl)
+{
+	bool peers = false;
+	for (size_t i = 0; i < sl->npeers && !peers; i++)
+		peers = sl->peers[i].st != PEER_DOWN;
+	peers = peers && sl->t->cl;
+	trk_delta *d = NULL;
+	write_lock(sl);
+	bool changed = trk_state_has_delta(sl->state);
+	if (changed) {
+		if (peers)
+			d = trk_state_extract_delta(sl->state);
+		trk_state_reset_delta(sl->state);
+	}
+	uint64_t clock = trk_state_clock(sl->state, sl->t->replica);
+	write_unlock(sl);
+	if (!peers) {
+		trk_delta_free(d);
+		return;
+	}
+	if (d && d->ncloud + d->nvalues > sl->t->max_delta) {
+		atomic_fetch_add_explicit(&sl->deltas_skipped, 1, memory_order_relaxed);
+		trk_delta_free(d);
+		d = NULL;
+		sl->silent = SILENT_PERIODS; /* the clock goes now: others ask for a transfer */
+	}
+	if (d) {
+		trk_frame f = {.kind = TRK_WIRE_DELTA, .delta = d};
+		if (send_frame(sl, NULL, &f) == 0)
+			atomic_fetch_add_explicit(&sl->deltas_sent, 1, memory_order_relaxed);
+		trk_delta_free(d);
+		sl->silent = 0;
+	} else if (++sl->silent >= SILENT_PERIODS) {
+		trk_frame f = {.kind = TRK_WIRE_CLOCK, .clock = clock};
+		send_frame(sl, NULL, &f);
+		sl->silent = 0;
+	}
+}
+
+/* After a shard restart: its node monitor died with the previous process;
+ * the timers of nodes in their down window or down are armed again. */
+static void
+replication_restart(shard_slot *sl)
+{
+	if (!sl->t->cl)
+		return;
+	if (cl_monitor_nodes(sl->t->cl, rt_self(), TRK_MSG_NODE) != 0)
+		rt_log_error("tracker: shard %d cannot monitor the cluster's nodes", sl->idx);
+	for (size_t i = 0; i < sl->npeers; i++) {
+		peer *p = &sl->peers[i];
+		peer_timer pt = {.gen = p->gen};
+		memcpy(pt.node, p->node, sizeof(pt.node));
+		if (p->st == PEER_SILENT)
+			rt_send_after(sl->t->down_ms, rt_self(), TRK_MSG_DOWN_AFTER, &pt,
+			              sizeof(pt));
+		else if (p->st == PEER_DOWN)
+			rt_send_after(sl->t->permdown_ms, rt_self(), TRK_MSG_PERMDOWN, &pt,
+			              sizeof(pt));
+	}
+}
+
+/* The CL_SVC_TRACKER handler, in the cluster process: checks the header
+ * and hands a copy of the frame to its shard, which decodes it. */
+static void
+cluster_receive(void *ud, const cl_member *from, const void *body, size_t len)
+{
+	trk_tracker *t = ud;
+	int kind;
+	uint32_t nshards, shard;
+	if (trk_wire_peek(body, len, &kind, &nshards, &shard) != 0 ||
+	    len > UINT32_MAX - sizeof(frame_hdr)) {
+		atomic_fetch_add_explicit(&t->frames_refused, 1, memory_order_relaxed);
+		return;
+	}
+	if (nshards != (uint32_t)t->nshards) {
+		if (!atomic_exchange(&t->mismatch_logged, true))
+			rt_log_error("tracker: node %s runs %u presence shards and this node %d: "
+			             "presence is not replicated between them (set the same "
+			             "number on every node)",
+			             from->name, nshards, t->nshards);
+		atomic_fetch_add_explicit(&t->frames_refused, 1, memory_order_relaxed);
+		return;
+	}
+	shard_slot *sl = &t->slots[shard];
+	pthread_mutex_lock(&sl->qlock);
+	rt_pid pid = sl->pid;
+	pthread_mutex_unlock(&sl->qlock);
+	if (!pid || rt_msgq_len(pid) >= MAX_INBOX) { /* lost frames are caught up by transfer */
+		atomic_fetch_add_explicit(&t->frames_dropped, 1, memory_order_relaxed);
+		return;
+	}
+	rt_msg *m = rt_msg_alloc(TRK_MSG_FRAME, sizeof(frame_hdr) + len);
+	frame_hdr *h = rt_msg_data(m);
+	memset(h, 0, sizeof(*h));
+	snprintf(h->node, sizeof(h->node), "%s", from->name);
+	h->incarnation = from->incarnation;
+	memcpy(h + 1, body, len);
+	rt_send_msg(pid, m);
+}
+
 static int
 shard_init(void *st, const void *arg, size_t size)
 {
@@ -370,7 +768,8 @@ shard_init(void *st, const void *arg, size_t size)
 		rt_send_after(sl->t->period_ms, rt_self(), TRK_MSG_FLUSH, NULL, 0);
 		sl->flush_armed = true;
 	}
-	rt_send_after(HEARTBEAT_MS, rt_self(), TRK_MSG_HEARTBEAT, NULL, 0);
+	replication_restart(sl);
+	rt_send_after(sl->t->broadcast_ms, rt_self(), TRK_MSG_HEARTBEAT, NULL, 0);
 	return RT_OK;
 }
 
@@ -411,13 +810,20 @@ shard_handle(void *st, rt_msg *m)
 		flush_pending(sl);
 		break;
 	case TRK_MSG_HEARTBEAT:
-		/* Replication hook: with peers, the delta goes out here (Phoenix's
-		 * broadcast_delta_heartbeat); alone, it is only reset. */
-		write_lock(sl);
-		if (trk_state_has_delta(sl->state))
-			trk_state_reset_delta(sl->state);
-		write_unlock(sl);
-		rt_send_after(HEARTBEAT_MS, rt_self(), TRK_MSG_HEARTBEAT, NULL, 0);
+		heartbeat(sl);
+		rt_send_after(sl->t->broadcast_ms, rt_self(), TRK_MSG_HEARTBEAT, NULL, 0);
+		break;
+	case TRK_MSG_NODE:
+		if (m->size == sizeof(cl_node_event))
+			on_node(sl, rt_msg_data(m));
+		break;
+	case TRK_MSG_FRAME:
+		on_frame(sl, m);
+		break;
+	case TRK_MSG_DOWN_AFTER:
+	case TRK_MSG_PERMDOWN:
+		if (m->size == sizeof(peer_timer))
+			on_peer_timer(sl, m->tag, rt_msg_data(m));
 		break;
 	default:
 		break;
@@ -473,6 +879,16 @@ trk_start(const trk_opts *opts)
 	t->max_pending = opts->max_pending ? opts->max_pending : 10000;
 	t->diff = opts->diff;
 	t->ud = opts->ud;
+	t->cl = opts->cluster;
+	t->broadcast_ms = opts->broadcast_ms ? opts->broadcast_ms : BROADCAST_MS;
+	t->down_ms = opts->down_ms;
+	t->permdown_ms = opts->permdown_ms ? opts->permdown_ms : PERMDOWN_MS;
+	t->max_delta = opts->max_delta ? opts->max_delta : MAX_DELTA;
+	if (t->cl)
+		replica_name(t->replica, cl_name(t->cl), cl_incarnation(t->cl));
+	else
+		snprintf(t->replica, sizeof(t->replica), "%s",
+		         opts->replica ? opts->replica : "nonode@nohost");
 	t->slots = rt_xcalloc((size_t)t->nshards, sizeof(shard_slot));
 	t->ids = rt_xcalloc((size_t)t->nshards, sizeof(*t->ids));
 	rt_child_spec *kids = rt_xcalloc((size_t)t->nshards, sizeof(rt_child_spec));
@@ -487,7 +903,7 @@ trk_start(const trk_opts *opts)
 		sl->idx = i;
 		pthread_rwlock_init(&sl->lock, &ra);
 		pthread_mutex_init(&sl->qlock, NULL);
-		sl->state = trk_state_new(opts->replica ? opts->replica : "nonode@nohost");
+		sl->state = trk_state_new(t->replica);
 		sl->pend_tail = &sl->pend_head;
 		snprintf(t->ids[i], sizeof(t->ids[i]), "shard%d", i);
 		args[i] = sl;
@@ -509,6 +925,11 @@ trk_start(const trk_opts *opts)
 	free(kids);
 	free(args);
 	if (!t->sup) {
+		trk_stop(t);
+		return NULL;
+	}
+	if (t->cl && cl_register(t->cl, CL_SVC_TRACKER, cluster_receive, t) != 0) {
+		rt_log_error("tracker: the cluster's tracker service is taken");
 		trk_stop(t);
 		return NULL;
 	}
@@ -546,6 +967,7 @@ trk_stop(trk_tracker *t)
 			free(it);
 		}
 		trk_state_free(sl->state);
+		free(sl->peers);
 		pidmap_free(&sl->qpids);
 		pidmap_free(&sl->qcallers);
 		pthread_rwlock_destroy(&sl->lock);
@@ -578,7 +1000,7 @@ bad_field(const char *s, size_t max)
 static bool
 bad_key(const char *s)
 {
-	return !s || strnlen(s, MAX_KEY) == MAX_KEY;
+	return !s || strnlen(s, TRK_KEY_MAX) == TRK_KEY_MAX;
 }
 
 /* Whether (pid, topic, key) will be tracked once the queued requests are
@@ -667,7 +1089,8 @@ request_bounded(trk_tracker *t, trk_op *op, bool want)
 int
 trk_track(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta)
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key) ||
+	    bad_field(meta, TRK_META_MAX))
 		return TRK_EINVAL;
 	return request_bounded(t, op_new(OP_TRACK, pid, topic, key, meta), false);
 }
@@ -676,7 +1099,8 @@ int
 trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const char *meta,
            char *(*make_meta)(const char *old_meta, const char *meta))
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key) || bad_field(meta, MAX_META))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key) ||
+	    bad_field(meta, TRK_META_MAX))
 		return TRK_EINVAL;
 	trk_op *op = op_new(OP_UPDATE, pid, topic, key, meta);
 	op->make_meta = make_meta;
@@ -686,7 +1110,7 @@ trk_update(trk_tracker *t, rt_pid pid, const char *topic, const char *key, const
 int
 trk_untrack(trk_tracker *t, rt_pid pid, const char *topic, const char *key)
 {
-	if (!pid || bad_field(topic, MAX_TOPIC) || bad_key(key))
+	if (!pid || bad_field(topic, TRK_TOPIC_MAX) || bad_key(key))
 		return TRK_EINVAL;
 	shard_slot *sl = slot_for(t, topic);
 	pthread_rwlock_rdlock(&sl->lock);
@@ -800,6 +1224,8 @@ void
 trk_get_stats(trk_tracker *t, trk_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	out->frames_refused = atomic_load(&t->frames_refused);
+	out->frames_dropped = atomic_load(&t->frames_dropped);
 	for (int i = 0; i < t->nshards; i++) {
 		shard_slot *sl = &t->slots[i];
 		out->tracks += atomic_load(&sl->tracks);
@@ -807,6 +1233,12 @@ trk_get_stats(trk_tracker *t, trk_stats *out)
 		out->downs += atomic_load(&sl->downs);
 		out->diffs += atomic_load(&sl->diffs);
 		out->refused += atomic_load(&sl->refused);
+		out->deltas_sent += atomic_load(&sl->deltas_sent);
+		out->deltas_received += atomic_load(&sl->deltas_received);
+		out->deltas_skipped += atomic_load(&sl->deltas_skipped);
+		out->transfers_requested += atomic_load(&sl->transfers_requested);
+		out->transfers_received += atomic_load(&sl->transfers_received);
+		out->frames_refused += atomic_load(&sl->frames_refused);
 		pthread_mutex_lock(&sl->qlock);
 		out->pending += sl->nops;
 		pthread_mutex_unlock(&sl->qlock);

@@ -27,13 +27,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "runtime/rt.h"
 
 /* ------------------------------------------------------------------ State */
 
 typedef struct trk_state trk_state;
 
-#define TRK_REPLICA_MAX 64 /* bytes of a replica name, NUL included */
+/* Bytes of a replica name, NUL included: a node's name, '#' and its
+ * incarnation in hex ("chat1@127.0.0.1#17f3a2c4d5e6b7a8") fit. */
+#define TRK_REPLICA_MAX 96
+_Static_assert(CL_NAME_MAX + 17 <= TRK_REPLICA_MAX, "a node name and incarnation fit");
+
+/* Bytes of a presence's fields, NUL included (the longest is one less). */
+#define TRK_TOPIC_MAX 1024
+#define TRK_KEY_MAX 1024
+#define TRK_META_MAX (64 * 1024)
 
 /* Reports one element joining (join true) or leaving a state. */
 typedef void (*trk_report_fn)(void *ud, const char *topic, const char *key, const char *meta,
@@ -173,6 +182,62 @@ void trk_state_merge(trk_state *s, const trk_delta *d, trk_report_fn report, voi
 /* Frees a delta or extracted state; NULL is ignored. */
 void trk_delta_free(trk_delta *d);
 
+/* ------------------------------------------------------------------ Wire */
+
+/*
+ * tracker_wire.c: the frames shard i of one node sends shard i of the
+ * others (cluster service CL_SVC_TRACKER), msgpack:
+ *
+ *   frame  [version 1, kind, nshards, shard, payload]
+ *          kind DELTA: payload a delta; TRANSFER_ACK: a full state;
+ *          CLOCK: the sender's clock (uint); TRANSFER_REQ: nil
+ *   delta  [full: bool, replicas: [str...], context: [uint...] (full) | nil,
+ *           start: uint, end: uint (the sender's clock range; 0, 0 when full),
+ *           cloud: [replica, clock, ...], values: [replica, clock, pid, topic,
+ *           key, meta, ...]]
+ *
+ * Decoding validates everything, as for a client's input: exact shapes,
+ * counts bounded (and by the bytes present, before anything is allocated),
+ * replica indexes in range and names unique, clocks in 1..TRK_CLOCK_MAX,
+ * strings UTF-8 with no NUL and bounded (TRK_*_MAX), metas JSON text (they
+ * reach clients), and a delta's values its sender's own adds inside its
+ * range.  Pure functions: any thread.
+ */
+enum {
+	TRK_WIRE_VERSION = 1,
+	TRK_WIRE_DELTA = 1,        /* a heartbeat's delta */
+	TRK_WIRE_CLOCK = 2,        /* the sender's clock, when it has no delta to send */
+	TRK_WIRE_TRANSFER_REQ = 3, /* "send me your whole state" */
+	TRK_WIRE_TRANSFER_ACK = 4, /* the whole state (trk_state_extract) */
+};
+
+#define TRK_WIRE_MAX_REPLICAS 1024       /* replicas named in one delta */
+#define TRK_WIRE_MAX_ITEMS (1u << 22)    /* cloud dots, and values, in one delta */
+#define TRK_WIRE_MAX_SHARDS 1024         /* nshards in a frame */
+#define TRK_CLOCK_MAX ((1ull << 48) - 1) /* largest clock taken from another node */
+
+/* A decoded frame, or one to encode.  Owned by its holder; the delta (when
+ * any) is freed with trk_delta_free. */
+typedef struct trk_frame {
+	int kind;
+	uint32_t nshards, shard;
+	uint64_t clock;   /* CLOCK */
+	trk_delta *delta; /* DELTA (full false), TRANSFER_ACK (full true) */
+} trk_frame;
+
+/* Encodes f into *out (malloc'd, *len bytes).  Returns 0, or -1 when f is
+ * not encodable (a DELTA or TRANSFER_ACK without the right delta). */
+int trk_wire_encode(const trk_frame *f, char **out, size_t *len);
+
+/* Reads the header of a frame (kind, nshards, shard) without decoding the
+ * rest: 0, or -1 when it is not a version-1 frame header with a known kind. */
+int trk_wire_peek(const void *buf, size_t len, int *kind, uint32_t *nshards, uint32_t *shard);
+
+/* Decodes and validates a whole frame into *out (out->delta allocated for
+ * DELTA and TRANSFER_ACK).  Returns 0, or -1 (nothing allocated) for
+ * anything malformed or out of bounds; never reads past buf[len). */
+int trk_wire_decode(const void *buf, size_t len, trk_frame *out);
+
 /* ------------------------------------------------------------------ Tracker */
 
 typedef struct trk_tracker trk_tracker;
@@ -194,10 +259,24 @@ typedef struct trk_opts {
 	int shards;           /* pool size; 0: rt_schedulers() */
 	uint32_t period_ms;   /* diff coalescing period; 0: 20 ms; UINT32_MAX: none */
 	uint32_t max_pending; /* queued track/update requests per shard; 0: 10,000 */
-	const char *replica;  /* replica (node) name; NULL: "nonode@nohost" */
+	const char *replica;  /* replica (node) name when alone; NULL: "nonode@nohost" */
 	trk_diff_fn diff;     /* required */
 	void *ud;             /* for diff */
 	rt_pid parent;        /* a supervisor to start under (rt_sup_start_under), or 0 */
+	/* Replication (Phoenix.Tracker between nodes).  cluster: the node's
+	 * cluster, NULL when alone; it must outlive the tracker's processes,
+	 * and be stopped (cl_stop) before trk_stop frees the tracker, since its
+	 * CL_SVC_TRACKER handler points here.  Every node must run the same
+	 * number of shards (frames carry it; a mismatch is refused and logged
+	 * once).  The replica name is then "<node name>#<incarnation in hex>". */
+	cl_node *cluster;
+	uint32_t broadcast_ms; /* a shard sends its delta this often; 0: 200 (Phoenix: 1500) */
+	uint32_t down_ms;      /* a node gone silent ("timeout") keeps its members listed this
+	                        * long before they leave; 0: they leave at the nodedown.  A node
+	                        * that stops ("goodbye") or restarts loses them at once. */
+	uint32_t permdown_ms;  /* a node down this long is forgotten; 0: 1,200,000 (Phoenix's) */
+	uint32_t max_delta;    /* a delta with more elements and dots than this is not sent
+	                        * (the others catch up by transfer); 0: 10,000 */
 } trk_opts;
 
 /* Starts a supervisor with the shard processes: a significant child of
@@ -254,6 +333,13 @@ size_t trk_count(trk_tracker *t, const char *topic, size_t *nkeys);
 typedef struct trk_stats {
 	uint64_t tracks, untracks, downs, diffs, refused;
 	uint32_t pending; /* queued requests now, all shards */
+	/* replication: deltas sent and merged, deltas too large to send,
+	 * transfers asked for and merged, frames from other nodes refused
+	 * (malformed, wrong shard count, unknown sender) or dropped (a shard's
+	 * mailbox full, the shard restarting) */
+	uint64_t deltas_sent, deltas_received, deltas_skipped;
+	uint64_t transfers_requested, transfers_received;
+	uint64_t frames_refused, frames_dropped;
 } trk_stats;
 void trk_get_stats(trk_tracker *t, trk_stats *out);
 

@@ -738,13 +738,23 @@ trk_state_replica_up(trk_state *s, const char *name, trk_report_fn report, void 
 		}
 		return 0;
 	}
-	if (s->nreps == MAX_REPLICAS)
-		return -1;
-	if (s->nreps == s->capreps) {
-		s->capreps *= 2;
-		s->reps = rt_xrealloc(s->reps, s->capreps * sizeof(replica));
+	/* a forgotten replica's slot is taken again (a node restarting under a
+	 * new incarnation each time must not fill the table): nothing refers to
+	 * its number any more, its elements, context and delta dots are gone */
+	replica *rep = NULL;
+	for (size_t i = 1; i < s->nreps && !rep; i++)
+		if (s->reps[i].gone && !s->reps[i].parked)
+			rep = &s->reps[i];
+	if (!rep) {
+		if (s->nreps == MAX_REPLICAS)
+			return -1;
+		if (s->nreps == s->capreps) {
+			s->capreps *= 2;
+			s->reps = rt_xrealloc(s->reps, s->capreps * sizeof(replica));
+		}
+		rep = &s->reps[s->nreps++];
 	}
-	replica *rep = &s->reps[s->nreps++];
+	pidmap_free(&rep->cloud);
 	memset(rep, 0, sizeof(*rep));
 	size_t n = strlen(name);
 	if (n >= TRK_REPLICA_MAX)

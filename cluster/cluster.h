@@ -61,12 +61,16 @@ typedef struct cl_node cl_node;
 #define CL_NAME_MAX 64  /* bytes of a node name, NUL included */
 #define CL_ADDR_MAX 128 /* bytes of a link address ("tcp://127.0.0.1:5001"), NUL included */
 #define CL_PROTOCOL_VERSION 1
+/* Members a node keeps (up and down).  Past it, a new node takes the slot of
+ * the member down the longest; when all are up, its frames are dropped and
+ * counted (cl_stats.refused), with one log line. */
+#define CL_MEMBERS_MAX 256
 
 /* Options of cl_start: the caller's, read during the call. */
 typedef struct cl_opts {
-	const char *name;    /* required: letters, digits and "@._-", < CL_NAME_MAX bytes */
-	const char *link;    /* "mesh" (default when NULL) or "redis" */
-	const char *listen;  /* mesh: nng address to listen on ("tcp://127.0.0.1:5001") */
+	const char *name;         /* required: letters, digits and "@._-", < CL_NAME_MAX bytes */
+	const char *link;         /* "mesh" (default when NULL) or "redis" */
+	const char *listen;       /* mesh: nng address to listen on ("tcp://127.0.0.1:5001") */
 	const char *const *peers; /* mesh: addresses to dial, NULL-terminated (or NULL) */
 	const char *seed;         /* mesh: one more address to dial (others are learned) */
 	const char *redis_url;    /* redis: "redis://host:port" */
@@ -101,7 +105,8 @@ typedef void (*cl_handler_fn)(void *ud, const cl_member *from, const void *body,
 /* Starts the cluster: opens the link (listening, dialing) and starts the
  * cluster process (under opts->supervisor, restarted by it: the cl_node and
  * the link's socket outlive a restart).  NULL, with a line on stderr, for a
- * bad option or a link that cannot open (address in use, bad URL). */
+ * bad option or a link that cannot open (address in use, bad URL).  After
+ * rt_start, from any thread. */
 cl_node *cl_start(const cl_opts *opts);
 
 /* Says goodbye to the other nodes (they declare this one down at once),
@@ -116,6 +121,13 @@ int cl_register(cl_node *c, int service, cl_handler_fn fn, void *ud);
 /* This node's name and incarnation. */
 const char *cl_name(const cl_node *c);
 uint64_t cl_incarnation(const cl_node *c);
+
+/* This node's link address as others dial it ("" on redis).  A mesh node
+ * listening on port 0 ("tcp://127.0.0.1:0") gets the port the system chose. */
+const char *cl_addr(const cl_node *c);
+
+/* The cluster process (changes when its supervisor restarts it). */
+rt_pid cl_pid(const cl_node *c);
 
 /* Sends body (copied) to every other member (to all: also those not yet
  * known), or to the member named `node`.  Returns 0 when queued, -1 when
@@ -149,11 +161,13 @@ size_t cl_members(cl_node *c, cl_member *out, size_t cap);
 
 /* Counters, all since cl_start. */
 typedef struct cl_stats {
-	uint64_t sent, received;      /* frames */
+	uint64_t sent, received; /* frames */
 	uint64_t bytes_sent, bytes_received;
-	uint64_t send_dropped;        /* frames the link could not queue */
-	uint64_t lost;                /* gaps in peers' sequences of broadcast frames */
+	uint64_t send_dropped; /* frames the link could not queue */
+	uint64_t lost;         /* gaps in peers' sequences of broadcast frames */
 	uint64_t malformed, oversized, bad_version, unknown_service;
+	uint64_t duplicates; /* frames to all whose sequence number was seen already */
+	uint64_t refused;    /* frames from a node the member table had no room for */
 	uint64_t nodeups, nodedowns;
 } cl_stats;
 void cl_stats_get(cl_node *c, cl_stats *out);

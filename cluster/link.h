@@ -48,6 +48,15 @@ typedef struct cl_link_ops {
 	 * (the caller counts a send drop). */
 	int (*send_all)(void *ctx, const void *frame, size_t len);
 	int (*send_to)(void *ctx, const char *node, const void *frame, size_t len);
+	/* Optional (NULL: the core joins the two parts and calls send_all or
+	 * send_to): the same with the frame in two parts, the envelope's header
+	 * and the body, for a link that copies a frame into a message of its
+	 * own anyway (one copy of the body instead of two).  node NULL: to all. */
+	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
+	             size_t blen);
+	/* Optional: sends what the link holds back (a batch), in the cluster
+	 * process, after the link asked for it with cl_link_wake. */
+	void (*flush)(void *ctx);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
@@ -62,8 +71,20 @@ extern const cl_link_ops cl_redis_link;
  * process.  The core validates and routes it. */
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
 
+/* For links: a message that is not a well-formed batch of frames. */
+void cl_link_count_malformed(cl_node *c);
+
+/* For links: asks the cluster process to call the link's flush soon (from
+ * any thread; wakes it once however often it is asked before it runs). */
+void cl_link_wake(cl_node *c);
+
+/* For links: n frames that had been accepted were dropped after all (a
+ * batch nng would not queue); counted as send drops.  Any thread. */
+void cl_link_count_dropped(cl_node *c, uint64_t n);
+
 /* For links: a frame that arrived but could not be read whole (too large,
- * truncated): counted as oversized or malformed. */
+ * truncated): counted as oversized.  (The mesh cannot tell: nng closes a
+ * pipe that brings a frame over NNG_OPT_RECVMAXSZ, and its dialer redials.) */
 void cl_link_count_oversized(cl_node *c);
 
 #endif /* cluster_link_h */

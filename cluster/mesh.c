@@ -1,0 +1,370 @@
+/*
+ * The mesh link (cluster/link.h): one nng bus0 socket per node.  It listens
+ * on opts->listen and dials opts->peers, opts->seed and the addresses the
+ * core learns from heartbeats (once each: nng_dial with NNG_FLAG_NONBLOCK
+ * keeps a dialer that redials by itself after a failure or a lost pipe,
+ * backing off from 100 ms to 2 s).  bus does not forward, so the dials form
+ * the full mesh (the core decides who dials whom, cluster/node.c).
+ *
+ * Receiving.  The cluster process watches a dup() of the socket's
+ * NNG_OPT_RECVFD (readable while a message waits; nng owns the original,
+ * rt_io_open owns and closes the copy) and reads at most RECV_BUDGET frames
+ * per readiness, then returns so that other processes of its scheduler run
+ * (the watcher is level-triggered: it reports again).
+ *
+ * Batches.  One bus message carries a batch of frames, each behind its
+ * length (4 bytes, big-endian): a sender appends its frame to the open batch
+ * (under batch_lock, from any thread); the first frame of a batch asks the
+ * cluster process to flush it (cl_link_wake), and a batch that would pass
+ * BATCH_MAX bytes goes out at once.  Under load many frames share one
+ * message and one flush, as the fastlane shares one write among many
+ * broadcasts; alone, a frame waits one turn of the cluster process.
+ * Batches go out under batch_lock, so frames leave in the order their
+ * senders appended them.
+ *
+ * Sending.  nng_sendmsg(NNG_FLAG_NONBLOCK) into the socket's send queue
+ * (NNG_OPT_SENDBUF: queue_frames, at most nng's 8192; nng's socket is
+ * thread-safe); a full queue refuses the batch, whose frames are counted as
+ * send drops.  A frame to one node goes to all: the envelope names the
+ * addressee and the others drop it.
+ *
+ * Loss.  nng 1.5.2's bus copies each message from the socket's queue into a
+ * queue per pipe of a fixed 16 messages (bus0_pipe_init in
+ * src/sp/protocol/bus0/bus.c) and DROPS the copy when that queue is full
+ * (nni_msgq_tryput), silently.  Batching is what keeps that queue short: 16
+ * batches are up to 16 x BATCH_MAX bytes in flight per peer, on top of the
+ * kernel's socket buffers, so a peer loses frames only when it takes less
+ * than that for longer than the sender keeps producing (a stopped node).
+ * The receivers see loss as gaps in the sender's sequence numbers
+ * (cl_stats.lost).  Receiving does not drop: a pipe waits for room in the
+ * socket's receive queue (NNG_OPT_RECVBUF), so a slow receiver slows its
+ * senders' pipes (then their queues fill, then loss).
+ *
+ * Size.  NNG_OPT_RECVMAXSZ is max_frame: nng closes a pipe that brings a
+ * larger frame (the far end's dialer redials); the core never sends one.
+ *
+ * Stop.  nng 1.5.2 drops what its queues hold when the socket closes (no
+ * linger): close waits LINGER_MS first, so that the goodbye leaves.
+ */
+#include <fcntl.h>
+#include <nng/nng.h>
+#include <nng/protocol/bus0/bus.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/envelope.h"
+#include "cluster/link.h"
+#include "runtime/xalloc.h"
+
+#define RECV_BUDGET 64
+#define DIALED_MAX 512 /* addresses dialed (peers, seed, learned) */
+#define NNG_QUEUE_MAX 8192
+#define LINGER_MS 50
+#define BATCH_MAX (256 * 1024) /* bytes of one bus message, unless one frame is larger */
+
+/* The link's state.  sock and addr are set by open, then read-only (nng_*
+ * calls on sock from any thread); io and dialed are the cluster process's
+ * (and open's, before it exists). */
+typedef struct mesh {
+	cl_node *c;
+	nng_socket sock;
+	int recvfd; /* nng's: never closed here */
+	rt_io *io;
+	char addr[CL_ADDR_MAX];
+	char (*dialed)[CL_ADDR_MAX];
+	size_t ndialed;
+	bool warned_full;
+	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
+	nng_msg *batch;             /* the open batch, or NULL */
+	uint32_t nbatch;            /* frames in it */
+} mesh;
+
+/* Dials addr unless it is ours or dialed already.  -1 for an address nng
+ * refuses (a bad URL). */
+static int
+dial(mesh *m, const char *addr)
+{
+	if (!addr || !addr[0] || strcmp(addr, m->addr) == 0)
+		return 0;
+	for (size_t i = 0; i < m->ndialed; i++)
+		if (strcmp(m->dialed[i], addr) == 0)
+			return 0;
+	if (m->ndialed == DIALED_MAX) {
+		if (!m->warned_full)
+			rt_log_warning("cluster: %d addresses dialed already: not dialing %s",
+			               DIALED_MAX, addr);
+		m->warned_full = true;
+		return 0;
+	}
+	if (strlen(addr) >= CL_ADDR_MAX)
+		return -1;
+	/* remembered even when refused, so that it is tried once */
+	snprintf(m->dialed[m->ndialed++], CL_ADDR_MAX, "%s", addr);
+	int rv = nng_dial(m->sock, addr, NULL, NNG_FLAG_NONBLOCK);
+	if (rv != 0) {
+		fprintf(stderr, "cluster: cannot dial %s: %s\n", addr, nng_strerror(rv));
+		return -1;
+	}
+	return 0;
+}
+
+/* Listens on url; m->addr gets the address others dial (the port the system
+ * chose for a tcp:// port 0). */
+static int
+listen_on(mesh *m, const char *url)
+{
+	nng_listener l;
+	int rv = nng_listen(m->sock, url, &l, 0);
+	if (rv != 0) {
+		fprintf(stderr, "cluster: cannot listen on %s: %s\n", url, nng_strerror(rv));
+		return -1;
+	}
+	snprintf(m->addr, sizeof(m->addr), "%s", url);
+	size_t n = strlen(url);
+	nng_sockaddr sa;
+	if (n > 2 && strcmp(url + n - 2, ":0") == 0 &&
+	    nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0 && sa.s_family == NNG_AF_INET) {
+		const uint8_t *ip = (const uint8_t *)&sa.s_in.sa_addr;
+		const uint8_t *pt = (const uint8_t *)&sa.s_in.sa_port;
+		snprintf(m->addr, sizeof(m->addr), "tcp://%u.%u.%u.%u:%u", ip[0], ip[1], ip[2],
+		         ip[3], (unsigned)(pt[0] << 8 | pt[1]));
+	}
+	if (!cl_env_addr_ok(m->addr, strlen(m->addr))) {
+		fprintf(stderr,
+		        "cluster: cannot use %s as an address (letters, digits, "
+		        "\":/._-[]%%+@\")\n",
+		        m->addr);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+mesh_open(cl_node *c, const cl_opts *o, void **ctx)
+{
+	mesh *m = rt_xcalloc(1, sizeof(*m));
+	m->c = c;
+	m->recvfd = -1;
+	m->dialed = rt_xcalloc(DIALED_MAX, sizeof(*m->dialed));
+	pthread_mutex_init(&m->batch_lock, NULL);
+	int rv = nng_bus0_open(&m->sock);
+	if (rv != 0) {
+		fprintf(stderr, "cluster: cannot open a bus socket: %s\n", nng_strerror(rv));
+		pthread_mutex_destroy(&m->batch_lock);
+		free(m->dialed);
+		free(m);
+		return -1;
+	}
+	int q = o->queue_frames > NNG_QUEUE_MAX ? NNG_QUEUE_MAX : (int)o->queue_frames;
+	if (q < 1)
+		q = 1;
+	if ((rv = nng_socket_set_size(m->sock, NNG_OPT_RECVMAXSZ, o->max_frame)) != 0 ||
+	    (rv = nng_socket_set_int(m->sock, NNG_OPT_SENDBUF, q)) != 0 ||
+	    (rv = nng_socket_set_int(m->sock, NNG_OPT_RECVBUF, q)) != 0 ||
+	    (rv = nng_socket_set_ms(m->sock, NNG_OPT_RECONNMINT, 100)) != 0 ||
+	    (rv = nng_socket_set_ms(m->sock, NNG_OPT_RECONNMAXT, 2000)) != 0 ||
+	    (rv = nng_socket_get_int(m->sock, NNG_OPT_RECVFD, &m->recvfd)) != 0) {
+		fprintf(stderr, "cluster: cannot set up the bus socket: %s\n", nng_strerror(rv));
+		goto fail;
+	}
+	if (o->listen && listen_on(m, o->listen) < 0)
+		goto fail;
+	for (const char *const *p = o->peers; p && *p; p++)
+		if (dial(m, *p) < 0)
+			goto fail;
+	if (o->seed && dial(m, o->seed) < 0)
+		goto fail;
+	*ctx = m;
+	return 0;
+fail:
+	m->ndialed = 0;
+	nng_close(m->sock);
+	pthread_mutex_destroy(&m->batch_lock);
+	free(m->dialed);
+	free(m);
+	return -1;
+}
+
+static int
+mesh_attach(void *ctx)
+{
+	mesh *m = ctx;
+	int fd = dup(m->recvfd);
+	if (fd < 0)
+		return -1;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	m->io = rt_io_open(fd, RT_IO_READ, m);
+	if (!m->io) {
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+mesh_on_io(void *ctx, const rt_io_event *ev)
+{
+	mesh *m = ctx;
+	(void)ev;
+	for (int i = 0; i < RECV_BUDGET; i++) {
+		nng_msg *msg;
+		if (nng_recvmsg(m->sock, &msg, NNG_FLAG_NONBLOCK) != 0)
+			break; /* NNG_EAGAIN: nothing more; NNG_ECLOSED: stopping */
+		const uint8_t *p = nng_msg_body(msg);
+		size_t left = nng_msg_len(msg);
+		while (left >= 4) {
+			size_t n =
+			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+			if (n > left - 4)
+				break;
+			cl_link_deliver(m->c, p + 4, n);
+			p += 4 + n;
+			left -= 4 + n;
+		}
+		if (left) /* a batch that lies about its lengths: the rest is dropped */
+			cl_link_count_malformed(m->c);
+		nng_msg_free(msg);
+	}
+}
+
+static void
+mesh_tick(void *ctx)
+{
+	(void)ctx; /* nng's dialers redial by themselves */
+}
+
+static void
+mesh_detach(void *ctx)
+{
+	mesh *m = ctx;
+	/* The process is exiting: the runtime closes the watched copy of the
+	 * fd with it (rt_io_close is not safe in every terminate). */
+	m->io = NULL;
+}
+
+/* Sends the open batch (under batch_lock); its frames are counted as
+ * dropped when nng's queue is full. */
+static void
+send_batch(mesh *m)
+{
+	nng_msg *b = m->batch;
+	uint32_t n = m->nbatch;
+	m->batch = NULL;
+	m->nbatch = 0;
+	if (b && nng_sendmsg(m->sock, b, NNG_FLAG_NONBLOCK) != 0) {
+		nng_msg_free(b);
+		cl_link_count_dropped(m->c, n);
+	}
+}
+
+/* The cluster process asks: sends the open batch. */
+static void
+mesh_flush(void *ctx)
+{
+	mesh *m = ctx;
+	pthread_mutex_lock(&m->batch_lock);
+	send_batch(m);
+	pthread_mutex_unlock(&m->batch_lock);
+}
+
+static void
+mesh_close(void *ctx)
+{
+	mesh *m = ctx;
+	mesh_flush(m);
+	usleep(LINGER_MS * 1000);
+	nng_close(m->sock);
+	pthread_mutex_destroy(&m->batch_lock);
+	free(m->dialed);
+	free(m);
+}
+
+static int
+mesh_sendv(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
+           size_t blen)
+{
+	mesh *m = ctx;
+	(void)node;
+	size_t n = hlen + blen;
+	if (n > UINT32_MAX)
+		return -1;
+	int rc = 0;
+	bool wake = false;
+	pthread_mutex_lock(&m->batch_lock);
+	if (m->batch && nng_msg_len(m->batch) + 4 + n > BATCH_MAX)
+		send_batch(m);
+	if (!m->batch) {
+		if (nng_msg_alloc(&m->batch, 0) != 0 ||
+		    nng_msg_reserve(m->batch, 4 + n > BATCH_MAX ? 4 + n : 4096) != 0) {
+			if (m->batch)
+				nng_msg_free(m->batch);
+			m->batch = NULL;
+			rc = -1;
+			goto out;
+		}
+		wake = true;
+	}
+	if (nng_msg_append_u32(m->batch, (uint32_t)n) != 0 ||
+	    nng_msg_append(m->batch, head, hlen) != 0 ||
+	    (blen && nng_msg_append(m->batch, body, blen) != 0)) {
+		nng_msg_free(m->batch); /* out of memory: drop what the batch held */
+		cl_link_count_dropped(m->c, m->nbatch);
+		m->batch = NULL;
+		m->nbatch = 0;
+		rc = -1;
+		goto out;
+	}
+	m->nbatch++;
+	if (nng_msg_len(m->batch) >= BATCH_MAX) {
+		send_batch(m);
+		wake = false;
+	}
+out:
+	pthread_mutex_unlock(&m->batch_lock);
+	if (wake && rc == 0) /* not under batch_lock: the wake may flush here */
+		cl_link_wake(m->c);
+	return rc;
+}
+
+static int
+mesh_send_all(void *ctx, const void *frame, size_t len)
+{
+	return mesh_sendv(ctx, NULL, frame, len, NULL, 0);
+}
+
+static int
+mesh_send_to(void *ctx, const char *node, const void *frame, size_t len)
+{
+	return mesh_sendv(ctx, node, frame, len, NULL, 0);
+}
+
+static void
+mesh_learn(void *ctx, const char *addr)
+{
+	dial(ctx, addr);
+}
+
+static const char *
+mesh_addr(void *ctx)
+{
+	return ((mesh *)ctx)->addr;
+}
+
+const cl_link_ops cl_mesh_link = {
+    .name = "mesh",
+    .open = mesh_open,
+    .attach = mesh_attach,
+    .on_io = mesh_on_io,
+    .tick = mesh_tick,
+    .detach = mesh_detach,
+    .close = mesh_close,
+    .send_all = mesh_send_all,
+    .send_to = mesh_send_to,
+    .sendv = mesh_sendv,
+    .flush = mesh_flush,
+    .learn = mesh_learn,
+    .addr = mesh_addr,
+};
