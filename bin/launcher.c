@@ -524,16 +524,6 @@ app_probe_port(const app_def *app, const char *bind_addr, int port)
 	return rc;
 }
 
-/* The node's cluster, or NULL when it is alone.  The channel endpoint starts
- * and owns it (ch_endpoint_opts.cluster); until the endpoint exposes it,
- * every node answers /api/cluster as one alone. */
-static cl_node *
-app_cluster_node(ch_endpoint *ep)
-{
-	(void)ep;
-	return NULL;
-}
-
 /* The root's watcher: raises SIGTERM when the root exits (it is killed
  * before an ordinary stop). */
 static int
@@ -574,7 +564,7 @@ app_get_cluster(const tp_http_request *req, tp_response *resp, void *udata)
 {
 	(void)req;
 	const app_ctx *ctx = udata;
-	cl_node *c = app_cluster_node(ctx->endpoint);
+	cl_node *c = ch_endpoint_cluster(ctx->endpoint);
 	resp->status = 200;
 	resp->content_type = "application/json";
 	if (c) {
