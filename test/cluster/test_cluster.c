@@ -8,14 +8,17 @@
  * environment ("name|seed"): a constructor runs the peer before the
  * harness's main.
  */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <msgpack.h>
+#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/bus0/bus.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "cluster/cluster.h"
@@ -400,6 +403,63 @@ test_order_of_10000_frames(void)
 	rt_shutdown();
 }
 
+/* A port free now on 127.0.0.1 (for nodes that must know each other's
+ * address before they start). */
+static int
+free_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	CHECK(bind(s, (struct sockaddr *)&a, sizeof a) == 0);
+	socklen_t al = sizeof a;
+	CHECK(getsockname(s, (struct sockaddr *)&a, &al) == 0);
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+/* Two nodes given each other as peers dial each other: two pipes, until
+ * one side closes its dialer; then a frame comes once, to one node too. */
+static void
+test_mutual_peers_one_pipe(void)
+{
+	start_rt();
+	char addr[2][64];
+	for (int i = 0; i < 2; i++)
+		snprintf(addr[i], sizeof(addr[i]), "tcp://127.0.0.1:%d", free_port());
+	cl_node *n[2];
+	for (int i = 0; i < 2; i++) {
+		const char *peers[] = {addr[1 - i], NULL};
+		cl_opts o = {.name = i ? "b@t" : "a@t",
+		             .listen = addr[i],
+		             .peers = peers,
+		             .heartbeat_ms = HB,
+		             .down_after_ms = DOWN};
+		CHECK((n[i] = cl_start(&o)) != NULL);
+	}
+	rx r;
+	rx_init(&r);
+	CHECK_EQ(cl_register(n[1], CL_SVC_PUBSUB, on_data, &r), 0);
+	WAIT_UNTIL(ups(n[0]) == 1 && ups(n[1]) == 1, 10000);
+	/* both dialed: the duplicates stop once one pipe is closed */
+	uint64_t d0 = stats(n[1]).duplicates + stats(n[0]).duplicates, d1 = d0 + 1;
+	for (int64_t until = test_now_ms() + 5000; d1 != d0 && test_now_ms() < until;) {
+		d0 = d1;
+		usleep(5 * HB * 1000);
+		d1 = stats(n[1]).duplicates + stats(n[0]).duplicates;
+	}
+	CHECK_MSG(d1 == d0, "frames still come twice (%" PRIu64 " duplicates)", d1);
+	for (uint32_t i = 0; i < 100; i++)
+		CHECK_EQ(cl_send_to(n[0], "b@t", CL_SVC_PUBSUB, &i, sizeof(i)), 0);
+	WAIT_UNTIL(rx_count(&r, "a@t") == 100, 5000);
+	usleep(300 * 1000);
+	CHECK_EQ(rx_count(&r, "a@t"), 100);
+	CHECK_EQ(stats(n[1]).duplicates + stats(n[0]).duplicates, d1);
+	CHECK(ups(n[0]) == 1 && ups(n[1]) == 1);
+	cl_stop(n[1]);
+	cl_stop(n[0]);
+	rt_shutdown();
+}
+
 /* A raw frame from "raw@t" (v1 unless version says otherwise). */
 static size_t
 raw_frame(uint8_t *out, uint32_t version, int kind, uint64_t seq, int service, const void *body,
@@ -639,6 +699,7 @@ TEST_LIST = {
     TEST(test_send_all_once_send_to_only_addressee),
     TEST(test_order_of_10000_frames),
     TEST(test_bad_frames_counted),
+    TEST(test_mutual_peers_one_pipe),
     TEST(test_stats_json),
     TEST(test_bad_options),
     TEST(test_restart_reattaches),
