@@ -905,11 +905,27 @@ section_cluster() {
 	ulimit -n "$(ulimit -Hn)" 2>/dev/null
 	PLOT=""
 	command -v gnuplot >/dev/null 2>&1 && PLOT=1
-	NODES=${BENCH_CLUSTER_NODES:-6}
 	if [ -n "$QUICK" ]; then
 		N=3000 D=2 HOLD=1 FAN_RATE=2 SUBS=1000
 	else
 		N=100000 D=8 HOLD=3 FAN_RATE=1 SUBS=19000
+	fi
+	NODES=${BENCH_CLUSTER_NODES:-6}
+	N=${BENCH_CLUSTER_CONNECTIONS:-$N}
+	# --server-pid takes at most 16 pids; node 2 must exist.
+	case $NODES in [2-9] | 1[0-6]) ;; *)
+		echo "bench: BENCH_CLUSTER_NODES=$NODES: 2 to 16 nodes" >&2
+		return 1
+		;;
+	esac
+	case $N in '' | *[!0-9]*)
+		echo "bench: BENCH_CLUSTER_CONNECTIONS=$N is not a number" >&2
+		return 1
+		;;
+	esac
+	if [ "$N" -lt "$NODES" ]; then
+		echo "bench: BENCH_CLUSTER_CONNECTIONS=$N: at least one per node" >&2
+		return 1
 	fi
 	FAN_D=$((D + 2))
 	FAN_M=$((FAN_RATE * FAN_D))
