@@ -1,7 +1,8 @@
 # phx-c: Phoenix Channels in C.  One Makefile for the whole tree.
 #
 #   make            build the library, the launcher and the tests
-#   make run        set up, build and run the example chat app (PORT=4000)
+#   make run        set up, build and run the example chat app (PORT=4000);
+#                   NODES=3: a cluster of 3 nodes on PORT, PORT+1, PORT+2
 #   make test       set up, build and run every test
 #   make bench      set up, build and run the benchmarks
 #   make bench-phoenix  the channels scenarios against phx-chat and a real
@@ -12,6 +13,7 @@
 CC        ?= cc
 SANITIZER ?=
 PORT      ?= 4000
+NODES     ?= 1
 PREFIX    ?= /usr/local
 BUILD     := build$(if $(SANITIZER),-$(SANITIZER))
 
@@ -82,7 +84,9 @@ setup:
 run:
 	@sh scripts/setup.sh build
 	@$(MAKE) --no-print-directory all
-	@if [ -n "$(CHAT_SRC)" ]; then exec $(CHAT) --port $(PORT); else exec $(DEMO); fi
+	@if [ -z "$(CHAT_SRC)" ]; then exec $(DEMO); \
+	elif [ "$(NODES)" = 1 ]; then exec $(CHAT) --port $(PORT); \
+	else exec $(CHAT) cluster --nodes $(NODES) --port $(PORT); fi
 
 # Unit tests of every folder, then the integration suites.
 test:

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bin/cluster_cmd.h"
 #include "channels/token.h"
 
 #define APP_DEFAULT_PORT 4000
@@ -41,6 +42,8 @@
 #define APP_DEFAULT_SALT "user socket"
 #define APP_STOP_TIMEOUT_MS 5000
 #define APP_MAX_ORIGINS 64
+#define APP_MAX_PEERS 64
+#define APP_CLUSTER_JSON_MAX 65536 /* /api/cluster: 64 members fit well within */
 
 typedef struct app_opts {
 	int port;
@@ -54,6 +57,16 @@ typedef struct app_opts {
 	const char *salt;
 	int max_frame; /* --max-frame-size, 0: the endpoint's default */
 	bool help;
+	bool reuse_port;
+	/* Cluster flags (NULL / 0 when not given). */
+	const char *name;
+	const char *cluster_listen;
+	char *peers_copy; /* a copy of --peers, split in place */
+	const char *peers[APP_MAX_PEERS + 1];
+	const char *seed;
+	const char *pubsub;
+	int heartbeat_ms;
+	int down_after_ms;
 } app_opts;
 
 static void
@@ -79,11 +92,30 @@ app_usage(FILE *out, const app_def *app)
 	        "                           else a fixed development secret)\n"
 	        "  --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit\n"
 	        "  --salt S                 the token's salt with --mint-token (default \"%s\")\n"
+	        "  --reuse-port             share the HTTP port with other processes that\n"
+	        "                           listen on it with --reuse-port too\n"
 	        "  --help                   print this help and exit\n"
+	        "\n"
+	        "Cluster (a node needs --name and either --cluster-listen or --pubsub):\n"
+	        "  --name NAME              this node's name, e.g. node1@127.0.0.1\n"
+	        "  --cluster-listen URL     nng address the other nodes dial, e.g.\n"
+	        "                           tcp://127.0.0.1:5001 (the mesh link)\n"
+	        "  --peers URL[,URL...]     other nodes' --cluster-listen addresses to dial\n"
+	        "  --seed URL               one node to dial; the others are learned from it\n"
+	        "  --pubsub redis://H:P     link through a redis-server instead of the mesh\n"
+	        "  --heartbeat-ms N         heartbeat period (default 500)\n"
+	        "  --down-after-ms N        a node silent this long is down (default 3000)\n"
+	        "  GET /api/cluster answers the node's name, members and counters.\n"
+	        "\n"
+	        "  %s cluster --nodes N [--port P] [--one-port] [--cluster-port C]\n"
+	        "           [--pubsub redis://H:P] [node options]\n"
+	        "                           start and supervise N nodes of one cluster on\n"
+	        "                           this machine (%s cluster --help)\n"
 	        "\n"
 	        "Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (port in use),\n"
 	        "2 on a bad command line.\n",
-	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT);
+	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT, name,
+	        name);
 }
 
 static int
@@ -152,6 +184,95 @@ app_split_origins(app_opts *o)
 	return n > 0 ? 0 : -1;
 }
 
+/* Splits o->peers_copy at commas into o->peers; returns 0 or -1 (an empty
+ * list, or more than APP_MAX_PEERS). */
+static int
+app_split_peers(app_opts *o)
+{
+	size_t n = 0;
+	char *save = NULL;
+	for (char *tok = strtok_r(o->peers_copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		size_t len = strlen(tok);
+		while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+			tok[--len] = '\0';
+		if (len == 0)
+			continue;
+		if (n == APP_MAX_PEERS)
+			return -1;
+		o->peers[n++] = tok;
+	}
+	o->peers[n] = NULL;
+	return n > 0 ? 0 : -1;
+}
+
+/* A node name: letters, digits and "@._-", 1 to CL_NAME_MAX - 1 bytes. */
+static bool
+app_valid_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= CL_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '@' || c == '.' || c == '_' || c == '-';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* A link address: "scheme://rest" (an nng URL such as tcp://127.0.0.1:5001),
+ * shorter than CL_ADDR_MAX, with no space or comma. */
+static bool
+app_valid_addr(const char *s, const char *scheme)
+{
+	size_t n = strlen(s);
+	const char *sep = strstr(s, "://");
+	if (n == 0 || n >= CL_ADDR_MAX || !sep || sep == s || !sep[3] || strpbrk(s, " \t,"))
+		return false;
+	return !scheme || (strncmp(s, scheme, strlen(scheme)) == 0 && sep == s + strlen(scheme));
+}
+
+/* Checks the combination of cluster flags (after parsing); returns -1 to go
+ * on, or APP_EXIT_USAGE after a message. */
+static int
+app_check_cluster(const app_def *app, const app_opts *o)
+{
+	bool mesh = o->cluster_listen || o->peers_copy || o->seed;
+	bool any = mesh || o->pubsub || o->heartbeat_ms || o->down_after_ms;
+	if (!o->name) {
+		if (any)
+			return app_usage_error(app,
+			                       "the cluster options need --name (e.g. --name "
+			                       "node1@127.0.0.1)%s",
+			                       "");
+		return -1;
+	}
+	if (o->pubsub && mesh)
+		return app_usage_error(app,
+		                       "--pubsub (nodes linked through Redis) goes without "
+		                       "--cluster-listen, --peers and --seed%s",
+		                       "");
+	if (!o->pubsub && !o->cluster_listen)
+		return app_usage_error(
+		    app,
+		    "--name needs --cluster-listen URL (with --peers or --seed to "
+		    "join others) or --pubsub redis://HOST:PORT%s",
+		    "");
+	int hb = o->heartbeat_ms ? o->heartbeat_ms : 500;
+	int down = o->down_after_ms ? o->down_after_ms : 3000;
+	if (down <= hb)
+		return app_usage_error(app,
+		                       "--down-after-ms must be longer than the heartbeat period "
+		                       "(--heartbeat-ms)%s",
+		                       "");
+	return -1;
+}
+
 /*
  * Parses argv into o.  Accepts "--flag value" and "--flag=value".  Returns
  * -1 to go on, or an exit code (usage errors print their message).
@@ -165,6 +286,10 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			o->help = true;
 			continue;
 		}
+		if (strcmp(arg, "--reuse-port") == 0) {
+			o->reuse_port = true;
+			continue;
+		}
 		if (strncmp(arg, "--", 2) != 0)
 			return app_usage_error(app, "unexpected argument '%s'", arg);
 		char flag[64];
@@ -175,11 +300,23 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			return app_usage_error(app, "unknown option '%s'", arg);
 		memcpy(flag, arg, flen);
 		flag[flen] = '\0';
-		static const char *const known[] = {"--port",           "--bind",
-		                                    "--schedulers",     "--log-level",
-		                                    "--check-origin",   "--secret-key-base",
-		                                    "--mint-token",     "--salt",
-		                                    "--max-frame-size", NULL};
+		static const char *const known[] = {"--port",
+		                                    "--bind",
+		                                    "--schedulers",
+		                                    "--log-level",
+		                                    "--check-origin",
+		                                    "--secret-key-base",
+		                                    "--mint-token",
+		                                    "--salt",
+		                                    "--max-frame-size",
+		                                    "--name",
+		                                    "--cluster-listen",
+		                                    "--peers",
+		                                    "--seed",
+		                                    "--pubsub",
+		                                    "--heartbeat-ms",
+		                                    "--down-after-ms",
+		                                    NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
 			ok = ok || strcmp(flag, known[k]) == 0;
@@ -223,10 +360,57 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			o->mint_user = val;
 		} else if (strcmp(flag, "--salt") == 0) {
 			o->salt = val;
+		} else if (strcmp(flag, "--name") == 0) {
+			if (!app_valid_name(val))
+				return app_usage_error(
+				    app,
+				    "bad --name '%s' (letters, digits and @._-, at "
+				    "most 63 bytes, e.g. node1@127.0.0.1)",
+				    val);
+			o->name = val;
+		} else if (strcmp(flag, "--cluster-listen") == 0) {
+			if (!app_valid_addr(val, NULL))
+				return app_usage_error(
+				    app, "bad --cluster-listen '%s' (e.g. tcp://127.0.0.1:5001)",
+				    val);
+			o->cluster_listen = val;
+		} else if (strcmp(flag, "--peers") == 0) {
+			free(o->peers_copy);
+			o->peers_copy = strdup(val);
+			if (!o->peers_copy || app_split_peers(o) < 0)
+				return app_usage_error(app, "bad --peers '%s' (URL[,URL...])", val);
+			for (int k = 0; o->peers[k]; k++)
+				if (!app_valid_addr(o->peers[k], NULL))
+					return app_usage_error(
+					    app,
+					    "bad --peers address '%s' (e.g. tcp://127.0.0.1:5002)",
+					    o->peers[k]);
+		} else if (strcmp(flag, "--seed") == 0) {
+			if (!app_valid_addr(val, NULL))
+				return app_usage_error(
+				    app, "bad --seed '%s' (e.g. tcp://127.0.0.1:5001)", val);
+			o->seed = val;
+		} else if (strcmp(flag, "--pubsub") == 0) {
+			if (!app_valid_addr(val, "redis"))
+				return app_usage_error(app,
+				                       "bad --pubsub '%s' (redis://HOST:PORT, e.g. "
+				                       "redis://127.0.0.1:6379)",
+				                       val);
+			o->pubsub = val;
+		} else if (strcmp(flag, "--heartbeat-ms") == 0) {
+			if (app_parse_int(val, 1, 60000, &o->heartbeat_ms) < 0)
+				return app_usage_error(app, "bad --heartbeat-ms '%s' (1..60000)",
+				                       val);
+		} else if (strcmp(flag, "--down-after-ms") == 0) {
+			if (app_parse_int(val, 1, 600000, &o->down_after_ms) < 0)
+				return app_usage_error(app, "bad --down-after-ms '%s' (1..600000)",
+				                       val);
 		}
 	}
 	if (o->salt && !o->mint_user && !o->help)
 		return app_usage_error(app, "--salt goes with --mint-token%s", "");
+	if (!o->help && !o->mint_user)
+		return app_check_cluster(app, o);
 	return -1;
 }
 
@@ -369,6 +553,38 @@ static const rt_behaviour watch_behaviour = {
     .handle = watch_handle,
 };
 
+/*
+ * GET /api/cluster (added by the launcher to every app): the cluster's
+ * counters and members as cl_stats_json writes them, or, for a node that is
+ * alone, {"name":"nonode@nohost","members":[]} (Erlang's name for a node
+ * that is not distributed).  udata: the route's app_ctx.
+ */
+static void
+app_get_cluster(const tp_http_request *req, tp_response *resp, void *udata)
+{
+	(void)req;
+	const app_ctx *ctx = udata;
+	cl_node *c = ch_endpoint_cluster(ctx->endpoint);
+	resp->status = 200;
+	resp->content_type = "application/json";
+	if (c) {
+		char *buf = malloc(APP_CLUSTER_JSON_MAX);
+		size_t n = buf ? cl_stats_json(c, buf, APP_CLUSTER_JSON_MAX) : 0;
+		if (n > 0) {
+			resp->body = rt_buf_from(buf, n);
+			free(buf);
+			return;
+		}
+		free(buf);
+		resp->status = 500;
+		static const char err[] = "{\"error\":\"cannot write the cluster's state\"}";
+		resp->body = rt_buf_from(err, sizeof(err) - 1);
+		return;
+	}
+	static const char alone[] = "{\"name\":\"nonode@nohost\",\"members\":[]}";
+	resp->body = rt_buf_from(alone, sizeof(alone) - 1);
+}
+
 /* Waits for SIGINT or SIGTERM (blocked in every thread); returns its number. */
 static int
 app_wait_signal(const sigset_t *set)
@@ -390,6 +606,8 @@ app_main(int argc, char **argv, const app_def *app)
 	              .bind = APP_DEFAULT_BIND,
 	              .schedulers = 0,
 	              .log_level = RT_LOG_INFO};
+	if (argc > 1 && strcmp(argv[1], "cluster") == 0)
+		return app_cluster_main(argc, argv, app);
 	int rc = app_parse_args(argc, argv, app, &o);
 	if (rc >= 0)
 		goto out;
@@ -417,7 +635,7 @@ app_main(int argc, char **argv, const app_def *app)
 	if (strlen(o.secret) < 64)
 		rt_log_warning("the secret key base is shorter than 64 bytes");
 
-	if (app_probe_port(app, o.bind, o.port) < 0) {
+	if (!o.reuse_port && app_probe_port(app, o.bind, o.port) < 0) {
 		rc = APP_EXIT_FAILURE;
 		goto out;
 	}
@@ -440,19 +658,39 @@ app_main(int argc, char **argv, const app_def *app)
 		goto out;
 	}
 
-	ch_endpoint_opts chopts = {.handler = app->socket, .secret_key_base = o.secret};
+	cl_opts clopts = {
+	    .name = o.name,
+	    .link = o.pubsub ? "redis" : "mesh",
+	    .listen = o.cluster_listen,
+	    .peers = o.peers_copy ? o.peers : NULL,
+	    .seed = o.seed,
+	    .redis_url = o.pubsub,
+	    .heartbeat_ms = (uint32_t)o.heartbeat_ms,
+	    .down_after_ms = (uint32_t)o.down_after_ms,
+	    .supervisor = RT_NOPID,
+	};
+	ch_endpoint_opts chopts = {.handler = app->socket,
+	                           .secret_key_base = o.secret,
+	                           .cluster = o.name ? &clopts : NULL};
 	ch_endpoint *ep = ch_endpoint_start(&chopts);
 	if (!ep) {
-		fprintf(stderr, "%s: cannot start the channel endpoint\n", app->name);
+		if (o.name)
+			fprintf(stderr,
+			        "%s: cannot start the channel endpoint or join the cluster as %s\n",
+			        app->name, o.name);
+		else
+			fprintf(stderr, "%s: cannot start the channel endpoint\n", app->name);
 		rt_shutdown();
 		rc = APP_EXIT_FAILURE;
 		goto out;
 	}
 
-	/* The app's routes, each with an app_ctx as udata (see launcher.h). */
+	/* The app's routes, each with an app_ctx as udata (see launcher.h), then
+	 * the launcher's own (GET /api/cluster; an app's route of the same path
+	 * comes first and wins). */
 	size_t nroutes = app->nroutes;
-	app_ctx *ctxs = calloc(nroutes ? nroutes : 1, sizeof(*ctxs));
-	tp_route *routes = calloc(nroutes ? nroutes : 1, sizeof(*routes));
+	app_ctx *ctxs = calloc(nroutes + 1, sizeof(*ctxs));
+	tp_route *routes = calloc(nroutes + 1, sizeof(*routes));
 	size_t nalias = 0;
 	while (app->static_aliases && app->static_aliases[nalias])
 		nalias++;
@@ -468,6 +706,8 @@ app_main(int argc, char **argv, const app_def *app)
 		routes[i] = app->routes[i];
 		routes[i].udata = &ctxs[i];
 	}
+	ctxs[nroutes] = (app_ctx){.app = app, .endpoint = ep, .udata = NULL};
+	routes[nroutes] = (tp_route){"GET", "/api/cluster", app_get_cluster, &ctxs[nroutes]};
 	for (size_t i = 0; i < nalias; i++) {
 		/* Even entries are URL paths (kept), odd ones file paths (resolved). */
 		aliases[i] = i % 2 ? app_resolve_path(app->static_aliases[i])
@@ -489,12 +729,13 @@ app_main(int argc, char **argv, const app_def *app)
 	    .socket = ep,
 	    .socket_path = "/socket",
 	    .routes = routes,
-	    .nroutes = nroutes,
+	    .nroutes = nroutes + 1,
 	    .static_dir = static_dir,
 	    .static_aliases = nalias ? (const char *const *)aliases : NULL,
 	    .check_origin = o.check_origin != NULL,
 	    .origins = o.check_origin ? o.origins : NULL,
 	    .max_frame = (size_t)o.max_frame,
+	    .reuse_port = o.reuse_port,
 	};
 	tp = tp_endpoint_start(&tpopts);
 	if (!tp) {
@@ -507,6 +748,9 @@ app_main(int argc, char **argv, const app_def *app)
 		rt_log_info("%s listening on http://[%s]:%d", app->name, o.bind, port);
 	else
 		rt_log_info("%s listening on http://%s:%d", app->name, o.bind, port);
+	if (o.name)
+		rt_log_info("%s is node %s (%s %s)", app->name, o.name, o.pubsub ? "redis" : "mesh",
+		            o.pubsub ? o.pubsub : o.cluster_listen);
 
 	rt_pid root = ch_endpoint_supervisor(ep);
 	rt_pid watch = rt_spawn(&watch_behaviour, &root, sizeof(root));
@@ -538,5 +782,6 @@ stop_runtime:
 		rt_log_info("%s stopped", app->name);
 out:
 	free(o.check_origin);
+	free(o.peers_copy);
 	return rc;
 }

@@ -27,7 +27,32 @@
  *                              the app's development default)
  *     --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit
  *     --salt S                 salt for --mint-token (default "user socket")
+ *     --reuse-port             share the HTTP port with other processes
+ *                              started with --reuse-port (SO_REUSEPORT: the
+ *                              kernel spreads connections); without it a
+ *                              port in use is refused (exit 1)
  *     --help                   print the usage and exit
+ *
+ * Cluster flags: a clustered node needs --name and either --cluster-listen
+ * (the mesh, with --peers or --seed to reach the others) or --pubsub (Redis);
+ * other combinations are usage errors.  They fill a cl_opts handed to the
+ * channel endpoint (ch_endpoint_opts.cluster; NULL without --name).
+ *     --name NAME              node name, letters, digits and "@._-"
+ *                              (e.g. node1@127.0.0.1)
+ *     --cluster-listen URL     nng address to listen on (tcp://127.0.0.1:5001)
+ *     --peers URL[,URL...]     addresses to dial (at most 64)
+ *     --seed URL               one address to dial; others are learned
+ *     --pubsub redis://H:P     the redis link instead of the mesh
+ *     --heartbeat-ms N         heartbeat period (cl_opts default 500)
+ *     --down-after-ms N        silence that makes a node down (default 3000;
+ *                              must exceed the heartbeat period)
+ *
+ * Every app gets GET /api/cluster from the launcher: cl_stats_json of the
+ * node's cluster, or {"name":"nonode@nohost","members":[]} when alone (an
+ * app route of the same path takes precedence).
+ *
+ * `APP cluster --nodes N ...` runs N nodes as child processes instead
+ * (bin/cluster_cmd.h).
  *
  * Exit codes: APP_EXIT_OK (clean stop), APP_EXIT_FAILURE (the runtime or an
  * endpoint could not start, e.g. the port is in use), APP_EXIT_USAGE (bad

@@ -224,8 +224,10 @@ const ch_socket_handler *ch_endpoint_handler(const ch_endpoint *ep);
 const char *ch_endpoint_secret(const ch_endpoint *ep);
 
 /* Broadcasts {topic, event, payload JSON text} to every subscriber of topic
- * (every node once clustering exists).  Any thread.  Returns 0, or -1 if
- * the payload is not a JSON object or a field is too long. */
+ * on every node.  Any thread.  Returns 0; -1 if the payload is not a JSON
+ * object or a field is too long; CH_EREMOTE when this node's subscribers
+ * got it but the cluster could not take it (counted in cl_stats). */
+enum { CH_EREMOTE = -2 };
 int ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
                           const char *payload_json);
 

@@ -220,6 +220,8 @@ ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *toke
 	return rc;
 }
 
+_Static_assert((int)CH_EREMOTE == (int)CH_PS_EREMOTE, "PubSub's error is the endpoint's");
+
 int
 ch_endpoint_broadcast(ch_endpoint *ep, const char *topic, const char *event,
                       const char *payload_json)

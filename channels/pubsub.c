@@ -450,7 +450,7 @@ ch_ps_publish(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag, rt_bu
 	int rc = 0;
 	if (!local && ps->adapter && ps->adapter->broadcast &&
 	    ps->adapter->broadcast(ps->adapter_ctx, topic, tag, message, d->name) < 0)
-		rc = -1;
+		rc = CH_PS_EREMOTE;
 	dispatch_local(ps, from, topic, tag, message, d, track);
 	return rc;
 }

@@ -158,8 +158,9 @@ size_t ch_ps_subscribers(ch_pubsub *ps, const char *topic);
 /* Broadcasts message (tag, bytes; the call takes over this reference) to the
  * subscribers of topic on every node, through dispatcher d (NULL: the
  * default).  _from: not to `from` (a local pid).  _local: this node only.
- * Returns 0, or -1 (bad argument, or the adapter failed: local subscribers
- * still get it). */
+ * Returns 0, -1 for a bad argument, or CH_PS_EREMOTE when the adapter could
+ * not take it (local subscribers still get it). */
+enum { CH_PS_EREMOTE = -2 };
 int ch_ps_broadcast(ch_pubsub *ps, const char *topic, uint32_t tag, rt_buf *message,
                     const ch_ps_dispatcher *d);
 int ch_ps_broadcast_from(ch_pubsub *ps, rt_pid from, const char *topic, uint32_t tag,

@@ -2,12 +2,10 @@
  * tracker_wire.c: the tracker's frames between nodes (the format is in
  * tracker.h), encoded with msgpack-c and decoded with strict validation.
  *
- * Decoding is two passes.  First a scan of the raw bytes checks that they
- * are exactly one well-formed msgpack object and that every container's
- * count fits in the bytes left (each element takes at least one byte):
- * msgpack-c allocates a container's elements from its header's count, so
- * without the scan a 5-byte header claiming 2^32 elements would ask for
- * 100 GB.  Then msgpack_unpack_next builds the tree (strings point into the
+ * Decoding is two passes.  First cl_msgpack_scan checks that the raw bytes
+ * are exactly one well-formed msgpack object whose containers' counts fit
+ * in the bytes (msgpack-c allocates a container's elements from its
+ * header's count).  Then msgpack_unpack_next builds the tree (strings point into the
  * buffer) and the walk below checks every field, copying into a trk_delta
  * only what passed.
  */
@@ -17,146 +15,9 @@
 #include <string.h>
 
 #include "channels/tracker.h"
+#include "cluster/cluster.h"
 #include "runtime/utf8.h"
 #include "runtime/xalloc.h"
-
-/* ------------------------------------------------------------------ scan */
-
-/* Reads a k-byte big-endian unsigned at p[*pos], if there. */
-static bool
-rd_be(const uint8_t *p, size_t len, size_t *pos, int k, uint64_t *out)
-{
-	if ((size_t)k > len - *pos)
-		return false;
-	uint64_t v = 0;
-	for (int i = 0; i < k; i++)
-		v = v << 8 | p[*pos + (size_t)i];
-	*pos += (size_t)k;
-	*out = v;
-	return true;
-}
-
-/* True when p[0, len) is exactly one well-formed msgpack object whose
- * containers' counts are each bounded by the bytes that follow them. */
-static bool
-mp_scan(const uint8_t *p, size_t len)
-{
-	size_t pos = 0;
-	uint64_t pending = 1; /* objects still to read */
-	while (pending) {
-		if (pos >= len)
-			return false;
-		pending--;
-		uint8_t b = p[pos++];
-		uint64_t skip = 0, items = 0, v;
-		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-			;
-		else if ((b & 0xf0) == 0x80)
-			items = 2u * (b & 0x0f);
-		else if ((b & 0xf0) == 0x90)
-			items = b & 0x0f;
-		else if ((b & 0xe0) == 0xa0)
-			skip = b & 0x1f;
-		else {
-			switch (b) {
-			case 0xc4: /* bin 8, 16, 32 */
-			case 0xd9: /* str 8, 16, 32 */
-				if (!rd_be(p, len, &pos, 1, &skip))
-					return false;
-				break;
-			case 0xc5:
-			case 0xda:
-				if (!rd_be(p, len, &pos, 2, &skip))
-					return false;
-				break;
-			case 0xc6:
-			case 0xdb:
-				if (!rd_be(p, len, &pos, 4, &skip))
-					return false;
-				break;
-			case 0xc7: /* ext 8, 16, 32: a type byte, then the data */
-				if (!rd_be(p, len, &pos, 1, &v))
-					return false;
-				skip = v + 1;
-				break;
-			case 0xc8:
-				if (!rd_be(p, len, &pos, 2, &v))
-					return false;
-				skip = v + 1;
-				break;
-			case 0xc9:
-				if (!rd_be(p, len, &pos, 4, &v))
-					return false;
-				skip = v + 1;
-				break;
-			case 0xca:
-				skip = 4;
-				break;
-			case 0xcb:
-				skip = 8;
-				break;
-			case 0xcc:
-			case 0xd0:
-				skip = 1;
-				break;
-			case 0xcd:
-			case 0xd1:
-				skip = 2;
-				break;
-			case 0xce:
-			case 0xd2:
-				skip = 4;
-				break;
-			case 0xcf:
-			case 0xd3:
-				skip = 8;
-				break;
-			case 0xd4: /* fixext 1, 2, 4, 8, 16 (plus the type byte) */
-				skip = 2;
-				break;
-			case 0xd5:
-				skip = 3;
-				break;
-			case 0xd6:
-				skip = 5;
-				break;
-			case 0xd7:
-				skip = 9;
-				break;
-			case 0xd8:
-				skip = 17;
-				break;
-			case 0xdc:
-				if (!rd_be(p, len, &pos, 2, &items))
-					return false;
-				break;
-			case 0xdd:
-				if (!rd_be(p, len, &pos, 4, &items))
-					return false;
-				break;
-			case 0xde:
-				if (!rd_be(p, len, &pos, 2, &items))
-					return false;
-				items *= 2;
-				break;
-			case 0xdf:
-				if (!rd_be(p, len, &pos, 4, &items))
-					return false;
-				items *= 2;
-				break;
-			default: /* 0xc1, never used */
-				return false;
-			}
-		}
-		if (skip > len - pos)
-			return false;
-		pos += (size_t)skip;
-		pending += items;
-		if (pending > len - pos)
-			return false;
-	}
-	return pos == len;
-}
 
 /* ------------------------------------------------------------------ encode */
 
@@ -372,6 +233,20 @@ bad:
 	return NULL;
 }
 
+/* Reads a k-byte big-endian unsigned at p[*pos], if there. */
+static bool
+peek_be(const uint8_t *p, size_t len, size_t *pos, int k, uint64_t *out)
+{
+	if ((size_t)k > len - *pos)
+		return false;
+	uint64_t v = 0;
+	for (int i = 0; i < k; i++)
+		v = v << 8 | p[*pos + (size_t)i];
+	*pos += (size_t)k;
+	*out = v;
+	return true;
+}
+
 int
 trk_wire_peek(const void *buf, size_t len, int *kind, uint32_t *nshards, uint32_t *shard)
 {
@@ -386,7 +261,7 @@ trk_wire_peek(const void *buf, size_t len, int *kind, uint32_t *nshards, uint32_
 		uint8_t b = p[pos++];
 		if (b <= 0x7f)
 			v[i] = b;
-		else if (b < 0xcc || b > 0xce || !rd_be(p, len, &pos, 1 << (b - 0xcc), &v[i]))
+		else if (b < 0xcc || b > 0xce || !peek_be(p, len, &pos, 1 << (b - 0xcc), &v[i]))
 			return -1;
 	}
 	if (v[0] != TRK_WIRE_VERSION || v[1] < TRK_WIRE_DELTA || v[1] > TRK_WIRE_TRANSFER_ACK ||
@@ -402,7 +277,7 @@ int
 trk_wire_decode(const void *buf, size_t len, trk_frame *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (!buf || !mp_scan(buf, len))
+	if (!buf || !cl_msgpack_scan(buf, len))
 		return -1;
 	msgpack_unpacked u;
 	msgpack_unpacked_init(&u);

@@ -159,6 +159,11 @@ typedef struct cl_node_event {
  * many there are. */
 size_t cl_members(cl_node *c, cl_member *out, size_t cap);
 
+/* True when buf[0, len) is exactly one well-formed msgpack object whose
+ * containers' counts are bounded by its size: services call it on a body
+ * before msgpack-c unpacks it (cluster/msgpack_scan.c).  Pure; any thread. */
+bool cl_msgpack_scan(const void *buf, size_t len);
+
 /* Counters, all since cl_start. */
 typedef struct cl_stats {
 	uint64_t sent, received; /* frames */

@@ -55,8 +55,9 @@ typedef struct cl_link_ops {
 	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
 	             size_t blen);
 	/* Optional: sends what the link holds back (a batch), in the cluster
-	 * process, after the link asked for it with cl_link_wake. */
-	void (*flush)(void *ctx);
+	 * process, after the link asked for it with cl_link_wake.  Returns 0,
+	 * or the ms after which to call it again (it held the batch back). */
+	uint32_t (*flush)(void *ctx);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
@@ -70,6 +71,9 @@ extern const cl_link_ops cl_redis_link;
 /* For links: one frame received (borrowed for the call), in the cluster
  * process.  The core validates and routes it. */
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
+
+/* For links: a message that is not a well-formed batch of frames. */
+void cl_link_count_malformed(cl_node *c);
 
 /* For links: asks the cluster process to call the link's flush soon (from
  * any thread; wakes it once however often it is asked before it runs). */

@@ -16,9 +16,13 @@
  * length (4 bytes, big-endian): a sender appends its frame to the open batch
  * (under batch_lock, from any thread); the first frame of a batch asks the
  * cluster process to flush it (cl_link_wake), and a batch that would pass
- * BATCH_MAX bytes goes out at once.  Under load many frames share one
- * message and one flush, as the fastlane shares one write among many
- * broadcasts; alone, a frame waits one turn of the cluster process.
+ * BATCH_MAX bytes goes out at once.  The flush sends the batch unless the
+ * previous one left less than BATCH_GAP_MS ago; then it asks to be called
+ * again when that time is up.  So a frame alone waits one turn of the
+ * cluster process, and under load frames leave in at most one batch per
+ * BATCH_GAP_MS (plus those that filled up): nng's 16-message queue per
+ * pipe (below) then holds 16 ms of traffic, enough for nng's threads to
+ * get the CPU back on a loaded machine.
  * Batches go out under batch_lock, so frames leave in the order their
  * senders appended them.
  *
@@ -64,6 +68,7 @@
 #define NNG_QUEUE_MAX 8192
 #define LINGER_MS 50
 #define BATCH_MAX (256 * 1024) /* bytes of one bus message, unless one frame is larger */
+#define BATCH_GAP_MS 1         /* least time between two flushed batches */
 
 /* The link's state.  sock and addr are set by open, then read-only (nng_*
  * calls on sock from any thread); io and dialed are the cluster process's
@@ -80,6 +85,7 @@ typedef struct mesh {
 	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
 	nng_msg *batch;             /* the open batch, or NULL */
 	uint32_t nbatch;            /* frames in it */
+	int64_t sent_ms;            /* when the last batch was sent (rt_now_ms) */
 } mesh;
 
 /* Dials addr unless it is ours or dialed already.  -1 for an address nng
@@ -224,8 +230,8 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			p += 4 + n;
 			left -= 4 + n;
 		}
-		if (left) /* a truncated batch: the rest is one malformed frame */
-			cl_link_deliver(m->c, p, left);
+		if (left) /* a batch that lies about its lengths: the rest is dropped */
+			cl_link_count_malformed(m->c);
 		nng_msg_free(msg);
 	}
 }
@@ -254,27 +260,37 @@ send_batch(mesh *m)
 	uint32_t n = m->nbatch;
 	m->batch = NULL;
 	m->nbatch = 0;
+	m->sent_ms = rt_now_ms();
 	if (b && nng_sendmsg(m->sock, b, NNG_FLAG_NONBLOCK) != 0) {
 		nng_msg_free(b);
 		cl_link_count_dropped(m->c, n);
 	}
 }
 
-/* The cluster process asks: sends the open batch. */
-static void
+/* The cluster process asks: sends the open batch, or says in how many ms
+ * (the previous batch left less than BATCH_GAP_MS ago). */
+static uint32_t
 mesh_flush(void *ctx)
 {
 	mesh *m = ctx;
+	uint32_t wait = 0;
 	pthread_mutex_lock(&m->batch_lock);
-	send_batch(m);
+	int64_t since = rt_now_ms() - m->sent_ms;
+	if (m->batch && since >= 0 && since < BATCH_GAP_MS)
+		wait = (uint32_t)(BATCH_GAP_MS - since);
+	else
+		send_batch(m);
 	pthread_mutex_unlock(&m->batch_lock);
+	return wait;
 }
 
 static void
 mesh_close(void *ctx)
 {
 	mesh *m = ctx;
-	mesh_flush(m);
+	pthread_mutex_lock(&m->batch_lock);
+	send_batch(m);
+	pthread_mutex_unlock(&m->batch_lock);
 	usleep(LINGER_MS * 1000);
 	nng_close(m->sock);
 	pthread_mutex_destroy(&m->batch_lock);

@@ -342,6 +342,12 @@ cl_link_count_oversized(cl_node *c)
 }
 
 void
+cl_link_count_malformed(cl_node *c)
+{
+	COUNT(c, malformed, 1);
+}
+
+void
 cl_link_deliver(cl_node *c, const void *frame, size_t len)
 {
 	COUNT(c, received, 1);
@@ -481,6 +487,17 @@ tick(cl_node *c)
 		c->link->tick(c->lctx);
 }
 
+/* Runs the link's flush in the cluster process; when it holds its batch
+ * back, a timer brings the flush again (unless a wake-up is coming). */
+static void
+proc_flush(cl_node *c)
+{
+	atomic_store(&c->flush_asked, false);
+	uint32_t ms = c->link->flush ? c->link->flush(c->lctx) : 0;
+	if (ms && !atomic_exchange(&c->flush_asked, true))
+		rt_send_after(ms, rt_self(), TAG_FLUSH, NULL, 0);
+}
+
 /* The cluster process's state (the runtime's). */
 typedef struct cproc {
 	cl_node *c;
@@ -496,10 +513,7 @@ cproc_init(void *state, const void *arg, size_t size)
 	cl_node *c = p->c;
 	atomic_store(&c->pid, rt_self());
 	rt_pin();
-	/* a wake-up may have died with the previous process */
-	atomic_store(&c->flush_asked, false);
-	if (c->link->flush)
-		c->link->flush(c->lctx);
+	proc_flush(c); /* a wake-up may have died with the previous process */
 	if (c->link->attach(c->lctx) < 0) {
 		rt_stop("cluster: cannot watch the link");
 		return RT_ERROR;
@@ -519,9 +533,7 @@ cproc_handle(void *state, rt_msg *msg)
 		tick(p->c);
 		rt_send_after(p->c->hb_ms, rt_self(), TAG_TICK, NULL, 0);
 	} else if (msg->tag == TAG_FLUSH) {
-		atomic_store(&p->c->flush_asked, false);
-		if (p->c->link->flush)
-			p->c->link->flush(p->c->lctx);
+		proc_flush(p->c);
 	} else if (msg->tag == RT_MSG_IO) {
 		p->c->link->on_io(p->c->lctx, rt_msg_data(msg));
 	}
@@ -552,7 +564,8 @@ cl_link_wake(cl_node *c)
 		return;
 	rt_pid pid = atomic_load(&c->pid);
 	if (pid == RT_NOPID || rt_send(pid, TAG_FLUSH, NULL, 0) < 0) {
-		/* no process (starting, restarting, stopping): flush here */
+		/* no process (starting, restarting, stopping): flush here; a batch
+		 * held back waits for the next frame or the process's start */
 		atomic_store(&c->flush_asked, false);
 		if (c->link->flush)
 			c->link->flush(c->lctx);

@@ -342,11 +342,11 @@ set_port(struct sockaddr *sa, int port)
 }
 
 /* Binds ep->nsched sockets to bind:port (TP_PORT_ANY: a free port, the same
- * for all).  A probe without SO_REUSEPORT goes first: SO_REUSEPORT would let
- * us share a port that another process (of the same user) listens on, and
- * silently split its connections with it. */
+ * for all).  Unless reuse_port, a probe without SO_REUSEPORT goes first:
+ * SO_REUSEPORT would let us share a port that another process (of the same
+ * user) listens on, and silently split its connections with it. */
 static int
-open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog)
+open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog, bool reuse_port)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 	                         .ai_socktype = SOCK_STREAM,
@@ -359,26 +359,32 @@ open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog)
 		return -1;
 	}
 	set_port(res->ai_addr, port == TP_PORT_ANY ? 0 : port);
-	int probe = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
-	int one = 1;
-	if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(probe, res->ai_addr, res->ai_addrlen) != 0) {
-		fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr, port,
-		        strerror(errno));
-		if (probe >= 0)
-			close(probe);
-		freeaddrinfo(res);
-		return -1;
+	/* With reuse_port, sharing the port is what was asked for: no probe. */
+	if (!reuse_port || port == TP_PORT_ANY) {
+		int probe =
+		    socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+		int one = 1;
+		if (probe < 0 ||
+		    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+		    bind(probe, res->ai_addr, res->ai_addrlen) != 0) {
+			fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr,
+			        port, strerror(errno));
+			if (probe >= 0)
+				close(probe);
+			freeaddrinfo(res);
+			return -1;
+		}
+		if (port == TP_PORT_ANY) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			getsockname(probe, (struct sockaddr *)&ss, &sl);
+			port =
+			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+			                                   : ((struct sockaddr_in *)&ss)->sin_port);
+			set_port(res->ai_addr, port);
+		}
+		close(probe);
 	}
-	if (port == TP_PORT_ANY) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		getsockname(probe, (struct sockaddr *)&ss, &sl);
-		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-		                                      : ((struct sockaddr_in *)&ss)->sin_port);
-		set_port(res->ai_addr, port);
-	}
-	close(probe);
 	for (int i = 0; i < ep->nsched; i++) {
 		ep->lfds[i] = listen_socket(res, backlog);
 		if (atomic_load(&ep->lfds[i]) < 0) {
@@ -518,8 +524,8 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	for (int i = 0; i < nsched; i++)
 		ep->lfds[i] = ep->spare[i] = -1;
 	if (open_listeners(ep, opts->bind ? opts->bind : "127.0.0.1",
-	                   opts->port ? opts->port : 4000,
-	                   opts->backlog > 0 ? opts->backlog : 4096) < 0) {
+	                   opts->port ? opts->port : 4000, opts->backlog > 0 ? opts->backlog : 4096,
+	                   opts->reuse_port) < 0) {
 		endpoint_free(ep);
 		return NULL;
 	}

@@ -74,6 +74,11 @@ typedef struct tp_endpoint_opts {
 	uint32_t http_idle_ms; /* keep-alive idle / slow request timeout (15000) */
 	size_t max_body;       /* HTTP request body limit (default 1 MiB -> 413) */
 	int backlog;           /* listen backlog (default 4096) */
+	/* Share the port with other processes (of the same user) that listen on
+	 * it with SO_REUSEPORT too: the kernel spreads connections over all of
+	 * them (several nodes of a cluster behind one port).  false (default):
+	 * a port another socket listens on is refused (see tp_endpoint_start). */
+	bool reuse_port;
 } tp_endpoint_opts;
 
 typedef struct tp_endpoint tp_endpoint;
@@ -81,10 +86,10 @@ typedef struct tp_endpoint tp_endpoint;
 /* Binds and starts listening (after rt_start and ch_endpoint_start).  Returns
  * NULL on failure (message on stderr: e.g. port in use: the listening sockets
  * use SO_REUSEPORT among themselves, but a port that another socket already
- * listens on is refused, not shared).  Everything in opts is copied, except route
- * handlers' udata and the socket endpoint.  Static files are read into memory
- * here (files over 8 MiB are skipped with a warning); a missing static_dir or
- * alias file is a warning, not a failure. */
+ * listens on is refused, not shared, unless opts.reuse_port).  Everything in opts is copied, except
+ * route handlers' udata and the socket endpoint.  Static files are read into memory here (files
+ * over 8 MiB are skipped with a warning); a missing static_dir or alias file is a warning, not a
+ * failure. */
 tp_endpoint *tp_endpoint_start(const tp_endpoint_opts *opts);
 
 /* The port the endpoint listens on (useful with opts.port 0). */

@@ -99,6 +99,21 @@ chat_get_token(const tp_http_request *req, tp_response *resp, void *udata)
 	resp->body = rt_buf_appendf(rt_buf_alloc(strlen(token) + 16), "{\"token\":\"%s\"}", token);
 }
 
+/* The answer to a broadcast: ok; 400 for a bad field; 503 when this node's
+ * subscribers got it but the other nodes could not be reached. */
+static void
+chat_broadcast_answer(tp_response *resp, int rc, const char *bad)
+{
+	if (rc == 0)
+		chat_json(resp, 200, "{\"ok\":true}");
+	else if (rc == CH_EREMOTE)
+		chat_json(resp, 503,
+		          "{\"error\":\"delivered on this node only: the cluster could "
+		          "not take the broadcast\"}");
+	else
+		chat_bad_request(resp, bad);
+}
+
 static void
 chat_post_broadcast(const tp_http_request *req, tp_response *resp, void *udata)
 {
@@ -115,11 +130,10 @@ chat_post_broadcast(const tp_http_request *req, tp_response *resp, void *udata)
 		chat_bad_request(resp, "payload must be a JSON object");
 	} else {
 		char *json = cJSON_PrintUnformatted(payload);
-		if (json && ch_endpoint_broadcast(ctx->endpoint, topic->valuestring,
-		                                  event->valuestring, json) == 0)
-			chat_json(resp, 200, "{\"ok\":true}");
-		else
-			chat_bad_request(resp, "topic or event too long");
+		int rc = json ? ch_endpoint_broadcast(ctx->endpoint, topic->valuestring,
+		                                      event->valuestring, json)
+		              : -1;
+		chat_broadcast_answer(resp, rc, "topic or event too long");
 		free(json);
 	}
 	cJSON_Delete(body);
@@ -139,10 +153,9 @@ chat_post_disconnect(const tp_http_request *req, tp_response *resp, void *udata)
 	} else {
 		char topic[sizeof("users_socket:") + CHAT_MAX_USER_ID];
 		snprintf(topic, sizeof(topic), "users_socket:%s", user_id);
-		if (ch_endpoint_broadcast(ctx->endpoint, topic, "disconnect", "{}") == 0)
-			chat_json(resp, 200, "{\"ok\":true}");
-		else
-			chat_bad_request(resp, "user_id too long");
+		chat_broadcast_answer(
+		    resp, ch_endpoint_broadcast(ctx->endpoint, topic, "disconnect", "{}"),
+		    "user_id too long");
 	}
 	cJSON_Delete(body);
 }

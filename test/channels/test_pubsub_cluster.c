@@ -11,6 +11,7 @@
 
 #include "channels/internal.h"
 #include "test/harness.h"
+#include "test/support/redis_server.h"
 
 /* What the subscriber processes received: written by them, read by the test
  * thread, under mu. */
@@ -74,8 +75,9 @@ up_members(cl_node *c, size_t want)
 static ch_endpoint *ep[2];
 static char addr[2][64];
 
+/* Starts two nodes: over the mesh, or over Redis at redis_url. */
 static void
-start_nodes(void)
+start_nodes_on(const char *redis_url)
 {
 	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
 	CHECK_EQ(rt_start(&c), 0);
@@ -88,6 +90,12 @@ start_nodes(void)
 		              .peers = peers,
 		              .heartbeat_ms = 100,
 		              .down_after_ms = 1000};
+		if (redis_url) {
+			co.link = "redis";
+			co.redis_url = redis_url;
+			co.listen = NULL;
+			co.peers = NULL;
+		}
 		ch_endpoint_opts o = {.secret_key_base = "secret", .cluster = &co};
 		ep[i] = ch_endpoint_start(&o);
 		CHECK(ep[i] != NULL);
@@ -99,6 +107,12 @@ start_nodes(void)
 }
 
 static void
+start_nodes(void)
+{
+	start_nodes_on(NULL);
+}
+
+static void
 stop_nodes(void)
 {
 	for (int i = 0; i < 2; i++)
@@ -107,9 +121,8 @@ stop_nodes(void)
 }
 
 static void
-test_broadcast_reaches_the_other_node_once_in_order(void)
+broadcast_once_in_order(void)
 {
-	start_nodes();
 	for (int i = 0; i < 2; i++) {
 		sub_arg a = {.ep = ep[i], .node = i};
 		CHECK(rt_spawn(&sub_behaviour, &a, sizeof(a)) != RT_NOPID);
@@ -145,6 +158,146 @@ test_broadcast_reaches_the_other_node_once_in_order(void)
 			next[odd] += 2;
 		}
 	}
+	stop_nodes();
+}
+
+static void
+test_broadcast_reaches_the_other_node_once_in_order(void)
+{
+	start_nodes();
+	broadcast_once_in_order();
+}
+
+static void
+test_broadcast_over_redis(void)
+{
+	int port = free_port();
+	redis_start(port);
+	char url[64];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+	start_nodes_on(url);
+	broadcast_once_in_order();
+	redis_kill();
+}
+
+static void
+test_direct_broadcast_reaches_only_that_node(void)
+{
+	start_nodes();
+	for (int i = 0; i < 2; i++) {
+		sub_arg a = {.ep = ep[i], .node = i};
+		CHECK(rt_spawn(&sub_behaviour, &a, sizeof(a)) != RT_NOPID);
+		WAIT_UNTIL(ch_pubsub_subscribers(ep[i], "room:x") == 1, 3000);
+	}
+	ch_pubsub *ps = ep[0]->pubsub;
+	CHECK_EQ(ch_ps_direct_broadcast(ps, "n2@127.0.0.1", "room:x", CH_MSG_BROADCAST,
+	                                ch_broadcast_pack("room:x", "to2", "{}", 2, false),
+	                                &ch_fastlane_dispatcher),
+	         0);
+	CHECK_EQ(ch_ps_direct_broadcast(ps, "n1@127.0.0.1", "room:x", CH_MSG_BROADCAST,
+	                                ch_broadcast_pack("room:x", "to1", "{}", 2, false),
+	                                &ch_fastlane_dispatcher),
+	         0);
+	CHECK(ch_ps_direct_broadcast(ps, "nobody@127.0.0.1", "room:x", CH_MSG_BROADCAST,
+	                             ch_broadcast_pack("room:x", "lost", "{}", 2, false),
+	                             &ch_fastlane_dispatcher) < 0);
+	WAIT_UNTIL(count(0) == 1 && count(1) == 1, 5000);
+	usleep(200 * 1000);
+	CHECK_EQ(count(0), 1);
+	CHECK_EQ(count(1), 1);
+	CHECK(strcmp(rec.got[0][0], "to1 {}") == 0);
+	CHECK(strcmp(rec.got[1][0], "to2 {}") == 0);
+	stop_nodes();
+}
+
+/* Publishes `n` broadcasts flat out from a thread of its own. */
+typedef struct pub_arg {
+	ch_endpoint *ep;
+	int id, n;
+} pub_arg;
+
+static void *
+publisher(void *arg)
+{
+	pub_arg *a = arg;
+	char p[256];
+	for (int k = 0; k < a->n; k++) {
+		/* about the size of a chat message's frame */
+		snprintf(p, sizeof(p), "{\"n\":%d,\"body\":\"%0160d\"}", k, a->id);
+		if (ch_endpoint_broadcast(a->ep, "room:flood", a->id ? "b" : "a", p) != 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* What a flood subscriber counted: written by it, read by the test. */
+static _Atomic int flood_got[2], flood_disorder[2];
+
+static int
+flood_init(void *state, const void *arg, size_t size)
+{
+	(void)size;
+	memcpy(state, arg, sizeof(sub_arg));
+	const sub_arg *a = arg;
+	return ch_pubsub_subscribe(a->ep, "room:flood") == 0 ? RT_OK : RT_ERROR;
+}
+
+static int
+flood_handle(void *state, rt_msg *m)
+{
+	sub_arg *a = state;
+	ch_broadcast_view v;
+	if (ch_broadcast_read(m, &v) < 0)
+		return RT_OK;
+	/* per publisher, n goes up by one: state keeps the next expected */
+	int *next = (int *)((char *)state + sizeof(sub_arg));
+	int pubid = v.event[0] == 'b', n = atoi(v.payload + 5);
+	if (n != next[pubid])
+		atomic_fetch_add(&flood_disorder[a->node], 1);
+	next[pubid] = n + 1;
+	atomic_fetch_add(&flood_got[a->node], 1);
+	return RT_OK;
+}
+
+static const rt_behaviour flood_behaviour = {.name = "test_flood",
+                                             .state_size = sizeof(sub_arg) + 2 * sizeof(int),
+                                             .init = flood_init,
+                                             .handle = flood_handle};
+
+/* Two publishers, one per node, flat out: every broadcast reaches both
+ * nodes once and in order, and the links count no loss and no drop. */
+static void
+test_flood_loses_nothing(void)
+{
+	start_nodes();
+	for (int i = 0; i < 2; i++) {
+		sub_arg a = {.ep = ep[i], .node = i};
+		CHECK(rt_spawn(&flood_behaviour, &a, sizeof(a)) != RT_NOPID);
+		WAIT_UNTIL(ch_pubsub_subscribers(ep[i], "room:flood") == 1, 3000);
+	}
+	enum { N = 20000 };
+	pthread_t t[2];
+	pub_arg pa[2] = {{ep[0], 0, N}, {ep[1], 1, N}};
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(pthread_create(&t[i], NULL, publisher, &pa[i]), 0);
+	for (int i = 0; i < 2; i++) {
+		void *rc;
+		pthread_join(t[i], &rc);
+		CHECK(rc == NULL);
+	}
+	int64_t until = test_now_ms() + 30000;
+	while ((flood_got[0] < 2 * N || flood_got[1] < 2 * N) && test_now_ms() < until)
+		usleep(1000);
+	cl_stats st[2];
+	for (int i = 0; i < 2; i++)
+		cl_stats_get(ch_endpoint_cluster(ep[i]), &st[i]);
+	CHECK_MSG(flood_got[0] == 2 * N && flood_got[1] == 2 * N,
+	          "received %d and %d of %d; lost %" PRIu64 " and %" PRIu64 ", dropped %" PRIu64
+	          " and %" PRIu64,
+	          flood_got[0], flood_got[1], 2 * N, st[0].lost, st[1].lost, st[0].send_dropped,
+	          st[1].send_dropped);
+	CHECK_EQ(flood_disorder[0] + flood_disorder[1], 0);
+	CHECK_EQ(st[0].lost + st[1].lost + st[0].send_dropped + st[1].send_dropped, 0);
 	stop_nodes();
 }
 
@@ -195,6 +348,8 @@ test_malformed_broadcasts_are_dropped(void)
 	const char bad_utf8[] = "room:x\0\xff\xfe\0{}";
 	msgpack_sbuffer_write(&sb, "\xc1garbage", 8);
 	send_raw(rogue, &sb);
+	msgpack_sbuffer_write(&sb, "\xdd\xff\xff\xff\xff", 5); /* 2^32 elements claimed */
+	send_raw(rogue, &sb);
 	msgpack_pack_array(&pk, 4);
 	msgpack_pack_nil(&pk);
 	msgpack_pack_nil(&pk);
@@ -223,7 +378,7 @@ test_malformed_broadcasts_are_dropped(void)
 	usleep(200 * 1000);
 	CHECK_EQ(count(1), 1);
 	CHECK(strcmp(rec.got[1][0], "ev {\"ok\":1}") == 0);
-	CHECK_EQ(ps_cluster_refused(ep[1]->ps_link), 9);
+	CHECK_EQ(ps_cluster_refused(ep[1]->ps_link), 10);
 	msgpack_sbuffer_destroy(&sb);
 	cl_stop(rogue);
 	stop_nodes();
@@ -231,6 +386,9 @@ test_malformed_broadcasts_are_dropped(void)
 
 TEST_LIST = {
     TEST(test_broadcast_reaches_the_other_node_once_in_order),
+    TEST(test_broadcast_over_redis),
+    TEST(test_direct_broadcast_reaches_only_that_node),
+    TEST(test_flood_loses_nothing),
     TEST(test_malformed_broadcasts_are_dropped),
     TEST_END,
 };

@@ -384,16 +384,11 @@ test_order_of_10000_frames(void)
 	rx_init(&r);
 	CHECK_EQ(cl_register(b, CL_SVC_PUBSUB, on_data, &r), 0);
 	WAIT_UNTIL(ups(a) == 1 && ups(b) == 1, 10000);
-	enum { N = 10000, WINDOW = 8 };
-	int64_t deadline = test_now_ms() + 60000;
-	for (uint32_t i = 0; i < N; i++) {
-		/* at most WINDOW frames in flight: bus's 16-frame pipe queue */
-		while ((int)i - rx_count(&r, "a@t") >= WINDOW) {
-			CHECK_MSG(test_now_ms() < deadline, "stuck at frame %u", i);
-			usleep(50);
-		}
+	/* flat out: the mesh's batches keep bus's 16-message pipe queue from
+	 * dropping (cluster/mesh.c) */
+	enum { N = 10000 };
+	for (uint32_t i = 0; i < N; i++)
 		CHECK_EQ(cl_send_all(a, CL_SVC_PUBSUB, &i, sizeof(i)), 0);
-	}
 	WAIT_UNTIL(rx_count(&r, "a@t") == N, 10000);
 	CHECK_EQ(r.order_errors, 0);
 	CHECK_EQ(stats(b).lost, 0);
@@ -422,10 +417,18 @@ raw_frame(uint8_t *out, uint32_t version, int kind, uint64_t seq, int service, c
 	return hl + len;
 }
 
+/* Sends one frame as a batch of one (cluster/mesh.c: its length, then it). */
 static void
 raw_send(nng_socket s, const void *f, size_t len)
 {
-	CHECK_EQ(nng_send(s, (void *)f, len, 0), 0);
+	uint8_t b[600];
+	CHECK(len + 4 <= sizeof(b));
+	b[0] = (uint8_t)(len >> 24);
+	b[1] = (uint8_t)(len >> 16);
+	b[2] = (uint8_t)(len >> 8);
+	b[3] = (uint8_t)len;
+	memcpy(b + 4, f, len);
+	CHECK_EQ(nng_send(s, b, len + 4, 0), 0);
 }
 
 static void
@@ -449,6 +452,7 @@ test_bad_frames_counted(void)
 	raw_send(s, f, n - 1);                                 /* truncated: malformed */
 	const uint8_t huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff}; /* malformed */
 	raw_send(s, huge, sizeof(huge));
+	CHECK_EQ(nng_send(s, f, n, 0), 0); /* no length: a batch that lies, malformed */
 	uint8_t g[512];
 	size_t gn = raw_frame(g, 2, CL_K_DATA, 2, CL_SVC_PUBSUB, &v, sizeof(v));
 	raw_send(s, g, gn); /* bad version (logged once) */
@@ -467,7 +471,7 @@ test_bad_frames_counted(void)
 	raw_send(s, f, n); /* seq 3 and 4 missing (3 was malformed: not taken) */
 	WAIT_UNTIL(rx_count(&r, "raw@t") == 2, 5000);
 	cl_stats st = stats(a);
-	CHECK_EQ(st.malformed, 4);
+	CHECK_EQ(st.malformed, 5);
 	CHECK_EQ(st.bad_version, 2);
 	CHECK_EQ(st.unknown_service, 1);
 	CHECK_EQ(st.duplicates, 1);

@@ -23,6 +23,7 @@
 #include "cluster/link.h"
 
 #include "test/harness.h"
+#include "test/support/redis_server.h"
 
 /* ------------------------------------------------------------ the sink */
 
@@ -82,82 +83,6 @@ sink_has(cl_node *c, const void *p, size_t len)
 		found = c->f[i].len == len && memcmp(c->f[i].bytes, p, len) == 0;
 	pthread_mutex_unlock(&c->mu);
 	return found;
-}
-
-/* ------------------------------------------------------------ redis-server */
-
-/* The redis-server of the running case: a global so that the atexit
- * handler can kill it when a CHECK fails half-way (each case is a process). */
-static pid_t redis_pid;
-static int redis_port;
-
-static int
-free_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	CHECK(bind(s, (struct sockaddr *)&a, sizeof a) == 0);
-	socklen_t al = sizeof a;
-	CHECK(getsockname(s, (struct sockaddr *)&a, &al) == 0);
-	close(s);
-	return ntohs(a.sin_port);
-}
-
-static void
-redis_kill(void)
-{
-	if (redis_pid > 0) {
-		kill(redis_pid, SIGKILL);
-		waitpid(redis_pid, NULL, 0);
-		redis_pid = 0;
-	}
-}
-
-static bool
-redis_ping(int port)
-{
-	struct timeval tv = {0, 200000};
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-	bool ok = false;
-	if (c && !c->err) {
-		redisSetTimeout(c, tv);
-		redisReply *r = redisCommand(c, "PING");
-		ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-		if (r)
-			freeReplyObject(r);
-	}
-	if (c)
-		redisFree(c);
-	return ok;
-}
-
-/* Starts redis-server on port and waits until it answers. */
-static void
-redis_start(int port)
-{
-	static bool registered;
-	if (!registered) {
-		atexit(redis_kill);
-		registered = true;
-	}
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		FILE *null = freopen("/dev/null", "w", stdout);
-		(void)null;
-		char p[16];
-		snprintf(p, sizeof p, "%d", port);
-		execl("/usr/bin/redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
-		      "--save", "", "--appendonly", "no", "--daemonize", "no", (char *)NULL);
-		_exit(127);
-	}
-	redis_pid = pid;
-	redis_port = port;
-	WAIT_UNTIL(redis_ping(port), 10000);
 }
 
 /* ------------------------------------------------------------ nodes */

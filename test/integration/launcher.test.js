@@ -7,7 +7,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { spawnSync } = require('node:child_process')
 const {
-  PHX_BIN, PORT, RawClient, freePort, startServer, waitHttp, withTimeout, uniq
+  PHX_BIN, PORT, RawClient, freePort, startServer, waitHttp, waitFor, withTimeout, uniq, listeners
 } = require('./lib')
 
 const T = { timeout: 30000 }
@@ -137,4 +137,87 @@ test('--max-frame-size sets the largest message: one byte more closes with 1009'
   assert.equal((await a.waitClose(5000)).code, 1009)
   srv.proc.kill('SIGTERM')
   assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})
+
+test('cluster flags: bad combinations exit 2 with a clear message', T, () => {
+  const cases = [
+    [['--cluster-listen', 'tcp://127.0.0.1:5999'], /need --name/],
+    [['--pubsub', 'redis://127.0.0.1:6379'], /need --name/],
+    [['--name', 'a@127.0.0.1'], /--cluster-listen URL .* or --pubsub/],
+    [['--name', 'a@127.0.0.1', '--peers', 'tcp://127.0.0.1:5999'], /--cluster-listen URL/],
+    [['--name', 'a@127.0.0.1', '--pubsub', 'redis://127.0.0.1:6379', '--cluster-listen', 'tcp://127.0.0.1:5999'], /--pubsub .* goes without/],
+    [['--name', 'a@127.0.0.1', '--pubsub', 'redis://127.0.0.1:6379', '--seed', 'tcp://127.0.0.1:5999'], /--pubsub .* goes without/],
+    [['--name', 'bad name', '--cluster-listen', 'tcp://127.0.0.1:5999'], /bad --name/],
+    [['--name', 'x'.repeat(64), '--cluster-listen', 'tcp://127.0.0.1:5999'], /bad --name/],
+    [['--name', 'a', '--cluster-listen', '127.0.0.1:5999'], /bad --cluster-listen/],
+    [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--peers', 'tcp://x:1,nope'], /bad --peers/],
+    [['--name', 'a', '--pubsub', 'http://127.0.0.1:6379'], /bad --pubsub/],
+    [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--heartbeat-ms', '0'], /bad --heartbeat-ms/],
+    [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--heartbeat-ms', '500', '--down-after-ms', '400'], /--down-after-ms must be longer/],
+    [['cluster'], /--nodes N is required/],
+    [['cluster', '--nodes', '0'], /bad --nodes/],
+    [['cluster', '--nodes', '65'], /bad --nodes/],
+    [['cluster', '--nodes', '2', '--name', 'x'], /--name is set by the cluster command/],
+    [['cluster', '--nodes', '2', '--reuse-port'], /--reuse-port is set by the cluster command/],
+    [['cluster', '--nodes', '2', '--port', '4000', '--cluster-port', '4001'], /overlap/],
+    [['cluster', '--nodes', '2', '--port', '65535'], /past 65535/]
+  ]
+  for (const [args, re] of cases) {
+    const r = run(args)
+    assert.equal(r.status, 2, `${args.join(' ')} exited ${r.status}: ${r.stderr}`)
+    assert.match(r.stderr, re, args.join(' '))
+  }
+})
+
+test('--help documents the cluster flags; cluster --help the cluster command', T, () => {
+  const r = run(['--help'])
+  assert.equal(r.status, 0, r.stderr)
+  for (const flag of ['--name', '--cluster-listen', '--peers', '--seed', '--pubsub', '--heartbeat-ms', '--down-after-ms', '--reuse-port', 'cluster --nodes']) {
+    assert.ok(r.stdout.includes(flag), `--help mentions ${flag}`)
+  }
+  const c = run(['cluster', '--help'])
+  assert.equal(c.status, 0, c.stderr)
+  for (const flag of ['--nodes', '--port', '--one-port', '--cluster-port', '--pubsub']) {
+    assert.ok(c.stdout.includes(flag), `cluster --help mentions ${flag}`)
+  }
+})
+
+test('cluster: a bad node option makes the nodes exit 2, and the command with them', T, () => {
+  const r = run(['cluster', '--nodes', '2', '--port', '1', '--cluster-port', '3', '--bogus', 'x'], { timeout: 15000 })
+  assert.equal(r.status, 2, `exited ${r.status}: ${r.stderr}`)
+  assert.match(r.stderr, /unknown option '--bogus'/)
+  assert.match(r.stderr, /a bad node option; stopping/)
+})
+
+test('GET /api/cluster on a node that is alone: nonode@nohost, no members', T, async () => {
+  const res = await fetch(`http://127.0.0.1:${PORT}/api/cluster`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(res.status, 200)
+  assert.deepEqual(await res.json(), { name: 'nonode@nohost', members: [] })
+})
+
+test('--reuse-port: two processes share one port; when one stops the other still serves', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const args = ['--port', String(port), '--schedulers', '1', '--log-level', 'warning', '--reuse-port']
+  const a = startServer(args)
+  t.after(() => { if (a.proc.exitCode === null) a.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const b = startServer(args)
+  t.after(() => { if (b.proc.exitCode === null) b.proc.kill('SIGKILL') })
+  await waitFor(() => listeners(port, [a.proc.pid, b.proc.pid]).length === 2, 10000,
+    `both processes to listen on ${port} (exit codes ${a.proc.exitCode}, ${b.proc.exitCode})`, 50)
+  // Without --reuse-port a third one is refused.
+  const c = startServer(['--port', String(port), '--schedulers', '1'])
+  t.after(() => { if (c.proc.exitCode === null) c.proc.kill('SIGKILL') })
+  assert.equal((await withTimeout(c.exited, 10000, 'the third instance to exit')).code, 1, c.out())
+  a.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(a.exited, 10000, 'the first to exit')).code, 0, a.out())
+  for (let i = 0; i < 5; i++) {
+    const r = await fetch(base + '/api/cluster', { signal: AbortSignal.timeout(5000) })
+    assert.equal(r.status, 200)
+    await r.text()
+  }
+  assert.deepEqual(listeners(port, [b.proc.pid]), [b.proc.pid])
+  b.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(b.exited, 10000, 'the second to exit')).code, 0, b.out())
 })

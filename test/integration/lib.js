@@ -7,6 +7,7 @@ const assert = require('node:assert/strict')
 const net = require('node:net')
 const crypto = require('node:crypto')
 const { spawn } = require('node:child_process')
+const fs = require('node:fs')
 const WebSocket = require('ws')
 
 const PHX_URL = (process.env.PHX_URL || 'http://127.0.0.1:4000').replace(/\/+$/, '')
@@ -385,6 +386,27 @@ function withTimeout (promise, ms, what) {
   ])
 }
 
+// The pids whose sockets listen on 127.0.0.1:port (from /proc), among `pids`.
+function listeners (port, pids) {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set()
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = ''
+    try { text = fs.readFileSync(f, 'utf8') } catch (_) { continue }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols.length > 9 && cols[1].endsWith(':' + hex) && cols[3] === '0A') inodes.add(cols[9])
+    }
+  }
+  return pids.filter((pid) => {
+    try {
+      return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try { return inodes.has((fs.readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/) || [])[1]) } catch (_) { return false }
+      })
+    } catch (_) { return false }
+  })
+}
+
 module.exports = {
   PHX_URL,
   PHX_BIN,
@@ -405,5 +427,6 @@ module.exports = {
   freePort,
   startServer,
   waitHttp,
-  withTimeout
+  withTimeout,
+  listeners
 }

@@ -6,7 +6,11 @@
 #   (a) the conformance suite of ../shared/conformance (files 01-10; long
 #       polling and cluster come later),
 #   (b) test/integration/*.test.js (bad input, presence keys, launcher, the chat page in
-#       headless Chromium).
+#       headless Chromium, clusters: cluster.test.js starts its own nodes and
+#       redis-server on free ports),
+#   (c) the conformance suite's 12_cluster against nodes 1 and 2 (PHX_URL,
+#       PHX_URL2) of a 3-node cluster started by `phx-chat cluster --nodes 3`
+#       (log: BUILD_DIR/integration-cluster.log), stopped with SIGTERM (exit 0).
 # Then stops the server with SIGTERM (it must exit 0 within 10 s, with no
 # sanitizer report in its log) and prints one last line
 # "integration: N passed, N failed".  Exits non-zero on any failure.
@@ -22,6 +26,7 @@ BIN=$BUILD_ABS/phx-chat
 CONF=$(cd "$ROOT/.." && pwd)/shared/conformance
 CONF_FILES="01_join 02_broadcast 03_replies 04_crash_slow 05_binary 06_intercept 07_auth 08_presence 09_v1 10_leave"
 LOG=$BUILD_ABS/integration-server.log
+CLOG=$BUILD_ABS/integration-cluster.log
 
 pass=0
 fail=0
@@ -72,18 +77,30 @@ free_port() {
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 
-echo "== starting $BIN --port $PORT (log: $LOG)"
-"$BIN" --port "$PORT" --log-level info >"$LOG" 2>&1 &
-PID=$!
-if ! node -e '
-	const url = process.argv[1], deadline = Date.now() + 20000;
+# Waits up to 20 s for URL to answer HTTP (and, with a second argument N,
+# for its /api/cluster to list N members up besides itself).
+await_http() {
+	node -e '
+	const url = process.argv[1], want = Number(process.argv[2] || 0), deadline = Date.now() + 20000;
 	(async () => {
 		for (;;) {
-			try { const r = await fetch(url, { signal: AbortSignal.timeout(1000) }); await r.text(); process.exit(0) } catch (_) {}
+			try {
+				const r = await fetch(want ? url + "/api/cluster" : url + "/", { signal: AbortSignal.timeout(1000) });
+				const text = await r.text();
+				if (!want) process.exit(0);
+				const j = JSON.parse(text);
+				if ((j.members || []).filter((m) => m.up !== false && m.name !== j.name).length >= want) process.exit(0);
+			} catch (_) {}
 			if (Date.now() > deadline) process.exit(1);
 			await new Promise((r) => setTimeout(r, 100));
 		}
-	})()' "$URL/"; then
+	})()' "$@"
+}
+
+echo "== starting $BIN --port $PORT (log: $LOG)"
+"$BIN" --port "$PORT" --log-level info >"$LOG" 2>&1 &
+PID=$!
+if ! await_http "$URL"; then
 	failed "the server did not answer HTTP on $URL within 20 s"
 	kill -KILL "$PID" 2>/dev/null
 	tail -n 40 "$LOG"
@@ -96,7 +113,8 @@ node_tests() {
 	dir=$1
 	shift
 	echo "== node --test in $dir: $*"
-	(cd "$dir" && PHX_URL=$URL PHX_BIN=$BIN timeout 170 node --test --test-concurrency=1 \
+	(cd "$dir" && PHX_URL=${NODE_URL:-$URL} PHX_URL2=${NODE_URL2:-} PHX_BIN=$BIN \
+		timeout 170 node --test --test-concurrency=1 \
 		--test-reporter=tap "$@") >"$TAP" 2>&1
 	rc=$?
 	cat "$TAP"
@@ -118,7 +136,61 @@ if [ -d "$CONF" ]; then
 	# shellcheck disable=SC2086
 	node_tests "$CONF" $files
 fi
-node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js
+node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js cluster.test.js
+
+# (c) 12_cluster against two nodes of a cluster of three.  Ports: HTTP
+# CP..CP+2 and mesh CC..CC+2, all free (checked here).
+cluster_ports() {
+	node -e '
+	const net = require("net");
+	const free = (p) => new Promise((res) => { const s = net.createServer(); s.once("error", () => res(false)); s.listen(p, "127.0.0.1", () => s.close(() => res(true))) });
+	(async () => {
+		for (let i = 0; i < 200; i++) {
+			const p = 20000 + Math.floor(Math.random() * 30000), c = p + 1000;
+			let ok = true;
+			for (const q of [p, p + 1, p + 2, c, c + 1, c + 2]) if (!(ok = await free(q))) break;
+			if (ok) { console.log(p + " " + c); return }
+		}
+		process.exit(1);
+	})()'
+}
+if [ -d "$CONF" ]; then
+	if ! ports=$(cluster_ports); then
+		failed "no free ports for the 3-node cluster"
+	else
+		CP=${ports% *}
+		CC=${ports#* }
+		echo "== starting $BIN cluster --nodes 3 --port $CP --cluster-port $CC (log: $CLOG)"
+		"$BIN" cluster --nodes 3 --port "$CP" --cluster-port "$CC" --heartbeat-ms 200 \
+			--down-after-ms 1000 --log-level info >"$CLOG" 2>&1 &
+		CPID=$!
+		if await_http "http://127.0.0.1:$CP" 2 && await_http "http://127.0.0.1:$((CP + 1))" 2; then
+			NODE_URL=http://127.0.0.1:$CP
+			NODE_URL2=http://127.0.0.1:$((CP + 1))
+			node_tests "$CONF" test/12_cluster.test.js
+			NODE_URL=
+			NODE_URL2=
+		else
+			failed "the 3-node cluster did not form within 20 s"
+		fi
+		kill -TERM "$CPID" 2>/dev/null
+		(sleep 15 && kill -KILL "$CPID") >/dev/null 2>&1 &
+		WATCHDOG=$!
+		wait "$CPID"
+		rc=$?
+		kill "$WATCHDOG" 2>/dev/null
+		if [ "$rc" -ne 0 ]; then
+			failed "the cluster command exited $rc after SIGTERM"
+			tail -n 40 "$CLOG"
+		else
+			pass=$((pass + 1))
+		fi
+		if grep -Eq 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$CLOG"; then
+			failed "sanitizer report in $CLOG"
+			grep -E -A 30 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$CLOG" | head -n 80
+		fi
+	fi
+fi
 rm -f "$TAP"
 
 # Stop the server: SIGTERM, exit 0 within 10 s.

@@ -796,6 +796,32 @@ test_port_in_use(void)
 	fx_stop();
 }
 
+/* reuse_port: a second endpoint joins the port of the first (as a second
+ * process of a cluster would); a plain listener's port is still refused. */
+static void
+test_reuse_port(void)
+{
+	fx_start(false, NULL);
+	tp_endpoint_opts o = {.bind = "127.0.0.1", .port = F.port, .reuse_port = true};
+	tp_endpoint *second = tp_endpoint_start(&o);
+	CHECK(second != NULL);
+	CHECK_EQ(tp_endpoint_port(second), F.port);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	CHECK_EQ(listen(fd, 1), 0);
+	socklen_t sl = sizeof(a);
+	getsockname(fd, (struct sockaddr *)&a, &sl);
+	tp_endpoint_opts p = {.bind = "127.0.0.1", .port = ntohs(a.sin_port), .reuse_port = true};
+	CHECK(tp_endpoint_start(&p) == NULL); /* no SO_REUSEPORT on that one */
+	close(fd);
+	tp_endpoint_stop(second, 1000);
+	resp r;
+	CHECK_EQ(one_request("GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+	fx_stop();
+}
+
 /* Out of file descriptors: the listener backs off (a warning, ~100 ms pause)
  * and accepts the waiting connections once descriptors are available. */
 static void
@@ -1857,6 +1883,7 @@ TEST_LIST = {
     TEST(test_no_fd_leak),
     TEST(test_many_concurrent),
     TEST(test_port_in_use),
+    TEST(test_reuse_port),
     TEST(test_emfile_backoff),
     TEST(test_listener_killed_is_restarted),
     TEST(test_ws_without_socket_404),
