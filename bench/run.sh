@@ -12,7 +12,8 @@
 # side by side; it is not a default section (it builds Phoenix, and takes
 # longer).  BENCH_QUICK=1 runs a much smaller smoke
 # version (runtime: --quick, 10x smaller sizes; channels: 2,000 connections and
-# 2 s scenarios); BENCH_REPEAT=N runs each timed runtime scenario N times
+# 2 s scenarios; cluster: 3,000 connections, 1,000 subscribers, 2 s scenarios;
+# BENCH_CLUSTER_NODES and BENCH_CLUSTER_CONNECTIONS change its sizes); BENCH_REPEAT=N runs each timed runtime scenario N times
 # (default 3) and reports the best (channels scenarios run once each).  The last
 # line printed is one JSON object {"SECTION": <results/SECTION.json>, ...} of
 # the sections that ran.  The exit status is 0 when everything ran, non-zero
