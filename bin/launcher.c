@@ -104,7 +104,8 @@ app_usage(FILE *out, const app_def *app)
 	        "  --seed URL               one node to dial; the others are learned from it\n"
 	        "  --pubsub redis://H:P     link through a redis-server instead of the mesh\n"
 	        "  --heartbeat-ms N         heartbeat period (default 500)\n"
-	        "  --down-after-ms N        a node silent this long is down (default 3000)\n"
+	        "  --down-after-ms N        a node is down within N ms of its last word (default "
+	        "3000; >= 2 heartbeats)\n"
 	        "  GET /api/cluster answers the node's name, members and counters.\n"
 	        "\n"
 	        "  %s cluster --nodes N [--port P] [--one-port] [--cluster-port C]\n"
@@ -265,9 +266,9 @@ app_check_cluster(const app_def *app, const app_opts *o)
 		    "");
 	int hb = o->heartbeat_ms ? o->heartbeat_ms : 500;
 	int down = o->down_after_ms ? o->down_after_ms : 3000;
-	if (down <= hb)
+	if (down < 2 * hb)
 		return app_usage_error(app,
-		                       "--down-after-ms must be longer than the heartbeat period "
+		                       "--down-after-ms must be longer than two heartbeat periods "
 		                       "(--heartbeat-ms)%s",
 		                       "");
 	return -1;

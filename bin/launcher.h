@@ -44,8 +44,8 @@
  *     --seed URL               one address to dial; others are learned
  *     --pubsub redis://H:P     the redis link instead of the mesh
  *     --heartbeat-ms N         heartbeat period (cl_opts default 500)
- *     --down-after-ms N        silence that makes a node down (default 3000;
- *                              must exceed the heartbeat period)
+ *     --down-after-ms N        a silent node is down within N ms of its last
+ *                              frame (default 3000; at least 2 heartbeats)
  *
  * Every app gets GET /api/cluster from the launcher: cl_stats_json of the
  * node's cluster, or {"name":"nonode@nohost","members":[]} when alone (an

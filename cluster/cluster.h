@@ -22,7 +22,7 @@
  *
  * Membership.  Every node sends a heartbeat to all nodes every heartbeat_ms.
  * A member is up from the first frame heard from it; it is declared down
- * when nothing was heard from it for down_after_ms (a killed or stopped
+ * within down_after_ms of the last frame heard from it (a killed or stopped
  * node), when it says goodbye (a clean stop), or at once when a later
  * incarnation of the same name is heard (a restart).  A member declared down
  * by silence that speaks again is up again (same incarnation).  Processes
@@ -76,7 +76,7 @@ typedef struct cl_opts {
 	const char *redis_url;    /* redis: "redis://host:port" */
 	const char *namespace_;   /* redis: channel prefix (NULL: "phx") */
 	uint32_t heartbeat_ms;    /* 0: 500 */
-	uint32_t down_after_ms;   /* 0: 3000 */
+	uint32_t down_after_ms;   /* 0: 3000; at least 2 x heartbeat_ms */
 	uint32_t max_frame;       /* largest frame sent or received, bytes; 0: 16 MiB */
 	uint32_t queue_frames;    /* link queue sizes, frames; 0: 8192 */
 	rt_pid supervisor; /* a static supervisor to start the cluster process under, or RT_NOPID */

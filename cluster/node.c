@@ -473,7 +473,9 @@ tick(cl_node *c)
 			continue;
 		if (gap > (int64_t)c->down_ms / 2 && m->heard_ms < now - c->hb_ms)
 			m->heard_ms = now - c->hb_ms; /* we were stalled, not they */
-		if (now - m->heard_ms > (int64_t)c->down_ms)
+		/* down when it would be silent past down_ms before the next tick:
+		 * declared within down_ms of its last frame */
+		if (now - m->heard_ms > (int64_t)c->down_ms - (int64_t)c->hb_ms)
 			member_down(c, m, "timeout");
 	}
 	for (size_t i = 0; i < c->nmons;) {
@@ -608,12 +610,21 @@ cl_start(const cl_opts *o)
 		fprintf(stderr, "cluster: unknown link \"%s\" (mesh, redis)\n", ln);
 		return NULL;
 	}
+	uint32_t hb = o->heartbeat_ms ? o->heartbeat_ms : 500;
+	uint32_t down = o->down_after_ms ? o->down_after_ms : 3000;
+	if (down / 2 < hb) {
+		fprintf(
+		    stderr,
+		    "cluster: down_after_ms (%u) must be at least two heartbeat periods (%u ms)\n",
+		    down, hb);
+		return NULL;
+	}
 	cl_node *c = rt_xcalloc(1, sizeof(*c));
 	snprintf(c->name, sizeof(c->name), "%s", o->name);
 	c->inc = wall_ns();
 	c->link = link;
-	c->hb_ms = o->heartbeat_ms ? o->heartbeat_ms : 500;
-	c->down_ms = o->down_after_ms ? o->down_after_ms : 3000;
+	c->hb_ms = hb;
+	c->down_ms = down;
 	c->max_frame = o->max_frame ? o->max_frame : 16u << 20;
 	if (c->max_frame < 1024)
 		c->max_frame = 1024;

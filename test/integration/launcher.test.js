@@ -153,7 +153,7 @@ test('cluster flags: bad combinations exit 2 with a clear message', T, () => {
     [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--peers', 'tcp://x:1,nope'], /bad --peers/],
     [['--name', 'a', '--pubsub', 'http://127.0.0.1:6379'], /bad --pubsub/],
     [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--heartbeat-ms', '0'], /bad --heartbeat-ms/],
-    [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--heartbeat-ms', '500', '--down-after-ms', '400'], /--down-after-ms must be longer/],
+    [['--name', 'a', '--cluster-listen', 'tcp://127.0.0.1:1', '--heartbeat-ms', '500', '--down-after-ms', '900'], /--down-after-ms must be longer/],
     [['cluster'], /--nodes N is required/],
     [['cluster', '--nodes', '0'], /bad --nodes/],
     [['cluster', '--nodes', '65'], /bad --nodes/],
