@@ -100,8 +100,9 @@ static const char *const scenario_names[] = {"connect", "broadcast", "pingpong"}
 static struct opts {
 	int scenario;
 	const char *url, *compare_url;
-	int vsn; /* 1 or 2 */
-	long n;  /* clients (subscribers for broadcast) */
+	const char *pub_url; /* broadcast: where the publishers connect (NULL: url) */
+	int vsn;             /* 1 or 2 */
+	long n;              /* clients (subscribers for broadcast) */
 	char *topics[MAX_TOPICS];
 	int ntopics;
 	int publishers;
@@ -258,6 +259,10 @@ struct target {
 	int family;
 	int loopback; /* IPv4 127.0.0.0/8: source addresses can be spread */
 };
+
+/* The server of --url and the publishers' of --pub-url: parsed by main before
+ * the workers fork, read-only afterwards (a worker's plan points at them). */
+static struct target g_t1, g_tpub;
 
 static void
 target_parse(const char *url, struct target *t)
@@ -605,6 +610,7 @@ struct plan {
 	uint32_t run_id;
 	int up, down;
 	const struct target *t;
+	const struct target *pt; /* the publishers' server (--pub-url), else t */
 };
 
 static struct worker {
@@ -1178,6 +1184,7 @@ on_connected(struct conn *c)
 {
 	c->state = ST_HANDSHAKE;
 	W.c.connected++;
+	const struct target *t = c->role == R_PUB ? W.pl.pt : W.pl.t;
 	uint8_t raw[16];
 	uint64_t a = rng_next(), b = rng_next();
 	memcpy(raw, &a, 8);
@@ -1191,7 +1198,7 @@ on_connected(struct conn *c)
 	                 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
 	                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
 	                 "Sec-WebSocket-Version: 13\r\nUser-Agent: phx-c-loadgen\r\n\r\n",
-	                 W.pl.t->path, W.pl.t->host, key);
+	                 t->path, t->host, key);
 	if (n < 0 || (size_t)n >= sizeof req)
 		die("request too long");
 	if (conn_send(c, req, (size_t)n) == 0 && c->out_len == c->out_off)
@@ -1236,7 +1243,7 @@ conn_start(struct conn *c, int64_t now)
 	c->state = ST_CONNECTING;
 	c->next_ref = 1;
 	W.pending++;
-	const struct target *t = W.pl.t;
+	const struct target *t = c->role == R_PUB ? W.pl.pt : W.pl.t;
 	int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		W.c.errno_last = (uint64_t)errno;
@@ -2034,6 +2041,7 @@ run_once(const struct target *t, const pid_t *pids, int npids, int K, struct res
 		    .up = up[1],
 		    .down = down[0],
 		    .t = t,
+		    .pt = O.pub_url && t == &g_t1 ? &g_tpub : t,
 		};
 		lo = pl.sub_hi;
 		pl.src.sin_family = AF_INET;
@@ -2802,6 +2810,8 @@ usage(FILE *f)
 	    "                       (default room:lobby)\n"
 	    "  --params QUERY       extra socket params, e.g. token=...\n"
 	    "  --publishers P       broadcast: publishing connections (default 1)\n"
+	    "  --pub-url URL        broadcast: the publishers connect to URL instead (e.g.\n"
+	    "                       another node of a cluster); not with --compare\n"
 	    "  --rate R             broadcast: messages/s per publisher; 0 = flat out (default "
 	    "10)\n"
 	    "  --window W           flat out: messages in flight per publisher (default 16)\n"
@@ -2880,6 +2890,7 @@ parse_args(int argc, char **argv)
 		o_topics,
 		o_params,
 		o_pubs,
+		o_puburl,
 		o_rate,
 		o_window,
 		o_size,
@@ -2908,6 +2919,7 @@ parse_args(int argc, char **argv)
 	    {"topics", 1, 0, o_topics},
 	    {"params", 1, 0, o_params},
 	    {"publishers", 1, 0, o_pubs},
+	    {"pub-url", 1, 0, o_puburl},
 	    {"rate", 1, 0, o_rate},
 	    {"window", 1, 0, o_window},
 	    {"size", 1, 0, o_size},
@@ -2952,6 +2964,9 @@ parse_args(int argc, char **argv)
 			break;
 		case o_params:
 			O.params = optarg;
+			break;
+		case o_puburl:
+			O.pub_url = optarg;
 			break;
 		case o_pubs:
 			O.publishers = (int)num(optarg, "--publishers", 1, MAX_PUBLISHERS);
@@ -3166,18 +3181,28 @@ main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_sigint};
 	sigaction(SIGINT, &sa, NULL);
 
-	static struct target t1, t2;
-	target_parse(O.url, &t1);
+	struct target *const t1p = &g_t1;
+	static struct target t2;
+	target_parse(O.url, t1p);
 	if (O.compare_url)
 		target_parse(O.compare_url, &t2);
-	int K = plan_workers(&t1);
-	if (O.compare_url && t2.loopback != t1.loopback)
+	if (O.pub_url) {
+		if (O.compare_url)
+			die("--pub-url and --compare do not go together");
+		if (O.scenario != SC_BROADCAST)
+			die("--pub-url: broadcast only");
+		target_parse(O.pub_url, &g_tpub);
+		if (g_tpub.loopback != t1p->loopback)
+			die("--pub-url: both servers must be loopback, or neither");
+	}
+	int K = plan_workers(t1p);
+	if (O.compare_url && t2.loopback != t1p->loopback)
 		die("--compare: both servers must be loopback, or neither");
 
 	static struct result R[2];
 	int nres = O.compare_url ? 2 : 1;
 	for (int i = 0; i < nres; i++) {
-		const struct target *t = i ? &t2 : &t1;
+		const struct target *t = i ? &t2 : t1p;
 		say("%s: %s, %ld clients%s, %d worker%s\n", scenario_names[O.scenario], t->url, O.n,
 		    O.scenario == SC_BROADCAST ? " + publishers" : "", K, K > 1 ? "s" : "");
 		run_once(t, i ? O.cpids : O.pids, i ? O.ncpids : O.npids, K, &R[i]);
@@ -3199,8 +3224,13 @@ main(int argc, char **argv)
 			jp(&j, ",");
 		jstr(&j, O.topics[i]);
 	}
+	jp(&j, "],\"pub_url\":");
+	if (O.pub_url)
+		jstr(&j, O.pub_url);
+	else
+		jp(&j, "null");
 	jp(&j,
-	   "],\"duration_s\":%.3f,\"rate_per_pub\":%.3f,\"window\":%d,\"body_size\":%d,"
+	   ",\"duration_s\":%.3f,\"rate_per_pub\":%.3f,\"window\":%d,\"body_size\":%d,"
 	   "\"connect_rate_target\":%.1f,\"limits\":[",
 	   O.duration, O.rate, O.window, O.size, O.connect_rate);
 	for (int i = 0; i < nlimit_notes; i++) {
@@ -3215,7 +3245,7 @@ main(int argc, char **argv)
 		json_result(&j, &R[1]);
 		jp(&j, "},\"ratios\":{");
 		if (!O.quiet)
-			printf("\nratios (%s / %s):\n", t2.url, t1.url);
+			printf("\nratios (%s / %s):\n", t2.url, t1p->url);
 		int first = 1;
 		for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
 			if (metrics[m].scen >= 0 && metrics[m].scen != O.scenario)

@@ -3,12 +3,22 @@
  * all for a broadcast, with no protocol and no framework: a server that
  * accepts N TCP clients on loopback and, for each of M messages, send()s one
  * fixed-size payload to every client with a plain blocking send() per client;
- * the clients live in a forked child that receives on one epoll loop and
- * timestamps every payload.  Both sides are single processes, as a server
- * node and the load generator are in bench/loadgen runs, so the figures are
- * directly comparable: deliveries/s, end-to-end latency (send -> receive of
- * one payload) and fan-out time (start of a message's send loop -> its last
- * receipt), in the same histogram (bench/hist.h) as bench/loadgen.
+ * the clients live in a forked process that receives on one epoll loop and
+ * timestamps every payload.  By default both sides are single processes, as a
+ * server node and the load generator are in bench/loadgen runs, so the
+ * figures are directly comparable: deliveries/s, end-to-end latency (send ->
+ * receive of one payload) and fan-out time (start of a message's send loop ->
+ * its last receipt), in the same histogram (bench/hist.h) as bench/loadgen.
+ *
+ * -p P splits the same fan-out over P server processes, as a cluster of P
+ * nodes does: server i listens on its own port and sends every message to its
+ * N/P clients (the first N mod P servers one more), which live in a client
+ * process of their own (P client processes: one process holds at most the
+ * open-file limit of sockets).  Every server and client process is set up
+ * first; then the parent starts all of them at once (GO, with one common
+ * start time that paces every server).  A message's fan-out time is then its
+ * latest receipt by any client of any server - the earliest start of its send
+ * loops.  -p 1 (the default) is the single server of the first paragraph.
  *
  * A payload is --size bytes (default 80, about a V2 new_msg frame of the
  * reference app): an 8-byte sequence number, the 8-byte CLOCK_MONOTONIC send
@@ -17,9 +27,9 @@
  * messages per send() call, as a server that coalesces the frames queued for
  * one socket into one write does (B = 1, the default, is one send() per
  * message per client).  Loss is counted (TCP makes it 0 unless the run times
- * out).  N is capped by the open-file limit of one process.
+ * out).  N / P is capped by the open-file limit of one process.
  *
- *   rawfanout [-n N] [-m M] [--size B] [--rate R] [--batch B] [--json FILE] [--quiet]
+ *   rawfanout [-n N] [-m M] [-p P] [--size B] [--rate R] [--batch B] [--json FILE] [--quiet]
  *
  * Prints a human summary and one JSON line with every figure.
  */
@@ -49,19 +59,30 @@
 #define FD_RESERVE 64
 #define MAX_SIZE 65536
 #define MAX_SEND (1 << 20) /* bytes in one send(): batch * size */
+#define MAX_PROCS 64
+#define MAX_MESSAGES_MULTI 1000000 /* -p > 1: per-message arrays go through pipes */
 #define IDLE_TIMEOUT_NS 10000000000LL
 
+/* The options: set once by main before any fork, read-only afterwards (every
+ * process of a run reads its copy). */
 static long opt_n = 1000, opt_m = 1000;
-static int opt_size = 80, opt_quiet, opt_batch = 1;
+static int opt_size = 80, opt_quiet, opt_batch = 1, opt_procs = 1;
 static double opt_rate;
 static const char *opt_json;
 
-/* What the receiving child reports. */
+/* What one client process reports (owned by it; copied through its result
+ * pipe to the parent, followed by its per-message arrays last[M], sent[M]). */
 struct results {
 	uint64_t deliveries, bad;
 	int64_t first_recv, last_recv;
 	int timed_out;
-	hist lat, fan;
+	hist lat;
+};
+
+/* What one server process reports (owned by it; copied to the parent). */
+struct sresults {
+	int64_t t_first, t_done; /* start of the first send loop, end of the last */
+	hist send_loop;          /* how long one send() loop over its clients took */
 };
 
 static void
@@ -88,24 +109,24 @@ read_all(int fd, void *p, size_t n)
 	return 0;
 }
 
-/* The clients: connect N sockets, say ready, receive everything, report. */
+/* Client process: connect n sockets to addr, say ready, wait for GO, receive
+ * everything, report (results, then last[M] and sent[M]). */
 static void
-clients(const struct sockaddr_in *addr, int ready_fd, int result_fd)
+clients(long n, const struct sockaddr_in *addr, int ready_fd, int go_fd, int result_fd)
 {
-	int *fds = calloc((size_t)opt_n, sizeof(int));
-	uint8_t *part = calloc((size_t)opt_n, (size_t)opt_size); /* partial payloads */
-	uint32_t *have = calloc((size_t)opt_n, sizeof(uint32_t));
+	int *fds = calloc((size_t)n, sizeof(int));
+	uint8_t *part = calloc((size_t)n, (size_t)opt_size); /* partial payloads */
+	uint32_t *have = calloc((size_t)n, sizeof(uint32_t));
 	int64_t *last = calloc((size_t)opt_m, sizeof(int64_t)); /* latest receipt per message */
-	int64_t *sent = calloc((size_t)opt_m, sizeof(int64_t)); /* send time per message */
+	int64_t *sent = calloc((size_t)opt_m, sizeof(int64_t)); /* earliest send time seen */
 	struct results *res = calloc(1, sizeof *res);
 	if (!fds || !part || !have || !last || !sent || !res)
 		die("calloc");
 	hist_init(&res->lat);
-	hist_init(&res->fan);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		die("epoll_create1");
-	for (long i = 0; i < opt_n; i++) {
+	for (long i = 0; i < n; i++) {
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			die("socket");
@@ -120,8 +141,11 @@ clients(const struct sockaddr_in *addr, int ready_fd, int result_fd)
 	char one = 1;
 	if (write_all(ready_fd, &one, 1))
 		die("ready pipe");
+	int64_t t0;
+	if (read_all(go_fd, &t0, sizeof t0))
+		_exit(3); /* the parent gave up */
 
-	uint64_t want = (uint64_t)opt_n * (uint64_t)opt_m;
+	uint64_t want = (uint64_t)n * (uint64_t)opt_m;
 	static uint8_t buf[256 * 1024];
 	struct epoll_event evs[512];
 	int64_t idle_since = now_ns();
@@ -168,31 +192,115 @@ clients(const struct sockaddr_in *addr, int ready_fd, int result_fd)
 				}
 				res->deliveries++;
 				hist_record(&res->lat, (uint64_t)(now > ts ? now - ts : 0));
-				sent[seq] = ts;
+				if (!sent[seq] || ts < sent[seq])
+					sent[seq] = ts;
 				if (now > last[seq])
 					last[seq] = now;
 			}
 		}
 	}
-	for (long m = 0; m < opt_m; m++)
-		if (last[m])
-			hist_record(&res->fan, (uint64_t)(last[m] - sent[m]));
+	if (write_all(result_fd, res, sizeof *res) ||
+	    write_all(result_fd, last, (size_t)opt_m * sizeof(int64_t)) ||
+	    write_all(result_fd, sent, (size_t)opt_m * sizeof(int64_t)))
+		die("result pipe");
+	_exit(0);
+}
+
+/* Server process: accept n clients on ls, say so, wait for GO (the common
+ * start time t0), send every message to every client, report. */
+static void
+server(long n, int ls, int ready_fd, int go_fd, int result_fd)
+{
+	int *fds = calloc((size_t)n, sizeof(int));
+	struct sresults *res = calloc(1, sizeof *res);
+	if (!fds || !res)
+		die("calloc");
+	for (long i = 0; i < n; i++) {
+		int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR) {
+				i--;
+				continue;
+			}
+			die("accept");
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		fds[i] = fd;
+	}
+	close(ls);
+	char one = 1;
+	if (write_all(ready_fd, &one, 1))
+		die("ready pipe");
+	int64_t t0;
+	if (read_all(go_fd, &t0, sizeof t0))
+		_exit(3);
+
+	static uint8_t payload[MAX_SEND];
+	memset(payload, 'x', sizeof payload);
+	hist_init(&res->send_loop);
+	res->t_first = now_ns();
+	for (long m = 0; m < opt_m; m += opt_batch) {
+		if (opt_rate > 0) {
+			int64_t due = t0 + (int64_t)((double)m * 1e9 / opt_rate), now = now_ns();
+			if (due > now) {
+				struct timespec ts = {(time_t)((due - now) / 1000000000),
+				                      (long)((due - now) % 1000000000)};
+				nanosleep(&ts, NULL);
+			}
+		}
+		int64_t t = now_ns();
+		if (m == 0)
+			res->t_first = t;
+		long nb = opt_m - m < opt_batch ? opt_m - m : opt_batch;
+		for (long b = 0; b < nb; b++) {
+			uint64_t seq = (uint64_t)(m + b);
+			memcpy(payload + b * opt_size, &seq, 8);
+			memcpy(payload + b * opt_size + 8, &t, 8);
+		}
+		size_t len = (size_t)nb * (size_t)opt_size;
+		for (long i = 0; i < n; i++) {
+			size_t off = 0;
+			while (off < len) {
+				ssize_t r = send(fds[i], payload + off, len - off, MSG_NOSIGNAL);
+				if (r < 0) {
+					if (errno == EINTR)
+						continue;
+					die("send");
+				}
+				off += (size_t)r;
+			}
+		}
+		hist_record(&res->send_loop, (uint64_t)(now_ns() - t));
+	}
+	res->t_done = now_ns();
 	if (write_all(result_fd, res, sizeof *res))
 		die("result pipe");
+	/* Hold the sockets until the parent has every client's report (it then
+	 * closes the GO pipe), so that closing them does not compete with the
+	 * clients still receiving. */
+	char c;
+	while (read(go_fd, &c, 1) < 0 && errno == EINTR)
+		;
 	_exit(0);
 }
 
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: rawfanout [-n N] [-m M] [--size B] [--rate R] [--json FILE] [--quiet]\n"
-	           "  -n N          clients (default 1000; capped by the open-file limit)\n"
-	           "  -m M          messages (default 1000)\n"
-	           "  --size B      payload bytes, 16..65536 (default 80)\n"
-	           "  --rate R      messages/s; 0 = flat out (default 0)\n"
-	           "  --batch B     messages per send() call (default 1)\n"
-	           "  --json FILE   also write the JSON line to FILE\n"
-	           "  --quiet       print only the JSON line\n");
+	fprintf(f,
+	        "usage: rawfanout [-n N] [-m M] [-p P] [--size B] [--rate R] [--json FILE] "
+	        "[--quiet]\n"
+	        "  -n N          clients (default 1000; N/P capped by the open-file limit)\n"
+	        "  -m M          messages (default 1000)\n"
+	        "  -p P          server processes, each with its own N/P clients in a client\n"
+	        "                process of its own (default 1; at most %d)\n"
+	        "  --size B      payload bytes, 16..65536 (default 80)\n"
+	        "  --rate R      messages/s; 0 = flat out (default 0)\n"
+	        "  --batch B     messages per send() call (default 1)\n"
+	        "  --json FILE   also write the JSON line to FILE\n"
+	        "  --quiet       print only the JSON line\n",
+	        MAX_PROCS);
 }
 
 static void
@@ -215,6 +323,69 @@ jhist(char *out, size_t cap, const char *name, const hist *h)
 	                (double)h->max / 1e6, hist_mean(h) / 1e6);
 }
 
+/* Where each side's process i connects / listens, and how many clients it has:
+ * set by main before the forks, read-only afterwards. */
+static struct sockaddr_in g_addr[MAX_PROCS];
+static long g_count[MAX_PROCS];
+/* The "set up" pipes of both sides ({read, write} each), so that a child
+ * keeps only its own side's write end: a process that dies before saying
+ * ready then ends the parent's wait with EOF. Set by main before the forks. */
+static int g_ready[2][2];
+
+/* The processes of a run, as the parent sees them (owned by main). */
+struct proc {
+	pid_t pid;
+	int go, result; /* write end of its GO pipe, read end of its result pipe */
+};
+
+/* Forks one side's process i; fn runs in the child and never returns. */
+static struct proc
+spawn(int i, int ready_w, struct proc *all, int nall, int ls_keep, int *ls, int nls,
+      void (*fn)(int i, int ready, int go, int result, int ls))
+{
+	int go[2], result[2];
+	if (pipe2(go, O_CLOEXEC) || pipe2(result, O_CLOEXEC))
+		die("pipe");
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		for (int j = 0; j < nall; j++) {
+			close(all[j].go);
+			close(all[j].result);
+		}
+		for (int j = 0; j < nls; j++)
+			if (j != ls_keep)
+				close(ls[j]);
+		close(go[1]);
+		close(result[0]);
+		for (int s = 0; s < 2; s++) {
+			close(g_ready[s][0]);
+			if (g_ready[s][1] != ready_w)
+				close(g_ready[s][1]);
+		}
+		fn(i, ready_w, go[0], result[1], ls_keep >= 0 ? ls[ls_keep] : -1);
+		_exit(0);
+	}
+	close(go[0]);
+	close(result[1]);
+	return (struct proc){.pid = pid, .go = go[1], .result = result[0]};
+}
+
+static void
+client_main(int i, int ready, int go, int result, int ls)
+{
+	(void)ls;
+	clients(g_count[i], &g_addr[i], ready, go, result);
+}
+
+static void
+server_main(int i, int ready, int go, int result, int ls)
+{
+	server(g_count[i], ls, ready, go, result);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -223,13 +394,16 @@ main(int argc, char **argv)
 	    {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
 	};
 	int ch;
-	while ((ch = getopt_long(argc, argv, "n:m:h", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "n:m:p:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'n':
 			opt_n = atol(optarg);
 			break;
 		case 'm':
 			opt_m = atol(optarg);
+			break;
+		case 'p':
+			opt_procs = atoi(optarg);
 			break;
 		case 's':
 			opt_size = atoi(optarg);
@@ -256,117 +430,132 @@ main(int argc, char **argv)
 	}
 	if (optind != argc || opt_n < 1 || opt_m < 1 || opt_m > 100000000 || opt_size < 16 ||
 	    opt_size > MAX_SIZE || opt_rate < 0 || opt_batch < 1 ||
-	    (long)opt_batch * opt_size > MAX_SEND) {
+	    (long)opt_batch * opt_size > MAX_SEND || opt_procs < 1 || opt_procs > MAX_PROCS ||
+	    opt_procs > opt_n || (opt_procs > 1 && opt_m > MAX_MESSAGES_MULTI)) {
 		usage(stderr);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	const int P = opt_procs;
 
-	/* One process holds N sockets: raise the open-file limit, cap N to it. */
+	/* Each process holds N/P sockets: raise the open-file limit, cap N to it. */
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
 	rl.rlim_cur = rl.rlim_max;
 	setrlimit(RLIMIT_NOFILE, &rl);
 	getrlimit(RLIMIT_NOFILE, &rl);
-	char limit[128] = "";
-	if ((rlim_t)opt_n + FD_RESERVE > rl.rlim_cur) {
-		long n = (long)rl.rlim_cur - FD_RESERVE;
+	char limit[160] = "";
+	long per_cap = (long)rl.rlim_cur - FD_RESERVE;
+	if ((opt_n + P - 1) / P > per_cap) {
+		long n = per_cap * P;
 		snprintf(limit, sizeof limit,
-		         "N capped from %ld to %ld by %lu open files per process", opt_n, n,
-		         (unsigned long)rl.rlim_cur);
+		         "N capped from %ld to %ld by %lu open files per process (%d per side)",
+		         opt_n, n, (unsigned long)rl.rlim_cur, P);
 		if (!opt_quiet)
 			fprintf(stderr, "rawfanout: %s\n", limit);
 		opt_n = n;
 	}
 
-	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ls < 0)
-		die("socket");
-	struct sockaddr_in addr = {.sin_family = AF_INET};
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t al = sizeof addr;
-	if (bind(ls, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(ls, 4096) < 0 ||
-	    getsockname(ls, (struct sockaddr *)&addr, &al) < 0)
-		die("listen");
+	int ls[MAX_PROCS];
+	for (int i = 0; i < P; i++) {
+		g_count[i] = opt_n / P + (i < opt_n % P);
+		ls[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (ls[i] < 0)
+			die("socket");
+		struct sockaddr_in *a = &g_addr[i];
+		a->sin_family = AF_INET;
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t al = sizeof *a;
+		if (bind(ls[i], (struct sockaddr *)a, sizeof *a) < 0 || listen(ls[i], 4096) < 0 ||
+		    getsockname(ls[i], (struct sockaddr *)a, &al) < 0)
+			die("listen");
+	}
 
-	int ready[2], result[2];
-	if (pipe2(ready, O_CLOEXEC) || pipe2(result, O_CLOEXEC))
+	/* One pipe per side on which each process says it is set up (one byte). */
+	int *cready = g_ready[0], *sready = g_ready[1];
+	if (pipe2(cready, O_CLOEXEC) || pipe2(sready, O_CLOEXEC))
 		die("pipe");
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork");
-	if (pid == 0) {
-		close(ls);
-		close(ready[0]);
-		close(result[0]);
-		clients(&addr, ready[1], result[1]);
+	struct proc procs[2 * MAX_PROCS]; /* clients 0..P-1, then servers */
+	int np = 0;
+	for (int i = 0; i < P; i++, np++)
+		procs[np] = spawn(i, cready[1], procs, np, -1, ls, P, client_main);
+	for (int i = 0; i < P; i++, np++)
+		procs[np] = spawn(i, sready[1], procs, np, i, ls, P, server_main);
+	close(cready[1]);
+	close(sready[1]);
+	for (int i = 0; i < P; i++)
+		close(ls[i]);
+	for (int i = 0; i < P; i++) {
+		char c;
+		if (read_all(cready[0], &c, 1))
+			die("a client process failed");
+		if (read_all(sready[0], &c, 1))
+			die("a server process failed");
 	}
-	close(ready[1]);
-	close(result[1]);
 
-	int *fds = calloc((size_t)opt_n, sizeof(int));
-	if (!fds)
-		die("calloc");
-	for (long i = 0; i < opt_n; i++) {
-		int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			die("accept");
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		fds[i] = fd;
-	}
-	char c;
-	if (read_all(ready[0], &c, 1))
-		die("clients failed");
+	/* GO: clients first (they start their idle clock), then every server. */
+	int64_t t0 = now_ns();
+	for (int i = 0; i < np; i++)
+		if (write_all(procs[i].go, &t0, sizeof t0))
+			die("go pipe");
 
-	static uint8_t payload[MAX_SEND];
-	memset(payload, 'x', sizeof payload);
-	int64_t t_first = now_ns(), t_done;
-	hist send_loop; /* how long one send() loop over every client took */
+	/* Servers' reports (small: they fit in the pipe), then the clients'. */
+	hist send_loop;
 	hist_init(&send_loop);
-	for (long m = 0; m < opt_m; m += opt_batch) {
-		if (opt_rate > 0) {
-			int64_t due = t_first + (int64_t)((double)m * 1e9 / opt_rate),
-			        now = now_ns();
-			if (due > now) {
-				struct timespec ts = {(time_t)((due - now) / 1000000000),
-				                      (long)((due - now) % 1000000000)};
-				nanosleep(&ts, NULL);
-			}
-		}
-		int64_t t = now_ns();
-		long nb = opt_m - m < opt_batch ? opt_m - m : opt_batch;
-		for (long b = 0; b < nb; b++) {
-			uint64_t seq = (uint64_t)(m + b);
-			memcpy(payload + b * opt_size, &seq, 8);
-			memcpy(payload + b * opt_size + 8, &t, 8);
-		}
-		size_t len = (size_t)nb * (size_t)opt_size;
-		for (long i = 0; i < opt_n; i++) {
-			size_t off = 0;
-			while (off < len) {
-				ssize_t r = send(fds[i], payload + off, len - off, MSG_NOSIGNAL);
-				if (r < 0) {
-					if (errno == EINTR)
-						continue;
-					die("send");
-				}
-				off += (size_t)r;
-			}
-		}
-		hist_record(&send_loop, (uint64_t)(now_ns() - t));
-	}
-	t_done = now_ns();
-
-	struct results *res = calloc(1, sizeof *res);
-	if (!res)
+	int64_t t_first = 0, t_done = 0;
+	struct sresults *sr = calloc(1, sizeof *sr);
+	struct results *res = calloc(1, sizeof *res), *cr = calloc(1, sizeof *cr);
+	int64_t *last = calloc((size_t)opt_m, sizeof(int64_t)),
+	        *sent = calloc((size_t)opt_m, sizeof(int64_t)),
+	        *tmp = calloc((size_t)opt_m, sizeof(int64_t));
+	if (!sr || !res || !cr || !last || !sent || !tmp)
 		die("calloc");
-	if (read_all(result[0], res, sizeof *res))
-		die("clients failed");
-	int st;
-	waitpid(pid, &st, 0);
+	hist_init(&res->lat);
+	for (int i = P; i < np; i++) {
+		if (read_all(procs[i].result, sr, sizeof *sr))
+			die("a server process failed");
+		hist_merge(&send_loop, &sr->send_loop);
+		if (!t_first || sr->t_first < t_first)
+			t_first = sr->t_first;
+		if (sr->t_done > t_done)
+			t_done = sr->t_done;
+	}
+	for (int i = 0; i < P; i++) {
+		if (read_all(procs[i].result, cr, sizeof *cr))
+			die("a client process failed");
+		res->deliveries += cr->deliveries;
+		res->bad += cr->bad;
+		res->timed_out |= cr->timed_out;
+		if (cr->first_recv && (!res->first_recv || cr->first_recv < res->first_recv))
+			res->first_recv = cr->first_recv;
+		if (cr->last_recv > res->last_recv)
+			res->last_recv = cr->last_recv;
+		hist_merge(&res->lat, &cr->lat);
+		if (read_all(procs[i].result, tmp, (size_t)opt_m * sizeof(int64_t)))
+			die("a client process failed");
+		for (long m = 0; m < opt_m; m++)
+			if (tmp[m] > last[m])
+				last[m] = tmp[m];
+		if (read_all(procs[i].result, tmp, (size_t)opt_m * sizeof(int64_t)))
+			die("a client process failed");
+		for (long m = 0; m < opt_m; m++)
+			if (tmp[m] && (!sent[m] || tmp[m] < sent[m]))
+				sent[m] = tmp[m];
+	}
+	hist fan;
+	hist_init(&fan);
+	for (long m = 0; m < opt_m; m++)
+		if (last[m] && sent[m])
+			hist_record(&fan, (uint64_t)(last[m] > sent[m] ? last[m] - sent[m] : 0));
+	int failed_procs = 0;
+	for (int i = 0; i < np; i++) {
+		int st;
+		close(procs[i].go);
+		close(procs[i].result);
+		if (waitpid(procs[i].pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+			failed_procs++;
+	}
 
 	uint64_t want = (uint64_t)opt_n * (uint64_t)opt_m;
 	double span = res->last_recv > t_first ? (double)(res->last_recv - t_first) / 1e9 : 0;
@@ -375,35 +564,40 @@ main(int argc, char **argv)
 	uint64_t lost = want > res->deliveries ? want - res->deliveries : 0;
 	if (!opt_quiet) {
 		printf("\nrawfanout: %ld clients x %ld messages of %d bytes, %s, %d message%s per "
-		       "send() (plain blocking send() per client, loopback)\n",
+		       "send() (plain blocking send() per client, loopback)",
 		       opt_n, opt_m, opt_size, opt_rate > 0 ? "paced" : "flat out", opt_batch,
 		       opt_batch > 1 ? "s" : "");
+		if (P > 1)
+			printf(", %d server processes of %ld-%ld clients", P, g_count[P - 1],
+			       g_count[0]);
+		printf("\n");
 		printf("  deliveries  %" PRIu64 " of %" PRIu64 " in %.3f s: %.0f /s%s\n",
 		       res->deliveries, want, span, dps, res->timed_out ? " (timed out)" : "");
-		printf("  sending     %.0f deliveries/s handed to send(); one send loop over every "
-		       "client:\n",
-		       sps);
+		printf("  sending     %.0f deliveries/s handed to send(); one send loop over %s:\n",
+		       sps, P > 1 ? "one server's clients" : "every client");
 		print_pcts("send loop", &send_loop);
 		print_pcts("latency", &res->lat);
-		print_pcts("fan-out", &res->fan);
+		print_pcts("fan-out", &fan);
 		printf("  loss        lost %" PRIu64 ", malformed %" PRIu64 "\n", lost, res->bad);
 		if (limit[0])
 			printf("  limits      %s\n", limit);
+		if (failed_procs)
+			printf("  processes   %d of %d did not exit 0\n", failed_procs, np);
 	}
 	char j[4096];
-	int n =
-	    snprintf(j, sizeof j,
-	             "{\"tool\":\"phx-c-rawfanout\",\"n\":%ld,\"messages\":%ld,\"size\":%d,"
-	             "\"batch\":%d,\"rate\":%.3f,\"expected\":%" PRIu64 ",\"deliveries\":%" PRIu64
-	             ",\"lost\":%" PRIu64 ",\"malformed\":%" PRIu64 ",\"timed_out\":%s,"
-	             "\"seconds\":%.6f,\"deliveries_per_s\":%.1f,\"sends_per_s\":%.1f,",
-	             opt_n, opt_m, opt_size, opt_batch, opt_rate, want, res->deliveries, lost,
-	             res->bad, res->timed_out ? "true" : "false", span, dps, sps);
+	int n = snprintf(j, sizeof j,
+	                 "{\"tool\":\"phx-c-rawfanout\",\"n\":%ld,\"messages\":%ld,\"size\":%d,"
+	                 "\"batch\":%d,\"procs\":%d,\"rate\":%.3f,\"expected\":%" PRIu64
+	                 ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"malformed\":%" PRIu64
+	                 ",\"timed_out\":%s,\"seconds\":%.6f,\"deliveries_per_s\":%.1f,"
+	                 "\"sends_per_s\":%.1f,",
+	                 opt_n, opt_m, opt_size, opt_batch, P, opt_rate, want, res->deliveries,
+	                 lost, res->bad, res->timed_out ? "true" : "false", span, dps, sps);
 	n += jhist(j + n, sizeof j - (size_t)n, "send_loop_ms", &send_loop);
 	n += snprintf(j + n, sizeof j - (size_t)n, ",");
 	n += jhist(j + n, sizeof j - (size_t)n, "latency_ms", &res->lat);
 	n += snprintf(j + n, sizeof j - (size_t)n, ",");
-	n += jhist(j + n, sizeof j - (size_t)n, "fanout_ms", &res->fan);
+	n += jhist(j + n, sizeof j - (size_t)n, "fanout_ms", &fan);
 	snprintf(j + n, sizeof j - (size_t)n, ",\"limits\":[%s%s%s]}", limit[0] ? "\"" : "", limit,
 	         limit[0] ? "\"" : "");
 	printf("%s\n", j);
@@ -412,10 +606,12 @@ main(int argc, char **argv)
 		if (!f || fprintf(f, "%s\n", j) < 0 || fclose(f))
 			fprintf(stderr, "rawfanout: --json %s: %s\n", opt_json, strerror(errno));
 	}
-	int rc = lost || res->timed_out ? 1 : 0;
-	for (long i = 0; i < opt_n; i++)
-		close(fds[i]);
-	free(fds);
+	int rc = lost || res->timed_out || failed_procs ? 1 : 0;
+	free(last);
+	free(sent);
+	free(tmp);
+	free(sr);
+	free(cr);
 	free(res);
 	return rc;
 }

@@ -12,7 +12,8 @@
 # side by side; it is not a default section (it builds Phoenix, and takes
 # longer).  BENCH_QUICK=1 runs a much smaller smoke
 # version (runtime: --quick, 10x smaller sizes; channels: 2,000 connections and
-# 2 s scenarios); BENCH_REPEAT=N runs each timed runtime scenario N times
+# 2 s scenarios; cluster: 3,000 connections, 1,000 subscribers, 2 s scenarios;
+# BENCH_CLUSTER_NODES and BENCH_CLUSTER_CONNECTIONS change its sizes); BENCH_REPEAT=N runs each timed runtime scenario N times
 # (default 3) and reports the best (channels scenarios run once each).  The last
 # line printed is one JSON object {"SECTION": <results/SECTION.json>, ...} of
 # the sections that ran.  The exit status is 0 when everything ran, non-zero
@@ -23,8 +24,8 @@ BUILD=${1:-build}
 [ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 
-ALL_SECTIONS="runtime channels phoenix"
-DEFAULT_SECTIONS="runtime channels"
+ALL_SECTIONS="runtime channels cluster phoenix"
+DEFAULT_SECTIONS="runtime channels cluster"
 SECTIONS=${*:-$DEFAULT_SECTIONS}
 QUICK=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && QUICK="--quick"
@@ -34,10 +35,12 @@ mkdir -p "$RESULTS"
 TMP=$(mktemp -d)
 SERVER_PID=""
 PHX_PID=""
+CL_PID=""
 SERVER_LOG=$RESULTS/server.log
-# Never leave a server behind (the channels and phoenix sections start them).
+# Never leave a server behind (the channels, cluster and phoenix sections start them).
 cleanup() {
 	[ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null
+	[ -n "$CL_PID" ] && kill -TERM "$CL_PID" 2>/dev/null
 	[ -n "$PHX_PID" ] && kill -TERM "$PHX_PID" 2>/dev/null
 	rm -rf "$TMP"
 }
@@ -644,6 +647,500 @@ section_channels() {
 		printf '"goals":{%s}}\n' "$GOALS"
 	} >"$RESULTS/channels.json"
 	echo "  results written to $RESULTS/channels.json (per scenario: $RESULTS/<scenario>.json${PLOT:+, charts in $RESULTS/<scenario>/})"
+	return $failed
+}
+
+# ------------------------------------------------------------------ cluster
+#
+# A local cluster of phx-chat nodes (`phx-chat cluster`), under
+# build/bench/loadgen, next to `rawfanout -p NODES` (the same fan-out from the
+# same number of processes).  Two clusters are started in turn: NODES nodes
+# behind one port (--one-port, SO_REUSEPORT: the kernel spreads the
+# connections) for memory and the fan-out time of one broadcast to all
+# connections; then NODES nodes on consecutive ports, so that the loadgen can
+# put the subscribers on node 1 and the publisher on node 1 or node 2, for the
+# latency a hop between nodes adds and the bus's drop counters.  See "The
+# cluster section" in bench/README.md.
+
+# cl_pids: the latest pid of every node in the cluster command's log (one
+# "nodeI@... pid N" line per start), comma-separated, node 1 first.
+cl_pids() {
+	sed -n "$CL_LOG_FROM,\$p" "$CL_LOG" |
+		sed -n 's/^node\([0-9]*\)@[^ ]* .* pid \([0-9]*\).*/\1 \2/p' |
+		awk '{ p[$1] = $2; if ($1 > n) n = $1 } END { s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? "," : "") p[i]; print s }'
+}
+
+# cl_starts: how many node starts the command's log shows for this cluster.
+cl_starts() {
+	sed -n "$CL_LOG_FROM,\$p" "$CL_LOG" | grep -c '^node[0-9]*@[^ ]* .* pid [0-9]*'
+}
+
+# cl_ports: the HTTP ports of the running cluster (one with --one-port).
+cl_ports() {
+	if [ "$CL_ONE" = 1 ]; then
+		echo "$CL_PORT"
+	else
+		seq "$CL_PORT" $((CL_PORT + NODES - 1))
+	fi
+}
+
+# cl_stats OUT: every node's GET /api/cluster, one line each, into OUT.  On
+# one port the kernel picks the node of each request: ask up to 300 times
+# until every node has answered.  Returns non-zero when some did not.
+cl_stats() {
+	: >"$1"
+	if [ "$CL_ONE" = 1 ]; then
+		_q=0
+		while [ $_q -lt 300 ] && [ "$(wc -l <"$1")" -lt "$NODES" ]; do
+			_q=$((_q + 1))
+			_j=$(curl -s -m 2 "http://127.0.0.1:$CL_PORT/api/cluster") || continue
+			_n=$(printf '%s\n' "$_j" | sed -n 's/^{"name":"\([^"]*\)".*/\1/p')
+			[ -n "$_n" ] || continue
+			grep -q "^{\"name\":\"$_n\"" "$1" || printf '%s\n' "$_j" >>"$1"
+			[ "$_n" = nonode@nohost ] && break
+		done
+	else
+		for _p in $(cl_ports); do
+			curl -s -m 2 "http://127.0.0.1:$_p/api/cluster" >>"$1" && echo >>"$1"
+		done
+	fi
+	[ "$(grep -c '^{"name":"node' "$1")" -ge "$NODES" ]
+}
+
+# cl_sum FILE KEY...: the sum of the top-level counters KEY over the nodes in
+# FILE (cl_stats), or "" when no node reports them.
+cl_sum() {
+	_f=$1
+	shift
+	_t=""
+	while read -r _l; do
+		for _k in "$@"; do
+			_x=$(json_num "$_k" "$_l")
+			[ -n "$_x" ] && _t=$((${_t:-0} + _x))
+		done
+	done <"$_f"
+	echo "$_t"
+}
+
+# cl_meshed: true when every node reports NODES-1 members up.
+cl_meshed() {
+	cl_stats "$TMP/mesh" || return 1
+	_ok=0
+	while read -r _l; do
+		[ "$(printf '%s\n' "$_l" | grep -o '"up":true' | wc -l)" -ge $((NODES - 1)) ] && _ok=$((_ok + 1))
+	done <"$TMP/mesh"
+	[ "$_ok" -ge "$NODES" ]
+}
+
+# cl_start one|ports: starts `$CHAT cluster --nodes NODES` on free ports and
+# waits (up to 30 s) until every node answers HTTP and sees all the others up.
+# Sets CL_PID (the supervising command), CL_PORT, CL_ONE, PIDS and URL.
+cl_start() {
+	CL_PID=""
+	CL_ONE=0
+	[ "$1" = one ] && CL_ONE=1
+	port=$((25000 + $$ % 2000))
+	tries=0
+	while [ $tries -lt 20 ]; do
+		tries=$((tries + 1))
+		port=$((port + NODES + 1))
+		free=1
+		for p in $(seq "$port" $((port + NODES - 1))) $(seq $((port + 1000)) $((port + 1000 + NODES - 1))); do
+			port_free "$p" || free=0
+		done
+		[ $free = 1 ] || continue
+		CL_PORT=$port
+		CL_LOG_FROM=$(($(wc -l <"$CL_LOG") + 1))
+		set -- cluster --nodes "$NODES" --port "$port" --cluster-port $((port + 1000))
+		[ $CL_ONE = 1 ] && set -- "$@" --one-port
+		set -- "$@" --log-level warning
+		echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $CHAT $*" >>"$CL_LOG"
+		CL_LOG_FROM=$((CL_LOG_FROM + 1))
+		"$CHAT" "$@" >>"$CL_LOG" 2>&1 &
+		CL_PID=$!
+		CL_STARTS=$((CL_STARTS + 1))
+		_i=0
+		while [ $_i -lt 300 ] && proc_alive "$CL_PID"; do
+			_i=$((_i + 1))
+			if [ "$(cl_starts)" -ge "$NODES" ]; then
+				_up=1
+				for p in $(cl_ports); do http_up "$p" || _up=0; done
+				[ $_up = 1 ] && break
+			fi
+			sleep 0.1
+		done
+		if ! proc_alive "$CL_PID"; then
+			wait "$CL_PID"
+			echo "bench: phx-chat cluster exited with status $? at start (see $CL_LOG)" >&2
+			CL_PID=""
+			grep -q 'ddress already in use\|EADDRINUSE' "$CL_LOG" && continue
+			return 1
+		fi
+		# The mesh: every node sees every other one up (a node that is alone,
+		# whose /api/cluster says nonode@nohost, cannot tell: then 2 s).
+		while [ $_i -lt 300 ]; do
+			cl_meshed && break
+			if grep -q nonode@nohost "$TMP/mesh"; then
+				echo "bench: the nodes answer /api/cluster as nodes alone: no bus counters, no membership check" >&2
+				sleep 2
+				break
+			fi
+			_i=$((_i + 1))
+			sleep 0.1
+		done
+		if [ $_i -ge 300 ]; then
+			echo "bench: the cluster did not form within 30 s (see $CL_LOG; /api/cluster: $TMP/mesh)" >&2
+			cl_stop
+			return 1
+		fi
+		PIDS=$(cl_pids)
+		URL=http://127.0.0.1:$CL_PORT
+		if [ $CL_ONE = 1 ]; then
+			echo "  phx-chat cluster pid $CL_PID: $NODES nodes (pids $PIDS) all on $URL (log: $CL_LOG)"
+		else
+			echo "  phx-chat cluster pid $CL_PID: $NODES nodes (pids $PIDS) on ports $CL_PORT-$((CL_PORT + NODES - 1)) (log: $CL_LOG)"
+		fi
+		return 0
+	done
+	echo "bench: no free ports for the cluster" >&2
+	return 1
+}
+
+# cl_stop: SIGTERM to the command (it stops its nodes; SIGKILL after 10 s),
+# up to 30 s for its exit.  Sets CL_EXIT (0: every node stopped cleanly).
+cl_stop() {
+	[ -n "$CL_PID" ] || return 0
+	kill -TERM "$CL_PID" 2>/dev/null
+	_i=0
+	while proc_alive "$CL_PID" && [ $_i -lt 300 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	if proc_alive "$CL_PID"; then
+		echo "bench: phx-chat cluster did not exit within 30 s of SIGTERM: SIGKILL" >&2
+		kill -KILL "$CL_PID" 2>/dev/null
+	fi
+	wait "$CL_PID"
+	CL_EXIT=$?
+	CL_EXITS="$CL_EXITS${CL_EXITS:+,}$CL_EXIT"
+	[ "$CL_EXIT" = 0 ] || failed=1
+	CL_PID=""
+}
+
+# cl_check NAME: after a scenario, a node the command had to restart (or a
+# command that died) is a crash: recorded; the pids are refreshed.
+cl_check() {
+	if [ -n "$CL_PID" ] && ! proc_alive "$CL_PID"; then
+		wait "$CL_PID"
+		rc=$?
+		echo "bench: phx-chat cluster DIED during $1 (exit status $rc; see $CL_LOG)" >&2
+		CRASHES="$CRASHES${CRASHES:+,}{\"scenario\":\"$1\",\"cluster_exit_status\":$rc}"
+		SERVER_DIED=$rc
+		CL_PID=""
+		failed=1
+		return
+	fi
+	n=$(cl_starts)
+	if [ "$n" -gt "$CL_SEEN" ]; then
+		echo "bench: $((n - CL_SEEN)) node(s) CRASHED during $1 and were restarted (see $CL_LOG)" >&2
+		CRASHES="$CRASHES${CRASHES:+,}{\"scenario\":\"$1\",\"node_restarts\":$((n - CL_SEEN))}"
+		SERVER_DIED="node restarted"
+		CL_SEEN=$n
+		PIDS=$(cl_pids)
+		failed=1
+	fi
+}
+
+# cl_settle: waits (up to 30 s per port) until the nodes hold no connection.
+cl_settle() {
+	for p in $(cl_ports); do settle_port "$p"; done
+}
+
+# clg NAME ARGS...: one loadgen scenario against the cluster (--url is node 1,
+# or the one port), with every node's pid: JSON in results/NAME.json.
+clg() {
+	name=$1
+	shift
+	rm -rf "$RESULTS/$name.json" "$RESULTS/$name"
+	echo
+	echo "-- $name: loadgen $*"
+	if [ -z "$CL_PID" ]; then
+		echo "bench: scenario $name: no cluster" >&2
+		SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$name\":{\"exit_status\":null,\"status\":\"no cluster\",\"file\":null}"
+		failed=1
+		return
+	fi
+	set -- "$@" --url "$URL" --server-pid "$PIDS" --json "$RESULTS/$name.json"
+	[ -n "$PLOT" ] && set -- "$@" --plot "$RESULTS/$name"
+	{
+		timeout --foreground -s INT -k 30 "$LG_LIMIT" "$LG" "$@" 2>&1
+		echo $? >"$TMP/$name.rc"
+	} | grep -v '^{"'
+	cl_check "$name"
+	note_result "$name" "$(cat "$TMP/$name.rc")"
+	cl_settle
+}
+
+section_cluster() {
+	load0=$(loadavg)
+	CHAT=$BUILD/phx-chat
+	LG=$BUILD/bench/loadgen
+	RAW=$BUILD/bench/rawfanout
+	for b in "$CHAT" "$LG" "$RAW"; do
+		if [ ! -x "$b" ]; then
+			echo "bench: $b is missing (run make all)" >&2
+			return 1
+		fi
+	done
+	for c in timeout curl; do
+		if ! command -v $c >/dev/null 2>&1; then
+			echo "bench: $c not found" >&2
+			return 1
+		fi
+	done
+	if ! "$CHAT" cluster --help >/dev/null 2>&1; then
+		echo "bench: $CHAT has no cluster command (the launcher's): cluster section skipped"
+		printf '{"skipped":"%s has no cluster command"}\n' "$CHAT" >"$RESULTS/cluster.json"
+		return 0
+	fi
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null
+	PLOT=""
+	command -v gnuplot >/dev/null 2>&1 && PLOT=1
+	if [ -n "$QUICK" ]; then
+		N=3000 D=2 HOLD=1 FAN_RATE=2 SUBS=1000
+	else
+		N=100000 D=8 HOLD=3 FAN_RATE=1 SUBS=19000
+	fi
+	NODES=${BENCH_CLUSTER_NODES:-6}
+	N=${BENCH_CLUSTER_CONNECTIONS:-$N}
+	# --server-pid takes at most 16 pids; node 2 must exist.
+	case $NODES in [2-9] | 1[0-6]) ;; *)
+		echo "bench: BENCH_CLUSTER_NODES=$NODES: 2 to 16 nodes" >&2
+		return 1
+		;;
+	esac
+	case $N in '' | *[!0-9]*)
+		echo "bench: BENCH_CLUSTER_CONNECTIONS=$N is not a number" >&2
+		return 1
+		;;
+	esac
+	if [ "$N" -lt "$NODES" ]; then
+		echo "bench: BENCH_CLUSTER_CONNECTIONS=$N: at least one per node" >&2
+		return 1
+	fi
+	FAN_D=$((D + 2))
+	FAN_M=$((FAN_RATE * FAN_D))
+	# Loadgen workers: each under the open-file limit (20,000) and the ~28,000
+	# ports one source address reaches of one server port.
+	LW=$(((N + 1 + 16999) / 17000))
+	[ $LW -lt 2 ] && LW=2
+	PER_C=$(((N + LW - 1) / LW))
+	PER_B=$(((N + 1 + LW - 1) / LW))
+	SUB_W=$(((SUBS + 1 + 1) / 2))
+	LG_LIMIT=$((FAN_D + 200)) # setup (--timeout 60) + run + drain (10 s) + reports
+	RAW_LIMIT=$((FAN_D + 180))
+	failed=0
+	CL_STARTS=0
+	CL_EXITS=""
+	CL_PID=""
+	CRASHES=""
+	SERVER_DIED=""
+	SCENARIOS=""
+	FIGS=""
+	GOALS=""
+	: >"$TMP/table"
+	CL_LOG=$RESULTS/cluster-server.log
+	: >"$CL_LOG"
+	for sc in cluster-connect cluster-fanout cluster-raw-fanout cluster-peak cluster-local \
+		cluster-remote; do
+		rm -rf "$RESULTS/$sc.json" "$RESULTS/$sc"
+	done
+	common="--timeout 60 --connect-rate 0"
+
+	echo "cluster: $NODES nodes of $CHAT under $LG; $N connections behind one port, then $SUBS subscribers on node 1"
+
+	# ---- one port: memory and the fan-out of one broadcast to all N.
+	if cl_start one; then
+		CL_SEEN=$(cl_starts)
+		clg cluster-connect connect -n "$N" $common --workers "$LW" --per-worker "$PER_C" \
+			--duration "$HOLD"
+		clg cluster-fanout broadcast -n "$N" $common --workers "$LW" --per-worker "$PER_B" \
+			--publishers 1 --rate "$FAN_RATE" --duration "$FAN_D"
+		cl_stats "$RESULTS/cluster-bus-one-port.txt" ||
+			echo "bench: /api/cluster: not every node answered (see $RESULTS/cluster-bus-one-port.txt)" >&2
+		echo
+		echo "-- stopping the one-port cluster (SIGTERM)"
+		cl_stop
+		echo "  exit status $CL_EXIT"
+	else
+		failed=1
+		: >"$RESULTS/cluster-bus-one-port.txt"
+	fi
+
+	# The raw reference, with the machine otherwise as idle as for the nodes.
+	raw cluster-raw-fanout -p "$NODES" -n "$N" -m "$FAN_M" --rate "$FAN_RATE"
+
+	# ---- consecutive ports: subscribers on node 1, the publisher on node 1 or 2.
+	if cl_start ports; then
+		CL_SEEN=$(cl_starts)
+		url1=http://127.0.0.1:$CL_PORT
+		url2=http://127.0.0.1:$((CL_PORT + 1))
+		clg cluster-peak broadcast -n "$SUBS" $common --workers 2 --per-worker "$SUB_W" \
+			--publishers 1 --rate 0 --window 16 --duration "$D"
+		peak=$(jn cluster-peak deliveries_per_s)
+		half_rate=""
+		if [ -n "$peak" ] && [ "$peak" != null ]; then
+			half_rate=$(awk -v d="$peak" -v n="$SUBS" 'BEGIN { r = int(d / 2 / n + 0.5); print (r < 1 ? 1 : r) }')
+		fi
+		cl_stats "$RESULTS/cluster-bus-before.txt" ||
+			echo "bench: /api/cluster: not every node answered (see $RESULTS/cluster-bus-before.txt)" >&2
+		if [ -n "$half_rate" ]; then
+			clg cluster-local broadcast -n "$SUBS" $common --workers 2 --per-worker "$SUB_W" \
+				--publishers 1 --rate "$half_rate" --duration "$D" --pub-url "$url1"
+			clg cluster-remote broadcast -n "$SUBS" $common --workers 2 --per-worker "$SUB_W" \
+				--publishers 1 --rate "$half_rate" --duration "$D" --pub-url "$url2"
+		else
+			echo "bench: no peak delivery rate: cluster-local and cluster-remote skipped" >&2
+			SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"cluster-local\":{\"exit_status\":null,\"status\":\"skipped (no peak)\",\"file\":null}"
+			SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"cluster-remote\":{\"exit_status\":null,\"status\":\"skipped (no peak)\",\"file\":null}"
+		fi
+		cl_stats "$RESULTS/cluster-bus-after.txt" ||
+			echo "bench: /api/cluster: not every node answered (see $RESULTS/cluster-bus-after.txt)" >&2
+		echo
+		echo "-- stopping the cluster (SIGTERM)"
+		cl_stop
+		echo "  exit status $CL_EXIT"
+	else
+		failed=1
+		: >"$RESULTS/cluster-bus-before.txt"
+		: >"$RESULTS/cluster-bus-after.txt"
+	fi
+	load1=$(loadavg)
+
+	# ---- figures
+	c_mem=$(jn cluster-connect server_bytes_per_conn)
+	c_joined=$(jn cluster-connect joined)
+	c_rate=$(jn cluster-connect connect_rate_per_s)
+	f_p50=$(jp cluster-fanout fanout_ms p50)
+	f_p99=$(jp cluster-fanout fanout_ms p99)
+	f_n=$(jp cluster-fanout fanout_ms count)
+	rf_p50=$(jp cluster-raw-fanout fanout_ms p50)
+	rf_p99=$(jp cluster-raw-fanout fanout_ms p99)
+	r_fan50=$(ratio "$f_p50" "$rf_p50")
+	r_fan99=$(ratio "$f_p99" "$rf_p99")
+	l_p50=$(jp cluster-local latency_ms p50)
+	l_p99=$(jp cluster-local latency_ms p99)
+	m_p50=$(jp cluster-remote latency_ms p50)
+	m_p99=$(jp cluster-remote latency_ms p99)
+	add() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.3f\n", a - b }'; }
+	a_p50=$(add "$m_p50" "$l_p50")
+	a_p99=$(add "$m_p99" "$l_p99")
+	drops_before=$(cl_sum "$RESULTS/cluster-bus-before.txt" send_dropped lost)
+	drops_after=$(cl_sum "$RESULTS/cluster-bus-after.txt" send_dropped lost)
+	drops_half=""
+	[ -n "$drops_before" ] && [ -n "$drops_after" ] && drops_half=$((drops_after - drops_before))
+	drops_one=$(cl_sum "$RESULTS/cluster-bus-one-port.txt" send_dropped lost)
+	bad=""
+	unclean=0
+	for sc in cluster-fanout cluster-peak cluster-local cluster-remote; do
+		if [ ! -s "$RESULTS/$sc.json" ]; then
+			unclean=$((unclean + 1))
+			continue
+		fi
+		for k in lost duplicated out_of_order; do
+			x=$(jn $sc $k)
+			bad=$((${bad:-0} + ${x:-0}))
+		done
+		[ "$(jn $sc dropped)" = 0 ] || unclean=$((unclean + 1))
+		[ "$(jn $sc ok)" = true ] || unclean=$((unclean + 1))
+	done
+
+	fig nodes "$NODES"
+	fig server_bytes_per_conn "$c_mem"
+	fig connect_joined "$c_joined"
+	fig connect_rate_per_s "$c_rate"
+	fig connect_server_rss_before "$(jn cluster-connect server_rss_before)"
+	fig connect_server_rss_after "$(jn cluster-connect server_rss_after)"
+	for p in p50 p99 max; do fig "join_ms_$p" "$(jp cluster-connect join_ms $p)"; done
+	for p in p50 p90 p99 max mean count; do
+		fig "fanout_ms_$p" "$(jp cluster-fanout fanout_ms $p)"
+		fig "raw_fanout_ms_$p" "$(jp cluster-raw-fanout fanout_ms $p)"
+	done
+	for p in p50 p99 max; do
+		fig "fanout_latency_ms_$p" "$(jp cluster-fanout latency_ms $p)"
+		fig "raw_latency_ms_$p" "$(jp cluster-raw-fanout latency_ms $p)"
+		fig "raw_send_loop_ms_$p" "$(jp cluster-raw-fanout send_loop_ms $p)"
+	done
+	for k in deliveries_per_s server_cpu_pct loadgen_cpu_pct; do fig "fanout_$k" "$(jn cluster-fanout $k)"; done
+	fig raw_deliveries_per_s "$(jn cluster-raw-fanout deliveries_per_s)"
+	fig raw_lost "$(jn cluster-raw-fanout lost)"
+	fig peak_deliveries_per_s "$peak"
+	fig half_rate_per_s "$half_rate"
+	for sc in local remote; do
+		for k in deliveries_per_s sent_per_s server_cpu_pct; do fig "${sc}_$k" "$(jn cluster-$sc $k)"; done
+		for p in p50 p90 p99 max mean; do fig "${sc}_latency_ms_$p" "$(jp cluster-$sc latency_ms $p)"; done
+	done
+	fig remote_added_latency_ms_p50 "$a_p50"
+	fig remote_added_latency_ms_p99 "$a_p99"
+	fig bus_drops_at_half_rate "$drops_half"
+	fig bus_drops_one_port_total "$drops_one"
+	fig bus_drops_ports_total "$drops_after"
+	fig bus_frames_sent_one_port "$(cl_sum "$RESULTS/cluster-bus-one-port.txt" sent)"
+	fig bus_frames_sent_ports "$(cl_sum "$RESULTS/cluster-bus-after.txt" sent)"
+	fig lost_dup_ooo "$bad"
+
+	# ---- goals and the table
+	row "figure" "measured" "goal" "met?" "raw" "ratio"
+	goal server_bytes_per_conn_le_2048 "$c_mem" le 2048
+	row "RSS per connection, $NODES nodes summed ($(fmt count "$c_joined"))" "$(fmt bytes "$c_mem")" "<= 2048 B" "$T" "-" "-"
+	row "  connect+join rate (unpaced)" "$(fmt rate "$c_rate")" "" "" "" ""
+	row "  join p50 / p99" "$(fmt ms "$(jp cluster-connect join_ms p50)") / $(fmt ms "$(jp cluster-connect join_ms p99)")" "" "" "" ""
+	goal fanout_p50_over_raw_le_1_2 "$r_fan50" le 1.2
+	row "fan-out p50, $(fmt count "$N") subscribers ($(fmt count "$f_n") msgs)" "$(fmt ms "$f_p50")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p50")" "$r_fan50"
+	goal fanout_p99_over_raw_le_1_2 "$r_fan99" le 1.2
+	row "fan-out p99 (max of the messages)" "$(fmt ms "$f_p99")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p99")" "$r_fan99"
+	row "peak, $(fmt count "$SUBS") subscribers on node 1 (window 16)" "$(fmt rate "$peak")" "" "" "" ""
+	row "latency p50 / p99 at half peak (${half_rate:-?} msg/s):" "" "" "" "" ""
+	row "  publisher on node 1 (the subscribers' node)" "$(fmt ms "$l_p50") / $(fmt ms "$l_p99")" "" "" "" ""
+	row "  publisher on node 2 (one hop on the bus)" "$(fmt ms "$m_p50") / $(fmt ms "$m_p99")" "" "" "" ""
+	row "  added by the hop" "$(fmt ms "$a_p50") / $(fmt ms "$a_p99")" "" "" "" ""
+	goal bus_drops_at_half_rate_eq_0 "$drops_half" le 0
+	row "bus send_dropped + lost (all nodes), half peak" "$(fmt count "$drops_half")" "0" "$T" "" ""
+	row "  over each cluster's life (one port / ports)" "$(fmt count "$drops_one") / $(fmt count "$drops_after")" "" "" "" ""
+	goal lost_dup_ooo_eq_0 "$bad" le 0 "$unclean"
+	row "lost + dup + out of order (4 broadcasts)" "$(fmt count "$bad")" "0" "$T" "$(fmt count "$(jn cluster-raw-fanout lost)")" ""
+	[ "$unclean" = 0 ] || row "  broadcast runs missing, incomplete or with drops" "$unclean" "0" "false" "" ""
+
+	echo
+	echo "cluster: $NODES phx-chat nodes vs goals (raw = rawfanout -p $NODES on the same machine; ratio = phx-c / raw)"
+	[ -n "$QUICK" ] && echo "  (BENCH_QUICK: $N connections, $SUBS subscribers, ${D} s scenarios; the goals are for 100,000)"
+	echo "  load average (1 min) before $load0, after $load1"
+	cat "$TMP/table"
+	[ -n "$CRASHES" ] && echo "  crashes: $CRASHES"
+
+	lines() { # lines FILE: the nodes' counters in FILE as a JSON array (members: how many up)
+		printf '['
+		[ -s "$1" ] && grep '^{' "$1" | awk '{
+			n = gsub(/"up":true/, "&"); i = index($0, ",\"members\":[")
+			if (i) $0 = substr($0, 1, i - 1) ",\"members_up\":" n "}"
+			print }' | paste -sd, - | tr -d '\n'
+		printf ']'
+	}
+	{
+		printf '{"machine":%s,"loadavg_1m_after":%s,"quick":%s,' "$(machine_json "$load0")" "$load1" \
+			"$([ -n "$QUICK" ] && echo true || echo false)"
+		printf '"sizes":{"nodes":%s,"connections":%s,"loadgen_workers":%s,"fanout_rate":%s,"fanout_duration_s":%s,"raw_messages":%s,"subscribers":%s,"duration_s":%s,"connect_hold_s":%s,"half_rate_per_s":%s},' \
+			"$NODES" "$N" "$LW" "$FAN_RATE" "$FAN_D" "$FAN_M" "$SUBS" "$D" "$HOLD" "$(v "$half_rate")"
+		printf '"cluster":{"binary":"%s","starts":%s,"crashes":[%s],"exit_status_on_sigterm":[%s],"log":"%s"},' \
+			"$CHAT" "$CL_STARTS" "$CRASHES" "$CL_EXITS" "$CL_LOG"
+		printf '"bus":{"one_port_end":%s,"ports_before_half":%s,"ports_end":%s},' \
+			"$(lines "$RESULTS/cluster-bus-one-port.txt")" "$(lines "$RESULTS/cluster-bus-before.txt")" \
+			"$(lines "$RESULTS/cluster-bus-after.txt")"
+		printf '"scenarios":{%s},"figures":{%s},' "$SCENARIOS" "$FIGS"
+		printf '"ratios":{"fanout_p50_over_raw":%s,"fanout_p99_over_raw":%s},' "$r_fan50" "$r_fan99"
+		printf '"goals":{%s}}\n' "$GOALS"
+	} >"$RESULTS/cluster.json"
+	echo "  results written to $RESULTS/cluster.json (per scenario: $RESULTS/cluster-<scenario>.json${PLOT:+, charts in $RESULTS/<scenario>/})"
 	return $failed
 }
 
