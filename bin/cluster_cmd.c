@@ -56,6 +56,8 @@ typedef struct cc_opts {
 	const char *bind; /* a --bind passed through, for the printed URLs */
 	const char *pass[CC_MAX_PASS];
 	int npass;
+	bool schedulers;    /* --schedulers was given */
+	char sched_val[24]; /* else: the cores shared out among the nodes */
 } cc_opts;
 
 static int64_t
@@ -179,6 +181,8 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 				                      "32");
 			if (strcmp(flag, "--bind") == 0)
 				o->bind = val;
+			if (strcmp(flag, "--schedulers") == 0)
+				o->schedulers = true;
 			o->pass[o->npass++] = arg;
 			if (!eq)
 				o->pass[o->npass++] = val;
@@ -186,6 +190,15 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 	}
 	if (o->nodes == 0)
 		return cc_usage_error(app, "--nodes N is required%s", "");
+	if (!o->schedulers && o->npass + 2 <= CC_MAX_PASS) {
+		/* N nodes on C cores: C/N schedulers each (at least one), so that
+		 * the nodes do not fight over the cores with idle threads */
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		long per = cores > o->nodes ? cores / o->nodes : 1;
+		snprintf(o->sched_val, sizeof(o->sched_val), "%ld", per);
+		o->pass[o->npass++] = "--schedulers";
+		o->pass[o->npass++] = o->sched_val;
+	}
 	if (o->cluster_port == 0)
 		o->cluster_port = o->port + 1000 <= 65535 ? o->port + 1000 : o->port - 1000;
 	if (!o->one_port && o->port + o->nodes - 1 > 65535)

@@ -15,7 +15,9 @@
  * spreads connections over them).  C defaults to P+1000.  Node options (e.g.
  * --schedulers 1, --heartbeat-ms 200, --log-level debug) are passed to every
  * node unchanged; --name, --cluster-listen, --peers, --seed, --reuse-port
- * and --mint-token are the command's to set and are refused.
+ * and --mint-token are the command's to set and are refused.  Without
+ * --schedulers, each node gets the machine's cores shared out among the
+ * nodes (at least one scheduler each).
  *
  * It prints one line per node started, on stdout:
  *     node2@127.0.0.1 http://127.0.0.1:4001 cluster tcp://127.0.0.1:5001 pid 1234

@@ -54,10 +54,6 @@ typedef struct cl_link_ops {
 	 * own anyway (one copy of the body instead of two).  node NULL: to all. */
 	int (*sendv)(void *ctx, const char *node, const void *head, size_t hlen, const void *body,
 	             size_t blen);
-	/* Optional: sends what the link holds back (a batch), in the cluster
-	 * process, after the link asked for it with cl_link_wake.  Returns 0,
-	 * or the ms after which to call it again (it held the batch back). */
-	uint32_t (*flush)(void *ctx);
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
@@ -74,10 +70,6 @@ void cl_link_deliver(cl_node *c, const void *frame, size_t len);
 
 /* For links: a message that is not a well-formed batch of frames. */
 void cl_link_count_malformed(cl_node *c);
-
-/* For links: asks the cluster process to call the link's flush soon (from
- * any thread; wakes it once however often it is asked before it runs). */
-void cl_link_wake(cl_node *c);
 
 /* For links: n frames that had been accepted were dropped after all (a
  * batch nng would not queue); counted as send drops.  Any thread. */

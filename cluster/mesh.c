@@ -14,15 +14,16 @@
  *
  * Batches.  One bus message carries a batch of frames, each behind its
  * length (4 bytes, big-endian): a sender appends its frame to the open batch
- * (under batch_lock, from any thread); the first frame of a batch asks the
- * cluster process to flush it (cl_link_wake), and a batch that would pass
- * BATCH_MAX bytes goes out at once.  The flush sends the batch unless the
- * previous one left less than BATCH_GAP_MS ago; then it asks to be called
- * again when that time is up.  So a frame alone waits one turn of the
- * cluster process, and under load frames leave in at most one batch per
- * BATCH_GAP_MS (plus those that filled up): nng's 16-message queue per
- * pipe (below) then holds 16 ms of traffic, enough for nng's threads to
- * get the CPU back on a loaded machine.
+ * (under batch_lock, from any thread).  A frame that opens a batch sends it
+ * at once, from the sender's thread, when the previous batch left at least
+ * BATCH_GAP_MS ago; otherwise an nng timer (nng_sleep_aio, on nng's own
+ * threads, so no scheduler that is busy with a fan-out delays it) sends it
+ * when that time is up, with every frame appended meanwhile.  A batch that
+ * would pass BATCH_MAX bytes goes out at once.  So a frame alone leaves
+ * straight away, and under load frames leave in at most one batch per
+ * BATCH_GAP_MS (plus those that filled up): nng's 16-message queue per pipe
+ * (below) then holds 16 ms of traffic, enough for nng's threads to get the
+ * CPU back on a loaded machine.
  * Batches go out under batch_lock, so frames leave in the order their
  * senders appended them.
  *
@@ -103,6 +104,8 @@ typedef struct mesh {
 	nng_msg *batch;             /* the open batch, or NULL */
 	uint32_t nbatch;            /* frames in it */
 	int64_t sent_ms;            /* when the last batch was sent (rt_now_ms) */
+	nng_aio *timer;             /* sends the open batch when the gap is over */
+	bool timer_armed;
 } mesh;
 
 /* Dials addr unless it is ours or dialed already.  -1 for an address nng
@@ -166,9 +169,13 @@ listen_on(mesh *m, const char *url)
 	return 0;
 }
 
+static void batch_timer(void *arg);
+
 static void
 mesh_free(mesh *m)
 {
+	if (m->timer)
+		nng_aio_free(m->timer);
 	pthread_mutex_destroy(&m->batch_lock);
 	pthread_mutex_destroy(&m->pipe_lock);
 	free(m->pipes);
@@ -255,6 +262,11 @@ mesh_open(cl_node *c, const cl_opts *o, void **ctx)
 	m->pipes = rt_xcalloc(PIPES_MAX, sizeof(*m->pipes));
 	pthread_mutex_init(&m->batch_lock, NULL);
 	pthread_mutex_init(&m->pipe_lock, NULL);
+	if (nng_aio_alloc(&m->timer, batch_timer, m) != 0) {
+		fprintf(stderr, "cluster: cannot allocate an nng timer\n");
+		mesh_free(m);
+		return -1;
+	}
 	int rv = nng_bus0_open(&m->sock);
 	if (rv != 0) {
 		fprintf(stderr, "cluster: cannot open a bus socket: %s\n", nng_strerror(rv));
@@ -369,27 +381,23 @@ send_batch(mesh *m)
 	}
 }
 
-/* The cluster process asks: sends the open batch, or says in how many ms
- * (the previous batch left less than BATCH_GAP_MS ago). */
-static uint32_t
-mesh_flush(void *ctx)
+/* nng's timer (one of nng's threads): the gap is over, the batch goes. */
+static void
+batch_timer(void *arg)
 {
-	mesh *m = ctx;
-	uint32_t wait = 0;
+	mesh *m = arg;
 	pthread_mutex_lock(&m->batch_lock);
-	int64_t since = rt_now_ms() - m->sent_ms;
-	if (m->batch && since >= 0 && since < BATCH_GAP_MS)
-		wait = (uint32_t)(BATCH_GAP_MS - since);
-	else
+	m->timer_armed = false;
+	if (nng_aio_result(m->timer) == 0)
 		send_batch(m);
 	pthread_mutex_unlock(&m->batch_lock);
-	return wait;
 }
 
 static void
 mesh_close(void *ctx)
 {
 	mesh *m = ctx;
+	nng_aio_stop(m->timer); /* waits for a running callback */
 	pthread_mutex_lock(&m->batch_lock);
 	send_batch(m);
 	pthread_mutex_unlock(&m->batch_lock);
@@ -408,7 +416,7 @@ mesh_sendv(void *ctx, const char *node, const void *head, size_t hlen, const voi
 	if (n > UINT32_MAX)
 		return -1;
 	int rc = 0;
-	bool wake = false;
+	bool opened = false;
 	pthread_mutex_lock(&m->batch_lock);
 	if (m->batch && nng_msg_len(m->batch) + 4 + n > BATCH_MAX)
 		send_batch(m);
@@ -421,7 +429,7 @@ mesh_sendv(void *ctx, const char *node, const void *head, size_t hlen, const voi
 			rc = -1;
 			goto out;
 		}
-		wake = true;
+		opened = true;
 	}
 	if (nng_msg_append_u32(m->batch, (uint32_t)n) != 0 ||
 	    nng_msg_append(m->batch, head, hlen) != 0 ||
@@ -434,14 +442,16 @@ mesh_sendv(void *ctx, const char *node, const void *head, size_t hlen, const voi
 		goto out;
 	}
 	m->nbatch++;
-	if (nng_msg_len(m->batch) >= BATCH_MAX) {
+	int64_t since = rt_now_ms() - m->sent_ms;
+	if (nng_msg_len(m->batch) >= BATCH_MAX ||
+	    (opened && (since < 0 || since >= BATCH_GAP_MS))) {
 		send_batch(m);
-		wake = false;
+	} else if (opened && !m->timer_armed) {
+		m->timer_armed = true;
+		nng_sleep_aio((nng_duration)(BATCH_GAP_MS - since), m->timer);
 	}
 out:
 	pthread_mutex_unlock(&m->batch_lock);
-	if (wake && rc == 0) /* not under batch_lock: the wake may flush here */
-		cl_link_wake(m->c);
 	return rc;
 }
 
@@ -480,7 +490,6 @@ const cl_link_ops cl_mesh_link = {
     .send_all = mesh_send_all,
     .send_to = mesh_send_to,
     .sendv = mesh_sendv,
-    .flush = mesh_flush,
     .learn = mesh_learn,
     .addr = mesh_addr,
 };

@@ -55,7 +55,6 @@
 #define MONITORS_MAX 64
 #define WARNED_MAX 16 /* peers of another version logged (one line each) */
 #define TAG_TICK 1
-#define TAG_FLUSH 2
 #define STOP_WAIT_MS 10000
 /* A heartbeat body: the own address and those of every member. */
 #define HB_MAX (5 + (CL_MEMBERS_MAX + 1) * (5 + CL_ADDR_MAX))
@@ -79,8 +78,7 @@ struct cl_node {
 	void *lctx;
 	uint32_t hb_ms, down_ms, max_frame;
 	rt_pid parent;
-	_Atomic rt_pid pid;      /* the cluster process (its init writes it) */
-	atomic_bool flush_asked; /* a TAG_FLUSH is on its way to the process */
+	_Atomic rt_pid pid; /* the cluster process (its init writes it) */
 
 	pthread_mutex_t send_lock;
 	uint64_t seq; /* last number sent to all; under send_lock */
@@ -489,17 +487,6 @@ tick(cl_node *c)
 		c->link->tick(c->lctx);
 }
 
-/* Runs the link's flush in the cluster process; when it holds its batch
- * back, a timer brings the flush again (unless a wake-up is coming). */
-static void
-proc_flush(cl_node *c)
-{
-	atomic_store(&c->flush_asked, false);
-	uint32_t ms = c->link->flush ? c->link->flush(c->lctx) : 0;
-	if (ms && !atomic_exchange(&c->flush_asked, true))
-		rt_send_after(ms, rt_self(), TAG_FLUSH, NULL, 0);
-}
-
 /* The cluster process's state (the runtime's). */
 typedef struct cproc {
 	cl_node *c;
@@ -515,7 +502,6 @@ cproc_init(void *state, const void *arg, size_t size)
 	cl_node *c = p->c;
 	atomic_store(&c->pid, rt_self());
 	rt_pin();
-	proc_flush(c); /* a wake-up may have died with the previous process */
 	if (c->link->attach(c->lctx) < 0) {
 		rt_stop("cluster: cannot watch the link");
 		return RT_ERROR;
@@ -534,8 +520,6 @@ cproc_handle(void *state, rt_msg *msg)
 	if (msg->tag == TAG_TICK && msg->from == rt_self()) {
 		tick(p->c);
 		rt_send_after(p->c->hb_ms, rt_self(), TAG_TICK, NULL, 0);
-	} else if (msg->tag == TAG_FLUSH) {
-		proc_flush(p->c);
 	} else if (msg->tag == RT_MSG_IO) {
 		p->c->link->on_io(p->c->lctx, rt_msg_data(msg));
 	}
@@ -558,21 +542,6 @@ static const rt_behaviour cproc_behaviour = {
     .handle = cproc_handle,
     .terminate = cproc_terminate,
 };
-
-void
-cl_link_wake(cl_node *c)
-{
-	if (atomic_exchange(&c->flush_asked, true))
-		return;
-	rt_pid pid = atomic_load(&c->pid);
-	if (pid == RT_NOPID || rt_send(pid, TAG_FLUSH, NULL, 0) < 0) {
-		/* no process (starting, restarting, stopping): flush here; a batch
-		 * held back waits for the next frame or the process's start */
-		atomic_store(&c->flush_asked, false);
-		if (c->link->flush)
-			c->link->flush(c->lctx);
-	}
-}
 
 void
 cl_link_count_dropped(cl_node *c, uint64_t n)
