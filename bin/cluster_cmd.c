@@ -108,20 +108,6 @@ cc_usage_error(const app_def *app, const char *fmt, const char *arg)
 	return APP_EXIT_USAGE;
 }
 
-static int
-cc_parse_int(const char *s, long lo, long hi, int *out)
-{
-	if (!s || !*s)
-		return -1;
-	char *end = NULL;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || *end || v < lo || v > hi)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
 /* Parses argv (argv[1] is "cluster") into o.  Returns -1 to go on, or an
  * exit code (--help, or a usage error after its message). */
 static int
@@ -162,13 +148,13 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 			val = argv[++i];
 		}
 		if (strcmp(flag, "--nodes") == 0) {
-			if (cc_parse_int(val, 1, CC_MAX_NODES, &o->nodes) < 0)
+			if (app_parse_int(val, 1, CC_MAX_NODES, &o->nodes) < 0)
 				return cc_usage_error(app, "bad --nodes '%s' (1..64)", val);
 		} else if (strcmp(flag, "--port") == 0) {
-			if (cc_parse_int(val, 1, 65535, &o->port) < 0)
+			if (app_parse_int(val, 1, 65535, &o->port) < 0)
 				return cc_usage_error(app, "bad --port '%s' (1..65535)", val);
 		} else if (strcmp(flag, "--cluster-port") == 0) {
-			if (cc_parse_int(val, 1, 65535, &o->cluster_port) < 0)
+			if (app_parse_int(val, 1, 65535, &o->cluster_port) < 0)
 				return cc_usage_error(app, "bad --cluster-port '%s' (1..65535)",
 				                      val);
 		} else if (strcmp(flag, "--pubsub") == 0) {
@@ -259,13 +245,13 @@ cc_prepare(const cc_opts *o, char *argv0, cc_node *nodes)
 		} else {
 			n->argv[a++] = "--cluster-listen";
 			n->argv[a++] = n->addr;
-			if (o->nodes > 1) {
+			if (i > 0) {
+				/* the nodes before it: each pair dials once (node 1
+				 * none; it learns the others as they dial it) */
 				char *peers = n->peers = calloc(1, plen);
 				if (!peers)
 					return -1;
-				for (int j = 0; j < o->nodes; j++) {
-					if (j == i)
-						continue;
+				for (int j = 0; j < i; j++) {
 					if (*peers)
 						strcat(peers, ",");
 					strcat(peers, nodes[j].addr);

@@ -8,7 +8,7 @@
  *
  * Node i (1..N) is named node<i>@127.0.0.1 and runs
  *     APP --name node<i>@127.0.0.1 --port P+i-1
- *         --cluster-listen tcp://127.0.0.1:C+i-1 --peers <the others' addresses>
+ *         --cluster-listen tcp://127.0.0.1:C+i-1 --peers <nodes 1..i-1's addresses>
  *         [node options...]
  * or, with --pubsub, `--pubsub URL` instead of --cluster-listen and --peers;
  * with --one-port every node listens on P with --reuse-port (the kernel

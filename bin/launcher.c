@@ -128,8 +128,7 @@ app_usage_error(const app_def *app, const char *fmt, const char *arg)
 	return APP_EXIT_USAGE;
 }
 
-/* Parses a decimal integer in [lo, hi]; returns 0 or -1. */
-static int
+int
 app_parse_int(const char *s, long lo, long hi, int *out)
 {
 	if (!s || !*s)
@@ -160,52 +159,30 @@ app_parse_level(const char *s, rt_log_level *out)
 	return -1;
 }
 
-/* Splits o->check_origin at commas into o->origins; returns 0 or -1. */
+/* Splits list (modified) at commas into out[0..max) and a NULL after, each
+ * item trimmed of blanks and, with strip_slash, of trailing "/"
+ * ("http://h:4000/" is "http://h:4000"); empty items are skipped.  Returns
+ * 0, or -1 for an empty list or more than max items. */
 static int
-app_split_origins(app_opts *o)
+app_split_list(char *list, const char **out, size_t max, bool strip_slash)
 {
 	size_t n = 0;
 	char *save = NULL;
-	for (char *tok = strtok_r(o->check_origin, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		while (*tok == ' ' || *tok == '\t')
 			tok++;
 		size_t len = strlen(tok);
 		while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
 			tok[--len] = '\0';
-		while (len > 0 && tok[len - 1] == '/') /* "http://h:4000/" is "http://h:4000" */
+		while (strip_slash && len > 0 && tok[len - 1] == '/')
 			tok[--len] = '\0';
 		if (len == 0)
 			continue;
-		if (n == APP_MAX_ORIGINS)
+		if (n == max)
 			return -1;
-		o->origins[n++] = tok;
+		out[n++] = tok;
 	}
-	o->origins[n] = NULL;
-	return n > 0 ? 0 : -1;
-}
-
-/* Splits o->peers_copy at commas into o->peers; returns 0 or -1 (an empty
- * list, or more than APP_MAX_PEERS). */
-static int
-app_split_peers(app_opts *o)
-{
-	size_t n = 0;
-	char *save = NULL;
-	for (char *tok = strtok_r(o->peers_copy, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		while (*tok == ' ' || *tok == '\t')
-			tok++;
-		size_t len = strlen(tok);
-		while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
-			tok[--len] = '\0';
-		if (len == 0)
-			continue;
-		if (n == APP_MAX_PEERS)
-			return -1;
-		o->peers[n++] = tok;
-	}
-	o->peers[n] = NULL;
+	out[n] = NULL;
 	return n > 0 ? 0 : -1;
 }
 
@@ -347,7 +324,8 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		} else if (strcmp(flag, "--check-origin") == 0) {
 			free(o->check_origin);
 			o->check_origin = strdup(val);
-			if (!o->check_origin || app_split_origins(o) < 0)
+			if (!o->check_origin ||
+			    app_split_list(o->check_origin, o->origins, APP_MAX_ORIGINS, true) < 0)
 				return app_usage_error(app, "bad --check-origin '%s'", val);
 		} else if (strcmp(flag, "--max-frame-size") == 0) {
 			if (app_parse_int(val, 1, (long)TP_MAX_MAX_FRAME, &o->max_frame) < 0)
@@ -378,7 +356,8 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		} else if (strcmp(flag, "--peers") == 0) {
 			free(o->peers_copy);
 			o->peers_copy = strdup(val);
-			if (!o->peers_copy || app_split_peers(o) < 0)
+			if (!o->peers_copy ||
+			    app_split_list(o->peers_copy, o->peers, APP_MAX_PEERS, false) < 0)
 				return app_usage_error(app, "bad --peers '%s' (URL[,URL...])", val);
 			for (int k = 0; o->peers[k]; k++)
 				if (!app_valid_addr(o->peers[k], NULL))

@@ -98,6 +98,10 @@ typedef struct app_def {
 	const char *default_secret;        /* development secret_key_base (>= 64 bytes) */
 } app_def;
 
+/* Parses a decimal integer in [lo, hi] into *out (a command-line value);
+ * returns 0, or -1 for anything else (NULL, empty, trailing characters). */
+int app_parse_int(const char *s, long lo, long hi, int *out);
+
 /* Runs the application; returns the process exit code (APP_EXIT_*). */
 int app_main(int argc, char **argv, const app_def *app);
 

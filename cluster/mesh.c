@@ -45,14 +45,11 @@
  * socket's receive queue (NNG_OPT_RECVBUF), so a slow receiver slows its
  * senders' pipes (then their queues fill, then loss).
  *
- * One pipe per pair.  Two nodes that dial each other (each given the other
+ * Two pipes per pair.  Two nodes that dial each other (each given the other
  * in --peers, or learning of each other at once) are joined by two pipes,
- * and bus would bring every frame twice.  The receiver notes which node
- * each pipe brings (the sender of its first frame); when a second pipe
- * brings the same node, the node with the greater address closes its dialer
- * of the two (both see the duplicate; the rule picks one side), so that one
- * pipe is left.  The core's sequence numbers drop the copies of frames to
- * all meanwhile.
+ * and bus brings every frame twice: the core's sequence numbers drop the
+ * second copy (cl_stats.duplicates).  (Closing one of the two dialers would
+ * save the copy, but nng 1.5.2's nng_close then hangs now and then.)
  *
  * Size.  NNG_OPT_RECVMAXSZ is max_frame: nng closes a pipe that brings a
  * larger frame (the far end's dialer redials); the core never sends one.
@@ -75,7 +72,6 @@
 
 #define RECV_BUDGET 64
 #define DIALED_MAX 512 /* addresses dialed (peers, seed, learned) */
-#define PIPES_MAX 512  /* pipes whose node is noted (one per peer, more briefly) */
 #define NNG_QUEUE_MAX 8192
 #define LINGER_MS 50
 #define BATCH_MAX (256 * 1024) /* bytes of one bus message, unless one frame is larger */
@@ -91,15 +87,8 @@ typedef struct mesh {
 	rt_io *io;
 	char addr[CL_ADDR_MAX];
 	char (*dialed)[CL_ADDR_MAX];
-	nng_dialer *dialers; /* of dialed[i] (id 0: refused) */
 	size_t ndialed;
 	bool warned_full;
-	pthread_mutex_t pipe_lock; /* guards pipes (nng's threads remove closed ones) */
-	struct pipe_ent {
-		uint32_t id;
-		char from[CL_NAME_MAX];
-	} * pipes;
-	size_t npipes;
 	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
 	nng_msg *batch;             /* the open batch, or NULL */
 	uint32_t nbatch;            /* frames in it */
@@ -128,9 +117,8 @@ dial(mesh *m, const char *addr)
 	if (strlen(addr) >= CL_ADDR_MAX)
 		return -1;
 	/* remembered even when refused, so that it is tried once */
-	nng_dialer *d = &m->dialers[m->ndialed];
 	snprintf(m->dialed[m->ndialed++], CL_ADDR_MAX, "%s", addr);
-	int rv = nng_dial(m->sock, addr, d, NNG_FLAG_NONBLOCK);
+	int rv = nng_dial(m->sock, addr, NULL, NNG_FLAG_NONBLOCK);
 	if (rv != 0) {
 		fprintf(stderr, "cluster: cannot dial %s: %s\n", addr, nng_strerror(rv));
 		return -1;
@@ -177,78 +165,8 @@ mesh_free(mesh *m)
 	if (m->timer)
 		nng_aio_free(m->timer);
 	pthread_mutex_destroy(&m->batch_lock);
-	pthread_mutex_destroy(&m->pipe_lock);
-	free(m->pipes);
-	free(m->dialers);
 	free(m->dialed);
 	free(m);
-}
-
-/* nng (one of its threads): a pipe closed; it brings no node any more. */
-static void
-pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-	mesh *m = arg;
-	(void)ev;
-	uint32_t id = (uint32_t)nng_pipe_id(p);
-	pthread_mutex_lock(&m->pipe_lock);
-	for (size_t i = 0; i < m->npipes; i++)
-		if (m->pipes[i].id == id) {
-			m->pipes[i] = m->pipes[--m->npipes];
-			break;
-		}
-	pthread_mutex_unlock(&m->pipe_lock);
-}
-
-/* Notes the node that pipe p brings (frame: its first frame); when another
- * pipe already brings that node and p or the other is ours to close (our
- * address is the greater), closes our dialer of the two. */
-static void
-note_pipe(mesh *m, nng_pipe p, const void *frame, size_t len)
-{
-	uint32_t id = (uint32_t)nng_pipe_id(p);
-	if ((int32_t)id <= 0)
-		return;
-	pthread_mutex_lock(&m->pipe_lock);
-	for (size_t i = 0; i < m->npipes; i++)
-		if (m->pipes[i].id == id) {
-			pthread_mutex_unlock(&m->pipe_lock);
-			return; /* known */
-		}
-	cl_env e;
-	if (cl_env_decode(frame, len, &e) != CL_ENV_OK || m->npipes == PIPES_MAX) {
-		pthread_mutex_unlock(&m->pipe_lock);
-		return;
-	}
-	uint32_t other = 0;
-	for (size_t i = 0; i < m->npipes && !other; i++)
-		if (strcmp(m->pipes[i].from, e.from) == 0)
-			other = m->pipes[i].id;
-	m->pipes[m->npipes].id = id;
-	snprintf(m->pipes[m->npipes++].from, CL_NAME_MAX, "%s", e.from);
-	pthread_mutex_unlock(&m->pipe_lock);
-	if (!other)
-		return;
-	/* two pipes to one node: which of them did we dial? */
-	nng_pipe op = NNG_PIPE_INITIALIZER;
-	op.id = other;
-	nng_dialer mine[2] = {nng_pipe_dialer(p), nng_pipe_dialer(op)};
-	for (int k = 0; k < 2; k++) {
-		if (nng_dialer_id(mine[k]) <= 0)
-			continue;
-		for (size_t i = 0; i < m->ndialed; i++) {
-			if (nng_dialer_id(m->dialers[i]) != nng_dialer_id(mine[k]))
-				continue;
-			if (strcmp(m->addr, m->dialed[i]) > 0) { /* ours to close */
-				rt_log_debug(
-				    "cluster: two links to %s: closing the one dialed to %s",
-				    e.from, m->dialed[i]);
-				nng_dialer_close(m->dialers[i]);
-				m->dialers[i] = (nng_dialer)NNG_DIALER_INITIALIZER;
-				return;
-			}
-		}
-	}
 }
 
 static int
@@ -258,10 +176,7 @@ mesh_open(cl_node *c, const cl_opts *o, void **ctx)
 	m->c = c;
 	m->recvfd = -1;
 	m->dialed = rt_xcalloc(DIALED_MAX, sizeof(*m->dialed));
-	m->dialers = rt_xcalloc(DIALED_MAX, sizeof(*m->dialers));
-	m->pipes = rt_xcalloc(PIPES_MAX, sizeof(*m->pipes));
 	pthread_mutex_init(&m->batch_lock, NULL);
-	pthread_mutex_init(&m->pipe_lock, NULL);
 	if (nng_aio_alloc(&m->timer, batch_timer, m) != 0) {
 		fprintf(stderr, "cluster: cannot allocate an nng timer\n");
 		mesh_free(m);
@@ -281,8 +196,7 @@ mesh_open(cl_node *c, const cl_opts *o, void **ctx)
 	    (rv = nng_socket_set_int(m->sock, NNG_OPT_RECVBUF, q)) != 0 ||
 	    (rv = nng_socket_set_ms(m->sock, NNG_OPT_RECONNMINT, 100)) != 0 ||
 	    (rv = nng_socket_set_ms(m->sock, NNG_OPT_RECONNMAXT, 2000)) != 0 ||
-	    (rv = nng_socket_get_int(m->sock, NNG_OPT_RECVFD, &m->recvfd)) != 0 ||
-	    (rv = nng_pipe_notify(m->sock, NNG_PIPE_EV_REM_POST, pipe_removed, m)) != 0) {
+	    (rv = nng_socket_get_int(m->sock, NNG_OPT_RECVFD, &m->recvfd)) != 0) {
 		fprintf(stderr, "cluster: cannot set up the bus socket: %s\n", nng_strerror(rv));
 		goto fail;
 	}
@@ -329,12 +243,6 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			break; /* NNG_EAGAIN: nothing more; NNG_ECLOSED: stopping */
 		const uint8_t *p = nng_msg_body(msg);
 		size_t left = nng_msg_len(msg);
-		if (left >= 4) {
-			size_t n =
-			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-			if (n <= left - 4)
-				note_pipe(m, nng_msg_get_pipe(msg), p + 4, n);
-		}
 		while (left >= 4) {
 			size_t n =
 			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];

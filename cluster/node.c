@@ -25,13 +25,16 @@
  * nodes learn of each other through a third, one pipe joins them, not two
  * (bus would deliver every frame twice).  Explicit peers and seeds are
  * always dialed; should two nodes dial each other all the same, the
- * sequence numbers drop the second copy of a frame to all (cl_stats
- * .duplicates); a frame to one node has none and would come twice.
+ * sequence numbers drop the second copy of every frame (cl_stats
+ * .duplicates).
  *
  * Sequence numbers.  Frames to all carry 1, 2, 3... per sender incarnation,
  * assigned and queued under one lock so that the numbers go out in order
  * from any number of threads.  A receiver counts a jump as lost frames and
- * drops a number it has seen.  A member declared down starts afresh.
+ * drops a number it has seen.  Frames to one node are numbered apart (a
+ * receiver sees only its own, so a jump is no loss), and a number seen is
+ * dropped too: two nodes joined by two pipes get each frame once.  A member
+ * declared down starts afresh.
  *
  * Locks.  c->lock guards the member table, the monitors and the handlers:
  * the cluster process writes them under it (and reads them without it, being
@@ -63,10 +66,11 @@
 typedef struct member {
 	cl_member pub;
 	bool used;
-	bool gone;         /* said goodbye: frames of its incarnation are ignored */
-	int64_t heard_ms;  /* last frame (rt_now_ms) */
-	int64_t down_ms;   /* when declared down */
-	uint64_t last_seq; /* last number of a frame to all taken; 0: none since up */
+	bool gone;          /* said goodbye: frames of its incarnation are ignored */
+	int64_t heard_ms;   /* last frame (rt_now_ms) */
+	int64_t down_ms;    /* when declared down */
+	uint64_t last_seq;  /* last number of a frame to all taken; 0: none since up */
+	uint64_t last_dseq; /* the same of frames to this node alone */
 } member;
 
 /* A node.  Made by cl_start, freed by cl_stop; fields say who writes them. */
@@ -81,7 +85,8 @@ struct cl_node {
 	_Atomic rt_pid pid; /* the cluster process (its init writes it) */
 
 	pthread_mutex_t send_lock;
-	uint64_t seq; /* last number sent to all; under send_lock */
+	uint64_t seq;  /* last number sent to all; under send_lock */
+	uint64_t dseq; /* last number sent to one node (any); under send_lock */
 
 	pthread_mutex_t lock;
 	member members[CL_MEMBERS_MAX];
@@ -146,14 +151,14 @@ send_frame(cl_node *c, int kind, const char *to, int service, const void *body, 
 	uint8_t head[CL_ENV_HEAD_MAX];
 	int rc = -1;
 	size_t hl = 0;
-	if (!to) {
-		pthread_mutex_lock(&c->send_lock);
-		e.seq = c->seq + 1;
-	}
+	pthread_mutex_lock(&c->send_lock);
+	e.seq = (to ? c->dseq : c->seq) + 1;
 	hl = cl_env_head(&e, head);
 	if (hl && len <= c->max_frame && hl + len <= c->max_frame) {
 		rc = link_send(c, to, head, hl, body, len);
-		if (rc == 0 && !to)
+		if (rc == 0 && to)
+			c->dseq++;
+		else if (rc == 0)
 			c->seq++;
 		if (rc == 0) {
 			COUNT(c, sent, 1);
@@ -162,8 +167,7 @@ send_frame(cl_node *c, int kind, const char *to, int service, const void *body, 
 			COUNT(c, send_dropped, 1);
 		}
 	}
-	if (!to)
-		pthread_mutex_unlock(&c->send_lock);
+	pthread_mutex_unlock(&c->send_lock);
 	return rc;
 }
 
@@ -219,7 +223,7 @@ static void
 member_up(cl_node *c, member *m)
 {
 	m->pub.up = true;
-	m->last_seq = 0;
+	m->last_seq = m->last_dseq = 0;
 	COUNT(c, nodeups, 1);
 	rt_log_info("cluster: %s: nodeup %s", c->name, m->pub.name);
 	notify(c, m, true, "");
@@ -230,7 +234,7 @@ member_down(cl_node *c, member *m, const char *reason)
 {
 	m->pub.up = false;
 	m->down_ms = rt_now_ms();
-	m->last_seq = 0;
+	m->last_seq = m->last_dseq = 0;
 	COUNT(c, nodedowns, 1);
 	rt_log_info("cluster: %s: nodedown %s (%s)", c->name, m->pub.name, reason);
 	notify(c, m, false, reason);
@@ -404,6 +408,13 @@ cl_link_deliver(cl_node *c, const void *frame, size_t len)
 		if (m->last_seq && e.seq > m->last_seq + 1)
 			COUNT(c, lost, e.seq - m->last_seq - 1);
 		m->last_seq = e.seq;
+	} else if (e.to[0] && e.seq) { /* numbered apart: only duplicates show */
+		if (m->last_dseq && e.seq <= m->last_dseq) {
+			pthread_mutex_unlock(&c->lock);
+			COUNT(c, duplicates, 1);
+			return;
+		}
+		m->last_dseq = e.seq;
 	}
 	cl_handler_fn fn = NULL;
 	void *ud = NULL;

@@ -14,22 +14,12 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
+#include "test/support/ports.h"
+
 /* The redis-server of the running case: a global so that the atexit
  * handler can kill it when a CHECK fails half-way (each case is a process). */
 static pid_t redis_pid;
 static int redis_port;
-
-static int
-free_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	CHECK(bind(s, (struct sockaddr *)&a, sizeof a) == 0);
-	socklen_t al = sizeof a;
-	CHECK(getsockname(s, (struct sockaddr *)&a, &al) == 0);
-	close(s);
-	return ntohs(a.sin_port);
-}
 
 static void
 redis_kill(void)
