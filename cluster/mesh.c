@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/envelope.h"
@@ -74,6 +75,7 @@
 #define DIALED_MAX 512 /* addresses dialed (peers, seed, learned) */
 #define NNG_QUEUE_MAX 8192
 #define LINGER_MS 50
+#define CLOSE_WAIT_MS 2000     /* whole seconds */
 #define BATCH_MAX (256 * 1024) /* bytes of one bus message, unless one frame is larger */
 #define BATCH_GAP_MS 1         /* least time between two flushed batches */
 
@@ -301,6 +303,74 @@ batch_timer(void *arg)
 	pthread_mutex_unlock(&m->batch_lock);
 }
 
+/* nng_close in a thread of its own, waited for CLOSE_WAIT_MS: nng 1.5.2's
+ * nng_close now and then never returns (a race in its endpoint teardown,
+ * nanomsg/nng#1543, fixed after 1.5.2).  The closer is shared by the two
+ * threads and freed by the last one: by the waiter when the close returned
+ * in time, else by the close thread if it ever returns. */
+typedef struct closer {
+	nng_socket sock;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done, abandoned;
+} closer;
+
+static void
+closer_free(closer *k)
+{
+	pthread_cond_destroy(&k->cv);
+	pthread_mutex_destroy(&k->mu);
+	free(k);
+}
+
+static void *
+close_thread(void *arg)
+{
+	closer *k = arg;
+	nng_close(k->sock);
+	pthread_mutex_lock(&k->mu);
+	k->done = true;
+	bool abandoned = k->abandoned;
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	if (abandoned)
+		closer_free(k);
+	return NULL;
+}
+
+/* Closes sock; true when it closed within CLOSE_WAIT_MS. */
+static bool
+close_socket(nng_socket sock)
+{
+	closer *k = rt_xcalloc(1, sizeof(*k));
+	k->sock = sock;
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_t t;
+	if (pthread_create(&t, NULL, close_thread, k) != 0) {
+		nng_close(sock);
+		closer_free(k);
+		return true;
+	}
+	pthread_detach(t);
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += CLOSE_WAIT_MS / 1000;
+	pthread_mutex_lock(&k->mu);
+	while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
+		;
+	bool done = k->done;
+	k->abandoned = !done;
+	pthread_mutex_unlock(&k->mu);
+	if (done)
+		closer_free(k);
+	return done;
+}
+
 static void
 mesh_close(void *ctx)
 {
@@ -310,7 +380,10 @@ mesh_close(void *ctx)
 	send_batch(m);
 	pthread_mutex_unlock(&m->batch_lock);
 	usleep(LINGER_MS * 1000);
-	nng_close(m->sock);
+	if (!close_socket(m->sock))
+		rt_log_warning("cluster: the bus socket did not close within %d ms (nng 1.5.2's "
+		               "close race): left behind",
+		               CLOSE_WAIT_MS);
 	mesh_free(m);
 }
 
