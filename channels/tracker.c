@@ -89,6 +89,7 @@ typedef struct pend_item {
 	struct pend_item *next;
 	uint64_t seq;
 	bool join;
+	bool cancelled; /* met its opposite in the same flush (below) */
 	char *topic, *key, *meta;
 } pend_item;
 
@@ -245,6 +246,7 @@ pend_report(void *ud, const char *topic, const char *key, const char *meta, bool
 	it->next = NULL;
 	it->seq = sl->pend_seq++;
 	it->join = join;
+	it->cancelled = false;
 	it->topic = dup_or_null(topic);
 	it->key = dup_or_null(key);
 	it->meta = dup_or_null(meta);
@@ -266,8 +268,44 @@ cmp_pend(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* Orders one topic's items by element (key, meta: the meta holds the
+ * phx_ref), then by time. */
+static int
+cmp_elem(const void *a, const void *b)
+{
+	const pend_item *x = *(pend_item *const *)a, *y = *(pend_item *const *)b;
+	int c = strcmp(x->key ? x->key : "", y->key ? y->key : "");
+	if (!c)
+		c = strcmp(x->meta ? x->meta : "", y->meta ? y->meta : "");
+	if (c)
+		return c;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Cancels, among the n items of one topic (scratch: room for n), each leave
+ * of an element followed by its join: a member that left and came back
+ * within the period (its node down, then up again) is no change, and a
+ * presence_diff that carried both would lose it, since clients apply a
+ * diff's joins before its leaves.  (A join then a leave stays: applied in
+ * that order, it ends as it should.) */
+static void
+cancel_pairs(pend_item **items, size_t n, pend_item **scratch)
+{
+	memcpy(scratch, items, n * sizeof(*scratch));
+	qsort(scratch, n, sizeof(*scratch), cmp_elem);
+	for (size_t i = 0; i + 1 < n; i++) {
+		pend_item *x = scratch[i], *y = scratch[i + 1];
+		if (!x->join && y->join &&
+		    strcmp(x->key ? x->key : "", y->key ? y->key : "") == 0 &&
+		    strcmp(x->meta ? x->meta : "", y->meta ? y->meta : "") == 0) {
+			x->cancelled = y->cancelled = true;
+			i++;
+		}
+	}
+}
+
 /* Sends the pending diffs: one call of the diff callback per topic, joins
- * and leaves in the order they happened. */
+ * and leaves in the order they happened (less those that cancel out). */
 static void
 flush_pending(shard_slot *sl)
 {
@@ -278,6 +316,7 @@ flush_pending(shard_slot *sl)
 	if (!n)
 		return;
 	pend_item **v = rt_xmalloc(n * sizeof(*v));
+	pend_item **scratch = rt_xmalloc(n * sizeof(*scratch));
 	trk_item *joins = rt_xmalloc(n * sizeof(*joins));
 	trk_item *leaves = rt_xmalloc(n * sizeof(*leaves));
 	size_t i = 0;
@@ -288,15 +327,22 @@ flush_pending(shard_slot *sl)
 	qsort(v, n, sizeof(*v), cmp_pend);
 	for (size_t a = 0; a < n;) {
 		size_t b = a, nj = 0, nl = 0;
-		for (; b < n && strcmp(v[b]->topic, v[a]->topic) == 0; b++) {
-			trk_item item = {v[b]->key, v[b]->meta};
-			if (v[b]->join)
+		while (b < n && strcmp(v[b]->topic, v[a]->topic) == 0)
+			b++;
+		cancel_pairs(v + a, b - a, scratch);
+		for (size_t k = a; k < b; k++) {
+			trk_item item = {v[k]->key, v[k]->meta};
+			if (v[k]->cancelled)
+				continue;
+			if (v[k]->join)
 				joins[nj++] = item;
 			else
 				leaves[nl++] = item;
 		}
-		sl->t->diff(sl->t->ud, v[a]->topic, joins, nj, leaves, nl);
-		atomic_fetch_add_explicit(&sl->diffs, 1, memory_order_relaxed);
+		if (nj || nl) {
+			sl->t->diff(sl->t->ud, v[a]->topic, joins, nj, leaves, nl);
+			atomic_fetch_add_explicit(&sl->diffs, 1, memory_order_relaxed);
+		}
 		a = b;
 	}
 	for (i = 0; i < n; i++) {
@@ -306,6 +352,7 @@ flush_pending(shard_slot *sl)
 		free(v[i]);
 	}
 	free(v);
+	free(scratch);
 	free(joins);
 	free(leaves);
 }
