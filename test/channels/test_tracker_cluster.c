@@ -6,6 +6,7 @@
  * the whole state by transfer; a node restarted under the same name leaves
  * no ghost and no duplicate; a node with another shard count is refused.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "channels/tracker.h"
