@@ -270,20 +270,27 @@ server_start() {
 
 # server_stop: SIGTERM, then up to 20 s for the exit (then SIGKILL).  Sets
 # SERVER_EXIT (its exit status; 0 is a clean shutdown) and SERVER_STOP_MS.
+# term_wait PID SECONDS NAME: SIGTERM to PID (a child of this shell), up to
+# SECONDS for its exit, then SIGKILL with a line on stderr; returns its exit
+# status.
+term_wait() {
+	kill -TERM "$1" 2>/dev/null
+	_tw=0
+	while proc_alive "$1" && [ $_tw -lt $(($2 * 10)) ]; do
+		sleep 0.1
+		_tw=$((_tw + 1))
+	done
+	if proc_alive "$1"; then
+		echo "bench: $3 did not exit within $2 s of SIGTERM: SIGKILL" >&2
+		kill -KILL "$1" 2>/dev/null
+	fi
+	wait "$1"
+}
+
 server_stop() {
 	[ -n "$SERVER_PID" ] || return 0
 	t0=$(now_ms)
-	kill -TERM "$SERVER_PID" 2>/dev/null
-	i=0
-	while proc_alive "$SERVER_PID" && [ $i -lt 200 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	if proc_alive "$SERVER_PID"; then
-		echo "bench: phx-chat did not exit within 20 s of SIGTERM: SIGKILL" >&2
-		kill -KILL "$SERVER_PID" 2>/dev/null
-	fi
-	wait "$SERVER_PID"
+	term_wait "$SERVER_PID" 20 phx-chat
 	SERVER_EXIT=$?
 	SERVER_STOP_MS=$(($(now_ms) - t0))
 	SERVER_PID=""
@@ -810,17 +817,7 @@ cl_start() {
 # up to 30 s for its exit.  Sets CL_EXIT (0: every node stopped cleanly).
 cl_stop() {
 	[ -n "$CL_PID" ] || return 0
-	kill -TERM "$CL_PID" 2>/dev/null
-	_i=0
-	while proc_alive "$CL_PID" && [ $_i -lt 300 ]; do
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-	if proc_alive "$CL_PID"; then
-		echo "bench: phx-chat cluster did not exit within 30 s of SIGTERM: SIGKILL" >&2
-		kill -KILL "$CL_PID" 2>/dev/null
-	fi
-	wait "$CL_PID"
+	term_wait "$CL_PID" 30 "phx-chat cluster"
 	CL_EXIT=$?
 	CL_EXITS="$CL_EXITS${CL_EXITS:+,}$CL_EXIT"
 	[ "$CL_EXIT" = 0 ] || failed=1
@@ -1246,17 +1243,7 @@ phoenix_start() {
 # phoenix_stop: SIGTERM, up to 30 s for the exit (then SIGKILL); sets PHX_EXIT.
 phoenix_stop() {
 	[ -n "$PHX_PID" ] || return 0
-	kill -TERM "$PHX_PID" 2>/dev/null
-	i=0
-	while proc_alive "$PHX_PID" && [ $i -lt 300 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	if proc_alive "$PHX_PID"; then
-		echo "bench: Phoenix did not exit within 30 s of SIGTERM: SIGKILL" >&2
-		kill -KILL "$PHX_PID" 2>/dev/null
-	fi
-	wait "$PHX_PID"
+	term_wait "$PHX_PID" 30 Phoenix
 	PHX_EXIT=$?
 	PHX_PID=""
 }

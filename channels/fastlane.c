@@ -209,12 +209,7 @@ fl_check(const char *topic, uint32_t tag, const rt_buf *message)
 	if (!rt_utf8_valid((const uint8_t *)v.topic, strlen(v.topic)) ||
 	    !rt_utf8_valid((const uint8_t *)v.event, strlen(v.event)))
 		return false;
-	if (v.binary)
-		return true;
-	cJSON *j = cJSON_ParseWithLengthOpts(v.payload, v.payload_len, NULL, false);
-	bool ok = j != NULL;
-	cJSON_Delete(j);
-	return ok;
+	return v.binary || ch_json_valid(v.payload, v.payload_len);
 }
 
 const ch_ps_dispatcher ch_fastlane_dispatcher = {

@@ -836,6 +836,16 @@ rollback(rt_buf **b, size_t mark)
 	return -1;
 }
 
+int
+ch_json_valid(const char *text, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)text, *end = p + len;
+	p = skip_ws(p, end);
+	if (p >= end || !(p = scan_value(p, end, CH_JSON_MAX_DEPTH)))
+		return 0;
+	return skip_ws(p, end) == end;
+}
+
 static int
 is_json_object(const char *json, size_t len)
 {

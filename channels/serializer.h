@@ -129,6 +129,14 @@ long ch_ref_string(const char *raw, char *out, size_t cap);
 int ch_ref_equal(const char *a, const char *b);
 
 /*
+ * 1 when text[0, len) is one JSON value with nothing around it but
+ * whitespace, within the limits the serializers apply to clients' frames
+ * (nesting under CH_JSON_MAX_DEPTH, numbers under 64 characters, UTF-8
+ * strings); 0 otherwise.  Allocates nothing.
+ */
+int ch_json_valid(const char *text, size_t len);
+
+/*
  * Appends the n bytes at s as a JSON string (quotes included), escaped as
  * Jason does.  *b may be NULL (a buffer is allocated).  Returns 0, or -1 when
  * s is not valid UTF-8 (nothing appended).

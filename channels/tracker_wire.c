@@ -9,11 +9,11 @@
  * buffer) and the walk below checks every field, copying into a trk_delta
  * only what passed.
  */
-#include <cjson/cJSON.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "channels/serializer.h"
 #include "channels/tracker.h"
 #include "cluster/cluster.h"
 #include "runtime/utf8.h"
@@ -132,15 +132,6 @@ get_str(const msgpack_object *o, size_t min, size_t max, char **out)
 	return true;
 }
 
-/* JSON text: one value and nothing after it but whitespace. */
-static bool
-json_valid(const char *s)
-{
-	cJSON *j = cJSON_ParseWithOpts(s, NULL, 1);
-	cJSON_Delete(j);
-	return j != NULL;
-}
-
 static bool
 get_array(const msgpack_object *o, msgpack_object **items, size_t *n)
 {
@@ -224,7 +215,8 @@ decode_delta(const msgpack_object *o)
 		tv->tag = (trk_dot){(uint32_t)r, c};
 		tv->pid = pid;
 		if (!get_str(&v[4], 0, TRK_KEY_MAX, &tv->key) ||
-		    !get_str(&v[5], 1, TRK_META_MAX, &tv->meta) || !json_valid(tv->meta))
+		    !get_str(&v[5], 1, TRK_META_MAX, &tv->meta) ||
+		    !ch_json_valid(tv->meta, strlen(tv->meta)))
 			goto bad;
 	}
 	return d;

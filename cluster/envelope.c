@@ -192,6 +192,18 @@ rd_uint(rd *r, uint64_t *v)
 	return true;
 }
 
+/* The next n bytes (borrowed), if there. */
+static bool
+rd_span(rd *r, uint64_t n, const void **out, size_t *len)
+{
+	if ((uint64_t)(r->end - r->p) < n)
+		return false;
+	*out = r->p;
+	*len = (size_t)n;
+	r->p += n;
+	return true;
+}
+
 /* A str (borrowed). */
 static bool
 rd_str(rd *r, const char **s, size_t *len)
@@ -213,11 +225,10 @@ rd_str(rd *r, const char **s, size_t *len)
 			return false;
 	} else
 		return false;
-	if ((uint64_t)(r->end - r->p) < n)
+	const void *v;
+	if (!rd_span(r, n, &v, len))
 		return false;
-	*s = (const char *)r->p;
-	*len = (size_t)n;
-	r->p += n;
+	*s = v;
 	return true;
 }
 
@@ -232,12 +243,7 @@ rd_bin(rd *r, const void **b, size_t *len)
 	if (!((t == 0xc4 && rd_be(r, 1, &n)) || (t == 0xc5 && rd_be(r, 2, &n)) ||
 	      (t == 0xc6 && rd_be(r, 4, &n))))
 		return false;
-	if ((uint64_t)(r->end - r->p) < n)
-		return false;
-	*b = r->p;
-	*len = (size_t)n;
-	r->p += n;
-	return true;
+	return rd_span(r, n, b, len);
 }
 
 /* A node name into out (CL_NAME_MAX bytes). */
