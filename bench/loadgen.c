@@ -1440,15 +1440,6 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		finish();
 }
 
-static int64_t
-cpu_self_us(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
-	       ru.ru_stime.tv_usec;
-}
-
 static void
 on_go(int64_t t_go)
 {
