@@ -415,12 +415,13 @@ fig() {
 	FIGS="$FIGS${FIGS:+,}\"$1\":$(v "$2")"
 }
 
-# fmt KIND VALUE: a figure for the table (rate, ms, bytes, x, count).
+# fmt KIND VALUE: a figure for the table (rate, ms, us, bytes, x, count).
 fmt() {
 	awk -v k="$1" -v n="$2" 'BEGIN {
 		if (n == "" || n == "null") { print "-"; exit }
 		if (k == "ms") printf (n < 10 ? "%.2f ms\n" : "%.1f ms\n"), n;
 		else if (k == "bytes") printf "%.0f B\n", n;
+		else if (k == "us") printf "%.2f us\n", n;
 		else if (k == "x") printf "%.2fx\n", n;
 		else if (k == "count") printf "%d\n", n;
 		else if (n >= 1e6) printf "%.2f M/s\n", n / 1e6;
@@ -1032,6 +1033,19 @@ section_cluster() {
 	add() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.3f\n", a - b }'; }
 	a_p50=$(add "$m_p50" "$l_p50")
 	a_p99=$(add "$m_p99" "$l_p99")
+	# CPU per delivery over the fan-out run (summed over the nodes, and over
+	# the loadgen workers), next to rawfanout's servers and clients: where the
+	# fan-out time goes on a box that servers and clients share.
+	per_dlv() { # per_dlv CPU_PCT SECONDS DELIVERIES: microseconds of CPU per delivery
+		awk -v c="$1" -v s="$2" -v d="$3" 'BEGIN {
+			if (c == "" || s == "" || d == "" || d + 0 == 0) print ""; else printf "%.2f\n", c / 100 * s * 1e6 / d }'
+	}
+	f_run=$(jn cluster-fanout run_s)
+	f_dlv=$(jn cluster-fanout deliveries)
+	cpu_node=$(per_dlv "$(jn cluster-fanout server_cpu_pct)" "$f_run" "$f_dlv")
+	cpu_lg=$(per_dlv "$(jn cluster-fanout loadgen_cpu_pct)" "$f_run" "$f_dlv")
+	cpu_rs=$(jn cluster-raw-fanout server_cpu_us_per_delivery)
+	cpu_rc=$(jn cluster-raw-fanout client_cpu_us_per_delivery)
 	drops_before=$(cl_sum "$RESULTS/cluster-bus-before.txt" send_dropped lost)
 	drops_after=$(cl_sum "$RESULTS/cluster-bus-after.txt" send_dropped lost)
 	drops_half=""
@@ -1069,6 +1083,10 @@ section_cluster() {
 		fig "raw_send_loop_ms_$p" "$(jp cluster-raw-fanout send_loop_ms $p)"
 	done
 	for k in deliveries_per_s server_cpu_pct loadgen_cpu_pct; do fig "fanout_$k" "$(jn cluster-fanout $k)"; done
+	fig fanout_node_cpu_us_per_delivery "$cpu_node"
+	fig fanout_loadgen_cpu_us_per_delivery "$cpu_lg"
+	fig raw_server_cpu_us_per_delivery "$cpu_rs"
+	fig raw_client_cpu_us_per_delivery "$cpu_rc"
 	fig raw_deliveries_per_s "$(jn cluster-raw-fanout deliveries_per_s)"
 	fig raw_lost "$(jn cluster-raw-fanout lost)"
 	fig peak_deliveries_per_s "$peak"
@@ -1096,6 +1114,8 @@ section_cluster() {
 	row "fan-out p50, $(fmt count "$N") subscribers ($(fmt count "$f_n") msgs)" "$(fmt ms "$f_p50")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p50")" "$r_fan50"
 	goal fanout_p99_over_raw_le_1_2 "$r_fan99" le 1.2
 	row "fan-out p99 (max of the messages)" "$(fmt ms "$f_p99")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p99")" "$r_fan99"
+	row "  CPU per delivery: nodes (raw's servers)" "$(fmt us "$cpu_node")" "" "" "$(fmt us "$cpu_rs")" "$(ratio "$cpu_node" "$cpu_rs")"
+	row "  CPU per delivery: loadgen (raw's clients)" "$(fmt us "$cpu_lg")" "" "" "$(fmt us "$cpu_rc")" "$(ratio "$cpu_lg" "$cpu_rc")"
 	row "peak, $(fmt count "$SUBS") subscribers on node 1 (window 16)" "$(fmt rate "$peak")" "" "" "" ""
 	row "latency p50 / p99 at half peak (${half_rate:-?} msg/s):" "" "" "" "" ""
 	row "  publisher on node 1 (the subscribers' node)" "$(fmt ms "$l_p50") / $(fmt ms "$l_p99")" "" "" "" ""
