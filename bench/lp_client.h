@@ -39,7 +39,7 @@
 
 /* ---- pure parsers ---- */
 
-/* One parsed HTTP/1.1 response. */
+/* One parsed HTTP/1.1 response: filled by lp_http_response, owned by its caller. */
 struct lp_resp {
 	int status;      /* HTTP status code */
 	int close;       /* "Connection: close" or HTTP/1.0 without keep-alive */
@@ -66,7 +66,8 @@ long lp_http_response(uint8_t *buf, size_t len, size_t body_max, struct lp_resp 
  */
 long lp_json_unescape(const char *p, const char *e, char *out, size_t cap, const char **end);
 
-/* A long-poll answer body.  Spans point into the parsed text. */
+/* A long-poll answer body: filled by lp_body_parse, owned by its caller; its
+ * spans point into the parsed text. */
 struct lp_body {
 	int status;            /* -1: absent */
 	const char *token;     /* the token string's opening quote, NULL: absent or null */
@@ -112,7 +113,8 @@ enum lp_fail {
 	LP_F_NREASONS
 };
 
-/* What a session reports to its owner.  Every callback may call lp_close on
+/* What a session reports to its owner (read-only, shared by a worker's
+ * sessions; called on the loop's thread).  Every callback may call lp_close on
  * the session; the driver touches nothing of the session after that. */
 struct lp_ops {
 	void (*connected)(void *arg);           /* the poll connection's TCP is up */
