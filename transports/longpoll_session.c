@@ -182,11 +182,11 @@ tr_send(void *conn_, rt_buf *frame)
 		return;
 	}
 	if (s->qn >= s->t->max_frames || s->qbytes + frame->len > s->t->max_bytes) {
-		rt_buf_release(frame);
 		atomic_fetch_add_explicit(&s->t->slow, 1, memory_order_relaxed);
 		rt_log_warning("longpoll session: %u frames (%zu bytes) wait for a poll, over the "
 		               "limit (%u, %zu): ended (slow consumer)",
-		               s->qn, s->qbytes + frame->len, s->t->max_frames, s->t->max_bytes);
+		               s->qn + 1, s->qbytes + frame->len, s->t->max_frames, s->t->max_bytes);
+		rt_buf_release(frame);
 		s->end = "slow consumer";
 		return;
 	}
