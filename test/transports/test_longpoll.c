@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -773,6 +774,53 @@ test_disconnect_answers_waiting_poll(void)
 	fx_stop();
 }
 
+static void
+long_window(tp_endpoint_opts *o)
+{
+	o->lp_window_ms = 5000;
+}
+
+static void *
+stop_thread(void *arg)
+{
+	(void)arg;
+	tp_endpoint_stop(F.tp, 3000);
+	return NULL;
+}
+
+/* tp_endpoint_stop answers a waiting poll at once (204) and closes, ends the
+ * sessions (their channels), and does not wait for the window. */
+static void
+test_stop_answers_waiting_poll(void)
+{
+	fx_start(long_window);
+	atomic_store(&chans_ended, 0);
+	char tok[256], target[512];
+	open_session(NULL, tok, sizeof(tok));
+	post_ok(tok, JOIN);
+	char *all = poll_until(tok, "phx_reply");
+	free(all);
+	target_for(target, sizeof(target), tok);
+	client *c = cl_open();
+	cl_send(c, "GET", target, NULL, NULL, 0);
+	usleep(50 * 1000);
+	int64_t t0 = test_now_ms();
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, stop_thread, NULL), 0);
+	resp r;
+	cl_read(c, &r); /* while the stop runs: the client reads and closes */
+	int64_t took = test_now_ms() - t0;
+	CHECK(strstr(r.body, "\"status\":204") != NULL);
+	CHECK(has_header(&r, "\r\nConnection: close\r\n"));
+	resp_free(&r);
+	cl_close(c);
+	pthread_join(th, NULL);
+	F.tp = NULL;
+	CHECK_MSG(took < 2000, "the poll was answered after %lld ms", (long long)took);
+	WAIT_UNTIL(atomic_load(&chans_ended) == 1, 2000);
+	fx_stop();
+}
+
 TEST_LIST = {
     TEST(test_new_session),
     TEST(test_join_reply_push),
@@ -791,5 +839,6 @@ TEST_LIST = {
     TEST(test_bad_base64),
     TEST(test_binary_frames),
     TEST(test_disconnect_answers_waiting_poll),
+    TEST(test_stop_answers_waiting_poll),
     TEST_END,
 };
