@@ -8,9 +8,9 @@
  * timeout lists, and closing.  What the bytes mean belongs to the
  * connection's current protocol, a tp_proto: HTTP serving (serve.c) first;
  * after an upgrade, the WebSocket transport of the Phoenix socket
- * (websocket.c), which switches the connection over with conn_set_proto.  A
- * later transport (long polling) is another tp_proto, or plain HTTP requests
- * talking to a session process.
+ * (websocket.c), which switches the connection over with conn_set_proto.
+ * Long polling (longpoll.h) stays HTTP: a request that waits for its
+ * session process is parked (conn_hold) until the session answers.
  *
  * Dependencies go one way: endpoint.c -> serve.c -> websocket.c ->
  * connect.c, and each of them -> conn.c; conn.c reaches the protocols only
