@@ -185,7 +185,8 @@ tr_send(void *conn_, rt_buf *frame)
 		atomic_fetch_add_explicit(&s->t->slow, 1, memory_order_relaxed);
 		rt_log_warning("longpoll session: %u frames (%zu bytes) wait for a poll, over the "
 		               "limit (%u, %zu): ended (slow consumer)",
-		               s->qn + 1, s->qbytes + frame->len, s->t->max_frames, s->t->max_bytes);
+		               s->qn + 1, s->qbytes + frame->len, s->t->max_frames,
+		               s->t->max_bytes);
 		rt_buf_release(frame);
 		s->end = "slow consumer";
 		return;
