@@ -865,32 +865,34 @@ put_payload(rt_buf **b, const char *json, size_t len)
 }
 
 /*
- * {"topic":T,"event":E,"payload":P,"ref":R}: the V1 object.  With status set,
- * the payload is {"status":status,"response":P} (a reply).
+ * {"event":E,"payload":P,"ref":R,"topic":T}: the V1 object, keys in the
+ * order Phoenix's V1 serializer writes them (Jason writes a map's keys
+ * sorted).  With status set, the payload is {"response":P,"status":status}
+ * (a reply), sorted the same way.
  */
 static int
 put_v1(rt_buf **b, const char *topic, bool topic_raw, const char *event, const char *status,
        const char *json, size_t len, const char *ref)
 {
-	put_str(b, "{\"topic\":");
-	if (put_topic(b, topic, topic_raw) < 0)
-		return -1;
-	put_str(b, ",\"event\":");
+	put_str(b, "{\"event\":");
 	if (put_json_cstr(b, event) < 0)
 		return -1;
 	put_str(b, ",\"payload\":");
 	if (status) {
-		put_str(b, "{\"status\":");
+		put_str(b, "{\"response\":");
+		put_payload(b, json, len);
+		put_str(b, ",\"status\":");
 		if (put_json_cstr(b, status) < 0)
 			return -1;
-		put_str(b, ",\"response\":");
-		put_payload(b, json, len);
 		put_byte(b, '}');
 	} else {
 		put_payload(b, json, len);
 	}
 	put_str(b, ",\"ref\":");
 	put_raw(b, ref);
+	put_str(b, ",\"topic\":");
+	if (put_topic(b, topic, topic_raw) < 0)
+		return -1;
 	put_byte(b, '}');
 	return 0;
 }
@@ -932,11 +934,12 @@ encode_reply(rt_buf **b, int vsn, const char *join_ref, const char *ref, const c
 	}
 	if (vsn != CH_VSN_2 || put_v2_head(b, join_ref, ref, topic, topic_raw, "phx_reply") < 0)
 		return rollback(b, mark);
-	put_str(b, "{\"status\":");
+	/* {"response":P,"status":S}: Phoenix's key order (sorted, as Jason). */
+	put_str(b, "{\"response\":");
+	put_payload(b, response, response_len);
+	put_str(b, ",\"status\":");
 	if (put_json_cstr(b, status) < 0)
 		return rollback(b, mark);
-	put_str(b, ",\"response\":");
-	put_payload(b, response, response_len);
 	put_str(b, "}]");
 	return CH_FRAME_TEXT;
 }

@@ -443,29 +443,29 @@ test_encode_v2_text(void)
 	                         S("{\"back\":true}")),
 	         CH_FRAME_TEXT);
 	CHECK(b != NULL);
-	CHECK_BUF(b, "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":"
-	             "{\"back\":true}}]");
+	CHECK_BUF(b, "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"response\":"
+	             "{\"back\":true},\"status\":\"ok\"}]");
 	/* The unmatched-topic reply of the conformance README. */
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, NULL, "\"5\"", "room:nope", "error",
 	                         S("{\"reason\":\"unmatched topic\"}")),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "[null,\"5\",\"room:nope\",\"phx_reply\",{\"status\":\"error\",\"response\":"
-	             "{\"reason\":\"unmatched topic\"}}]");
+	CHECK_BUF(b, "[null,\"5\",\"room:nope\",\"phx_reply\",{\"response\":"
+	             "{\"reason\":\"unmatched topic\"},\"status\":\"error\"}]");
 	/* Heartbeat reply: response NULL is {}. */
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, "null", "\"9\"", "phoenix", "ok", NULL, 0),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "[null,\"9\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	CHECK_BUF(b, "[null,\"9\",\"phoenix\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	/* Refs of any JSON type, verbatim. */
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, "12", "1.50", "t", "ok", S("{}")), CH_FRAME_TEXT);
-	CHECK_BUF(b, "[12,1.50,\"t\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	CHECK_BUF(b, "[12,1.50,\"t\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, "\"a\\u0062\"", "[1, 2]", "t", "ok", S("{}")),
 	         CH_FRAME_TEXT);
 	CHECK_BUF(b,
-	          "[\"a\\u0062\",[1, 2],\"t\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	          "[\"a\\u0062\",[1, 2],\"t\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	/* A reply's response need not be an object. */
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, "\"1\"", "\"2\"", "t", "ok", S("null")),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "[\"1\",\"2\",\"t\",\"phx_reply\",{\"status\":\"ok\",\"response\":null}]");
+	CHECK_BUF(b, "[\"1\",\"2\",\"t\",\"phx_reply\",{\"response\":null,\"status\":\"ok\"}]");
 
 	/* Pushes from the channel process: [join_ref, null, topic, event, payload]. */
 	CHECK_EQ(ch_encode_message(&b, CH_VSN_2, "\"3\"", NULL, "room:lobby", "user_joined",
@@ -499,30 +499,29 @@ test_encode_v1(void)
 	CHECK_EQ(
 	    ch_encode_reply(&b, CH_VSN_1, "\"3\"", "\"4\"", "room:lobby", "ok", S("{\"a\":1}")),
 	    CH_FRAME_TEXT);
-	CHECK_BUF(b, "{\"topic\":\"room:lobby\",\"event\":\"phx_reply\",\"payload\":{\"status\":"
-	             "\"ok\",\"response\":{\"a\":1}},\"ref\":\"4\"}");
+	CHECK_BUF(b, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{\"a\":1},\"status\":"
+	             "\"ok\"},\"ref\":\"4\",\"topic\":\"room:lobby\"}");
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_1, NULL, "7", "phoenix", "ok", NULL, 0), CH_FRAME_TEXT);
-	CHECK_BUF(b,
-	          "{\"topic\":\"phoenix\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
-	          "\"response\":{}},\"ref\":7}");
+	CHECK_BUF(b, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{},\"status\":\"ok\"},"
+	             "\"ref\":7,\"topic\":\"phoenix\"}");
 	/* Pushes and broadcasts: ref null, no join_ref. */
 	CHECK_EQ(ch_encode_message(&b, CH_VSN_1, "\"3\"", NULL, "room:lobby", "user_joined",
 	                           S("{\"u\":1}")),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "{\"topic\":\"room:lobby\",\"event\":\"user_joined\",\"payload\":{\"u\":1},"
-	             "\"ref\":null}");
+	CHECK_BUF(b, "{\"event\":\"user_joined\",\"payload\":{\"u\":1},\"ref\":null,\"topic\":"
+	             "\"room:lobby\"}");
 	CHECK_EQ(
 	    ch_encode_message(&b, CH_VSN_1, "\"3\"", "\"3\"", "room:lobby", "phx_close", S("{}")),
 	    CH_FRAME_TEXT);
 	CHECK_BUF(
-	    b, "{\"topic\":\"room:lobby\",\"event\":\"phx_close\",\"payload\":{},\"ref\":\"3\"}");
+	    b, "{\"event\":\"phx_close\",\"payload\":{},\"ref\":\"3\",\"topic\":\"room:lobby\"}");
 	CHECK_EQ(ch_encode_broadcast(&b, CH_VSN_1, "room:lobby", "new_msg", S("{\"body\":\"x\"}")),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "{\"topic\":\"room:lobby\",\"event\":\"new_msg\",\"payload\":{\"body\":\"x\"},"
-	             "\"ref\":null}");
+	CHECK_BUF(b, "{\"event\":\"new_msg\",\"payload\":{\"body\":\"x\"},\"ref\":null,\"topic\":"
+	             "\"room:lobby\"}");
 	/* V1 does not check the payload's type. */
 	CHECK_EQ(ch_encode_broadcast(&b, CH_VSN_1, "t", "e", S("[1]")), CH_FRAME_TEXT);
-	CHECK_BUF(b, "{\"topic\":\"t\",\"event\":\"e\",\"payload\":[1],\"ref\":null}");
+	CHECK_BUF(b, "{\"event\":\"e\",\"payload\":[1],\"ref\":null,\"topic\":\"t\"}");
 	/* V1 cannot carry binary payloads (Phoenix raises). */
 	CHECK_EQ(ch_encode_reply_bin(&b, CH_VSN_1, "\"1\"", "\"2\"", "t", "ok", "x", 1), -1);
 	CHECK_EQ(ch_encode_message_bin(&b, CH_VSN_1, "\"1\"", "t", "e", "x", 1), -1);
@@ -668,15 +667,15 @@ test_encode_cjson(void)
 	CHECK_EQ(ch_encode_message_cjson(&b, CH_VSN_2, "\"2\"", NULL, "t", "e", p), CH_FRAME_TEXT);
 	CHECK_BUF(b, "[\"2\",null,\"t\",\"e\",{\"body\":\"h\\\"i\",\"n\":3}]");
 	CHECK_EQ(ch_encode_reply_cjson(&b, CH_VSN_1, NULL, "\"1\"", "t", "ok", p), CH_FRAME_TEXT);
-	CHECK_BUF(b, "{\"topic\":\"t\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
-	             "\"response\":{\"body\":\"h\\\"i\",\"n\":3}},\"ref\":\"1\"}");
+	CHECK_BUF(b, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{\"body\":\"h\\\"i\","
+	             "\"n\":3},\"status\":\"ok\"},\"ref\":\"1\",\"topic\":\"t\"}");
 	CHECK_EQ(ch_encode_reply_cjson(&b, CH_VSN_2, "\"1\"", "\"2\"", "t", "ok", NULL),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "[\"1\",\"2\",\"t\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	CHECK_BUF(b, "[\"1\",\"2\",\"t\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	cJSON *arr = cJSON_CreateArray();
 	CHECK_EQ(ch_encode_broadcast_cjson(&b, CH_VSN_2, "t", "e", arr), -1);
 	CHECK_EQ(ch_encode_reply_cjson(&b, CH_VSN_2, NULL, NULL, "t", "ok", arr), CH_FRAME_TEXT);
-	CHECK_BUF(b, "[null,null,\"t\",\"phx_reply\",{\"status\":\"ok\",\"response\":[]}]");
+	CHECK_BUF(b, "[null,null,\"t\",\"phx_reply\",{\"response\":[],\"status\":\"ok\"}]");
 	cJSON_Delete(arr);
 	cJSON_Delete(p);
 	rt_buf_release(b);
@@ -695,11 +694,11 @@ test_roundtrip_v2_reply_echo(void)
 	    "[\"\\u0033\",-4.0e1,\"room:lobby\",\"ping\",{\"q\":1}]",
 	};
 	const char *want[] = {
-	    "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"q\":1}}]",
-	    "[3,4,\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"q\":1}}]",
-	    "[null,null,\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"q\":1}}]",
-	    ("[\"\\u0033\",-4.0e1,\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
-	     "\"q\":1}}]"),
+	    "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"response\":{\"q\":1},\"status\":\"ok\"}]",
+	    "[3,4,\"room:lobby\",\"phx_reply\",{\"response\":{\"q\":1},\"status\":\"ok\"}]",
+	    "[null,null,\"room:lobby\",\"phx_reply\",{\"response\":{\"q\":1},\"status\":\"ok\"}]",
+	    ("[\"\\u0033\",-4.0e1,\"room:lobby\",\"phx_reply\",{\"response\":{"
+	     "\"q\":1},\"status\":\"ok\"}]"),
 	};
 	rt_buf *b = NULL;
 	for (size_t i = 0; i < sizeof(frames) / sizeof(frames[0]); i++) {
@@ -765,8 +764,8 @@ test_roundtrip_binary_push_reply(void)
 	/* A JSON reply to a binary push echoes the refs as strings. */
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, m.join_ref, m.ref, m.topic, "ok", S("{\"n\":4}")),
 	         CH_FRAME_TEXT);
-	CHECK_BUF(b, "[\"3\",\"7\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":"
-	             "{\"n\":4}}]");
+	CHECK_BUF(b, "[\"3\",\"7\",\"room:lobby\",\"phx_reply\",{\"response\":"
+	             "{\"n\":4},\"status\":\"ok\"}]");
 	ch_msg_free(&m);
 	rt_buf_release(b);
 }
@@ -979,21 +978,20 @@ test_reply_raw_topic_and_interpolable(void)
 	         CH_FRAME_TEXT);
 	CHECK_MEM(
 	    b->data,
-	    "[null,\"3\",[1,{\"x\":null}],\"phx_reply\",{\"status\":\"error\",\"response\":{}}]",
+	    "[null,\"3\",[1,{\"x\":null}],\"phx_reply\",{\"response\":{},\"status\":\"error\"}]",
 	    b->len);
 	b->len = 0;
 	CHECK_EQ(ch_encode_reply_raw_topic(&b, CH_VSN_1, NULL, "4", "null", "ok", NULL, 0),
 	         CH_FRAME_TEXT);
 	CHECK_MEM(b->data,
-	          "{\"topic\":null,\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
-	          "\"response\":{}},"
-	          "\"ref\":4}",
+	          "{\"event\":\"phx_reply\",\"payload\":{\"response\":{},\"status\":\"ok\"},"
+	          "\"ref\":4,\"topic\":null}",
 	          b->len);
 	/* the next plain reply escapes its topic again */
 	b->len = 0;
 	CHECK_EQ(ch_encode_reply(&b, CH_VSN_2, NULL, NULL, "a\"b", "ok", NULL, 0), CH_FRAME_TEXT);
 	CHECK_MEM(b->data,
-	          "[null,null,\"a\\\"b\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]",
+	          "[null,null,\"a\\\"b\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
 	          b->len);
 	rt_buf_release(b);
 	const char *yes[] = {

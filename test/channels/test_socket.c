@@ -26,6 +26,24 @@ static struct {
 	int closed_code[8];
 } out = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+/* Whether text contains needle; a needle "A\x01B" matches when A occurs
+ * and B occurs after it (a reply's status comes after its response). */
+static bool
+match(const char *text, const char *needle)
+{
+	const char *sep = strchr(needle, '\x01');
+	if (!sep)
+		return strstr(text, needle) != NULL;
+	char head[512];
+	size_t hl = (size_t)(sep - needle);
+	if (hl >= sizeof(head))
+		return false;
+	memcpy(head, needle, hl);
+	head[hl] = 0;
+	const char *at = strstr(text, head);
+	return at && strstr(at + hl, sep + 1) != NULL;
+}
+
 static int
 take(int client, const char *needle, int ms, frame *f)
 {
@@ -33,7 +51,7 @@ take(int client, const char *needle, int ms, frame *f)
 	for (;;) {
 		pthread_mutex_lock(&out.mu);
 		for (int i = 0; i < out.n; i++) {
-			if (out.items[i].client == client && strstr(out.items[i].text, needle)) {
+			if (out.items[i].client == client && match(out.items[i].text, needle)) {
 				if (f)
 					*f = out.items[i];
 				memmove(&out.items[i], &out.items[i + 1],
@@ -555,20 +573,18 @@ test_join_reply_and_ping(void)
 	setup();
 	client(0, NULL, 2);
 	send_text(0, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
-	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"ping\",{\"n\":12345678901234567890}]");
-	EXPECT(0,
-	       "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"n\":"
-	       "12345678901234567890}}]");
+	EXPECT(0, "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"response\":{\"n\":"
+	          "12345678901234567890},\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"3\",\"room:reply\",\"phx_join\",{}]");
-	EXPECT(0, "{\"status\":\"ok\",\"response\":{\"welcome\":true}}");
+	EXPECT(0, "{\"response\":{\"welcome\":true},\"status\":\"ok\"}");
 	send_text(0, "[\"4\",\"4\",\"room:deny\",\"phx_join\",{}]");
-	EXPECT(0, "[\"4\",\"4\",\"room:deny\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-	          "\"reason\":\"unauthorized\"}}]");
+	EXPECT(0, "[\"4\",\"4\",\"room:deny\",\"phx_reply\",{\"response\":{"
+	          "\"reason\":\"unauthorized\"},\"status\":\"error\"}]");
 	send_text(0, "[\"5\",\"5\",\"room:crashjoin\",\"phx_join\",{}]");
-	EXPECT(0,
-	       "[\"5\",\"5\",\"room:crashjoin\",\"phx_reply\",{\"status\":\"error\",\"response\":"
-	       "{\"reason\":\"join crashed\"}}]");
+	EXPECT(0, "[\"5\",\"5\",\"room:crashjoin\",\"phx_reply\",{\"response\":"
+	          "{\"reason\":\"join crashed\"},\"status\":\"error\"}]");
 	teardown();
 }
 
@@ -578,16 +594,16 @@ test_heartbeat_and_unmatched(void)
 	setup();
 	client(0, NULL, 2);
 	send_text(0, "[null,\"7\",\"phoenix\",\"heartbeat\",{}]");
-	EXPECT(0, "[null,\"7\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	EXPECT(0, "[null,\"7\",\"phoenix\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"8\",\"nope:x\",\"phx_join\",{}]");
-	EXPECT(0, "[null,\"8\",\"nope:x\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-	          "\"reason\":\"unmatched topic\"}}]");
+	EXPECT(0, "[null,\"8\",\"nope:x\",\"phx_reply\",{\"response\":{"
+	          "\"reason\":\"unmatched topic\"},\"status\":\"error\"}]");
 	send_text(0, "[\"1\",\"9\",\"room:other\",\"ping\",{}]");
-	EXPECT(0, "[null,\"9\",\"room:other\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-	          "\"reason\":\"unmatched topic\"}}]");
+	EXPECT(0, "[null,\"9\",\"room:other\",\"phx_reply\",{\"response\":{"
+	          "\"reason\":\"unmatched topic\"},\"status\":\"error\"}]");
 	send_text(0, "[\"1\",\"10\",\"room:other\",\"phx_leave\",{}]");
 	EXPECT(0,
-	       "[\"1\",\"10\",\"room:other\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	       "[\"1\",\"10\",\"room:other\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	teardown();
 }
 
@@ -604,8 +620,8 @@ test_broadcast_fastlane_and_from(void)
 	EXPECT(1, "phx_reply");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"new_msg\",{\"body\":\"hi\"}]");
 	EXPECT(0, "[null,null,\"room:lobby\",\"new_msg\",{\"body\":\"hi\"}]");
-	EXPECT(1, "{\"topic\":\"room:lobby\",\"event\":\"new_msg\",\"payload\":{\"body\":\"hi\"},"
-	          "\"ref\":null}");
+	EXPECT(1, "{\"event\":\"new_msg\",\"payload\":{\"body\":\"hi\"},\"ref\":null,\"topic\":"
+	          "\"room:lobby\"}");
 	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"shout\",{\"x\":1}]");
 	EXPECT(1, "\"shout\"");
 	usleep(100000);
@@ -711,9 +727,11 @@ test_crash_gives_phx_error_and_rejoin(void)
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"crash\",{}]");
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_error\",{}]");
 	send_text(0, "[\"3\",\"3\",\"room:lobby\",\"phx_join\",{}]");
-	EXPECT(0, "[\"3\",\"3\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"3\",\"3\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	send_text(0, "[\"3\",\"4\",\"room:lobby\",\"ping\",{}]");
-	EXPECT(0, "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"3\",\"4\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	/* unknown event: no clause, the channel crashes */
 	send_text(0, "[\"3\",\"5\",\"room:lobby\",\"bogus\",{}]");
 	EXPECT(0, "[\"3\",\"3\",\"room:lobby\",\"phx_error\",{}]");
@@ -729,8 +747,10 @@ test_leave_and_stop_give_phx_close(void)
 	EXPECT(0, "phx_reply");
 	send_text(0, "[\"1\",\"2\",\"room:lobby\",\"phx_leave\",{}]");
 	frame f;
-	CHECK(take(0, "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"", 3000, &f) ==
-	      0);
+	CHECK(
+	    take(0,
+	         "[\"1\",\"2\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]",
+	         3000, &f) == 0);
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(ch_ps_subscribers(ep->pubsub, "room:lobby") == 0, 3000);
 	CHECK_EQ(ch_endpoint_broadcast(ep, "room:lobby", "after", "{}"), 0);
@@ -751,14 +771,15 @@ test_duplicate_join_and_stale_ref(void)
 	send_text(0, "[\"1\",\"1\",\"room:lobby\",\"phx_join\",{}]");
 	EXPECT(0, "phx_reply");
 	send_text(0, "[\"2\",\"2\",\"room:lobby\",\"phx_join\",{}]");
-	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"2\",\"2\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	EXPECT(0, "[\"1\",\"1\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(ch_ps_subscribers(ep->pubsub, "room:lobby") == 1, 3000);
 	/* a message with the old join_ref goes to the current channel (Phoenix
 	 * forwards any non-leave event), which answers with its own join_ref */
 	send_text(0, "[\"1\",\"3\",\"room:lobby\",\"ping\",{\"old\":1}]");
-	EXPECT(0, "[\"2\",\"3\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
-	          "\"old\":1}}]");
+	EXPECT(0, "[\"2\",\"3\",\"room:lobby\",\"phx_reply\",{\"response\":{"
+	          "\"old\":1},\"status\":\"ok\"}]");
 	send_text(0, "[\"2\",\"4\",\"room:lobby\",\"ping\",{}]");
 	EXPECT(0, "[\"2\",\"4\",\"room:lobby\",\"phx_reply\"");
 	/* phx_leave with the old join_ref (the client raced a close), or with
@@ -766,7 +787,8 @@ test_duplicate_join_and_stale_ref(void)
 	send_text(0, "[\"1\",\"5\",\"room:lobby\",\"phx_leave\",{}]");
 	send_text(0, "[null,\"6\",\"room:lobby\",\"phx_leave\",{}]");
 	send_text(0, "[\"2\",\"7\",\"room:lobby\",\"ping\",{}]");
-	EXPECT(0, "[\"2\",\"7\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"2\",\"7\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	CHECK_EQ(count(0, "\"5\""), 0);
 	CHECK_EQ(count(0, "\"6\""), 0);
 	CHECK_EQ(count(0, "phx_close"), 0);
@@ -778,7 +800,8 @@ test_duplicate_join_and_stale_ref(void)
 	CHECK_EQ(count(0, "once"), 0);
 	/* the current join_ref leaves */
 	send_text(0, "[\"2\",\"8\",\"room:lobby\",\"phx_leave\",{}]");
-	EXPECT(0, "[\"2\",\"8\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"2\",\"8\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	EXPECT(0, "[\"2\",\"2\",\"room:lobby\",\"phx_close\",{}]");
 	WAIT_UNTIL(ch_ps_subscribers(ep->pubsub, "room:lobby") == 0, 3000);
 	/* V1: a join without join_ref is left by a phx_leave with any join_ref */
@@ -787,8 +810,8 @@ test_duplicate_join_and_stale_ref(void)
 	EXPECT(1, "phx_reply");
 	send_text(1, "{\"topic\":\"room:v1\",\"event\":\"phx_leave\",\"payload\":{},\"ref\":\"2\","
 	             "\"join_ref\":\"77\"}");
-	EXPECT(1, "{\"topic\":\"room:v1\",\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
-	          "\"response\":{}},\"ref\":\"2\"}");
+	EXPECT(1, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{},\"status\":\"ok\"},"
+	          "\"ref\":\"2\",\"topic\":\"room:v1\"}");
 	EXPECT(1, "\"phx_close\"");
 	teardown();
 }
@@ -806,15 +829,15 @@ test_max_channels_and_async_reply(void)
 		EXPECT(0, "\"status\":\"ok\"");
 	}
 	send_text(0, "[\"9\",\"9\",\"room:r9\",\"phx_join\",{}]");
-	EXPECT(0, "[\"9\",\"9\",\"room:r9\",\"phx_reply\",{\"status\":\"error\",\"response\":{"
-	          "\"reason\":\"too many channels joined\"}}]");
+	EXPECT(0, "[\"9\",\"9\",\"room:r9\",\"phx_reply\",{\"response\":{"
+	          "\"reason\":\"too many channels joined\"},\"status\":\"error\"}]");
 	send_text(0, "[\"1\",\"10\",\"room:r0\",\"slow\",{}]");
 	send_text(0, "[\"1\",\"11\",\"room:r0\",\"ping\",{}]");
 	frame a, b;
 	CHECK(take(0, "\"11\"", 3000, &a) == 0);
 	CHECK(take(0,
-	           "[\"1\",\"10\",\"room:r0\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
-	           "\"slow\":true}}]",
+	           "[\"1\",\"10\",\"room:r0\",\"phx_reply\",{\"response\":{"
+	           "\"slow\":true},\"status\":\"ok\"}]",
 	           3000, &b) == 0);
 	teardown();
 }
@@ -885,7 +908,8 @@ test_presence_state_and_diffs(void)
 	client(0, NULL, 2);
 	client(1, NULL, 2);
 	send_text(0, "[\"p1\",\"p1\",\"presence:x\",\"phx_join\",{\"name\":\"first\"}]");
-	EXPECT(0, "[\"p1\",\"p1\",\"presence:x\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"p1\",\"p1\",\"presence:x\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	frame f;
 	CHECK(take(0,
 	           "[\"p1\",null,\"presence:x\",\"presence_state\",{\"first\":{\"metas\":[{"
@@ -935,52 +959,51 @@ test_non_string_topic_event_and_refs(void)
 	setup();
 	client(0, NULL, 2);
 	send_text(0, "[null,\"1\",null,\"phx_join\",{}]");
-	EXPECT(0, "[null,\"1\",null,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
-	          "\"unmatched topic\"}}]");
+	EXPECT(0, "[null,\"1\",null,\"phx_reply\",{\"response\":{\"reason\":"
+	          "\"unmatched topic\"},\"status\":\"error\"}]");
 	send_text(0, "[\"2\",\"2\",42,\"ping\",{}]");
-	EXPECT(0, "[null,\"2\",42,\"phx_reply\",{\"status\":\"error\",\"response\":{\"reason\":"
-	          "\"unmatched topic\"}}]");
+	EXPECT(0, "[null,\"2\",42,\"phx_reply\",{\"response\":{\"reason\":"
+	          "\"unmatched topic\"},\"status\":\"error\"}]");
 	send_text(0, "[\"3\",\"3\",1.5,\"phx_leave\",{}]");
-	EXPECT(0, "[\"3\",\"3\",1.5,\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	EXPECT(0, "[\"3\",\"3\",1.5,\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	send_text(0, "[null,\"4\",true,\"heartbeat\",{}]");
-	EXPECT(0, "[null,\"4\",true,\"phx_reply\",{\"status\":\"error\"");
+	EXPECT(0, "[null,\"4\",true,\"phx_reply\",{\"response\":\x01\"status\":\"error\"}]");
 	/* chardata lists can be logged: unmatched */
 	send_text(0, "[\"5\",\"5\",[\"ro\",[111,109]],\"phx_join\",{}]");
-	EXPECT(0,
-	       "[null,\"5\",[\"ro\",[111,109]],\"phx_reply\",{\"status\":\"error\",\"response\":{"
-	       "\"reason\":\"unmatched topic\"}}]");
+	EXPECT(0, "[null,\"5\",[\"ro\",[111,109]],\"phx_reply\",{\"response\":{"
+	          "\"reason\":\"unmatched topic\"},\"status\":\"error\"}]");
 	/* a string holding a NUL that no route matches */
 	send_text(0, "[\"6\",\"6\",\"x\\u0000y\",\"phx_join\",{}]");
-	EXPECT(0, "[null,\"6\",\"x\\u0000y\",\"phx_reply\",{\"status\":\"error\"");
+	EXPECT(0,
+	       "[null,\"6\",\"x\\u0000y\",\"phx_reply\",{\"response\":\x01\"status\":\"error\"}]");
 	/* an object topic outside a join */
 	send_text(0, "[\"7\",\"7\",{\"a\":1},\"shout\",{}]");
-	EXPECT(0, "[null,\"7\",{\"a\":1},\"phx_reply\",{\"status\":\"error\"");
+	EXPECT(0, "[null,\"7\",{\"a\":1},\"phx_reply\",{\"response\":\x01\"status\":\"error\"}]");
 	/* any event, ref and join_ref */
 	send_text(0, "[{\"j\":1},[2],\"room:none\",\"phx_leave\",{}]");
 	EXPECT(0,
-	       "[{\"j\":1},[2],\"room:none\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	       "[{\"j\":1},[2],\"room:none\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	send_text(0, "[null,\"8\",\"room:none\",17,{}]");
-	EXPECT(0, "[null,\"8\",\"room:none\",\"phx_reply\",{\"status\":\"error\"");
+	EXPECT(0,
+	       "[null,\"8\",\"room:none\",\"phx_reply\",{\"response\":\x01\"status\":\"error\"}]");
 	/* a non-string event for a joined topic reaches the channel, which has
 	 * no clause for it: phx_error */
 	send_text(0, "[\"9\",\"9\",\"room:lobby\",\"phx_join\",{}]");
-	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0,
+	       "[\"9\",\"9\",\"room:lobby\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	send_text(0, "[\"9\",\"10\",\"room:lobby\",[\"ping\"],{}]");
 	EXPECT(0, "[\"9\",\"9\",\"room:lobby\",\"phx_error\",{}]");
 	/* V1 too (Message.from_map! takes any value) */
 	client(1, NULL, 1);
 	send_text(1, "{\"topic\":7,\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\"}");
-	EXPECT(
-	    1,
-	    "{\"topic\":7,\"event\":\"phx_reply\",\"payload\":{\"status\":\"error\",\"response\":"
-	    "{\"reason\":\"unmatched topic\"}},\"ref\":\"1\"}");
+	EXPECT(1, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{\"reason\":"
+	          "\"unmatched topic\"},\"status\":\"error\"},\"ref\":\"1\",\"topic\":7}");
 	send_text(1, "{\"topic\":null,\"event\":\"phx_leave\",\"payload\":{},\"ref\":2}");
-	EXPECT(1, "{\"topic\":null,\"event\":\"phx_reply\",\"payload\":{\"status\":\"ok\","
-	          "\"response\":{}},"
-	          "\"ref\":2}");
+	EXPECT(1, "{\"event\":\"phx_reply\",\"payload\":{\"response\":{},\"status\":\"ok\"},"
+	          "\"ref\":2,\"topic\":null}");
 	/* the sockets are still up */
 	send_text(0, "[null,\"11\",\"phoenix\",\"heartbeat\",{}]");
-	EXPECT(0, "[null,\"11\",\"phoenix\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[null,\"11\",\"phoenix\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	CHECK_EQ(out.closed_code[0], 0);
 	CHECK_EQ(out.closed_code[1], 0);
 	/* Joining a map topic, or a list that is not chardata, makes Phoenix's
@@ -1010,21 +1033,21 @@ test_event_table_and_json_calls(void)
 	client(1, NULL, 2);
 	send_text(0, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
 	send_text(1, "[\"1\",\"1\",\"tbl:a\",\"phx_join\",{}]");
-	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
-	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
+	EXPECT(1, "[\"1\",\"1\",\"tbl:a\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"2\",\"tbl:a\",\"echo\",{\"a\":[1,\"x\"]}]");
-	EXPECT(0, "[\"1\",\"2\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"a\":[1,"
-	          "\"x\"]}}]");
+	EXPECT(0, "[\"1\",\"2\",\"tbl:a\",\"phx_reply\",{\"response\":{\"a\":[1,"
+	          "\"x\"]},\"status\":\"ok\"}]");
 	/* exactly as received, 1.50 included */
 	send_text(0, "[\"1\",\"3\",\"tbl:a\",\"raw\",{\"v\":1.50}]");
-	EXPECT(0, "[\"1\",\"3\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"v\":"
-	          "1.50}}]");
+	EXPECT(0, "[\"1\",\"3\",\"tbl:a\",\"phx_reply\",{\"response\":{\"v\":"
+	          "1.50},\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"4\",\"tbl:a\",\"push\",{}]");
 	EXPECT(0, "[\"1\",null,\"tbl:a\",\"pushed\",{\"n\":1}]");
 	EXPECT(0, "[\"1\",null,\"tbl:a\",\"empty\",{}]");
 	send_text(0, "[\"1\",\"5\",\"tbl:a\",\"bcast\",{}]");
-	EXPECT(0, "[\"1\",\"5\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"rc\":0,"
-	          "\"bad\":-4}}]");
+	EXPECT(0, "[\"1\",\"5\",\"tbl:a\",\"phx_reply\",{\"response\":{\"rc\":0,"
+	          "\"bad\":-4},\"status\":\"ok\"}]");
 	EXPECT(0, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
 	EXPECT(1, "[null,null,\"tbl:a\",\"bc\",{\"b\":true}]");
 	send_text(0, "[\"1\",\"6\",\"tbl:a\",\"bcast\",{\"from\":true}]");
@@ -1033,11 +1056,10 @@ test_event_table_and_json_calls(void)
 	usleep(100000);
 	CHECK_EQ(count(0, "\"bc\""), 0);
 	send_text(0, "[\"1\",\"77\",\"tbl:a\",\"later\",{}]");
-	EXPECT(0,
-	       "[\"1\",\"77\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"later\":"
-	       "\"yes\"}}]");
+	EXPECT(0, "[\"1\",\"77\",\"tbl:a\",\"phx_reply\",{\"response\":{\"later\":"
+	          "\"yes\"},\"status\":\"ok\"}]");
 	send_text(0, "[\"1\",\"7\",\"tbl:a\",\"need_x\",{\"x\":null}]");
-	EXPECT(0, "[\"1\",\"7\",\"tbl:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]");
+	EXPECT(0, "[\"1\",\"7\",\"tbl:a\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]");
 	/* a payload no clause matches, an event without a clause: phx_error */
 	send_text(0, "[\"1\",\"8\",\"tbl:a\",\"need_x\",{\"y\":1}]");
 	EXPECT(0, "[\"1\",\"1\",\"tbl:a\",\"phx_error\",{}]");
@@ -1047,13 +1069,13 @@ test_event_table_and_json_calls(void)
 	CHECK_EQ(count(1, "\"8\""), 0);
 	/* table entries first, then the catch-all */
 	send_text(0, "[\"2\",\"9\",\"mix:a\",\"phx_join\",{}]");
-	EXPECT(0, "[\"2\",\"9\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[\"2\",\"9\",\"mix:a\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	send_text(0, "[\"2\",\"10\",\"mix:a\",\"echo\",{\"e\":1}]");
 	EXPECT(0,
-	       "[\"2\",\"10\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"e\":1}}]");
+	       "[\"2\",\"10\",\"mix:a\",\"phx_reply\",{\"response\":{\"e\":1},\"status\":\"ok\"}]");
 	send_text(0, "[\"2\",\"11\",\"mix:a\",\"other\",{}]");
-	EXPECT(0, "[\"2\",\"11\",\"mix:a\",\"phx_reply\",{\"status\":\"ok\",\"response\":{"
-	          "\"catch_all\":\"other\"}}]");
+	EXPECT(0, "[\"2\",\"11\",\"mix:a\",\"phx_reply\",{\"response\":{"
+	          "\"catch_all\":\"other\"},\"status\":\"ok\"}]");
 	/* a non-string event: no clause, even with a catch-all */
 	send_text(0, "[\"2\",\"12\",\"mix:a\",null,{}]");
 	EXPECT(0, "[\"2\",\"2\",\"mix:a\",\"phx_error\",{}]");
@@ -1069,12 +1091,13 @@ test_duplicate_join_stubborn_channel(void)
 	setup();
 	client(0, NULL, 2);
 	send_text(0, "[\"1\",\"1\",\"stub:a\",\"phx_join\",{}]");
-	EXPECT(0, "[\"1\",\"1\",\"stub:a\",\"phx_reply\",{\"status\":\"ok\"");
+	EXPECT(0, "[\"1\",\"1\",\"stub:a\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]");
 	int64_t t0 = rt_now_ms();
 	send_text(0, "[\"2\",\"2\",\"stub:a\",\"phx_join\",{}]");
 	usleep(1000000);
 	CHECK_EQ(count(0, "stub:a"), 0); /* blocked while the old one lives */
-	CHECK(take(0, "[\"2\",\"2\",\"stub:a\",\"phx_reply\",{\"status\":\"ok\"", 8000, NULL) == 0);
+	CHECK(take(0, "[\"2\",\"2\",\"stub:a\",\"phx_reply\",{\"response\":\x01\"status\":\"ok\"}]",
+	           8000, NULL) == 0);
 	int64_t took = rt_now_ms() - t0;
 	CHECK_MSG(took >= 4900 && took < 8000, "took %lld ms", (long long)took);
 	EXPECT(0, "[\"1\",\"1\",\"stub:a\",\"phx_close\",{}]");

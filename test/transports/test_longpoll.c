@@ -384,9 +384,10 @@ test_join_reply_push(void)
 	post_ok(tok, JOIN);
 	post_ok(tok, "[\"1\",\"2\",\"test:a\",\"ping\",{}]\n[\"1\",\"3\",\"test:a\",\"push\",{}]");
 	char *all = poll_until(tok, "pushed");
-	CHECK(strstr(all, "\"[\\\"1\\\",\\\"1\\\",\\\"test:a\\\",\\\"phx_reply\\\",{\\\"status\\\":"
-	                  "\\\"ok\\\",\\\"response\\\":{}}]\"") != NULL);
-	CHECK(strstr(all, "{\\\"status\\\":\\\"ok\\\",\\\"response\\\":{\\\"pong\\\":true}}") !=
+	CHECK(strstr(all,
+	             "\"[\\\"1\\\",\\\"1\\\",\\\"test:a\\\",\\\"phx_reply\\\",{\\\"response\\\":"
+	             "{},\\\"status\\\":\\\"ok\\\"}]\"") != NULL);
+	CHECK(strstr(all, "{\\\"response\\\":{\\\"pong\\\":true},\\\"status\\\":\\\"ok\\\"}") !=
 	      NULL);
 	CHECK(strstr(all, "\"status\":200,\"token\":\"") != NULL);
 	free(all);
