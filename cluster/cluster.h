@@ -84,8 +84,10 @@ typedef struct cl_opts {
 
 /* Services: who handles a frame's body on the receiving node. */
 enum {
-	CL_SVC_PUBSUB = 1,  /* distributed PubSub (channels/pubsub_cluster.c) */
-	CL_SVC_TRACKER = 2, /* presence replication (channels/tracker.c) */
+	CL_SVC_PUBSUB = 1,   /* distributed PubSub (channels/pubsub_cluster.c) */
+	CL_SVC_TRACKER = 2,  /* presence replication (channels/tracker.c) */
+	CL_SVC_LONGPOLL = 3, /* long-poll requests for another node's sessions
+	                        (transports/longpoll_remote.c) */
 	CL_SVC_MAX = 8,
 };
 
@@ -117,6 +119,12 @@ void cl_stop(cl_node *c);
 /* Registers the handler of a service (before frames of it arrive; at most
  * one per service).  Returns 0, or -1 for a bad service or one taken. */
 int cl_register(cl_node *c, int service, cl_handler_fn fn, void *ud);
+
+/* Unregisters a service's handler: once it returns, the handler is not
+ * running and will not be called again (frames of the service are then
+ * counted as unknown_service), so its ud may be freed.  Not from the
+ * handler itself.  Any thread. */
+void cl_unregister(cl_node *c, int service);
 
 /* This node's name and incarnation. */
 const char *cl_name(const cl_node *c);

@@ -99,6 +99,9 @@ struct cl_node {
 		cl_handler_fn fn;
 		void *ud;
 	} svc[CL_SVC_MAX];
+	/* Held by the cluster process while it runs a handler, and by
+	 * cl_unregister: a handler unregistered is not running any more. */
+	pthread_mutex_t svc_lock;
 
 	/* The cluster process's alone. */
 	char warned[WARNED_MAX][CL_NAME_MAX];
@@ -439,7 +442,17 @@ cl_link_deliver(cl_node *c, const void *frame, size_t len)
 		COUNT(c, unknown_service, 1);
 		return;
 	}
-	fn(ud, &from, e.body, e.body_len);
+	pthread_mutex_lock(&c->svc_lock);
+	/* Read again under svc_lock: cl_unregister may have run meanwhile. */
+	pthread_mutex_lock(&c->lock);
+	fn = c->svc[e.service].fn;
+	ud = c->svc[e.service].ud;
+	pthread_mutex_unlock(&c->lock);
+	if (fn)
+		fn(ud, &from, e.body, e.body_len);
+	else
+		COUNT(c, unknown_service, 1);
+	pthread_mutex_unlock(&c->svc_lock);
 }
 
 /* ------------------------------------------------------------------ the cluster process */
@@ -611,12 +624,14 @@ cl_start(const cl_opts *o)
 	c->parent = o->supervisor;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
+	pthread_mutex_init(&c->svc_lock, NULL);
 	cl_opts lo = *o;
 	lo.max_frame = c->max_frame;
 	lo.queue_frames = o->queue_frames ? o->queue_frames : 8192;
 	if (link->open(c, &lo, &c->lctx) < 0) {
 		pthread_mutex_destroy(&c->lock);
 		pthread_mutex_destroy(&c->send_lock);
+		pthread_mutex_destroy(&c->svc_lock);
 		free(c);
 		return NULL;
 	}
@@ -637,6 +652,7 @@ cl_start(const cl_opts *o)
 		link->close(c->lctx);
 		pthread_mutex_destroy(&c->lock);
 		pthread_mutex_destroy(&c->send_lock);
+		pthread_mutex_destroy(&c->svc_lock);
 		free(c);
 		return NULL;
 	}
@@ -663,6 +679,7 @@ cl_stop(cl_node *c)
 	c->link->close(c->lctx);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->send_lock);
+	pthread_mutex_destroy(&c->svc_lock);
 	free(c);
 }
 
@@ -680,6 +697,19 @@ cl_register(cl_node *c, int service, cl_handler_fn fn, void *ud)
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+void
+cl_unregister(cl_node *c, int service)
+{
+	if (service <= 0 || service >= CL_SVC_MAX)
+		return;
+	pthread_mutex_lock(&c->svc_lock);
+	pthread_mutex_lock(&c->lock);
+	c->svc[service].fn = NULL;
+	c->svc[service].ud = NULL;
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->svc_lock);
 }
 
 const char *

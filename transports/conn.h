@@ -93,9 +93,13 @@ struct conn {
 			uint64_t mon;   /* monitor of the session (0: none) */
 			rt_timer timer; /* the parked request's deadline */
 			char *token;    /* a parked poll's session token (malloc'ed) */
-			uint8_t op;     /* what is parked (longpoll.c: LP_PARK_*) */
-			bool keep;      /* the parked request's keep-alive */
-		} lp;                   /* serve.c + longpoll.c: a parked long-poll request */
+			void *retry;    /* a poll parked on another node: the new session's
+			                   start argument, if that node has no such session */
+			uint32_t retry_size;
+			uint8_t op;  /* what is parked (longpoll.c: LP_PARK_*) */
+			bool keep;   /* the parked request's keep-alive */
+			bool remote; /* parked on another node's session */
+		} lp;                /* serve.c + longpoll.c: a parked long-poll request */
 	} u;
 };
 

@@ -114,6 +114,9 @@ park(conn *c, int op, uint64_t ref, uint64_t mon, bool keep, const tp_http_str *
 	c->u.lp.ref = ref;
 	c->u.lp.mon = mon;
 	c->u.lp.keep = keep;
+	c->u.lp.remote = false;
+	c->u.lp.retry = NULL;
+	c->u.lp.retry_size = 0;
 	c->u.lp.token = NULL;
 	if (token) {
 		c->u.lp.token = rt_xmalloc(token->len + 1);
@@ -134,6 +137,9 @@ unpark(conn *c, bool cancel_timer)
 		rt_cancel_timer(c->u.lp.timer);
 	if (c->u.lp.mon)
 		rt_demonitor(c->u.lp.mon);
+	if (c->u.lp.remote)
+		lp_remote_forget(c->ep->lp, c->u.lp.ref);
+	free(c->u.lp.retry);
 	free(c->u.lp.token);
 	memset(&c->u.lp, 0, sizeof(c->u.lp));
 	conn_hold(c, false);
@@ -167,6 +173,27 @@ answer_without_session(conn *c, bool deadline)
 	free(token);
 }
 
+static void start_session(conn *c, lp_start *a, size_t size, bool keep);
+
+/* The node named by a parked request's token has no such session (any
+ * more): as lp_route's -1 for a session of this node, a poll opens a new
+ * session (with the query it came with) and a POST gets 410. */
+static void
+no_remote_session(conn *c)
+{
+	int op = c->u.lp.op;
+	void *retry = c->u.lp.retry;
+	size_t size = c->u.lp.retry_size;
+	c->u.lp.retry = NULL;
+	bool keep = unpark(c, true);
+	if (op == LP_PARK_POLL && retry) {
+		start_session(c, retry, size, keep); /* takes retry */
+		return;
+	}
+	free(retry);
+	send_json_text(c, "{\"status\":410}", keep);
+}
+
 void
 tp_lp_info(conn *c, rt_msg *m)
 {
@@ -192,6 +219,10 @@ tp_lp_info(conn *c, rt_msg *m)
 			c->u.lp.timer = 0;
 			answer_without_session(c, true);
 		}
+		break;
+	case LP_MSG_NOSESSION:
+		if (m->size == sizeof(uint64_t) && *(const uint64_t *)rt_msg_data(m) == c->u.lp.ref)
+			no_remote_session(c);
 		break;
 	case RT_MSG_DOWN:
 		if (((const rt_down_info *)rt_msg_data(m))->ref == c->u.lp.mon) {
@@ -222,6 +253,9 @@ tp_lp_release(conn *c)
 		rt_cancel_timer(c->u.lp.timer);
 	if (c->u.lp.mon)
 		rt_demonitor(c->u.lp.mon);
+	if (c->u.lp.remote)
+		lp_remote_forget(c->ep->lp, c->u.lp.ref);
+	free(c->u.lp.retry);
 	free(c->u.lp.token);
 	memset(&c->u.lp, 0, sizeof(c->u.lp));
 }
@@ -376,37 +410,19 @@ last_token(const tp_http_request *req, char *out, size_t cap, tp_http_str *raw)
 	return true;
 }
 
-static void
-new_session(conn *c, const tp_http_request *req, bool keep)
+/* The spawn argument of a new session for req (malloc'ed; *size set). */
+static lp_start *
+start_arg(conn *c, const tp_http_request *req, size_t *size)
 {
-	lp_table *t = c->ep->lp;
-	if (atomic_fetch_add(&t->open, 1) >= t->max_sessions) {
-		atomic_fetch_sub(&t->open, 1);
-		atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
-		rt_log_warning("longpoll: %u sessions open: a new one is refused (503)",
-		               t->max_sessions);
-		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", keep);
-		return;
-	}
 	char peer[64];
 	conn_peer(c, peer, sizeof(peer));
 	const tp_http_str *origin = tp_http_header_get(req, "origin");
 	const tp_http_str *ua = tp_http_header_get(req, "user-agent");
 	size_t pl = strlen(peer), ol = origin ? origin->len : 0, ul = ua ? ua->len : 0;
-	size_t size = sizeof(lp_start) + req->query.len + pl + ol + ul;
-	lp_start *a = rt_xmalloc(size);
+	*size = sizeof(lp_start) + req->query.len + pl + ol + ul;
+	lp_start *a = rt_xmalloc(*size);
 	memset(a, 0, sizeof(*a));
 	a->ep = c->ep;
-	a->conn = c->pid;
-	a->ref = lp_next_ref(t);
-	if (getrandom(a->id, LP_ID_LEN, 0) != LP_ID_LEN) {
-		/* Cannot happen on Linux >= 3.17 for 16 bytes; refuse rather than
-		 * hand out guessable ids. */
-		free(a);
-		atomic_fetch_sub(&t->open, 1);
-		send_plain(c, 500, "500 Internal Server Error\n", NULL, false);
-		return;
-	}
 	a->query_len = (uint32_t)req->query.len;
 	a->peer_len = (uint32_t)pl;
 	a->origin_len = origin ? (uint32_t)ol : UINT32_MAX;
@@ -421,6 +437,34 @@ new_session(conn *c, const tp_http_request *req, bool keep)
 	p += ol;
 	if (ul)
 		memcpy(p, ua->ptr, ul);
+	return a;
+}
+
+/* Starts a session with the spawn argument a (taken) and parks the request
+ * until it answers. */
+static void
+start_session(conn *c, lp_start *a, size_t size, bool keep)
+{
+	lp_table *t = c->ep->lp;
+	if (atomic_fetch_add(&t->open, 1) >= t->max_sessions) {
+		atomic_fetch_sub(&t->open, 1);
+		atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
+		rt_log_warning("longpoll: %u sessions open: a new one is refused (503)",
+		               t->max_sessions);
+		free(a);
+		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", keep);
+		return;
+	}
+	a->conn = c->pid;
+	a->ref = lp_next_ref(t);
+	if (getrandom(a->id, LP_ID_LEN, 0) != LP_ID_LEN) {
+		/* Cannot happen on Linux >= 3.17 for 16 bytes; refuse rather than
+		 * hand out guessable ids. */
+		free(a);
+		atomic_fetch_sub(&t->open, 1);
+		send_plain(c, 500, "500 Internal Server Error\n", NULL, false);
+		return;
+	}
 	uint64_t ref = a->ref;
 	rt_pid pid = rt_sup_start_child(t->sup, &lp_session_behaviour, a, size);
 	free(a);
@@ -430,6 +474,14 @@ new_session(conn *c, const tp_http_request *req, bool keep)
 		return;
 	}
 	park(c, LP_PARK_OPEN, ref, rt_monitor(pid), keep, NULL);
+}
+
+static void
+new_session(conn *c, const tp_http_request *req, bool keep)
+{
+	size_t size;
+	lp_start *a = start_arg(c, req, &size);
+	start_session(c, a, size, keep);
 }
 
 static void
@@ -483,10 +535,17 @@ tp_lp_request(conn *c, const tp_http_request *req, bool keep)
 	uint64_t ref = lp_next_ref(t), mon = 0;
 	lp_op op = {.ref = ref};
 	if (req->method_id == TP_HTTP_GET) {
-		if (have && lp_route(t, &sid, LP_OP_POLL, &op, sizeof(op), NULL, &mon) == 0)
+		if (have && lp_route(t, &sid, LP_OP_POLL, &op, sizeof(op), NULL, &mon) == 0) {
 			park(c, LP_PARK_POLL, ref, mon, keep, &tok);
-		else
+			if (!mon) { /* on another node: a new session here if it has none */
+				size_t size;
+				c->u.lp.remote = true;
+				c->u.lp.retry = start_arg(c, req, &size);
+				c->u.lp.retry_size = (uint32_t)size;
+			}
+		} else {
 			new_session(c, req, keep);
+		}
 		return;
 	}
 	if (!have) {
@@ -500,8 +559,9 @@ tp_lp_request(conn *c, const tp_http_request *req, bool keep)
 		send_json(c, 400, rt_buf_from("{\"status\":400}", 14), keep);
 		return;
 	}
-	if (lp_route(t, &sid, LP_OP_POST, &op, sizeof(op), msgs, &mon) == 0)
+	if (lp_route(t, &sid, LP_OP_POST, &op, sizeof(op), msgs, &mon) == 0) {
 		park(c, LP_PARK_POST, ref, mon, keep, NULL);
-	else
+		c->u.lp.remote = mon == 0;
+	} else
 		send_json_text(c, "{\"status\":410}", keep);
 }

@@ -17,7 +17,9 @@
  *   longpoll_table.c    the sessions of the endpoint: the table session id ->
  *                       pid, the session tokens, the sessions' supervisor,
  *                       counters, and lp_route: THE place where an op for a
- *                       session is delivered (the cluster hooks in there).
+ *                       session is delivered.
+ *   longpoll_remote.c   ops for a session of another node of the cluster,
+ *                       and their answers, as frames of CL_SVC_LONGPOLL.
  *
  * Threading: the table is shared by every scheduler thread (a mutex guards
  * the map; counters are atomics; the rest is written once at start).
@@ -32,6 +34,7 @@
 #include <stdint.h>
 
 #include "channels/token.h"
+#include "cluster/cluster.h"
 #include "runtime/strmap.h"
 #include "transports/conn.h"
 
@@ -45,13 +48,24 @@ enum {
 	/* to a connection */
 	LP_MSG_ANSWER = 0xFFFD0310u, /* lp_answer + m->buf: the JSON body to answer with */
 	LP_MSG_DEADLINE,             /* to self: a parked request's deadline (payload: ref) */
+	LP_MSG_NOSESSION,            /* another node has no such session (payload: ref) */
 };
 
 /* The payload of LP_OP_POLL and LP_OP_POST: the reference the answer
- * carries back (the answer goes to the message's sender). */
+ * carries back, and where the answer goes: the message's sender when
+ * origin is "", else the node named origin (longpoll_remote.c), which
+ * hands it to the request that waits for ref. */
 typedef struct lp_op {
 	uint64_t ref;
+	char origin[CL_NAME_MAX];
 } lp_op;
+
+/* Who waits for a session's answer (a copy of an op's addressee). */
+typedef struct lp_waiter {
+	rt_pid pid; /* a connection of this node (node "") */
+	uint64_t ref;
+	char node[CL_NAME_MAX]; /* "": this node; else the node of the connection */
+} lp_waiter;
 
 /* The payload of LP_MSG_ANSWER; m->buf holds the body (JSON, or NULL). */
 typedef struct lp_answer {
@@ -85,14 +99,23 @@ struct lp_table {
 	pthread_mutex_t mu;
 	rt_strmap map; /* hex session id -> pid (uintptr_t) */
 	ch_token_key *key;
-	rt_pid sup; /* the sessions' dynamic supervisor */
+	rt_pid sup;  /* the sessions' dynamic supervisor */
+	cl_node *cl; /* the endpoint's cluster, or NULL */
 	char node[LP_NODE_MAX + 1];
+	/* Requests of this node parked on another node's session: ref (hex) ->
+	 * the connection's pid, under mu (longpoll_remote.c). */
+	rt_strmap pending;
+	bool remote_registered;
 	uint32_t window_ms, max_sessions, max_frames;
 	size_t max_bytes;
 	_Atomic uint64_t next_ref;
 	/* tp_stats.lp_*; open = sessions alive or starting (the limit's count) */
 	_Atomic uint64_t open, opened, expired, slow, binary_dropped, refused, lines_ignored,
 	    bad_posts;
+	/* tp_stats.lp_remote_*: ops sent to other nodes' sessions, ops of other
+	 * nodes served here, frames refused as malformed, answers lost (the
+	 * link could not take them, or nobody waited any more) */
+	_Atomic uint64_t remote_sent, remote_served, remote_refused, remote_lost;
 };
 
 /* The spawn argument of a session (copied by the runtime): the request that
@@ -162,13 +185,40 @@ int lp_token_sign(const lp_table *t, const uint8_t id[LP_ID_LEN], char *out, siz
  * data[0, len) and buf (taken over in every case) to the session named by
  * sid, from the calling process, which gets the session's LP_MSG_ANSWER.
  * Returns 0 when delivered to a session of this node; *mon is then a monitor
- * of it held by the caller (its DOWN means no answer will come).  Returns -1
- * when there is no such session (ended, unknown, or on another node: the
- * cluster's routing goes here, with *mon = 0 and the caller's deadline as
- * the only guard).  Any process.
+ * of it held by the caller (its DOWN means no answer will come).  Returns 0
+ * with *mon = 0 when sent to another node (lp_remote_route): the answer is
+ * LP_MSG_ANSWER, or LP_MSG_NOSESSION when that node has no such session, and
+ * the caller's deadline is the only other guard.  Returns -1 when there is
+ * no such session here, or its node cannot be reached.  Any process.
  */
 int lp_route(lp_table *t, const lp_sid *sid, uint32_t op, const void *data, size_t len, rt_buf *buf,
              uint64_t *mon);
+
+/* The pid of this node's session id, or RT_NOPID. */
+rt_pid lp_lookup(lp_table *t, const uint8_t id[LP_ID_LEN]);
+
+/* Sends a session's answer (body, a JSON text, taken) to whoever waits for
+ * it: an LP_MSG_ANSWER to a connection of this node, or a frame to the
+ * waiter's node.  From the session's process. */
+void lp_answer_to(lp_table *t, const lp_waiter *w, rt_buf *body);
+
+/* ---- other nodes' sessions (longpoll_remote.c) ---- */
+
+/* Registers the CL_SVC_LONGPOLL handler when t has a cluster; 0, or -1. */
+int lp_remote_start(lp_table *t);
+
+/* Unregisters it (before the table is freed; the cluster still runs). */
+void lp_remote_stop(lp_table *t);
+
+/* Sends op (LP_OP_POLL, or LP_OP_POST with the packed messages buf,
+ * taken) for the session sid of another node, on behalf of the calling
+ * process (a connection), which gets LP_MSG_ANSWER or LP_MSG_NOSESSION
+ * for ref.  0 when sent; -1 when the node is not up or the link cannot
+ * take the frame.  Any process. */
+int lp_remote_route(lp_table *t, const lp_sid *sid, uint32_t op, uint64_t ref, rt_buf *buf);
+
+/* The request ref is answered or abandoned: forget it. */
+void lp_remote_forget(lp_table *t, uint64_t ref);
 
 /* The session process registers itself under its id once its socket is
  * open, and unregisters when it ends (only if still registered as self). */

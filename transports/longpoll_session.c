@@ -10,7 +10,8 @@
  * else {"messages":[],"status":410,"token":...} with the session's token,
  * after registering the session in the endpoint's table.
  *
- * Polls.  At most one poll waits (its connection's pid and ref).  Frames the
+ * Polls.  At most one poll waits (its connection's pid and ref, or the
+ * node of a connection of another node: lp_answer_to).  Frames the
  * socket sends are buffered; at the end of each batch of messages (flush),
  * a waiting poll gets every buffered frame as one answer and the buffer is
  * emptied: nothing is lost between two polls.  A poll that finds nothing
@@ -47,8 +48,8 @@ typedef struct lp_session {
 	rt_buf **q;  /* frames waiting for a poll, in order */
 	uint32_t qn, qcap;
 	size_t qbytes;
-	rt_pid waiter;   /* the waiting poll's connection, or RT_NOPID */
-	uint64_t wref;   /* ... and its ref */
+	lp_waiter waiter; /* the waiting poll (when waiting) */
+	bool waiting;
 	rt_timer wtimer; /* its window */
 	int64_t last_poll_ms;
 	const char *end; /* set: the session ends after this message (the reason) */
@@ -149,14 +150,13 @@ poll_body(lp_session *s, int status, bool with_frames)
 static void
 release_waiter(lp_session *s)
 {
-	if (!s->waiter)
+	if (!s->waiting)
 		return;
 	if (s->wtimer)
 		rt_cancel_timer(s->wtimer);
 	bool any = s->qn > 0;
-	answer(s->waiter, s->wref, poll_body(s, any ? 200 : 204, any));
-	s->waiter = RT_NOPID;
-	s->wref = 0;
+	lp_answer_to(s->t, &s->waiter, poll_body(s, any ? 200 : 204, any));
+	s->waiting = false;
 	s->wtimer = 0;
 }
 
@@ -305,17 +305,22 @@ session_init(void *state, const void *arg, size_t size)
 static void
 on_poll(lp_session *s, rt_msg *m)
 {
-	if (m->size < sizeof(lp_op) || !m->from)
+	if (m->size < sizeof(lp_op))
 		return;
 	const lp_op *op = rt_msg_data(m);
+	if (!op->origin[0] && !m->from)
+		return;
 	s->last_poll_ms = rt_now_ms();
-	if (s->waiter) { /* the new poll replaces the old one, which gets 204 now */
+	if (s->waiting) { /* the new poll replaces the old one, which gets 204 now */
 		if (s->wtimer)
 			rt_cancel_timer(s->wtimer);
-		answer(s->waiter, s->wref, poll_body(s, 204, false));
+		lp_answer_to(s->t, &s->waiter, poll_body(s, 204, false));
 	}
-	s->waiter = m->from;
-	s->wref = op->ref;
+	s->waiter.pid = m->from;
+	s->waiter.ref = op->ref;
+	memcpy(s->waiter.node, op->origin, sizeof(s->waiter.node));
+	s->waiter.node[sizeof(s->waiter.node) - 1] = 0;
+	s->waiting = true;
 	s->wtimer = 0;
 	if (s->qn == 0) /* else flush answers at the end of this batch */
 		s->wtimer = rt_send_after(s->t->window_ms, rt_self(), LP_SESS_WINDOW, &op->ref,
@@ -345,8 +350,12 @@ on_post(lp_session *s, rt_msg *m)
 			tr_close(s, rc, "undecodable message");
 		pos += len;
 	}
-	if (m->from)
-		answer_text(m->from, op->ref, "{\"status\":200}");
+	if (m->from || op->origin[0]) {
+		lp_waiter w = {.pid = m->from, .ref = op->ref};
+		memcpy(w.node, op->origin, sizeof(w.node));
+		w.node[sizeof(w.node) - 1] = 0;
+		lp_answer_to(s->t, &w, rt_buf_from("{\"status\":200}", 14));
+	}
 }
 
 static int
@@ -361,14 +370,14 @@ session_handle(void *state, rt_msg *m)
 		on_post(s, m);
 		break;
 	case LP_SESS_WINDOW:
-		if (s->waiter && m->size == sizeof(uint64_t) &&
-		    *(const uint64_t *)rt_msg_data(m) == s->wref) {
+		if (s->waiting && m->size == sizeof(uint64_t) &&
+		    *(const uint64_t *)rt_msg_data(m) == s->waiter.ref) {
 			s->wtimer = 0; /* delivered */
 			release_waiter(s);
 		}
 		break;
 	case LP_SESS_TICK:
-		if (!s->waiter &&
+		if (!s->waiting &&
 		    rt_now_ms() - s->last_poll_ms > (int64_t)s->t->window_ms * 3 / 2) {
 			atomic_fetch_add_explicit(&s->t->expired, 1, memory_order_relaxed);
 			rt_log_debug("longpoll session: no poll for %u ms: ended",
@@ -395,7 +404,7 @@ static void
 session_flush(void *state)
 {
 	lp_session *s = state;
-	if (s->waiter && s->qn)
+	if (s->waiting && s->qn)
 		release_waiter(s);
 }
 

@@ -53,6 +53,7 @@ lp_table_new(tp_endpoint *ep, const tp_endpoint_opts *o)
 		return NULL;
 	}
 	cl_node *cl = ch_endpoint_cluster(ep->socket);
+	t->cl = cl;
 	snprintf(t->node, sizeof(t->node), "%s", cl ? cl_name(cl) : "nonode@nohost");
 	t->window_ms = o->lp_window_ms ? o->lp_window_ms : 10000;
 	if (t->window_ms > 3600000u)
@@ -76,7 +77,9 @@ lp_table_start(lp_table *t, rt_pid parent)
 	rt_sup_spec spec = {
 	    .strategy = RT_SIMPLE_ONE_FOR_ONE, .children = &session_spec, .nchildren = 1};
 	t->sup = rt_sup_start_under(parent, "longpoll", &spec);
-	return t->sup ? 0 : -1;
+	if (!t->sup)
+		return -1;
+	return lp_remote_start(t);
 }
 
 void
@@ -84,7 +87,9 @@ lp_table_free(lp_table *t)
 {
 	if (!t)
 		return;
+	lp_remote_stop(t);
 	rt_strmap_clear(&t->map, NULL);
+	rt_strmap_clear(&t->pending, free);
 	ch_token_key_free(t->key);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
@@ -122,8 +127,8 @@ lp_token_verify(const lp_table *t, const char *tok, size_t len, lp_sid *out)
 	return 0;
 }
 
-static rt_pid
-lookup(lp_table *t, const uint8_t id[LP_ID_LEN])
+rt_pid
+lp_lookup(lp_table *t, const uint8_t id[LP_ID_LEN])
 {
 	char key[2 * LP_ID_LEN + 1];
 	hex_id(id, key);
@@ -138,12 +143,14 @@ lp_route(lp_table *t, const lp_sid *sid, uint32_t op, const void *data, size_t l
          uint64_t *mon)
 {
 	*mon = 0;
-	/* Another node's session: the cluster's routing hooks in here. */
-	if (strcmp(sid->node, t->node) != 0) {
-		rt_buf_release(buf);
-		return -1;
+	if (strcmp(sid->node, t->node) != 0) { /* another node's session */
+		if (!t->cl || len < sizeof(lp_op)) {
+			rt_buf_release(buf);
+			return -1;
+		}
+		return lp_remote_route(t, sid, op, ((const lp_op *)data)->ref, buf);
 	}
-	rt_pid pid = lookup(t, sid->id);
+	rt_pid pid = lp_lookup(t, sid->id);
 	if (!pid) {
 		rt_buf_release(buf);
 		return -1;
