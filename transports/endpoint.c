@@ -623,5 +623,6 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->closed_1007 += atomic_load_explicit(&s->closed_1007, memory_order_relaxed);
 		out->closed_1011 += atomic_load_explicit(&s->closed_1011, memory_order_relaxed);
 		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
+		out->http_parsed += atomic_load_explicit(&s->http_parsed, memory_order_relaxed);
 	}
 }

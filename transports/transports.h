@@ -106,10 +106,12 @@ int tp_endpoint_port(const tp_endpoint *ep);
  * rt_shutdown. */
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
-/* Counters since start; open and ws_open are the connections open now. */
+/* Counters since start; open and ws_open are the connections open now;
+ * http_parsed: bytes the HTTP request parser looked at (its work: about the
+ * request bytes received, however they were split across reads). */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
-	    closed_1011, http_requests;
+	    closed_1011, http_requests, http_parsed;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 
