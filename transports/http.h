@@ -27,7 +27,14 @@
  *     same: the state describes them.
  *
  * Errors carry the HTTP status to answer (400, 413, 414, 431, 501, 505) and a
- * short static description for logs; after an error, answer and close.
+ * short static description for logs; after an error, answer and close.  The
+ * answer is that of the first wrong byte: a byte past a limit is wrong
+ * whatever it is (an over-long request line is a 414, an over-long header
+ * section a 431, as Bandit answers), and a byte no request can have there is
+ * a 400 at once, before the line ends (a TLS ClientHello on the plain port).
+ * So a line with such a byte before its limit is a 400 even if it grows past
+ * the limit later; Bandit, which judges a line only once it ends or is over
+ * its limit, answers that one 414.
  */
 #ifndef transports_http_h
 #define transports_http_h
