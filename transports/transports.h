@@ -59,9 +59,10 @@ typedef struct tp_endpoint_opts {
 	const char *const *static_aliases;
 	/* Refuse upgrades whose Origin is not in origins (403); no Origin passes. */
 	bool check_origin;
-	/* NULL-terminated allowed origins: "http://localhost:4000", "//host" (any
-	 * scheme); a host starting with "*." matches its subdomains; an entry
-	 * without a port allows any port. */
+	/* NULL-terminated allowed origins, as Phoenix's check_origin list:
+	 * "http://localhost:4000", "//host" (any scheme); a host starting with
+	 * "*." matches that domain and its subdomains; an entry without a port
+	 * means its scheme's default ("https://h": 443), "//h" any port. */
 	const char *const *origins;
 	/* Largest WebSocket message a client may send (default TP_DEFAULT_MAX_FRAME,
 	 * at most TP_MAX_MAX_FRAME): a frame header announcing more, or fragments

@@ -1645,7 +1645,20 @@ test_ws_check_origin(void)
 	CHECK_EQ(ws_request(&c, "?vsn=2.0.0",
 	                    "Sec-WebSocket-Version: 13\r\nOrigin: http://good.example:8080\r\n",
 	                    &r),
-	         101); /* no port in the allowed entry: any port */
+	         403); /* the entry's port is its scheme's default, 80 (Phoenix: URI.parse) */
+	cli_close(&c);
+	cli_open(&c);
+	CHECK_EQ(ws_request(&c, "?vsn=2.0.0",
+	                    "Sec-WebSocket-Version: 13\r\nOrigin: http://good.example:80/\r\n", &r),
+	         101);
+	cli_close(&c);
+	cli_open(&c);
+	CHECK_EQ(
+	    ws_request(
+	        &c, "?vsn=2.0.0",
+	        "Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example?.trusted.example\r\n",
+	        &r),
+	    403); /* the host is evil.example */
 	cli_close(&c);
 	cli_open(&c);
 	CHECK_EQ(ws_request(&c, "?vsn=2.0.0",
