@@ -534,7 +534,8 @@ keep_rest(conn *c, uint8_t *buf, size_t len, size_t used)
 			c->in_len = c->in_cap = 0;
 			return;
 		}
-		memmove(c->in, c->in + used, rest);
+		if (used) /* nothing used (an incomplete request): no copy per read */
+			memmove(c->in, c->in + used, rest);
 		c->in_len = (uint32_t)rest;
 		if (c->in_cap > 4096 && rest < c->in_cap / 4) {
 			uint8_t *p = realloc(c->in, rest);

@@ -85,6 +85,12 @@ struct conn {
 	/* The current protocol's state (zeroed by conn_set_proto). */
 	union {
 		struct {
+			/* The request at the start of the input (c->in, or the read
+			 * buffer): how far its parse got, so that each read parses
+			 * only the new bytes. */
+			tp_http_state parse;
+		} http; /* serve.c */
+		struct {
 			tp_ws_reader reader;
 			ch_socket *sock; /* the Phoenix socket of this client */
 		} ws;                    /* websocket.c */

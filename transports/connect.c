@@ -10,94 +10,161 @@
 #include "runtime/xalloc.h"
 #include "transports/connect.h"
 
-/* Phoenix's check_origin: an origin matches an allowed entry
- * "scheme://host[:port]", "//host[:port]" (any scheme) or with a host
- * "*.example.com" (any subdomain).  Scheme and port are compared only when
- * the entry has them.  url_parts: the pieces of one URL, pointing into it (a
- * value on the caller's stack). */
+/*
+ * Phoenix's check_origin (Phoenix.Socket.Transport: URI.parse of the Origin
+ * and of each allowed entry, then compare?/compare_host?): an entry gives a
+ * scheme (optional: "//host"), a host, which may be "*.example.com" (that
+ * domain and its subdomains), and a port (explicit, else the scheme's
+ * default as URI.default_port, else none).  The origin matches when the
+ * entry's scheme, port and host each are absent or equal; schemes are
+ * compared lowercased (URI.parse lowercases them), hosts as they are.
+ *
+ * The parse is stricter than URI.parse: an Origin is only what a browser
+ * sends, scheme "://" host [":" port] (a port 0..65535 in decimal, an IPv6
+ * host in brackets), with at most a "/" after it; userinfo, any other path,
+ * a query or a fragment, an empty port, and a host with bytes other than
+ * letters, digits, '-', '.' and '_' are refused.  So a host is exactly what
+ * URI.parse finds, and "https://evil.com?.example.org" (host evil.com for
+ * URI.parse) or "https://evil.com\.example.org" (a host URI.parse takes
+ * whole, which would end in ".example.org") never match "*.example.org".
+ *
+ * url_parts: the pieces of one origin or entry, pointing into it (a value on
+ * the caller's stack).
+ */
 typedef struct url_parts {
 	const char *scheme, *host;
 	size_t scheme_len, host_len;
-	int port; /* -1: none given */
+	long port; /* -1: none (no scheme, or one without a default port) */
+	bool wild; /* an entry's "*." host: host is the domain after it */
 } url_parts;
 
-static bool
-url_split(const char *p, size_t n, url_parts *u)
+static int
+lc(int c)
 {
-	memset(u, 0, sizeof(*u));
-	u->port = -1;
-	size_t sep = 0;
-	while (sep + 1 < n && !(p[sep] == '/' && p[sep + 1] == '/'))
-		sep++;
-	if (sep + 1 >= n)
-		return false;
-	if (sep > 0) {
-		if (p[sep - 1] != ':')
-			return false;
-		u->scheme = p;
-		u->scheme_len = sep - 1;
-	}
-	size_t h = sep + 2, end = h;
-	while (end < n && p[end] != '/')
-		end++;
-	size_t colon = end, rb = h;
-	if (h < end && p[h] == '[') { /* IPv6 literal: the port comes after ']' */
-		while (rb < end && p[rb] != ']')
-			rb++;
-		if (rb == end)
-			return false;
-	}
-	for (size_t q = rb; q < end; q++)
-		if (p[q] == ':')
-			colon = q;
-	u->host = p + h;
-	u->host_len = colon - h;
-	if (colon < end) {
-		int port = 0;
-		if (colon + 1 == end)
-			return false;
-		for (size_t q = colon + 1; q < end; q++) {
-			if (p[q] < '0' || p[q] > '9' || port > 65535)
-				return false;
-			port = port * 10 + (p[q] - '0');
-		}
-		u->port = port;
-	}
-	return u->host_len > 0;
+	return (c >= 'A' && c <= 'Z') ? c + 32 : c;
 }
 
-static int
-default_port(const url_parts *u)
+static bool
+is_alpha(int c)
 {
-	if (u->scheme_len == 5 && strncasecmp(u->scheme, "https", 5) == 0)
-		return 443;
-	return 80;
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* The default port of the lowercased scheme (URI.default_port), or -1. */
+static long
+default_port(const char *s, size_t n)
+{
+	static const struct {
+		const char *scheme;
+		long port;
+	} tab[] = {{"http", 80}, {"https", 443}, {"ws", 80},   {"wss", 443},
+	           {"ftp", 21},  {"sftp", 22},   {"tftp", 69}, {"ldap", 389}};
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		size_t k = 0;
+		while (k < n && tab[i].scheme[k] && lc(s[k]) == tab[i].scheme[k])
+			k++;
+		if (k == n && !tab[i].scheme[k])
+			return tab[i].port;
+	}
+	return -1;
+}
+
+/*
+ * Parses p[0, n) as scheme "://" host [":" port] ["/"], or (entry) also
+ * "//" host ...; entry also allows a "*." host.  Returns false for anything
+ * else (see above).
+ */
+static bool
+url_split(const char *p, size_t n, bool entry, url_parts *u)
+{
+	size_t i = 0;
+	memset(u, 0, sizeof(*u));
+	u->port = -1;
+	if (i < n && is_alpha((unsigned char)p[i])) { /* RFC 3986 scheme */
+		while (i < n && (is_alpha((unsigned char)p[i]) || is_digit((unsigned char)p[i]) ||
+		                 p[i] == '+' || p[i] == '-' || p[i] == '.'))
+			i++;
+		if (i == n || p[i] != ':')
+			return false;
+		u->scheme = p;
+		u->scheme_len = i++;
+		u->port = default_port(u->scheme, u->scheme_len);
+	} else if (!entry) {
+		return false;
+	}
+	if (n - i < 2 || p[i] != '/' || p[i + 1] != '/')
+		return false;
+	i += 2;
+	if (entry && n - i >= 2 && p[i] == '*' && p[i + 1] == '.') {
+		u->wild = true;
+		i += 2;
+	}
+	size_t h = i;
+	if (i < n && p[i] == '[') { /* IPv6 literal; the host is what is inside */
+		h = ++i;
+		while (i < n &&
+		       (is_digit((unsigned char)p[i]) ||
+		        (lc((unsigned char)p[i]) >= 'a' && lc((unsigned char)p[i]) <= 'f') ||
+		        p[i] == ':' || p[i] == '.'))
+			i++;
+		if (i == n || p[i] != ']' || i == h || u->wild)
+			return false;
+		u->host = p + h;
+		u->host_len = i++ - h;
+	} else {
+		while (i < n && (is_alpha((unsigned char)p[i]) || is_digit((unsigned char)p[i]) ||
+		                 p[i] == '-' || p[i] == '.' || p[i] == '_'))
+			i++;
+		if (i == h)
+			return false;
+		u->host = p + h;
+		u->host_len = i - h;
+	}
+	if (i < n && p[i] == ':') {
+		size_t d = ++i;
+		long port = 0;
+		while (i < n && is_digit((unsigned char)p[i])) {
+			port = port * 10 + (p[i] - '0');
+			if (port > 65535)
+				return false;
+			i++;
+		}
+		if (i == d)
+			return false;
+		u->port = port;
+	}
+	if (i < n && p[i] == '/')
+		i++;
+	return i == n;
 }
 
 bool
 tp_origin_allowed(const tp_endpoint *ep, const tp_http_str *origin)
 {
 	url_parts o;
-	if (!url_split(origin->ptr, origin->len, &o) || !o.scheme)
+	if (!url_split(origin->ptr, origin->len, false, &o))
 		return false;
 	for (size_t i = 0; i < ep->norigins; i++) {
 		url_parts a;
-		if (!url_split(ep->origins[i], strlen(ep->origins[i]), &a))
+		if (!url_split(ep->origins[i], strlen(ep->origins[i]), true, &a))
 			continue;
 		if (a.scheme && (a.scheme_len != o.scheme_len ||
 		                 strncasecmp(a.scheme, o.scheme, a.scheme_len) != 0))
 			continue;
-		if (a.port >= 0 && a.port != (o.port >= 0 ? o.port : default_port(&o)))
+		if (a.port >= 0 && a.port != o.port)
 			continue;
-		if (a.host_len > 2 && a.host[0] == '*' && a.host[1] == '.') {
-			size_t sl = a.host_len - 1; /* ".example.com" */
-			if (o.host_len > sl &&
-			    strncasecmp(o.host + o.host_len - sl, a.host + 1, sl) == 0)
-				return true;
-		} else if (a.host_len == o.host_len &&
-		           strncasecmp(a.host, o.host, a.host_len) == 0) {
+		if (a.host_len == o.host_len && memcmp(a.host, o.host, a.host_len) == 0)
+			return true; /* the host, or the domain of a "*." entry itself */
+		if (a.wild && o.host_len > a.host_len &&
+		    o.host[o.host_len - a.host_len - 1] == '.' &&
+		    memcmp(o.host + o.host_len - a.host_len, a.host, a.host_len) == 0)
 			return true;
-		}
 	}
 	return false;
 }

@@ -16,9 +16,13 @@
 /*
  * Phoenix's check_origin against ep's allowed origins: true when origin (the
  * Origin header's value) matches an entry "scheme://host[:port]",
- * "//host[:port]" (any scheme) or one whose host is "*.example.com" (any
- * subdomain); scheme and port are compared only when the entry has them (a
- * missing port in the origin is the scheme's default).  Does not look at
+ * "//host[:port]" (any scheme) or one whose host is "*.example.com" (that
+ * domain and its subdomains).  As Phoenix (URI.parse): an entry's port is its
+ * explicit one, else its scheme's default ("https://h" is port 443), else any
+ * ("//h"); schemes compare case-insensitively, hosts exactly.  origin must be
+ * a well-formed serialized origin, scheme://host[:port] with an optional
+ * trailing "/" and a port 0..65535 (connect.c says what else is refused); an
+ * entry that does not parse matches nothing.  Does not look at
  * ep->check_origin: the caller decides whether to check.
  */
 bool tp_origin_allowed(const tp_endpoint *ep, const tp_http_str *origin);

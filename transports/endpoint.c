@@ -639,6 +639,7 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->closed_1007 += atomic_load_explicit(&s->closed_1007, memory_order_relaxed);
 		out->closed_1011 += atomic_load_explicit(&s->closed_1011, memory_order_relaxed);
 		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
+		out->http_parsed += atomic_load_explicit(&s->http_parsed, memory_order_relaxed);
 	}
 	const lp_table *t = ep->lp;
 	if (t) {
@@ -650,5 +651,9 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->lp_refused = atomic_load(&t->refused);
 		out->lp_lines_ignored = atomic_load(&t->lines_ignored);
 		out->lp_bad_posts = atomic_load(&t->bad_posts);
+		out->lp_remote_sent = atomic_load(&t->remote_sent);
+		out->lp_remote_served = atomic_load(&t->remote_served);
+		out->lp_remote_refused = atomic_load(&t->remote_refused);
+		out->lp_remote_lost = atomic_load(&t->remote_lost);
 	}
 }

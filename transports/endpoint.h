@@ -75,7 +75,7 @@ typedef struct tp_shard {
 	_Alignas(64) tq_list lists[TQ_COUNT];
 	/* counters (tp_stats) */
 	_Atomic uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002,
-	    closed_1007, closed_1011, http_requests;
+	    closed_1007, closed_1011, http_requests, http_parsed;
 } tp_shard;
 
 /* A cached static file. */

@@ -1,6 +1,6 @@
 /*
- * tp_http: HTTP/1.1 request parsing (stateless re-parse over the caller's
- * buffer), query/path decoding and response-head writing.  See http.h for the
+ * tp_http: HTTP/1.1 request parsing (a scan that resumes where the last call
+ * stopped), query/path decoding and response-head writing.  See http.h for the
  * contracts and who owns which bytes.
  */
 #include "transports/http.h"
@@ -181,47 +181,24 @@ parse_target(tp_http_request *req, const char **msg)
 }
 
 /*
- * Parses the request line b[0, n) (without its line end).  When !complete the
- * line end has not arrived yet: reaching the end of the bytes is P_NEED
- * instead of an error, so a malformed line is reported as early as possible.
+ * Splits the request line b[0, n) (without its line end), which the scan has
+ * found well-formed, into req's method, target and version, and checks what
+ * only the whole line tells: the version (505) and the target (400).
  */
 static int
-parse_request_line(tp_http_request *req, const char *b, size_t n, int complete, const char **msg)
+parse_request_line(tp_http_request *req, const char *b, size_t n, const char **msg)
 {
 	size_t i = 0;
-	*msg = "bad request line";
-#define AT_END() (i == n ? (complete ? 400 : P_NEED) : -1)
-	while (i < n && is_tchar((unsigned char)b[i]))
+	while (i < n && b[i] != ' ')
 		i++;
-	if (AT_END() >= 0)
-		return AT_END();
-	if (i == 0 || b[i] != ' ')
-		return 400;
 	req->method.ptr = b;
 	req->method.len = i;
 	size_t t0 = ++i;
-	while (i < n && (unsigned char)b[i] > 0x20 && (unsigned char)b[i] < 0x7f)
+	while (i < n && b[i] != ' ')
 		i++;
-	if (AT_END() >= 0)
-		return AT_END();
-	if (i == t0 || b[i] != ' ')
-		return 400;
 	req->target.ptr = b + t0;
 	req->target.len = i - t0;
-	size_t v0 = ++i;
-	for (int k = 0; k < 8; k++, i++) {
-		if (AT_END() >= 0)
-			return AT_END();
-		char c = b[i];
-		int ok = k < 5 ? c == "HTTP/"[k] : k == 6 ? c == '.' : (c >= '0' && c <= '9');
-		if (!ok)
-			return 400;
-	}
-#undef AT_END
-	if (i != n)
-		return 400;
-	if (!complete)
-		return P_NEED;
+	size_t v0 = i + 1; /* "HTTP/d.d", the scan checked its shape */
 	if (b[v0 + 5] != '1' || b[v0 + 7] > '1') {
 		*msg = "unsupported HTTP version";
 		return 505;
@@ -233,56 +210,35 @@ parse_request_line(tp_http_request *req, const char *b, size_t n, int complete, 
 
 /* ---- header lines ---- */
 
-/* Parses one header line b[0, n) (line end stripped); see parse_request_line for complete. */
-static int
-parse_header_line(tp_http_header *h, const char *b, size_t n, int complete, const char **msg)
+/* Splits the header line b[0, n) (line end stripped), which the scan has found
+ * well-formed, into name and value (trimmed of spaces and tabs). */
+static void
+split_header_line(tp_http_header *h, const char *b, size_t n)
 {
 	size_t i = 0;
-	*msg = "bad header line";
-	while (i < n && is_tchar((unsigned char)b[i]))
+	while (b[i] != ':')
 		i++;
-	if (i == n)
-		return complete ? 400 : P_NEED;
-	if (i == 0 || b[i] != ':')
-		return 400;
-	size_t name_len = i++;
-	for (size_t k = i; k < n; k++)
-		if (!is_field_byte((unsigned char)b[k]))
-			return 400;
-	if (!complete)
-		return P_NEED;
+	h->name.ptr = b;
+	h->name.len = i++;
 	size_t e = n;
 	while (i < e && is_ows(b[i]))
 		i++;
 	while (e > i && is_ows(b[e - 1]))
 		e--;
-	if (h) {
-		h->name.ptr = b;
-		h->name.len = name_len;
-		h->value.ptr = b + i;
-		h->value.len = e - i;
-	}
-	return P_OK;
+	h->value.ptr = b + i;
+	h->value.len = e - i;
 }
 
-/*
- * Finds the line starting at pos: sets *content to its length without the line
- * end and *next to the offset after it.  Returns 1 when the LF was found; when
- * not, *content covers the available bytes minus a trailing CR (which may be
- * the start of CRLF).  A CR inside the content is left for the caller's byte
- * checks to reject.
- */
-static int
-find_line(const char *buf, size_t len, size_t pos, size_t *content, size_t *next)
+/* The line starting at buf[pos], which the scan has found complete: sets
+ * *content to its length without the line end and returns the offset after it. */
+static size_t
+line_at(const char *buf, size_t pos, size_t *content)
 {
-	const char *lf = memchr(buf + pos, '\n', len - pos);
-	size_t end = lf ? (size_t)(lf - buf) : len;
-	size_t n = end - pos;
-	if (n && buf[pos + n - 1] == '\r')
-		n--;
-	*content = n;
-	*next = lf ? end + 1 : len;
-	return lf != NULL;
+	size_t e = pos;
+	while (buf[e] != '\n')
+		e++;
+	*content = (e > pos && buf[e - 1] == '\r') ? e - 1 - pos : e - pos;
+	return e + 1;
 }
 
 /* ---- framing headers ---- */
@@ -329,215 +285,30 @@ parse_content_length(const tp_http_str *v, uint64_t *out, int *overflow)
 	return 0;
 }
 
-/* ---- chunked bodies ---- */
-
 /*
- * Scans a chunked body starting at buf[start].  On P_OK sets *end (offset after
- * the trailer section) and *body_len.  With decode, also moves the chunk data
- * to buf[start, start + body_len); only call it with decode after a scan
- * without decode returned P_OK (the scan reads framing the decoding has not
- * overwritten yet, since data always moves left past its own size line).
+ * Fills req from the head the scan has found complete and well-formed
+ * (buf[st->line, st->body)): request line, headers, framing and keep-alive.
+ * Returns P_OK or the status of a request line or framing that is wrong as a
+ * whole.  *clen: the Content-Length (with req->content_length >= 0).
  */
 static int
-chunked_scan(const limits *l, char *buf, size_t len, size_t start, int decode, size_t *end,
-             size_t *body_len, size_t *need, const char **msg)
+fill_head(const limits *l, tp_http_request *req, const char *buf, const tp_http_state *st,
+          uint64_t *clen_out, const char **msg)
 {
-	size_t pos = start, total = 0, overhead = 0;
-	char *dst = buf + start;
-
+	size_t n, pos = line_at(buf, st->line, &n);
+	int r = parse_request_line(req, buf + st->line, n, msg);
+	if (r != P_OK)
+		return r;
+	req->nheaders = 0;
 	for (;;) {
-		size_t n, next;
-		int got = find_line(buf, len, pos, &n, &next);
-		const char *b = buf + pos;
-		if (overhead + (next - pos) > l->max_chunk_overhead) {
-			*msg = "chunked framing too large";
-			return 413;
-		}
-		size_t i = 0;
-		uint64_t size = 0;
-		while (i < n && hex_val((unsigned char)b[i]) >= 0) {
-			if (size > (UINT64_MAX >> 4)) {
-				*msg = "chunk too large";
-				return 413;
-			}
-			size = size * 16 + (uint64_t)hex_val((unsigned char)b[i]);
-			if (size > l->max_body) {
-				*msg = "chunk too large";
-				return 413;
-			}
-			i++;
-		}
-		*msg = "bad chunk size line";
-		if (i == 0)
-			return (n == 0 && !got) ? P_NEED : 400;
-		size_t j = i;
-		while (j < n && is_ows(b[j]))
-			j++;
-		if (j < n && b[j] != ';')
-			return 400;
-		for (; j < n; j++)
-			if (!is_field_byte((unsigned char)b[j]))
-				return 400;
-		if (!got)
-			return P_NEED;
-		if (size > l->max_body - total) {
-			*msg = "body too large";
-			return 413;
-		}
-		overhead += next - pos;
-		pos = next;
-		if (size == 0)
-			break;
-		if (len - pos <= size) {
-			*need = pos + (size_t)size + 2;
-			return P_NEED;
-		}
-		size_t data = pos;
-		pos += (size_t)size;
-		if (buf[pos] == '\n') {
-			pos++;
-			overhead++;
-		} else if (buf[pos] == '\r') {
-			if (pos + 1 >= len)
-				return P_NEED;
-			if (buf[pos + 1] != '\n') {
-				*msg = "bad chunk data end";
-				return 400;
-			}
-			pos += 2;
-			overhead += 2;
-		} else {
-			*msg = "bad chunk data end";
-			return 400;
-		}
-		if (decode) {
-			memmove(dst, buf + data, (size_t)size);
-			dst += size;
-		}
-		total += (size_t)size;
-	}
-
-	/* Trailer section: header lines (validated, then ignored) up to an empty line. */
-	for (;;) {
-		size_t n, next;
-		int got = find_line(buf, len, pos, &n, &next);
-		if (overhead + (next - pos) > l->max_chunk_overhead) {
-			*msg = "chunked framing too large";
-			return 413;
-		}
-		if (!got) {
-			int r = parse_header_line(NULL, buf + pos, n, 0, msg);
-			return r == P_OK ? P_NEED : r;
-		}
-		overhead += next - pos;
-		if (n > 0) {
-			int r = parse_header_line(NULL, buf + pos, n, 1, msg);
-			if (r != P_OK)
-				return r;
-		}
-		pos = next;
+		size_t next = line_at(buf, pos, &n);
 		if (n == 0)
 			break;
-	}
-	*end = pos;
-	*body_len = total;
-	return P_OK;
-}
-
-/* ---- the parser ---- */
-
-static tp_http_result
-fail(tp_http_request *req, int status, const char *msg)
-{
-	req->status = status;
-	req->error = msg;
-	return TP_HTTP_ERROR;
-}
-
-static tp_http_result
-need_more(tp_http_request *req, size_t len, size_t need)
-{
-	req->need = need > len ? need : len + 1;
-	return TP_HTTP_NEED_MORE;
-}
-
-tp_http_result
-tp_http_parse(const tp_http_config *cfg, char *buf, size_t len, tp_http_request *req)
-{
-	limits l;
-	const char *msg = "bad request";
-	size_t pos = 0, n, next;
-	int r;
-
-	limits_from(&l, cfg);
-	memset(req, 0, offsetof(tp_http_request, headers));
-	req->nheaders = 0;
-	req->content_length = -1;
-	req->chunked = 0;
-	req->body = NULL;
-	req->body_len = 0;
-	req->keep_alive = 0;
-	req->consumed = 0;
-	req->need = 0;
-	req->status = 0;
-	req->error = NULL;
-
-	/* Empty lines before the request line (RFC 9112 2.2), counted in its limit. */
-	for (;;) {
-		if (pos > l.max_request_line)
-			return fail(req, 414, "request line too long");
-		if (pos == len)
-			return need_more(req, len, 0);
-		if (buf[pos] == '\n') {
-			pos++;
-		} else if (buf[pos] == '\r') {
-			if (pos + 1 == len)
-				return need_more(req, len, 0);
-			if (buf[pos + 1] != '\n')
-				return fail(req, 400, "bad request line");
-			pos += 2;
-		} else {
-			break;
-		}
-	}
-
-	/* Request line. */
-	int got = find_line(buf, len, pos, &n, &next);
-	if (pos + n > l.max_request_line)
-		return fail(req, 414, "request line too long");
-	r = parse_request_line(req, buf + pos, n, got, &msg);
-	if (r == P_NEED)
-		return need_more(req, len, 0);
-	if (r != P_OK)
-		return fail(req, r, msg);
-	pos = next;
-
-	/* Header section. */
-	size_t hstart = pos;
-	for (;;) {
-		got = find_line(buf, len, pos, &n, &next);
-		if (next - hstart > l.max_header_bytes)
-			return fail(req, 431, "header section too large");
-		if (!got) {
-			r = parse_header_line(NULL, buf + pos, n, 0, &msg);
-			if (r == P_NEED || r == P_OK)
-				return need_more(req, len, 0);
-			return fail(req, r, msg);
-		}
-		if (n == 0) {
-			pos = next;
-			break;
-		}
-		if (req->nheaders == l.max_headers)
-			return fail(req, 431, "too many headers");
-		r = parse_header_line(&req->headers[req->nheaders], buf + pos, n, 1, &msg);
-		if (r != P_OK)
-			return fail(req, r, msg);
-		req->nheaders++;
+		split_header_line(&req->headers[req->nheaders++], buf + pos, n);
 		pos = next;
 	}
+	req->examined += st->body - st->line;
 
-	/* Message framing. */
 	uint64_t clen = 0;
 	int have_cl = 0, overflow = 0, have_te = 0, te_chunked = 0, te_other = 0;
 	for (size_t h = 0; h < req->nheaders; h++) {
@@ -545,8 +316,10 @@ tp_http_parse(const tp_http_config *cfg, char *buf, size_t len, tp_http_request 
 		if (str_ieq(hd->name.ptr, hd->name.len, "content-length")) {
 			uint64_t v;
 			if (parse_content_length(&hd->value, &v, &overflow) < 0 ||
-			    (have_cl && v != clen))
-				return fail(req, 400, "bad Content-Length");
+			    (have_cl && v != clen)) {
+				*msg = "bad Content-Length";
+				return 400;
+			}
 			clen = v;
 			have_cl = 1;
 		} else if (str_ieq(hd->name.ptr, hd->name.len, "transfer-encoding")) {
@@ -571,50 +344,395 @@ tp_http_parse(const tp_http_config *cfg, char *buf, size_t len, tp_http_request 
 			}
 		}
 	}
-	if (have_te && have_cl)
-		return fail(req, 400, "both Content-Length and Transfer-Encoding");
-	if (have_te && te_other)
-		return fail(req, 501, "unsupported Transfer-Encoding");
-	if (have_te && te_chunked != 1)
-		return fail(req, 400, "bad Transfer-Encoding");
-	if (have_cl && (overflow || clen > l.max_body))
-		return fail(req, 413, "body too large");
-
+	*msg = "bad request";
+	if (have_te && have_cl) {
+		*msg = "both Content-Length and Transfer-Encoding";
+		return 400;
+	}
+	if (have_te && te_other) {
+		*msg = "unsupported Transfer-Encoding";
+		return 501;
+	}
+	if (have_te && te_chunked != 1) {
+		*msg = "bad Transfer-Encoding";
+		return 400;
+	}
+	if (have_cl && (overflow || clen > l->max_body)) {
+		*msg = "body too large";
+		return 413;
+	}
 	if (req->minor_version >= 1)
 		req->keep_alive = !tp_http_header_has_token(req, "connection", "close");
 	else
 		req->keep_alive = tp_http_header_has_token(req, "connection", "keep-alive") &&
 		                  !tp_http_header_has_token(req, "connection", "close");
-
-	/* Body. */
 	if (have_te) {
-		size_t end = 0, blen = 0, need = 0;
 		req->chunked = 1;
 		if (req->minor_version == 0)
 			req->keep_alive = 0; /* RFC 9112 6.1: framing of 1.0 + TE is suspect */
-		r = chunked_scan(&l, buf, len, pos, 0, &end, &blen, &need, &msg);
-		if (r == P_NEED)
-			return need_more(req, len, need);
-		if (r != P_OK)
-			return fail(req, r, msg);
-		r = chunked_scan(&l, buf, len, pos, 1, &end, &blen, &need, &msg);
-		if (r != P_OK) /* cannot happen: the first scan validated the same bytes */
-			return fail(req, 400, msg);
-		req->body = blen ? buf + pos : NULL;
-		req->body_len = blen;
-		req->consumed = end;
-		return TP_HTTP_COMPLETE;
 	}
-	if (have_cl) {
+	if (have_cl)
 		req->content_length = (int64_t)clen;
-		if (len - pos < clen)
-			return need_more(req, len, pos + (size_t)clen);
-		req->body = clen ? buf + pos : NULL;
-		req->body_len = (size_t)clen;
-		pos += (size_t)clen;
+	*clen_out = clen;
+	return P_OK;
+}
+
+/* ---- chunked bodies ---- */
+
+/*
+ * Moves the chunk data of the chunked body the scan has found complete and
+ * well-formed (buf[start, ...) up to its last chunk) to buf[start, start +
+ * result), over the framing; returns the decoded length.  Data always moves
+ * left past its own size line, so no unread framing is overwritten.
+ */
+static size_t
+decode_chunked(char *buf, size_t start, tp_http_request *req)
+{
+	size_t pos = start, n;
+	char *dst = buf + start;
+	for (;;) {
+		size_t size = 0;
+		int v;
+		while ((v = hex_val((unsigned char)buf[pos])) >= 0) {
+			size = size * 16 + (size_t)v;
+			pos++;
+		}
+		pos = line_at(buf, pos, &n);
+		if (size == 0)
+			break;
+		memmove(dst, buf + pos, size);
+		dst += size;
+		pos += size;
+		pos += buf[pos] == '\r' ? 2 : 1;
 	}
-	req->consumed = pos;
+	req->examined += pos - start;
+	return (size_t)(dst - (buf + start));
+}
+
+/* ---- the parser ---- */
+
+/*
+ * The scan looks at every byte once, in order, and each byte's verdict depends
+ * only on the bytes before it: the first byte that makes the request wrong
+ * decides the answer (a byte past a limit is wrong whatever it is), so the
+ * same bytes get the same answer however they are split across calls.  Only
+ * a CR is looked at together with the byte after it.  Whole lines are
+ * examined once more when they end (request line) or when the head is
+ * complete (fill_head), and chunk data once when the body is complete.
+ */
+
+/* Phases of the scan (tp_http_state.phase). */
+enum {
+	S_START = 0,  /* empty lines before the request line */
+	S_METHOD,     /* request line: method (st->line: where the line began) */
+	S_TARGET,     /* request target (st->mark: where it began) */
+	S_VERSION,    /* "HTTP/d.d" (st->sub: bytes of it seen), then the line end */
+	S_HEADERS,    /* header lines (st->sub: H_*; st->head: where they began) */
+	S_BODY,       /* Content-Length body (st->mark: where it ends) */
+	S_CHUNK_SIZE, /* chunk size line (st->sub: C_*; st->size: the size so far) */
+	S_CHUNK_DATA, /* chunk data (st->mark: where it ends), then its line end */
+	S_TRAILER,    /* trailer lines (st->sub: H_*) */
+};
+/* Within a header or trailer line. */
+enum { H_START = 0, H_NAME, H_VALUE };
+/* Within a chunk size line. */
+enum { C_START = 0, C_HEX, C_OWS, C_EXT };
+
+/* At buf[pos], a CR or LF: returns 1 with *next after the line end, 0 when
+ * more bytes are needed (a CR is the last byte), -1 for a CR without LF. */
+static int
+line_end(const char *buf, size_t len, size_t pos, size_t *next)
+{
+	if (buf[pos] == '\n') {
+		*next = pos + 1;
+		return 1;
+	}
+	if (pos + 1 == len)
+		return 0;
+	if (buf[pos + 1] != '\n')
+		return -1;
+	*next = pos + 2;
+	return 1;
+}
+
+static int
+is_eol(unsigned char c)
+{
+	return c == '\r' || c == '\n';
+}
+
+static tp_http_result
+fail(tp_http_request *req, tp_http_state *st, int status, const char *msg)
+{
+	memset(st, 0, sizeof(*st));
+	req->status = status;
+	req->error = msg;
+	return TP_HTTP_ERROR;
+}
+
+static tp_http_result
+need_more(tp_http_request *req, size_t len, size_t need)
+{
+	req->need = need > len ? need : len + 1;
+	return TP_HTTP_NEED_MORE;
+}
+
+tp_http_result
+tp_http_parse_next(const tp_http_config *cfg, tp_http_state *st, char *buf, size_t len,
+                   tp_http_request *req)
+{
+	limits l;
+	const char *msg = "bad request";
+	size_t next = 0;
+	uint64_t clen = 0;
+	int r, filled = 0;
+
+	limits_from(&l, cfg);
+	memset(req, 0, offsetof(tp_http_request, headers));
+	req->nheaders = 0;
+	req->content_length = -1;
+	req->chunked = 0;
+	req->body = NULL;
+	req->body_len = 0;
+	req->keep_alive = 0;
+	req->consumed = 0;
+	req->need = 0;
+	req->status = 0;
+	req->error = NULL;
+	req->examined = 0;
+	if (st->pos > len) /* not the bytes the state was made from: start over */
+		memset(st, 0, sizeof(*st));
+
+#define FAIL(status, text) return fail(req, st, (status), (text))
+/* A CR or LF at st->pos ends the line: next is after it, or wait / 400. */
+#define LINE_END(text)                                                                             \
+	do {                                                                                       \
+		int e_ = line_end(buf, len, st->pos, &next);                                       \
+		if (e_ == 0)                                                                       \
+			return need_more(req, len, 0);                                             \
+		if (e_ < 0)                                                                        \
+			FAIL(400, (text));                                                         \
+	} while (0)
+/* One more byte of chunked framing (n bytes: a CRLF). */
+#define FRAMING(n)                                                                                 \
+	do {                                                                                       \
+		if (st->overhead + (n) > l.max_chunk_overhead)                                     \
+			FAIL(413, "chunked framing too large");                                    \
+	} while (0)
+
+	while (st->pos < len) {
+		size_t p = st->pos;
+		unsigned char ch = (unsigned char)buf[p];
+		req->examined++;
+		switch (st->phase) {
+		case S_START: /* empty lines (RFC 9112 2.2), counted in the request line limit */
+			if (p >= l.max_request_line)
+				FAIL(414, "request line too long");
+			if (!is_eol(ch)) {
+				st->phase = S_METHOD;
+				st->line = p;
+				continue;
+			}
+			LINE_END("bad request line");
+			if (next > l.max_request_line)
+				FAIL(414, "request line too long");
+			st->pos = next;
+			continue;
+		case S_METHOD:
+		case S_TARGET:
+			if (is_eol(ch))
+				FAIL(400, "bad request line");
+			if (p >= l.max_request_line)
+				FAIL(414, "request line too long");
+			if (st->phase == S_METHOD ? is_tchar(ch) : (ch > 0x20 && ch < 0x7f)) {
+				st->pos++;
+			} else if (ch == ' ' && p > (st->phase == S_METHOD ? st->line : st->mark)) {
+				st->phase++;
+				st->mark = ++st->pos;
+				st->sub = 0;
+			} else {
+				FAIL(400, "bad request line");
+			}
+			continue;
+		case S_VERSION:
+			if (st->sub == 8 && is_eol(ch)) {
+				LINE_END("bad request line");
+				r = parse_request_line(req, buf + st->line, p - st->line, &msg);
+				if (r != P_OK)
+					FAIL(r, msg);
+				req->examined += p - st->line;
+				st->phase = S_HEADERS;
+				st->sub = H_START;
+				st->head = st->pos = next;
+				continue;
+			}
+			if (p >= l.max_request_line)
+				FAIL(414, "request line too long");
+			if (st->sub == 8 || is_eol(ch) ||
+			    !(st->sub < 5    ? ch == (unsigned char)"HTTP/"[st->sub]
+			      : st->sub == 6 ? ch == '.'
+			                     : (ch >= '0' && ch <= '9')))
+				FAIL(400, "bad request line");
+			st->sub++;
+			st->pos++;
+			continue;
+		case S_HEADERS:
+		case S_TRAILER:
+			if (st->phase == S_HEADERS) {
+				if (p - st->head >= l.max_header_bytes)
+					FAIL(431, "header section too large");
+			} else {
+				FRAMING(1);
+			}
+			if (st->sub == H_START && !is_eol(ch) && st->phase == S_HEADERS &&
+			    st->nheaders == l.max_headers)
+				FAIL(431, "too many headers");
+			if (st->sub == H_START  ? is_tchar(ch)
+			    : st->sub == H_NAME ? (is_tchar(ch) || ch == ':')
+			                        : (is_field_byte(ch) && ch != '\r')) {
+				if (st->sub == H_START || (st->sub == H_NAME && ch == ':'))
+					st->sub++;
+				st->pos++;
+				if (st->phase == S_TRAILER)
+					st->overhead++;
+				continue;
+			}
+			if (st->sub == H_NAME || !is_eol(ch))
+				FAIL(400, "bad header line");
+			LINE_END("bad header line");
+			if (st->phase == S_HEADERS) {
+				if (next - st->head > l.max_header_bytes)
+					FAIL(431, "header section too large");
+			} else {
+				FRAMING(next - p);
+				st->overhead += next - p;
+			}
+			st->pos = next;
+			if (st->sub == H_VALUE) {
+				if (st->phase == S_HEADERS)
+					st->nheaders++;
+				st->sub = H_START;
+				continue;
+			}
+			if (st->phase == S_TRAILER) { /* the empty line: the body is complete */
+				req->chunked = 1;
+				req->body_len = decode_chunked(buf, st->body, req);
+				req->body = req->body_len ? buf + st->body : NULL;
+				req->consumed = next;
+				goto complete;
+			}
+			/* The empty line: the head is complete. */
+			st->body = next;
+			r = fill_head(&l, req, buf, st, &clen, &msg);
+			if (r != P_OK)
+				FAIL(r, msg);
+			filled = 1;
+			if (req->chunked) {
+				st->phase = S_CHUNK_SIZE;
+				st->sub = C_START;
+				st->size = 0;
+			} else {
+				st->phase = S_BODY;
+				st->mark = st->body + (size_t)clen;
+			}
+			continue;
+		case S_BODY:
+			req->examined--;
+			if (len < st->mark)
+				return need_more(req, len, st->mark);
+			req->body_len = st->mark - st->body;
+			req->body = req->body_len ? buf + st->body : NULL;
+			req->consumed = st->mark;
+			goto complete;
+		case S_CHUNK_SIZE: {
+			int v = hex_val(ch);
+			FRAMING(1);
+			if (v >= 0 && (st->sub == C_START || st->sub == C_HEX)) {
+				if (st->size > (l.max_body >> 4) ||
+				    st->size * 16 + (uint64_t)v > l.max_body)
+					FAIL(413, "chunk too large");
+				st->size = st->size * 16 + (uint64_t)v;
+				st->sub = C_HEX;
+			} else if (st->sub == C_START) {
+				FAIL(400, "bad chunk size line");
+			} else if (ch == ';' && st->sub != C_EXT) {
+				st->sub = C_EXT;
+			} else if (is_ows(ch) && st->sub != C_EXT) {
+				st->sub = C_OWS;
+			} else if (st->sub == C_EXT && is_field_byte(ch) && ch != '\r') {
+				/* extension bytes */
+			} else if (is_eol(ch)) {
+				LINE_END("bad chunk size line");
+				FRAMING(next - p);
+				if (st->size > l.max_body - st->total)
+					FAIL(413, "body too large");
+				st->overhead += next - p;
+				st->pos = next;
+				if (st->size == 0) {
+					st->phase = S_TRAILER;
+					st->sub = H_START;
+				} else {
+					st->phase = S_CHUNK_DATA;
+					st->mark = next + (size_t)st->size;
+				}
+				continue;
+			} else {
+				FAIL(400, "bad chunk size line");
+			}
+			st->overhead++;
+			st->pos++;
+			continue;
+		}
+		case S_CHUNK_DATA:
+			if (p < st->mark) {
+				req->examined--;
+				if (len <= st->mark)
+					return need_more(req, len, st->mark + 2);
+				st->pos = st->mark;
+				continue;
+			}
+			FRAMING(1);
+			if (!is_eol(ch))
+				FAIL(400, "bad chunk data end");
+			LINE_END("bad chunk data end");
+			FRAMING(next - p);
+			st->overhead += next - p;
+			st->total += st->size;
+			st->size = 0;
+			st->phase = S_CHUNK_SIZE;
+			st->sub = C_START;
+			st->pos = next;
+			continue;
+		}
+	}
+	if (st->phase == S_BODY && len >= st->mark) { /* an empty body, or the last bytes */
+		req->body_len = st->mark - st->body;
+		req->body = req->body_len ? buf + st->body : NULL;
+		req->consumed = st->mark;
+		goto complete;
+	}
+	return need_more(req, len,
+	                 st->phase == S_BODY         ? st->mark
+	                 : st->phase == S_CHUNK_DATA ? st->mark + 2
+	                                             : 0);
+#undef FAIL
+#undef LINE_END
+#undef FRAMING
+
+complete:
+	if (!filled) {
+		const char *unused;
+		(void)fill_head(&l, req, buf, st, &clen, &unused); /* it succeeded before */
+	}
+	memset(st, 0, sizeof(*st));
 	return TP_HTTP_COMPLETE;
+}
+
+tp_http_result
+tp_http_parse(const tp_http_config *cfg, char *buf, size_t len, tp_http_request *req)
+{
+	tp_http_state st = {0};
+	return tp_http_parse_next(cfg, &st, buf, len, req);
 }
 
 /* ---- header lookup ---- */

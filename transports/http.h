@@ -1,12 +1,16 @@
 /*
- * tp_http: a pure HTTP/1.1 request parser and response-head writer.
+ * tp_http: an HTTP/1.1 request parser and response-head writer.
  *
- * No I/O, no threads, no global state, no allocation.  The parser is
- * stateless: the connection appends what it reads to one contiguous buffer and
- * calls tp_http_parse over the whole unconsumed part every time new bytes
- * arrive.  Each call re-parses from the start of the request (cost linear in
- * the bytes buffered, which the limits below bound), so a request split at any
- * byte parses exactly as if it had arrived at once.
+ * No I/O, no threads, no global state, no allocation.  The connection appends
+ * what it reads to one contiguous buffer and calls tp_http_parse_next over the
+ * whole unconsumed part every time new bytes arrive, with a small parse state
+ * (tp_http_state) it keeps for the request at the start of that buffer.  The
+ * parse resumes where the last call stopped, so its cost is linear in the
+ * bytes received however they are split; and each byte's verdict depends only
+ * on the bytes before it (the first byte that makes the request wrong decides
+ * the answer), so a request split at any byte gets exactly the answer it gets
+ * when it arrives at once.  tp_http_parse is the same with a fresh state (a
+ * whole request, or tests).
  *
  * Byte ownership:
  *   - Every slice in a tp_http_request (method, path, header names and values,
@@ -18,9 +22,19 @@
  *     garbage.  Never parse those same bytes again.
  *   - On TP_HTTP_COMPLETE the request spans bytes [0, req.consumed); anything
  *     after it (a pipelined request) is untouched and belongs to the next call.
+ *   - Between calls with one state the buffer may move (the state holds
+ *     offsets), and may grow at its end, but its first bytes must stay the
+ *     same: the state describes them.
  *
  * Errors carry the HTTP status to answer (400, 413, 414, 431, 501, 505) and a
- * short static description for logs; after an error, answer and close.
+ * short static description for logs; after an error, answer and close.  The
+ * answer is that of the first wrong byte: a byte past a limit is wrong
+ * whatever it is (an over-long request line is a 414, an over-long header
+ * section a 431, as Bandit answers), and a byte no request can have there is
+ * a 400 at once, before the line ends (a TLS ClientHello on the plain port).
+ * So a line with such a byte before its limit is a 400 even if it grows past
+ * the limit later; Bandit, which judges a line only once it ends or is over
+ * its limit, answers that one 414.
  */
 #ifndef transports_http_h
 #define transports_http_h
@@ -113,7 +127,30 @@ typedef struct tp_http_request {
 	size_t need;       /* NEED_MORE: lower bound on the total bytes needed */
 	int status;        /* ERROR: HTTP status to answer */
 	const char *error; /* ERROR: short static description for logs */
+	size_t examined;   /* any result: bytes this call looked at (parse work, for stats) */
 } tp_http_request;
+
+/*
+ * Where the parse of the request at the start of the caller's buffer stands
+ * between tp_http_parse_next calls: offsets into that buffer and what the
+ * bytes before st.pos said (phase, sizes, counts).  All zero: nothing parsed
+ * yet (a new request); the parser zeroes it again on TP_HTTP_COMPLETE and
+ * TP_HTTP_ERROR.  Owned by the caller (a connection keeps it with its input
+ * buffer); the fields are the parser's.
+ */
+typedef struct tp_http_state {
+	size_t pos;        /* the next byte to look at */
+	size_t line;       /* where the request line begins (after empty lines) */
+	size_t head;       /* where the header section begins */
+	size_t body;       /* where the body begins (once the head is complete) */
+	size_t mark;       /* where the target, a Content-Length body or chunk data ends */
+	uint64_t size;     /* chunked: the size of the current chunk */
+	uint64_t total;    /* chunked: the data bytes of the chunks before it */
+	size_t overhead;   /* chunked: framing bytes so far (<= max_chunk_overhead) */
+	uint16_t nheaders; /* header lines so far */
+	uint8_t phase;     /* what the byte at pos is part of */
+	uint8_t sub;       /* where within that part */
+} tp_http_state;
 
 /* Fills cfg with the default limits. */
 void tp_http_config_default(tp_http_config *cfg);
@@ -129,6 +166,17 @@ void tp_http_config_default(tp_http_config *cfg);
  */
 tp_http_result tp_http_parse(const tp_http_config *cfg, char *buf, size_t len,
                              tp_http_request *req);
+
+/*
+ * tp_http_parse for a request whose bytes arrive over several calls: st holds
+ * what earlier calls over buf's first bytes found (see tp_http_state; zero it
+ * for a new request), so each call looks only at the bytes that are new, and
+ * at whole lines and the head once more when they complete.  buf[0, len) must
+ * start with the same bytes as the previous call's (a shorter buffer starts
+ * the parse over).  The results are those of tp_http_parse over buf[0, len).
+ */
+tp_http_result tp_http_parse_next(const tp_http_config *cfg, tp_http_state *st, char *buf,
+                                  size_t len, tp_http_request *req);
 
 /* The value of the first header named name (ASCII case-insensitive), or NULL. */
 const tp_http_str *tp_http_header_get(const tp_http_request *req, const char *name);

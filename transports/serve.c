@@ -231,7 +231,9 @@ http_one(conn *c, uint8_t *buf, size_t len, size_t *used)
 		return 0;
 	}
 	tp_http_request req;
-	tp_http_result r = tp_http_parse(&c->ep->http, (char *)buf, len, &req);
+	tp_http_result r =
+	    tp_http_parse_next(&c->ep->http, &c->u.http.parse, (char *)buf, len, &req);
+	tp_count(&conn_shard(c)->http_parsed, (int64_t)req.examined);
 	if (r == TP_HTTP_NEED_MORE) {
 		c->in_need = req.need > UINT32_MAX ? UINT32_MAX : (uint32_t)req.need;
 		return 0;

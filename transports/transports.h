@@ -59,9 +59,10 @@ typedef struct tp_endpoint_opts {
 	const char *const *static_aliases;
 	/* Refuse upgrades whose Origin is not in origins (403); no Origin passes. */
 	bool check_origin;
-	/* NULL-terminated allowed origins: "http://localhost:4000", "//host" (any
-	 * scheme); a host starting with "*." matches its subdomains; an entry
-	 * without a port allows any port. */
+	/* NULL-terminated allowed origins, as Phoenix's check_origin list:
+	 * "http://localhost:4000", "//host" (any scheme); a host starting with
+	 * "*." matches that domain and its subdomains; an entry without a port
+	 * means its scheme's default ("https://h": 443), "//h" any port. */
 	const char *const *origins;
 	/* Largest WebSocket message a client may send (default TP_DEFAULT_MAX_FRAME,
 	 * at most TP_MAX_MAX_FRAME): a frame header announcing more, or fragments
@@ -118,16 +119,21 @@ int tp_endpoint_port(const tp_endpoint *ep);
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
 /* Counters since start; open and ws_open are the connections open now,
- * lp_open the long-poll sessions alive now.  lp_*: sessions opened, ended
+ * lp_open the long-poll sessions alive now.  http_parsed: bytes the HTTP
+ * request parser looked at (its work: about the request bytes received,
+ * however they were split across reads).  lp_*: sessions opened, ended
  * unpolled (expired), ended as slow consumers; binary frames dropped (a V2
  * binary frame cannot travel in a long-poll answer); new sessions refused
  * at the sessions limit (503); POST lines ignored past the 100 of a batch;
- * POST bodies refused as malformed (400). */
+ * POST bodies refused as malformed (400).  lp_remote_*: polls and POSTs
+ * sent to another node's session, served here for another node, frames
+ * from other nodes refused as malformed, answers lost between nodes. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
-	    closed_1011, http_requests;
+	    closed_1011, http_requests, http_parsed;
 	uint64_t lp_open, lp_opened, lp_expired, lp_slow, lp_binary_dropped, lp_refused,
 	    lp_lines_ignored, lp_bad_posts;
+	uint64_t lp_remote_sent, lp_remote_served, lp_remote_refused, lp_remote_lost;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

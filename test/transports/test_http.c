@@ -677,6 +677,339 @@ test_fuzz_no_crash(void)
 	}
 }
 
+/* ---- the same answer however the bytes arrive, at a cost linear in them ---- */
+
+/* What a parse said: the result and what distinguishes one answer from another. */
+typedef struct outcome {
+	tp_http_result r;
+	int status;
+	size_t consumed, nheaders, body_len;
+	char path[64];
+	char body[64];
+} outcome;
+
+static outcome
+outcome_of(tp_http_result r, const tp_http_request *req)
+{
+	outcome o;
+	memset(&o, 0, sizeof(o));
+	o.r = r;
+	if (r == TP_HTTP_ERROR)
+		o.status = req->status;
+	if (r == TP_HTTP_COMPLETE) {
+		o.consumed = req->consumed;
+		o.nheaders = req->nheaders;
+		o.body_len = req->body_len;
+		snprintf(o.path, sizeof(o.path), "%.*s", (int)req->path.len, req->path.ptr);
+		memcpy(o.body, req->body ? req->body : "",
+		       req->body_len < sizeof(o.body) ? req->body_len : sizeof(o.body));
+	}
+	return o;
+}
+
+static int
+outcome_eq(const outcome *a, const outcome *b)
+{
+	return a->r == b->r && a->status == b->status && a->consumed == b->consumed &&
+	       a->nheaders == b->nheaders && a->body_len == b->body_len &&
+	       strcmp(a->path, b->path) == 0 && memcmp(a->body, b->body, sizeof(a->body)) == 0;
+}
+
+/*
+ * Feeds s[0, n) to tp_http_parse_next with one state: the pieces end at the
+ * offsets cuts[0..ncuts) (increasing, < n), then at n; each proper prefix must
+ * be NEED_MORE until the answer comes.  Returns the answer; *examined: the
+ * parse work summed over the calls.
+ */
+static outcome
+feed_pieces(const tp_http_config *cfg, const char *s, size_t n, const size_t *cuts, size_t ncuts,
+            size_t step, size_t *examined)
+{
+	char *buf = malloc(n ? n : 1); /* exact size: ASan sees any overrun */
+	tp_http_state st;
+	tp_http_request req;
+	tp_http_result r = TP_HTTP_NEED_MORE;
+	size_t at = 0, k = 0;
+	memset(&st, 0, sizeof(st));
+	*examined = 0;
+	CHECK(buf != NULL);
+	while (r == TP_HTTP_NEED_MORE && at < n) {
+		size_t end = cuts ? (k < ncuts ? cuts[k++] : n) : (at + step < n ? at + step : n);
+		memcpy(buf + at, s + at, end - at); /* the buffer only grows at its end */
+		at = end;
+		r = tp_http_parse_next(cfg, &st, buf, at, &req);
+		*examined += req.examined;
+		if (r == TP_HTTP_NEED_MORE)
+			CHECK(req.need > at);
+	}
+	outcome o = outcome_of(r, &req);
+	free(buf);
+	return o;
+}
+
+/* The answer to s[0, n) at once (tp_http_parse, a fresh state). */
+static outcome
+whole(const tp_http_config *cfg, const char *s, size_t n)
+{
+	char *buf = malloc(n ? n : 1);
+	tp_http_request req;
+	memcpy(buf, s, n);
+	outcome o = outcome_of(tp_http_parse(cfg, buf, n, &req), &req);
+	free(buf);
+	return o;
+}
+
+/*
+ * s gets the answer want (a status, or 0: complete, and what follows the
+ * request, if anything, is one whole request) at once, byte by byte,
+ * and split in two at every point (every stride-th point, and every point
+ * within 3 bytes of a multiple of near); and a caller that re-parses every
+ * prefix from the start (no state) gets the same first answer too.
+ */
+static void
+check_any_split(const tp_http_config *cfg, const char *s, size_t n, int want, size_t stride,
+                size_t near)
+{
+	outcome w = whole(cfg, s, n), o;
+	size_t ex;
+	CHECK_MSG(want ? (w.r == TP_HTTP_ERROR && w.status == want) : w.r == TP_HTTP_COMPLETE,
+	          "\"%.40s\" (%zu bytes): result %d status %d, want %d", s, n, w.r, w.status, want);
+	if (w.r == TP_HTTP_COMPLETE && w.consumed < n) { /* the rest: one whole request */
+		outcome rest = whole(cfg, s + w.consumed, n - w.consumed);
+		CHECK_MSG(rest.r == TP_HTTP_COMPLETE && rest.consumed == n - w.consumed,
+		          "\"%.40s\": %zu bytes consumed of %zu, the rest does not parse", s,
+		          w.consumed, n);
+	}
+	o = feed_pieces(cfg, s, n, NULL, 0, 1, &ex);
+	CHECK_MSG(outcome_eq(&o, &w), "\"%.40s\" byte by byte: result %d status %d, at once %d %d",
+	          s, o.r, o.status, w.r, w.status);
+	for (size_t k = 1; k < n; k++) {
+		if (k % stride && (!near || (k + 3) % near > 6))
+			continue;
+		o = feed_pieces(cfg, s, n, &k, 1, 0, &ex);
+		CHECK_MSG(outcome_eq(&o, &w),
+		          "\"%.40s\" split at %zu: result %d status %d, at once %d %d", s, k, o.r,
+		          o.status, w.r, w.status);
+	}
+	/* Stateless: the first prefix that is not NEED_MORE answers as the whole. */
+	char *buf = malloc(n);
+	for (size_t k = 1; k <= n; k += (k + 3) % (near ? near : n + 1) <= 6 ? 1 : stride) {
+		tp_http_request req;
+		memcpy(buf, s, k);
+		tp_http_result r = tp_http_parse(cfg, buf, k, &req);
+		if (r == TP_HTTP_NEED_MORE)
+			continue;
+		o = outcome_of(r, &req);
+		if (k == n || o.r == TP_HTTP_ERROR) {
+			CHECK_MSG(outcome_eq(&o, &w), "\"%.40s\" prefix %zu: result %d status %d",
+			          s, k, o.r, o.status);
+			break;
+		}
+	}
+	free(buf);
+}
+
+static void
+check_any_split_str(const tp_http_config *cfg, const char *s, int want)
+{
+	check_any_split(cfg, s, strlen(s), want, 1, 0);
+}
+
+static void
+test_same_answer_any_split(void)
+{
+	/* Small limits, so that every split point of each case is tried. */
+	tp_http_config cfg = {.max_request_line = 24,
+	                      .max_header_bytes = 40,
+	                      .max_headers = 3,
+	                      .max_body = 16,
+	                      .max_chunk_overhead = 40};
+	static const struct {
+		const char *s;
+		int want;
+	} cases[] = {
+	    /* the request line: at the limit (24 bytes), one over, far over */
+	    {"GET /aaaaaaaaaa HTTP/1.1\r\n\r\n", 0},
+	    {"GET /aaaaaaaaaaa HTTP/1.1\r\n\r\n", 414},
+	    {"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n", 414},
+	    {"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 414},
+	    {"\r\n\r\nGET /aaaaaa HTTP/1.1\r\n\r\n", 0},
+	    {"\r\n\r\nGET /aaaaaaa HTTP/1.1\r\n\r\n", 414},
+	    {"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n", 414},
+	    /* a wrong byte before the limit is a 400 however long the line gets; after it, 414 */
+	    {"GET /a\x01"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+	     400},
+	    {"GET /aaaaaaaaaaaaaaaaaaaaaa\x01 HTTP/1.1\r\n\r\n", 414},
+	    {"GET /aaaaaaaaaa HTTP/1.1 \r\n\r\n", 414},
+	    {"GET /aaaaaaaaa HTTP/1.1 \r\n\r\n", 400},
+	    {"GET /aaaaaaaaaa HTTP/1.1\rX\n\r\n", 400},
+	    {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400},
+	    {"GET / HTTP/2.0\r\n\r\n", 505},
+	    {"GET x HTTP/1.1\r\n\r\n", 400},
+	    /* the header section: at the limit (40 bytes), over it, a wrong byte first */
+	    {"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 0},
+	    {"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 431},
+	    {"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 431},
+	    {"GET / HTTP/1.1\r\nX: a\x01"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+	     400},
+	    {"GET / HTTP/1.1\r\nX y: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 0},
+	    {"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD\x01\r\n\r\n", 431},
+	    {"GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nH: a:1\r\nB::\r\n\r\n", 0}, /* ':' in values */
+	    {"GET / HTTP/1.1\r\nH: a:1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0},
+	    {"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400},
+	    /* bodies */
+	    {"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 0},
+	    {"POST /p HTTP/1.1\r\nContent-Length: 17\r\n\r\nabc", 413},
+	    {"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400},
+	    {"POST /p HTTP/1.1\r\nTE: x\r\n\r\n", 0},
+	    {"POST / HTTP/1.1\nContent-Length: 1\nContent-Length: 2\n\n", 400},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		check_any_split_str(&cfg, cases[i].s, cases[i].want);
+
+	/* Chunked bodies, with the default head limits. */
+	cfg.max_header_bytes = 0;
+	static const struct {
+		const char *body;
+		int want;
+	} chunked[] = {
+	    {"3;x=y\r\nabc\r\n2 \r\nde\r\n0\r\nT: v\r\n\r\n", 0},
+	    {"1\r\na\r\n0\r\nT: a:b\r\nU: :\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0},
+	    {"3\nabc\n0\n\n", 0},
+	    {"g\r\n", 400},
+	    {"3 x\r\n", 400},
+	    {"3\r\nabcX\r\n", 400},
+	    {"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n", 400},
+	    {"11\r\n", 413},                                               /* 17 > max_body */
+	    {"9\r\n123456789\r\n8\r\n", 413},                              /* 17 in all */
+	    {"1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 413}, /* framing over 40 */
+	    {"1\r\na\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n\r\n", 413},
+	    {"1\r\na\r\n1;\x01\r\n", 400},
+	};
+	char s[512];
+	for (size_t i = 0; i < sizeof(chunked) / sizeof(chunked[0]); i++) {
+		snprintf(s, sizeof(s), "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+		         chunked[i].body);
+		check_any_split_str(&cfg, s, chunked[i].want);
+	}
+
+	/* The default limits: over-long and near-limit request lines and header sections,
+	 * split at every point near the limit and every 97th elsewhere. */
+	static char big[TP_HTTP_DEFAULT_MAX_HEADER_BYTES + 256];
+	size_t rl = TP_HTTP_DEFAULT_MAX_REQUEST_LINE, pre = strlen("GET /"),
+	       post = strlen(" HTTP/1.1");
+	for (int extra = -1; extra <= 2; extra++) {
+		memcpy(big, "GET /", pre);
+		memset(big + pre, 'a', rl - pre - post + (size_t)(extra + 1));
+		size_t n = rl - post + (size_t)(extra + 1);
+		n += (size_t)sprintf(big + n, " HTTP/1.1\r\nHost: x\r\n\r\n");
+		check_any_split(NULL, big, n, extra < 0 ? 0 : 414, 97, rl);
+	}
+	size_t hb = TP_HTTP_DEFAULT_MAX_HEADER_BYTES;
+	for (int extra = -1; extra <= 1; extra++) {
+		size_t n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nX: ");
+		size_t h0 = strlen("GET / HTTP/1.1\r\n");
+		size_t fill = hb - (n - h0) - 4 + (size_t)(extra + 1);
+		memset(big + n, 'v', fill);
+		n += fill;
+		n += (size_t)sprintf(big + n, "\r\n\r\n");
+		check_any_split(NULL, big, n, extra < 0 ? 0 : 431, 97, hb);
+	}
+}
+
+/* The parse work (bytes examined) over all calls when s arrives one byte per call. */
+static size_t
+work_byte_by_byte(const tp_http_config *cfg, const char *s, size_t n, outcome *o)
+{
+	size_t ex;
+	*o = feed_pieces(cfg, s, n, NULL, 0, 1, &ex);
+	return ex;
+}
+
+/* A chunked request of nchunks one-byte chunks and ntrailers trailer lines. */
+static char *
+trickle_request(size_t nchunks, size_t ntrailers, size_t *n)
+{
+	size_t cap = 128 + nchunks * 6 + ntrailers * 8;
+	char *s = malloc(cap), *p = s;
+	p += sprintf(p, "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+	for (size_t i = 0; i < nchunks; i++)
+		p += sprintf(p, "1\r\n%c\r\n", 'a' + (int)(i % 26));
+	p += sprintf(p, "0\r\n");
+	for (size_t i = 0; i < ntrailers; i++)
+		p += sprintf(p, "T: v\r\n");
+	p += sprintf(p, "\r\n");
+	*n = (size_t)(p - s);
+	return s;
+}
+
+/*
+ * A request trickled one byte per call costs the parser about one look at
+ * each byte, not a re-scan from the start per call: 10,000 and 40,000 one-byte
+ * chunks, 10,000 trailer lines, a 16 KB head.  (A re-scan would look at about
+ * n^2/2 bytes: the control case shows the counter sees it.)
+ */
+static void
+test_linear_parse_work(void)
+{
+	tp_http_config cfg = {.max_body = 1 << 20, .max_chunk_overhead = 1 << 20};
+	size_t n, n4, work, work4;
+	outcome o;
+	char *s = trickle_request(10000, 0, &n);
+	work = work_byte_by_byte(&cfg, s, n, &o);
+	CHECK_EQ(o.r, TP_HTTP_COMPLETE);
+	CHECK_EQ(o.body_len, 10000);
+	CHECK_MEM(o.body, "abcdefghij", 10);
+	CHECK_EQ(o.consumed, n);
+	CHECK_MSG(work <= 3 * n, "10,000 chunks: %zu bytes examined for %zu", work, n);
+	free(s);
+	s = trickle_request(40000, 0, &n4);
+	work4 = work_byte_by_byte(&cfg, s, n4, &o);
+	CHECK_EQ(o.body_len, 40000);
+	CHECK_MSG(work4 <= 3 * n4, "40,000 chunks: %zu bytes examined for %zu", work4, n4);
+	CHECK_MSG(work4 < 5 * work, "4x the chunks: %zu then %zu examined", work, work4);
+	free(s);
+
+	/* Trailer lines, with the default limits (60 KB of framing). */
+	s = trickle_request(1, 10000, &n);
+	work = work_byte_by_byte(NULL, s, n, &o);
+	CHECK_EQ(o.r, TP_HTTP_COMPLETE);
+	CHECK_EQ(o.body_len, 1);
+	CHECK_MSG(work <= 3 * n, "trailers: %zu bytes examined for %zu", work, n);
+	free(s);
+
+	/* A head just under the limits. */
+	s = malloc(TP_HTTP_DEFAULT_MAX_HEADER_BYTES + 64);
+	char *p = s + sprintf(s, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i < 60; i++)
+		p += sprintf(p, "X-%02d: %0250d\r\n", i, i);
+	p += sprintf(p, "\r\n");
+	n = (size_t)(p - s);
+	work = work_byte_by_byte(NULL, s, n, &o);
+	CHECK_EQ(o.r, TP_HTTP_COMPLETE);
+	CHECK_EQ(o.nheaders, 60);
+	CHECK_MSG(work <= 3 * n, "head: %zu bytes examined for %zu", work, n);
+	free(s);
+
+	/* Control: re-parsing every prefix from the start is quadratic, and counted so. */
+	s = trickle_request(1000, 0, &n);
+	char *buf = malloc(n);
+	work = 0;
+	for (size_t k = 1; k <= n; k++) {
+		tp_http_request req;
+		memcpy(buf, s, k);
+		tp_http_parse(&cfg, buf, k, &req);
+		work += req.examined;
+	}
+	CHECK_MSG(work > 100 * n, "re-parse: %zu bytes examined for %zu", work, n);
+	free(buf);
+	free(s);
+}
+
 TEST_LIST = {
     TEST(test_simple_get),
     TEST(test_keep_alive_defaults),
@@ -696,5 +1029,7 @@ TEST_LIST = {
     TEST(test_response_head),
     TEST(test_error_response),
     TEST(test_fuzz_no_crash),
+    TEST(test_same_answer_any_split),
+    TEST(test_linear_parse_work),
     TEST_END,
 };
