@@ -7,6 +7,8 @@
 //     node, presence lists everyone; kill -9 of a node (its presences leave,
 //     the others go on; started again it rejoins), SIGSTOP past the failure
 //     detection (declared down, then up after SIGCONT, presence converges);
+//     long polling with a session of node 1 polled and posted to through
+//     nodes 2 and 3, and its end seen from another node;
 //   - two nodes linked through a redis-server started here (broadcast,
 //     presence, and redis stopped and started again: the nodes reconnect);
 //   - the `cluster` command: a node killed with -9 is restarted (a new pid
@@ -29,7 +31,8 @@ const {
 
 const T = { timeout: 30000 }
 // Failure detection kept short so that the tests are too.
-const NODE_FLAGS = ['--heartbeat-ms', '200', '--down-after-ms', '1000', '--schedulers', '2', '--log-level', 'warning']
+const NODE_FLAGS = ['--heartbeat-ms', '200', '--down-after-ms', '1000', '--schedulers', '2', '--log-level', 'warning',
+  '--longpoll-window-ms', '1000']
 const MEMBERS_WAIT = 15000
 const PRESENCE_WAIT = 10000
 
@@ -288,6 +291,45 @@ async function presenceEverywhere (t, nodes) {
   return { c, topic, ps, all }
 }
 
+
+// ---------------------------------------------------------------------------
+// Long polling by hand (raw HTTP), so that each request goes to a chosen node.
+
+const LP = '/socket/longpoll?vsn=2.0.0'
+
+async function lpGet (node, token) {
+  const url = node.url + LP + (token ? `&token=${encodeURIComponent(token)}` : '')
+  const r = await fetch(url, { signal: AbortSignal.timeout(8000) })
+  assert.equal(r.status, 200, `GET ${url}: HTTP ${r.status}`)
+  return r.json()
+}
+
+async function lpPost (node, token, lines) {
+  const r = await fetch(node.url + LP + `&token=${encodeURIComponent(token)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-ndjson' },
+    body: lines.map((l) => JSON.stringify(l)).join('\n'),
+    signal: AbortSignal.timeout(8000)
+  })
+  assert.equal(r.status, 200, `POST to ${node.name}: HTTP ${r.status}`)
+  return r.json()
+}
+
+// Polls through the given nodes in turn until pred holds for a message (a
+// decoded V2 frame); returns every message seen.
+async function lpPollUntil (nodes, token, pred, what, ms = 8000) {
+  const seen = []
+  const deadline = Date.now() + ms
+  for (let i = 0; Date.now() < deadline; i++) {
+    const j = await lpGet(nodes[i % nodes.length], token)
+    assert.ok(j.status === 200 || j.status === 204, `a poll through ${nodes[i % nodes.length].name}: ${JSON.stringify(j)}`)
+    assert.equal(j.token, token)
+    for (const m of j.messages) seen.push(JSON.parse(m))
+    if (seen.some(pred)) return seen
+  }
+  throw new Error(`long poll: no ${what} within ${ms} ms; seen ${JSON.stringify(seen)}`)
+}
+
 // ---------------------------------------------------------------------------
 
 describe('a mesh of three nodes', () => {
@@ -355,6 +397,40 @@ describe('a mesh of three nodes', () => {
 
   test('presence lists the members of every node on every node', T, async (t) => {
     await presenceEverywhere(t, nodes)
+  })
+
+  test('long polling: a session of node 1 is polled and posted to through nodes 2 and 3', T, async (t) => {
+    const [a, b, c] = nodes
+    const open = await lpGet(a)
+    assert.equal(open.status, 410, JSON.stringify(open))
+    const tok = open.token
+    // join and ping through node 2; the replies come through node 3
+    assert.deepEqual(await lpPost(b, tok, [['1', '1', 'room:lobby', 'phx_join', {}], ['1', '2', 'room:lobby', 'ping', { n: 1 }]]), { status: 200 })
+    const got = await lpPollUntil([c], tok, (f) => f[1] === '2', 'ping reply')
+    assert.deepEqual(got.find((f) => f[1] === '1'), ['1', '1', 'room:lobby', 'phx_reply', { response: {}, status: 'ok' }])
+    assert.deepEqual(got.find((f) => f[1] === '2'), ['1', '2', 'room:lobby', 'phx_reply', { response: { n: 1 }, status: 'ok' }])
+    // a broadcast from a WebSocket client of node 3 reaches the session, polled through node 2
+    const cl = new Clients(t)
+    const ws = await joinOk(await cl.px(c), 'room:lobby')
+    const wsGot = recorder(ws, 'new_msg')
+    const body = uniq('to-lp-')
+    ws.push('new_msg', { body })
+    await lpPollUntil([b, c], tok, (f) => f[3] === 'new_msg' && f[4].body === body, 'broadcast')
+    // and the session's own push reaches the WebSocket client
+    const back = uniq('from-lp-')
+    assert.deepEqual(await lpPost(c, tok, [['1', '3', 'room:lobby', 'new_msg', { body: back }]]), { status: 200 })
+    await waitFor(() => wsGot.some((p) => p.body === back), 5000, 'the WebSocket client to get the long-poll push')
+    // a forged token is no session: 410 for a POST on any node
+    assert.deepEqual(await lpPost(b, tok.slice(0, -2) + 'xx', [['1', '4', 'room:lobby', 'ping', {}]]), { status: 410 })
+    // nobody polls for 1.5 windows: node 1 ends the session (at its next
+    // check, every 1.5 windows, as Phoenix's); a poll through node 2 learns it
+    // from node 1 and opens a new session there, whose connect (the stale
+    // session token as the user token) is refused, as Phoenix does
+    await sleep(3500)
+    const late = await lpGet(b, tok)
+    assert.deepEqual(late, { status: 403 })
+    // a POST for it, through node 3: gone
+    assert.deepEqual(await lpPost(c, tok, [['1', '5', 'room:lobby', 'ping', {}]]), { status: 410 })
   })
 
   test('kill -9 of a node: its presences leave elsewhere, the others go on; restarted, it rejoins', { timeout: 45000 }, async (t) => {
