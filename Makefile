@@ -49,8 +49,11 @@ TEST_SRC := $(wildcard test/*/test_*.c)
 TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 RT_TESTS := $(filter $(BUILD)/test/runtime/%,$(TEST_BIN))
 
-# Benchmarks: every bench/*.c with a main is one executable.
-BENCH_SRC := $(wildcard bench/*.c)
+# Benchmarks: every bench/*.c with a main is one executable; BENCH_PARTS are
+# linked into the programs (and tests) that use them.
+BENCH_PARTS := bench/lp_client.c
+BENCH_PART_OBJ := $(BENCH_PARTS:%.c=$(BUILD)/%.o)
+BENCH_SRC := $(filter-out $(BENCH_PARTS),$(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
 .PHONY: all lib run test test-unit test-runtime bench bench-phoenix install setup fmt clean
@@ -77,6 +80,9 @@ $(BUILD)/test/%: $(BUILD)/test/%.o $(LIB)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The long-poll client: loadgen's --transport longpoll, and its unit test.
+$(BUILD)/bench/loadgen $(BUILD)/test/bench/test_lp_client: $(BUILD)/bench/lp_client.o
 
 setup:
 	@sh scripts/setup.sh build

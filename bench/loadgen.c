@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include "bench/hist.h"
+#include "bench/lp_client.h"
 #include "bench/util.h"
 #include "transports/ws.h"
 
@@ -96,12 +97,16 @@
 
 enum scenario { SC_CONNECT, SC_BROADCAST, SC_PINGPONG };
 static const char *const scenario_names[] = {"connect", "broadcast", "pingpong"};
+enum transport { T_WEBSOCKET, T_LONGPOLL };
+static const char *const transport_names[] = {"websocket", "longpoll"};
 
 static struct opts {
 	int scenario;
 	const char *url, *compare_url;
 	const char *pub_url; /* broadcast: where the publishers connect (NULL: url) */
 	int vsn;             /* 1 or 2 */
+	int transport;       /* T_WEBSOCKET or T_LONGPOLL: every client but the publishers */
+	int pub_transport;   /* the publishers'; -1: transport */
 	long n;              /* clients (subscribers for broadcast) */
 	char *topics[MAX_TOPICS];
 	int ntopics;
@@ -128,6 +133,7 @@ static struct opts {
     .scenario = -1,
     .url = "http://127.0.0.1:4000",
     .vsn = 2,
+    .pub_transport = -1,
     .n = 1000,
     .publishers = 1,
     .rate = 10,
@@ -185,12 +191,18 @@ enum fail_reason {
 	F_CLOSED,
 	F_PROTOCOL,
 	F_OVERFLOW,
+	F_BAD_HTTP,     /* long poll: a malformed HTTP answer, or not 200 */
+	F_LP_FORBIDDEN, /* long poll: status 403 (connect refused, vsn unsupported) */
+	F_LP_GONE,      /* long poll: status 410 on a poll or a POST of an open session */
+	F_LP_STATUS,    /* long poll: any other status in the body */
+	F_REQ_TIMEOUT,  /* long poll: a poll or POST unanswered for too long */
 	F_NREASONS
 };
 static const char *const fail_names[F_NREASONS] = {
     "refused",           "connect_timeout",   "connect_error", "no_fd",        "handshake_refused",
     "handshake_invalid", "handshake_timeout", "join_error",    "join_timeout", "closed",
-    "protocol_error",    "buffer_overflow",
+    "protocol_error",    "buffer_overflow",   "bad_http",      "status_403",   "status_410",
+    "bad_status",        "request_timeout",
 };
 
 /* Counters of one worker; summed (or min/max-ed) by the parent. */
@@ -211,7 +223,8 @@ struct counters {
 	uint64_t foreign;                       /* new_msg not from this run */
 	uint64_t bad_frames;                    /* unparseable frames */
 	uint64_t bytes_in, bytes_out;
-	uint64_t cpu_run_us; /* this worker's CPU time (user + sys) from GO to STOP */
+	uint64_t lp_polls, lp_posts; /* long poll: answered GETs and POSTs */
+	uint64_t cpu_run_us;         /* this worker's CPU time (user + sys) from GO to STOP */
 	/* Not sums: merged as maxima or last values. */
 	uint64_t max_lost_sub;    /* most messages one subscriber lost */
 	uint64_t pub_backlog_max; /* rate mode: most messages a publisher was behind */
@@ -252,8 +265,9 @@ send_msg(int fd, uint32_t type, const void *p, size_t n)
 
 struct target {
 	const char *url;
-	char host[256];  /* for the Host header */
-	char path[2048]; /* path and query of the upgrade request */
+	char host[256];     /* for the Host header */
+	char path[2048];    /* path and query of the upgrade request */
+	char lp_path[2048]; /* path and query of the long-poll requests */
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	int family;
@@ -306,26 +320,33 @@ target_parse(const char *url, struct target *t)
 	}
 	snprintf(t->host, sizeof t->host, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
 
-	/* Path: the socket's mount path + /websocket (Phoenix's convention). */
+	/* Paths: the socket's mount path (default /socket) + /websocket or /longpoll
+	 * (Phoenix's convention); a URL may name either. */
 	size_t pl = strcspn(p, "?#");
-	char path[1024];
-	if (pl >= sizeof path - 16)
+	char mount[1024];
+	if (pl >= sizeof mount - 16)
 		die("%s: path too long", url);
-	memcpy(path, p, pl);
-	path[pl] = 0;
-	while (pl > 0 && path[pl - 1] == '/')
-		path[--pl] = 0;
-	if (pl == 0)
-		strcpy(path, "/socket/websocket");
-	else if (pl < 10 || strcmp(path + pl - 10, "/websocket") != 0)
-		strcat(path, "/websocket");
 	const char *q = p[pl] == '?' ? p + pl + 1 : "";
+	memcpy(mount, p, pl);
+	mount[pl] = 0;
+	while (pl > 0 && mount[pl - 1] == '/')
+		mount[--pl] = 0;
+	if (pl >= 10 && strcmp(mount + pl - 10, "/websocket") == 0)
+		mount[pl -= 10] = 0; /* mounted at the root when nothing is left */
+	else if (pl >= 9 && strcmp(mount + pl - 9, "/longpoll") == 0)
+		mount[pl -= 9] = 0;
+	else if (pl == 0)
+		strcpy(mount, "/socket");
 	size_t ql = strcspn(q, "#");
-	int n = snprintf(t->path, sizeof t->path, "%s?%.*s%s%s%s%s", path, (int)ql, q,
-	                 ql ? "&" : "", O.vsn == 1 ? "vsn=1.0.0" : "vsn=2.0.0", O.params ? "&" : "",
-	                 O.params ? O.params : "");
-	if (n < 0 || (size_t)n >= sizeof t->path)
-		die("%s: URL too long", url);
+	for (int k = 0; k < 2; k++) {
+		char *dst = k ? t->lp_path : t->path;
+		int n = snprintf(dst, sizeof t->path, "%s/%s?%.*s%s%s%s%s", mount,
+		                 k ? "longpoll" : "websocket", (int)ql, q, ql ? "&" : "",
+		                 O.vsn == 1 ? "vsn=1.0.0" : "vsn=2.0.0", O.params ? "&" : "",
+		                 O.params ? O.params : "");
+		if (n < 0 || (size_t)n >= sizeof t->path)
+			die("%s: URL too long", url);
+	}
 	if (ql && strstr(q, "vsn="))
 		die("%s: give the serializer with --vsn, not in the URL", url);
 
@@ -590,7 +611,8 @@ struct conn {
 	uint32_t out_len, out_off, out_cap;
 	char accept[29]; /* expected Sec-WebSocket-Accept */
 	tp_ws_reader rd;
-	struct track *trk; /* subscriber: one per publisher of its topic */
+	struct track *trk;  /* subscriber: one per publisher of its topic */
+	struct lp_sess *lp; /* a long-poll client (fd stays -1), else NULL */
 };
 
 /* Per publisher: each sampled message's latest delivery in this worker. */
@@ -640,6 +662,8 @@ static struct worker {
 	struct fan *fan;
 	uint32_t fan_cap;
 	uint32_t pubs_on_topic[MAX_TOPICS];
+	struct lp_ctx lp;        /* long-poll sessions of this worker */
+	struct lp_target lpt[2]; /* where they go: clients, publishers */
 	uint64_t rng;
 	char pad[FRAME_MAX / 2];
 } W;
@@ -676,6 +700,10 @@ conn_watch(struct conn *c, int events)
 static void
 conn_close_fd(struct conn *c)
 {
+	if (c->lp) {
+		lp_close(c->lp);
+		return;
+	}
 	if (c->fd < 0)
 		return;
 	ev_io_stop(W.loop, &c->io);
@@ -689,6 +717,21 @@ conn_close_fd(struct conn *c)
 }
 
 static void check_ready(void);
+
+/* A client whose connection (or long-poll session) is still up. */
+static int
+conn_alive(const struct conn *c)
+{
+	return c->lp ? lp_alive(c->lp) : c->fd >= 0;
+}
+
+/* Bytes queued towards the server and not yet sent (long poll: not yet
+ * acknowledged by a POST answer). */
+static size_t
+conn_backlog(const struct conn *c)
+{
+	return c->lp ? lp_backlog(c->lp) : (size_t)(c->out_len - c->out_off);
+}
 
 /* Ends a connection: a failure before the join, a drop after it. */
 static void
@@ -815,6 +858,8 @@ phx_push(struct conn *c, const char *topic, const char *event, const char *paylo
 		return -1;
 	if (ref_out)
 		*ref_out = ref;
+	if (c->lp)
+		return lp_push(c->lp, b, (size_t)n);
 	return ws_send(c, TP_WS_OP_TEXT, b, (size_t)n);
 }
 
@@ -850,8 +895,8 @@ pub_send(struct conn *c, int64_t now)
 static void
 pub_fill(struct conn *c)
 {
-	while (c->fd >= 0 && c->state == ST_JOINED && c->sent - c->acked < (uint32_t)O.window &&
-	       c->out_len - c->out_off < OUT_SOFT) {
+	while (conn_alive(c) && c->state == ST_JOINED && c->sent - c->acked < (uint32_t)O.window &&
+	       conn_backlog(c) < OUT_SOFT) {
 		uint32_t before = c->sent;
 		pub_send(c, now_ns());
 		if (c->sent == before)
@@ -1233,6 +1278,96 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_read(c);
 }
 
+/* ---- long-poll clients: bench/lp_client's callbacks ---- */
+
+static const uint8_t lp_reason[LP_F_NREASONS] = {
+    [LP_F_REFUSED] = F_REFUSED,
+    [LP_F_CONNECT_ERROR] = F_CONNECT_ERROR,
+    [LP_F_NO_FD] = F_NO_FD,
+    [LP_F_CLOSED] = F_CLOSED,
+    [LP_F_BAD_HTTP] = F_BAD_HTTP,
+    [LP_F_BAD_BODY] = F_PROTOCOL,
+    [LP_F_FORBIDDEN] = F_LP_FORBIDDEN,
+    [LP_F_GONE] = F_LP_GONE,
+    [LP_F_STATUS] = F_LP_STATUS,
+    [LP_F_OVERFLOW] = F_OVERFLOW,
+    [LP_F_TIMEOUT] = F_REQ_TIMEOUT,
+};
+
+/* The poll connection is up: the session request is on its way. */
+static void
+lpc_connected(void *arg)
+{
+	struct conn *c = arg;
+	c->state = ST_HANDSHAKE;
+	W.c.connected++;
+}
+
+/* The session is open (the long-poll counterpart of the 101): join. */
+static void
+lpc_opened(void *arg, int64_t now)
+{
+	struct conn *c = arg;
+	c->state = ST_JOINING;
+	W.c.upgraded++;
+	c->t_join = now;
+	phx_push(c, conn_topic(c), "phx_join", "{}", 1, NULL);
+}
+
+static void
+lpc_message(void *arg, const char *frame, size_t n, int64_t now)
+{
+	on_message(arg, (const uint8_t *)frame, n, TP_WS_OP_TEXT, now);
+}
+
+static void
+lpc_failed(void *arg, enum lp_fail why, int64_t now)
+{
+	(void)now;
+	conn_fail(arg, lp_reason[why]);
+}
+
+static const struct lp_ops lpc_ops = {lpc_connected, lpc_opened, lpc_message, lpc_failed};
+
+/* Sets up this worker's long-poll state and gives every long-poll client
+ * its session (before any of them starts). */
+static void
+lp_setup(void)
+{
+	struct lp_sess *ss = NULL;
+	size_t nlp = 0, k = 0;
+	for (size_t i = 0; i < W.nconns; i++)
+		nlp += (W.conns[i].role == R_PUB ? O.pub_transport : O.transport) == T_LONGPOLL;
+	if (!nlp)
+		return;
+	ss = calloc(nlp, sizeof *ss);
+	W.lp.ops = &lpc_ops;
+	W.lp.v1 = O.vsn == 1;
+	W.lp.max_msg = O.max_msg;
+	W.lp.body_max = LP_MAX_MESSAGES * 64 > 4 * O.max_msg ? LP_MAX_MESSAGES * 64 : 4 * O.max_msg;
+	W.lp.req_timeout = (O.timeout > 20 ? O.timeout : 20) + 10;
+	W.lp.bytes_in = &W.c.bytes_in;
+	W.lp.bytes_out = &W.c.bytes_out;
+	W.lp.polls = &W.c.lp_polls;
+	W.lp.posts = &W.c.lp_posts;
+	if (!ss || lp_ctx_init(&W.lp, W.loop))
+		die("out of memory");
+	for (int i = 0; i < 2; i++) {
+		const struct target *t = i ? W.pl.pt : W.pl.t;
+		W.lpt[i] = (struct lp_target){
+		    .sa = (const struct sockaddr *)&t->sa,
+		    .salen = t->salen,
+		    .family = t->family,
+		    .src = W.pl.bind_src ? &W.pl.src : NULL,
+		    .host = t->host,
+		    .path = t->lp_path,
+		};
+	}
+	for (size_t i = 0; i < W.nconns; i++)
+		if ((W.conns[i].role == R_PUB ? O.pub_transport : O.transport) == T_LONGPOLL)
+			W.conns[i].lp = &ss[k++];
+}
+
 static void
 conn_start(struct conn *c, int64_t now)
 {
@@ -1243,6 +1378,10 @@ conn_start(struct conn *c, int64_t now)
 	c->state = ST_CONNECTING;
 	c->next_ref = 1;
 	W.pending++;
+	if (c->lp) {
+		lp_start(&W.lp, c->lp, &W.lpt[c->role == R_PUB], c);
+		return;
+	}
 	const struct target *t = c->role == R_PUB ? W.pl.pt : W.pl.t;
 	int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -1318,8 +1457,8 @@ pubtick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	for (size_t i = 0; i < W.npubs; i++) {
 		struct conn *c = W.pubs[i];
 		int burst = 0;
-		while (c->fd >= 0 && c->state == ST_JOINED && c->sent < due &&
-		       c->out_len - c->out_off < OUT_SOFT && burst++ < 10000)
+		while (conn_alive(c) && c->state == ST_JOINED && c->sent < due &&
+		       conn_backlog(c) < OUT_SOFT && burst++ < 10000)
 			pub_send(c, now);
 		if (c->state == ST_JOINED && due > c->sent && due - c->sent > W.c.pub_backlog_max)
 			W.c.pub_backlog_max = due - c->sent;
@@ -1425,7 +1564,8 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 				                                        : F_JOIN_TIMEOUT);
 			break;
 		case ST_JOINED:
-			if (hb > 0 && now >= c->t_hb) {
+			/* Long poll: no heartbeats (phoenix.js sends none over it). */
+			if (hb > 0 && now >= c->t_hb && !c->lp) {
 				c->t_hb = now + hb;
 				phx_push(c, "phoenix", "heartbeat", "{}", 0, NULL);
 			}
@@ -1433,20 +1573,13 @@ sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		default:
 			break;
 		}
+		if (c->lp)
+			lp_check(c->lp, now);
 	}
 	if (W.phase != W_DONE)
 		send_up(M_PROGRESS, &W.c, sizeof W.c);
 	if (W.phase == W_DRAIN && (W.uniq_total >= W.expect_total || now >= W.drain_deadline))
 		finish();
-}
-
-static int64_t
-cpu_self_us(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
-	       ru.ru_stime.tv_usec;
 }
 
 static void
@@ -1643,6 +1776,7 @@ worker_main(const struct plan *pl)
 	fcntl(pl->down, F_SETFL, O_NONBLOCK);
 	ev_io_init(&W.ctl, ctl_cb, pl->down, EV_READ);
 	ev_io_start(W.loop, &W.ctl);
+	lp_setup();
 	W.t_pace = now_ns();
 	ev_timer_init(&W.pace, pace_cb, 0, 0.001);
 	ev_timer_start(W.loop, &W.pace);
@@ -2374,8 +2508,12 @@ static void
 print_summary(FILE *f, const struct result *R)
 {
 	const struct counters *c = &R->c;
-	fprintf(f, "\nphx-c loadgen %s against %s (V%d, %s)%s\n", scenario_names[O.scenario],
-	        R->t->url, O.vsn, R->t->path, R->ok ? "" : "  ** INCOMPLETE **");
+	fprintf(f, "\nphx-c loadgen %s against %s (V%d, %s %s)%s\n", scenario_names[O.scenario],
+	        R->t->url, O.vsn, transport_names[O.transport],
+	        O.transport == T_LONGPOLL ? R->t->lp_path : R->t->path,
+	        R->ok ? "" : "  ** INCOMPLETE **");
+	if (O.pub_transport != O.transport && O.scenario == SC_BROADCAST)
+		fprintf(f, "  publishers  over %s\n", transport_names[O.pub_transport]);
 	if (!R->ok)
 		fprintf(f, "  error       %s\n", R->err);
 	fprintf(f, "  clients     %ld", R->n);
@@ -2445,6 +2583,9 @@ print_summary(FILE *f, const struct result *R)
 	        ms(c->loop_busy_max));
 	fprintf(f, "  traffic     in %.1f MB, out %.1f MB\n", (double)c->bytes_in / 1048576,
 	        (double)c->bytes_out / 1048576);
+	if (c->lp_polls || c->lp_posts)
+		fprintf(f, "  long poll   %" PRIu64 " polls and %" PRIu64 " POSTs answered\n",
+		        c->lp_polls, c->lp_posts);
 }
 
 /* ---- JSON ---- */
@@ -2543,6 +2684,7 @@ json_result(struct jb *j, const struct result *R)
 	   ",\"run_s\":%.3f,\"chan_errors\":%" PRIu64 ",\"foreign\":%" PRIu64
 	   ",\"bad_frames\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64,
 	   run_secs(R), c->chan_errors, c->foreign, c->bad_frames, c->bytes_in, c->bytes_out);
+	jp(j, ",\"lp_polls\":%" PRIu64 ",\"lp_posts\":%" PRIu64, c->lp_polls, c->lp_posts);
 	if (O.scenario == SC_BROADCAST) {
 		jp(j,
 		   ",\"sent\":%" PRIu64 ",\"sent_per_s\":%.1f,\"rate_target_per_pub\":%.1f,"
@@ -2805,6 +2947,9 @@ usage(FILE *f)
 	    "  --url URL            server (http:// or ws://; default http://127.0.0.1:4000);\n"
 	    "                       path defaults to /socket/websocket\n"
 	    "  --vsn 1|2            serializer: V2 arrays (default) or V1 objects\n"
+	    "  --transport T        websocket (default) or longpoll: each long-poll client is\n"
+	    "                       a session with a poll and a POST connection (2 sockets)\n"
+	    "  --pub-transport T    broadcast: the publishers' transport (default: --transport)\n"
 	    "  -n, --clients N      connections (broadcast: subscribers) (default 1000)\n"
 	    "  --topics LIST        comma-separated topics; client i joins topic i %% T\n"
 	    "                       (default room:lobby)\n"
@@ -2911,6 +3056,8 @@ parse_args(int argc, char **argv)
 		o_json,
 		o_plot,
 		o_quiet,
+		o_transport,
+		o_pubtransport,
 	};
 	static const struct option lo[] = {
 	    {"url", 1, 0, o_url},
@@ -2940,6 +3087,8 @@ parse_args(int argc, char **argv)
 	    {"json", 1, 0, o_json},
 	    {"plot", 1, 0, o_plot},
 	    {"quiet", 0, 0, o_quiet},
+	    {"transport", 1, 0, o_transport},
+	    {"pub-transport", 1, 0, o_pubtransport},
 	    {"help", 0, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -3031,6 +3180,17 @@ parse_args(int argc, char **argv)
 		case o_quiet:
 			O.quiet = 1;
 			break;
+		case o_transport:
+		case o_pubtransport: {
+			int tr = !strcmp(optarg, "websocket")  ? T_WEBSOCKET
+			         : !strcmp(optarg, "longpoll") ? T_LONGPOLL
+			                                       : -1;
+			if (tr < 0)
+				die("--%s: websocket or longpoll",
+				    ch == o_transport ? "transport" : "pub-transport");
+			*(ch == o_transport ? &O.transport : &O.pub_transport) = tr;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -3050,6 +3210,8 @@ parse_args(int argc, char **argv)
 		die("unknown scenario %s (connect, broadcast or pingpong)", argv[optind]);
 	if (O.heartbeat > 0 && O.heartbeat < 1)
 		O.heartbeat = 1;
+	if (O.pub_transport < 0)
+		O.pub_transport = O.transport;
 }
 
 /* Raises the open-file limit, picks the worker count, caps N where a limit says so. */
@@ -3082,7 +3244,9 @@ plan_workers(const struct target *t)
 		           span, per);
 	}
 	long npubs = O.scenario == SC_BROADCAST ? O.publishers : 0;
-	long total = O.n + npubs;
+	/* Sockets per client: a long-poll session holds two. */
+	long sc = O.transport == T_LONGPOLL ? 2 : 1, sp = O.pub_transport == T_LONGPOLL ? 2 : 1;
+	long total = O.n * sc + npubs * sp;
 	int K = O.workers;
 	if (!K) {
 		long k = (total + per - 1) / per;
@@ -3097,7 +3261,7 @@ plan_workers(const struct target *t)
 		           span);
 	}
 	if (total > cap) {
-		long n = cap - npubs;
+		long n = (cap - npubs * sp) / sc;
 		if (n < 1)
 			die("limits leave no room for clients");
 		limit_note("N capped from %ld to %ld (%d workers of at most %ld sockets)", O.n, n,
@@ -3217,8 +3381,11 @@ main(int argc, char **argv)
 		nres = 1;
 
 	struct jb j = {0};
-	jp(&j, "{\"tool\":\"phx-c-loadgen\",\"scenario\":\"%s\",\"vsn\":%d,\"topics\":[",
-	   scenario_names[O.scenario], O.vsn);
+	jp(&j,
+	   "{\"tool\":\"phx-c-loadgen\",\"scenario\":\"%s\",\"vsn\":%d,\"transport\":\"%s\","
+	   "\"pub_transport\":\"%s\",\"topics\":[",
+	   scenario_names[O.scenario], O.vsn, transport_names[O.transport],
+	   transport_names[O.pub_transport]);
 	for (int i = 0; i < O.ntopics; i++) {
 		if (i)
 			jp(&j, ",");

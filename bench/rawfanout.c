@@ -76,12 +76,14 @@ struct results {
 	uint64_t deliveries, bad;
 	int64_t first_recv, last_recv;
 	int timed_out;
+	int64_t cpu_us; /* this client process's CPU time from GO to its last receipt */
 	hist lat;
 };
 
 /* What one server process reports (owned by it; copied to the parent). */
 struct sresults {
 	int64_t t_first, t_done; /* start of the first send loop, end of the last */
+	int64_t cpu_us;          /* this server process's CPU time over its send loops */
 	hist send_loop;          /* how long one send() loop over its clients took */
 };
 
@@ -145,6 +147,7 @@ clients(long n, const struct sockaddr_in *addr, int ready_fd, int go_fd, int res
 	if (read_all(go_fd, &t0, sizeof t0))
 		_exit(3); /* the parent gave up */
 
+	int64_t cpu_go = cpu_self_us();
 	uint64_t want = (uint64_t)n * (uint64_t)opt_m;
 	static uint8_t buf[256 * 1024];
 	struct epoll_event evs[512];
@@ -199,6 +202,7 @@ clients(long n, const struct sockaddr_in *addr, int ready_fd, int go_fd, int res
 			}
 		}
 	}
+	res->cpu_us = cpu_self_us() - cpu_go;
 	if (write_all(result_fd, res, sizeof *res) ||
 	    write_all(result_fd, last, (size_t)opt_m * sizeof(int64_t)) ||
 	    write_all(result_fd, sent, (size_t)opt_m * sizeof(int64_t)))
@@ -239,6 +243,7 @@ server(long n, int ls, int ready_fd, int go_fd, int result_fd)
 	static uint8_t payload[MAX_SEND];
 	memset(payload, 'x', sizeof payload);
 	hist_init(&res->send_loop);
+	int64_t cpu_go = cpu_self_us();
 	res->t_first = now_ns();
 	for (long m = 0; m < opt_m; m += opt_batch) {
 		if (opt_rate > 0) {
@@ -274,6 +279,7 @@ server(long n, int ls, int ready_fd, int go_fd, int result_fd)
 		hist_record(&res->send_loop, (uint64_t)(now_ns() - t));
 	}
 	res->t_done = now_ns();
+	res->cpu_us = cpu_self_us() - cpu_go;
 	if (write_all(result_fd, res, sizeof *res))
 		die("result pipe");
 	/* Hold the sockets until the parent has every client's report (it then
@@ -503,7 +509,7 @@ main(int argc, char **argv)
 	/* Servers' reports (small: they fit in the pipe), then the clients'. */
 	hist send_loop;
 	hist_init(&send_loop);
-	int64_t t_first = 0, t_done = 0;
+	int64_t t_first = 0, t_done = 0, server_cpu_us = 0, client_cpu_us = 0;
 	struct sresults *sr = calloc(1, sizeof *sr);
 	struct results *res = calloc(1, sizeof *res), *cr = calloc(1, sizeof *cr);
 	int64_t *last = calloc((size_t)opt_m, sizeof(int64_t)),
@@ -516,6 +522,7 @@ main(int argc, char **argv)
 		if (read_all(procs[i].result, sr, sizeof *sr))
 			die("a server process failed");
 		hist_merge(&send_loop, &sr->send_loop);
+		server_cpu_us += sr->cpu_us;
 		if (!t_first || sr->t_first < t_first)
 			t_first = sr->t_first;
 		if (sr->t_done > t_done)
@@ -527,6 +534,7 @@ main(int argc, char **argv)
 		res->deliveries += cr->deliveries;
 		res->bad += cr->bad;
 		res->timed_out |= cr->timed_out;
+		client_cpu_us += cr->cpu_us;
 		if (cr->first_recv && (!res->first_recv || cr->first_recv < res->first_recv))
 			res->first_recv = cr->first_recv;
 		if (cr->last_recv > res->last_recv)
@@ -562,6 +570,11 @@ main(int argc, char **argv)
 	double dps = span > 0 ? (double)res->deliveries / span : 0;
 	double sps = t_done > t_first ? (double)want / ((double)(t_done - t_first) / 1e9) : 0;
 	uint64_t lost = want > res->deliveries ? want - res->deliveries : 0;
+	/* CPU per delivery: what the servers (and the clients) spent, summed over
+	 * their processes, divided by the deliveries; comparable with a node's
+	 * CPU per delivery in a loadgen run. */
+	double scpu = res->deliveries ? (double)server_cpu_us / (double)res->deliveries : 0;
+	double ccpu = res->deliveries ? (double)client_cpu_us / (double)res->deliveries : 0;
 	if (!opt_quiet) {
 		printf("\nrawfanout: %ld clients x %ld messages of %d bytes, %s, %d message%s per "
 		       "send() (plain blocking send() per client, loopback)",
@@ -578,6 +591,7 @@ main(int argc, char **argv)
 		print_pcts("send loop", &send_loop);
 		print_pcts("latency", &res->lat);
 		print_pcts("fan-out", &fan);
+		printf("  cpu         servers %.2f us, clients %.2f us per delivery\n", scpu, ccpu);
 		printf("  loss        lost %" PRIu64 ", malformed %" PRIu64 "\n", lost, res->bad);
 		if (limit[0])
 			printf("  limits      %s\n", limit);
@@ -590,9 +604,11 @@ main(int argc, char **argv)
 	                 "\"batch\":%d,\"procs\":%d,\"rate\":%.3f,\"expected\":%" PRIu64
 	                 ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"malformed\":%" PRIu64
 	                 ",\"timed_out\":%s,\"seconds\":%.6f,\"deliveries_per_s\":%.1f,"
-	                 "\"sends_per_s\":%.1f,",
+	                 "\"sends_per_s\":%.1f,\"server_cpu_us_per_delivery\":%.3f,"
+	                 "\"client_cpu_us_per_delivery\":%.3f,",
 	                 opt_n, opt_m, opt_size, opt_batch, P, opt_rate, want, res->deliveries,
-	                 lost, res->bad, res->timed_out ? "true" : "false", span, dps, sps);
+	                 lost, res->bad, res->timed_out ? "true" : "false", span, dps, sps, scpu,
+	                 ccpu);
 	n += jhist(j + n, sizeof j - (size_t)n, "send_loop_ms", &send_loop);
 	n += snprintf(j + n, sizeof j - (size_t)n, ",");
 	n += jhist(j + n, sizeof j - (size_t)n, "latency_ms", &res->lat);

@@ -24,8 +24,8 @@ BUILD=${1:-build}
 [ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 
-ALL_SECTIONS="runtime channels cluster phoenix"
-DEFAULT_SECTIONS="runtime channels cluster"
+ALL_SECTIONS="runtime channels cluster longpoll phoenix"
+DEFAULT_SECTIONS="runtime channels cluster longpoll"
 SECTIONS=${*:-$DEFAULT_SECTIONS}
 QUICK=""
 [ -n "${BENCH_QUICK:-}" ] && [ "${BENCH_QUICK}" != 0 ] && QUICK="--quick"
@@ -415,12 +415,13 @@ fig() {
 	FIGS="$FIGS${FIGS:+,}\"$1\":$(v "$2")"
 }
 
-# fmt KIND VALUE: a figure for the table (rate, ms, bytes, x, count).
+# fmt KIND VALUE: a figure for the table (rate, ms, us, bytes, x, count).
 fmt() {
 	awk -v k="$1" -v n="$2" 'BEGIN {
 		if (n == "" || n == "null") { print "-"; exit }
 		if (k == "ms") printf (n < 10 ? "%.2f ms\n" : "%.1f ms\n"), n;
 		else if (k == "bytes") printf "%.0f B\n", n;
+		else if (k == "us") printf "%.2f us\n", n;
 		else if (k == "x") printf "%.2fx\n", n;
 		else if (k == "count") printf "%d\n", n;
 		else if (n >= 1e6) printf "%.2f M/s\n", n / 1e6;
@@ -1032,6 +1033,19 @@ section_cluster() {
 	add() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.3f\n", a - b }'; }
 	a_p50=$(add "$m_p50" "$l_p50")
 	a_p99=$(add "$m_p99" "$l_p99")
+	# CPU per delivery over the fan-out run (summed over the nodes, and over
+	# the loadgen workers), next to rawfanout's servers and clients: where the
+	# fan-out time goes on a box that servers and clients share.
+	per_dlv() { # per_dlv CPU_PCT SECONDS DELIVERIES: microseconds of CPU per delivery
+		awk -v c="$1" -v s="$2" -v d="$3" 'BEGIN {
+			if (c == "" || s == "" || d == "" || d + 0 == 0) print ""; else printf "%.2f\n", c / 100 * s * 1e6 / d }'
+	}
+	f_run=$(jn cluster-fanout run_s)
+	f_dlv=$(jn cluster-fanout deliveries)
+	cpu_node=$(per_dlv "$(jn cluster-fanout server_cpu_pct)" "$f_run" "$f_dlv")
+	cpu_lg=$(per_dlv "$(jn cluster-fanout loadgen_cpu_pct)" "$f_run" "$f_dlv")
+	cpu_rs=$(jn cluster-raw-fanout server_cpu_us_per_delivery)
+	cpu_rc=$(jn cluster-raw-fanout client_cpu_us_per_delivery)
 	drops_before=$(cl_sum "$RESULTS/cluster-bus-before.txt" send_dropped lost)
 	drops_after=$(cl_sum "$RESULTS/cluster-bus-after.txt" send_dropped lost)
 	drops_half=""
@@ -1069,6 +1083,10 @@ section_cluster() {
 		fig "raw_send_loop_ms_$p" "$(jp cluster-raw-fanout send_loop_ms $p)"
 	done
 	for k in deliveries_per_s server_cpu_pct loadgen_cpu_pct; do fig "fanout_$k" "$(jn cluster-fanout $k)"; done
+	fig fanout_node_cpu_us_per_delivery "$cpu_node"
+	fig fanout_loadgen_cpu_us_per_delivery "$cpu_lg"
+	fig raw_server_cpu_us_per_delivery "$cpu_rs"
+	fig raw_client_cpu_us_per_delivery "$cpu_rc"
 	fig raw_deliveries_per_s "$(jn cluster-raw-fanout deliveries_per_s)"
 	fig raw_lost "$(jn cluster-raw-fanout lost)"
 	fig peak_deliveries_per_s "$peak"
@@ -1096,6 +1114,8 @@ section_cluster() {
 	row "fan-out p50, $(fmt count "$N") subscribers ($(fmt count "$f_n") msgs)" "$(fmt ms "$f_p50")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p50")" "$r_fan50"
 	goal fanout_p99_over_raw_le_1_2 "$r_fan99" le 1.2
 	row "fan-out p99 (max of the messages)" "$(fmt ms "$f_p99")" "<= 1.2x raw" "$T" "$(fmt ms "$rf_p99")" "$r_fan99"
+	row "  CPU per delivery: nodes (raw's servers)" "$(fmt us "$cpu_node")" "" "" "$(fmt us "$cpu_rs")" "$(ratio "$cpu_node" "$cpu_rs")"
+	row "  CPU per delivery: loadgen (raw's clients)" "$(fmt us "$cpu_lg")" "" "" "$(fmt us "$cpu_rc")" "$(ratio "$cpu_lg" "$cpu_rc")"
 	row "peak, $(fmt count "$SUBS") subscribers on node 1 (window 16)" "$(fmt rate "$peak")" "" "" "" ""
 	row "latency p50 / p99 at half peak (${half_rate:-?} msg/s):" "" "" "" "" ""
 	row "  publisher on node 1 (the subscribers' node)" "$(fmt ms "$l_p50") / $(fmt ms "$l_p99")" "" "" "" ""
@@ -1547,6 +1567,261 @@ section_phoenix() {
 		printf '"results":{"phx":{%s},"phoenix":{%s}}}\n' "$(figs phx)" "$(figs phoenix)"
 	} >"$RESULTS/phoenix.json"
 	echo "  results written to $RESULTS/phoenix.json (per scenario: $RESULTS/phoenix-<scenario>.json${PLOT:+, charts in $RESULTS/phoenix-<scenario>/})"
+	return $failed
+}
+
+# ------------------------------------------------------------------ longpoll
+#
+# Long polling next to WebSocket, in the same run, under build/bench/loadgen
+# (--transport longpoll: every session holds a poll and a POST connection).
+# Per transport, on a fresh phx-chat: sessions held and server RSS per
+# session (connect, N sessions held HOLD s), deliveries/s to N subscribers
+# with the publisher flat out (window 16), and delivery latency at a fixed
+# rate: half the long-poll peak, the same rate for both transports, so that
+# the latencies compare.  The publisher is a WebSocket client in both, so that
+# only the subscribers' transport differs.  While phx-chat answers 404 on
+# /socket/longpoll the section is skipped.  BENCH_LONGPOLL_URL=http://H:P runs
+# it against a server already running there instead (e.g. a real Phoenix
+# node: anchors/phoenix/start.sh PORT), BENCH_LONGPOLL_PID=PID for its RSS and
+# CPU; BENCH_LONGPOLL_SESSIONS changes N.  See "The longpoll section" in
+# bench/README.md.
+
+# lpg NAME ARGS...: one loadgen scenario against $URL (phx-chat, or the
+# external server), like lg.
+lpg() {
+	name=$1
+	shift
+	rm -rf "$RESULTS/$name.json" "$RESULTS/$name"
+	echo
+	echo "-- $name: loadgen $*"
+	if [ -z "$LP_EXTERNAL" ] && [ -z "$SERVER_PID" ]; then
+		echo "bench: scenario $name: no server" >&2
+		SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$name\":{\"exit_status\":null,\"status\":\"no server\",\"file\":null}"
+		failed=1
+		return
+	fi
+	set -- "$@" --url "$URL" --json "$RESULTS/$name.json"
+	[ -n "$SERVER_PID$LP_PID" ] && set -- "$@" --server-pid "$SERVER_PID$LP_PID"
+	[ -n "$PLOT" ] && set -- "$@" --plot "$RESULTS/$name"
+	{
+		timeout --foreground -s INT -k 30 "$LG_LIMIT" "$LG" "$@" 2>&1
+		echo $? >"$TMP/$name.rc"
+	} | grep -v '^{"'
+	if [ -z "$LP_EXTERNAL" ]; then
+		server_check "$name"
+	elif [ -n "$LP_PID" ] && ! kill -0 "$LP_PID" 2>/dev/null; then
+		echo "bench: the server at $URL (pid $LP_PID) died during $name" >&2
+		SERVER_DIED=died
+		failed=1
+	fi
+	note_result "$name" "$(cat "$TMP/$name.rc")"
+	lp_settle
+}
+
+# lp_settle: like settle, for phx-chat or the external server (which this
+# script never stops: its pid is LP_PID, never SERVER_PID).
+lp_settle() {
+	command -v ss >/dev/null 2>&1 && [ -n "$SERVER_PORT" ] || {
+		sleep 1
+		return
+	}
+	i=0
+	while [ $i -lt 200 ]; do
+		[ -z "$(ss -Htn state connected exclude time-wait "( sport = :$SERVER_PORT )" 2>/dev/null | head -n 1)" ] && return
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "bench: the server still holds connections 20 s after the last scenario" >&2
+}
+
+# lp_serves URL: the HTTP status of a session-opening GET on URL's
+# /socket/longpoll (000: no answer).
+lp_serves() {
+	curl -s -o /dev/null -m 5 -w '%{http_code}' "$1/socket/longpoll?vsn=2.0.0" 2>/dev/null || true
+}
+
+section_longpoll() {
+	load0=$(loadavg)
+	CHAT=$BUILD/phx-chat
+	LG=$BUILD/bench/loadgen
+	for b in "$CHAT" "$LG"; do
+		if [ ! -x "$b" ]; then
+			echo "bench: $b is missing (run make all)" >&2
+			return 1
+		fi
+	done
+	for c in timeout curl; do
+		if ! command -v $c >/dev/null 2>&1; then
+			echo "bench: $c not found" >&2
+			return 1
+		fi
+	done
+	# 5,000 sessions are 10,000 sockets in the loadgen and in the server.
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null
+	PLOT=""
+	command -v gnuplot >/dev/null 2>&1 && PLOT=1
+	if [ -n "$QUICK" ]; then
+		N=500 D=2 HOLD=1
+	else
+		N=5000 D=8 HOLD=12 # HOLD: past the 10 s poll window (204s included)
+	fi
+	N=${BENCH_LONGPOLL_SESSIONS:-$N}
+	LG_LIMIT=$((D + 150))
+	failed=0
+	SERVER_STARTS=0
+	SERVER_EXIT=""
+	SERVER_STOP_MS=""
+	CRASHES=""
+	SERVER_DIED=""
+	SCENARIOS=""
+	: >"$TMP/table"
+	SERVER_LOG=$RESULTS/server-longpoll.log
+	: >"$SERVER_LOG"
+	for t in lp ws; do
+		for sc in connect broadcast-peak broadcast-half; do
+			rm -rf "$RESULTS/$t-$sc.json" "$RESULTS/$t-$sc"
+		done
+	done
+	LP_EXTERNAL=${BENCH_LONGPOLL_URL:-}
+	LP_PID=""
+	SERVER_PORT=""
+	if [ -n "$LP_EXTERNAL" ]; then
+		URL=${LP_EXTERNAL%/}
+		LP_PID=${BENCH_LONGPOLL_PID:-}
+		SERVER_PORT=$(echo "$URL" | sed -n 's#^[a-z]*://[^/]*:\([0-9][0-9]*\).*#\1#p')
+		[ -n "$SERVER_PORT" ] || SERVER_PORT=80
+		server_name="$URL${LP_PID:+ (pid $LP_PID)}"
+		echo "longpoll: the server at $URL (BENCH_LONGPOLL_URL), $N sessions, ${D} s scenarios"
+	else
+		server_name=$CHAT
+		echo "longpoll: $CHAT under $LG, $N sessions on room:lobby, ${D} s scenarios"
+		server_start || return 1
+	fi
+	code=$(lp_serves "$URL")
+	if [ "$code" != 200 ]; then
+		why="GET /socket/longpoll answers HTTP $code"
+		[ "$code" = 404 ] && why="$why: $server_name does not serve long polling yet"
+		[ "$code" = 000 ] && why="GET /socket/longpoll: no answer from $URL"
+		echo "bench: $why: longpoll section skipped"
+		printf '{"skipped":"%s"}\n' "$why" >"$RESULTS/longpoll.json"
+		[ -z "$LP_EXTERNAL" ] && server_stop
+		return 0
+	fi
+
+	common="--workers 2 --timeout 30 --topics room:lobby"
+	half_rate=""
+	for t in lp ws; do
+		if [ $t = lp ]; then tr=longpoll; else tr=websocket; fi
+		if [ $t = ws ] && [ -z "$LP_EXTERNAL" ]; then
+			# A fresh server for each transport: the RSS per session of each.
+			echo
+			echo "-- a fresh phx-chat for the WebSocket runs"
+			server_stop
+			server_start || failed=1
+		fi
+		lpg $t-connect connect -n "$N" $common --transport $tr --connect-rate 2000 \
+			--duration "$HOLD"
+		lpg $t-broadcast-peak broadcast -n "$N" $common --transport $tr \
+			--pub-transport websocket --connect-rate 2000 --publishers 1 --rate 0 \
+			--window 16 --duration "$D"
+		if [ $t = lp ] || [ -z "$half_rate" ]; then
+			peak=$(jn $t-broadcast-peak deliveries_per_s)
+			if [ -n "$peak" ] && [ "$peak" != null ]; then
+				half_rate=$(awk -v d="$peak" -v n="$N" 'BEGIN { r = int(d / 2 / n + 0.5); print (r < 1 ? 1 : r) }')
+				half_from=$t
+			fi
+		fi
+		if [ -n "$half_rate" ]; then
+			lpg $t-broadcast-half broadcast -n "$N" $common --transport $tr \
+				--pub-transport websocket --connect-rate 2000 --publishers 1 \
+				--rate "$half_rate" --duration "$D"
+		else
+			echo "bench: no peak delivery rate: $t-broadcast-half skipped" >&2
+			SCENARIOS="$SCENARIOS${SCENARIOS:+,}\"$t-broadcast-half\":{\"exit_status\":null,\"status\":\"skipped (no peak)\",\"file\":null}"
+		fi
+	done
+	if [ -z "$LP_EXTERNAL" ]; then
+		echo
+		echo "-- stopping phx-chat (SIGTERM)"
+		server_stop
+		if [ "$SERVER_EXIT" != "" ] && [ "$SERVER_EXIT" != 0 ]; then
+			echo "bench: phx-chat exited with status $SERVER_EXIT on SIGTERM (see $SERVER_LOG)" >&2
+			failed=1
+		fi
+	fi
+
+	# ---- figures, per transport
+	for t in lp ws; do
+		joined=$(jn $t-connect joined)
+		dropped=$(jn $t-connect dropped)
+		held=""
+		[ -n "$joined" ] && held=$((joined - ${dropped:-0}))
+		eval "${t}_held=\$held"
+		eval "${t}_mem=\$(jn $t-connect server_bytes_per_conn)"
+		eval "${t}_peak=\$(jn $t-broadcast-peak deliveries_per_s)"
+		eval "${t}_hdps=\$(jn $t-broadcast-half deliveries_per_s)"
+		eval "${t}_p50=\$(jp $t-broadcast-half latency_ms p50)"
+		eval "${t}_p99=\$(jp $t-broadcast-half latency_ms p99)"
+		bad=""
+		for sc in broadcast-peak broadcast-half; do
+			[ -s "$RESULTS/$t-$sc.json" ] || continue
+			for k in lost duplicated out_of_order dropped; do
+				x=$(jn $t-$sc $k)
+				bad=$((${bad:-0} + ${x:-0}))
+			done
+		done
+		eval "${t}_bad=\$bad"
+	done
+	# lp_figs lp|ws: the figures of one transport, as JSON members.
+	lp_figs() {
+		eval "held=\$${1}_held mem=\$${1}_mem pk=\$${1}_peak hd=\$${1}_hdps p50=\$${1}_p50 p99=\$${1}_p99 bad=\$${1}_bad"
+		printf '"sessions_held":%s,"server_bytes_per_session":%s,"connect_rate_per_s":%s,' \
+			"$(v "$held")" "$(v "$mem")" "$(v "$(jn "$1-connect" connect_rate_per_s)")"
+		printf '"join_ms_p50":%s,"join_ms_p99":%s,"peak_deliveries_per_s":%s,' \
+			"$(v "$(jp "$1-connect" join_ms p50)")" "$(v "$(jp "$1-connect" join_ms p99)")" "$(v "$pk")"
+		printf '"half_deliveries_per_s":%s,"half_latency_ms_p50":%s,"half_latency_ms_p99":%s,' \
+			"$(v "$hd")" "$(v "$p50")" "$(v "$p99")"
+		printf '"lost_dup_ooo_dropped":%s,"peak_polls":%s,"peak_posts":%s' \
+			"$(v "$bad")" "$(v "$(jn "$1-broadcast-peak" lp_polls)")" "$(v "$(jn "$1-broadcast-peak" lp_posts)")"
+	}
+	r_mem=$(ratio "$lp_mem" "$ws_mem")
+	r_peak=$(ratio "$lp_peak" "$ws_peak")
+	r_p50=$(ratio "$lp_p50" "$ws_p50")
+	r_p99=$(ratio "$lp_p99" "$ws_p99")
+
+	printf '  %-44s %16s %16s %8s\n' "figure ($N sessions)" "long poll" "WebSocket" "LP / WS" >"$TMP/table"
+	lp_row() {
+		printf '  %-44s %16s %16s %8s\n' "$1" "$2" "$3" "$4" >>"$TMP/table"
+	}
+	lp_row "sessions held (connect, ${HOLD} s)" "$(fmt count "$lp_held")" "$(fmt count "$ws_held")" "-"
+	lp_row "server RSS per session" "$(fmt bytes "$lp_mem")" "$(fmt bytes "$ws_mem")" "$(fmt x "$r_mem")"
+	lp_row "deliveries/s, publisher flat out (window 16)" "$(fmt rate "$lp_peak")" "$(fmt rate "$ws_peak")" "$(fmt x "$r_peak")"
+	lp_row "latency p50 at ${half_rate:-?} msg/s" "$(fmt ms "$lp_p50")" "$(fmt ms "$ws_p50")" "$(fmt x "$r_p50")"
+	lp_row "latency p99 at ${half_rate:-?} msg/s" "$(fmt ms "$lp_p99")" "$(fmt ms "$ws_p99")" "$(fmt x "$r_p99")"
+	lp_row "lost + dup + out of order + dropped" "$(fmt count "$lp_bad")" "$(fmt count "$ws_bad")" "-"
+	[ -n "$lp_bad" ] && [ "$lp_bad" != 0 ] && failed=1
+	[ -n "$ws_bad" ] && [ "$ws_bad" != 0 ] && failed=1
+
+	echo
+	echo "longpoll: long-poll vs WebSocket subscribers on $server_name (publisher: WebSocket)"
+	[ -n "$QUICK" ] && echo "  (BENCH_QUICK: $N sessions, ${D} s scenarios)"
+	cat "$TMP/table"
+	[ -n "$CRASHES" ] && echo "  server crashes: $CRASHES"
+	{
+		printf '{"machine":%s,"quick":%s,' "$(machine_json "$load0")" "$([ -n "$QUICK" ] && echo true || echo false)"
+		printf '"server":{"target":"%s","external":%s,"starts":%s,"crashes":[%s],"exit_status_on_sigterm":%s,"log":"%s"},' \
+			"$server_name" "$([ -n "$LP_EXTERNAL" ] && echo true || echo false)" "$SERVER_STARTS" "$CRASHES" \
+			"$(v "$SERVER_EXIT")" "$SERVER_LOG"
+		printf '"sizes":{"sessions":%s,"workers":2,"duration_s":%s,"connect_hold_s":%s,"half_rate_per_s":%s,"half_rate_from":"%s","publisher_transport":"websocket"},' \
+			"$N" "$D" "$HOLD" "$(v "$half_rate")" "${half_from:-}"
+		printf '"scenarios":{%s},' "$SCENARIOS"
+		printf '"longpoll":{%s},"websocket":{%s},' "$(lp_figs lp)" "$(lp_figs ws)"
+		printf '"longpoll_over_websocket":{"server_bytes_per_session":%s,"peak_deliveries_per_s":%s,"half_latency_ms_p50":%s,"half_latency_ms_p99":%s}}\n' \
+			"$r_mem" "$r_peak" "$r_p50" "$r_p99"
+	} >"$RESULTS/longpoll.json"
+	charts=""
+	[ -n "$PLOT" ] && charts=", charts in $RESULTS/lp-<scenario>/ and ws-<scenario>/"
+	echo "  results written to $RESULTS/longpoll.json (per scenario: $RESULTS/lp-<scenario>.json and ws-<scenario>.json$charts)"
 	return $failed
 }
 

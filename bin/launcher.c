@@ -55,7 +55,8 @@ typedef struct app_opts {
 	const char *secret;
 	const char *mint_user;
 	const char *salt;
-	int max_frame; /* --max-frame-size, 0: the endpoint's default */
+	int max_frame;    /* --max-frame-size, 0: the endpoint's default */
+	int lp_window_ms; /* --longpoll-window-ms, 0: the endpoint's default */
 	bool help;
 	bool reuse_port;
 	/* Cluster flags (NULL / 0 when not given). */
@@ -88,6 +89,9 @@ app_usage(FILE *out, const app_def *app)
 	        "  --max-frame-size BYTES   largest WebSocket message a client may send; a\n"
 	        "                           larger one closes the socket with 1009\n"
 	        "                           (default %zu, as Phoenix)\n"
+	        "  --longpoll-window-ms N   how long a long poll waits for messages; a\n"
+	        "                           session not polled for 1.5 x N ends\n"
+	        "                           (default 10000, as Phoenix)\n"
 	        "  --secret-key-base S      secret for tokens (default: $SECRET_KEY_BASE,\n"
 	        "                           else a fixed development secret)\n"
 	        "  --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit\n"
@@ -278,23 +282,15 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			return app_usage_error(app, "unknown option '%s'", arg);
 		memcpy(flag, arg, flen);
 		flag[flen] = '\0';
-		static const char *const known[] = {"--port",
-		                                    "--bind",
-		                                    "--schedulers",
-		                                    "--log-level",
-		                                    "--check-origin",
-		                                    "--secret-key-base",
-		                                    "--mint-token",
-		                                    "--salt",
-		                                    "--max-frame-size",
-		                                    "--name",
-		                                    "--cluster-listen",
-		                                    "--peers",
-		                                    "--seed",
-		                                    "--pubsub",
-		                                    "--heartbeat-ms",
-		                                    "--down-after-ms",
-		                                    NULL};
+		static const char *const known[] = {"--port",           "--bind",
+		                                    "--schedulers",     "--log-level",
+		                                    "--check-origin",   "--secret-key-base",
+		                                    "--mint-token",     "--salt",
+		                                    "--max-frame-size", "--longpoll-window-ms",
+		                                    "--name",           "--cluster-listen",
+		                                    "--peers",          "--seed",
+		                                    "--pubsub",         "--heartbeat-ms",
+		                                    "--down-after-ms",  NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
 			ok = ok || strcmp(flag, known[k]) == 0;
@@ -331,6 +327,10 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			if (app_parse_int(val, 1, (long)TP_MAX_MAX_FRAME, &o->max_frame) < 0)
 				return app_usage_error(
 				    app, "bad --max-frame-size '%s' (1..1073741824)", val);
+		} else if (strcmp(flag, "--longpoll-window-ms") == 0) {
+			if (app_parse_int(val, 1, 3600000, &o->lp_window_ms) < 0)
+				return app_usage_error(
+				    app, "bad --longpoll-window-ms '%s' (1..3600000)", val);
 		} else if (strcmp(flag, "--secret-key-base") == 0) {
 			if (!*val)
 				return app_usage_error(app, "empty --secret-key-base%s", "");
@@ -715,6 +715,7 @@ app_main(int argc, char **argv, const app_def *app)
 	    .check_origin = o.check_origin != NULL,
 	    .origins = o.check_origin ? o.origins : NULL,
 	    .max_frame = (size_t)o.max_frame,
+	    .lp_window_ms = (uint32_t)o.lp_window_ms,
 	    .reuse_port = o.reuse_port,
 	};
 	tp = tp_endpoint_start(&tpopts);

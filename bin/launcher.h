@@ -23,6 +23,9 @@
  *                              (default: no origin check)
  *     --max-frame-size BYTES   largest WebSocket message a client may send
  *                              (default 10000000, as Phoenix; larger: 1009)
+ *     --longpoll-window-ms N   how long a long poll waits for messages
+ *                              (default 10000, as Phoenix); a session not
+ *                              polled for 1.5 x N ends
  *     --secret-key-base S      token secret (default: $SECRET_KEY_BASE, else
  *                              the app's development default)
  *     --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit

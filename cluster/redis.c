@@ -12,8 +12,9 @@
  *   bytes 1..8  the sender link's id (random, big-endian)
  * A node hears its own "<ns>:all" messages: the id lets it drop them (as
  * Phoenix.PubSub.Redis drops those that name its own node).  A payload too
- * short, of another version, or whose frame exceeds max_frame is counted
- * (cl_link_count_oversized) and dropped.
+ * short or of another version is counted as malformed
+ * (cl_link_count_malformed), one whose frame exceeds max_frame as oversized
+ * (cl_link_count_oversized); both are dropped.
  *
  * Two connections: a subscriber and a publisher (a subscribed connection
  * can do nothing but subscribe).  Both belong to the cluster process, the
@@ -396,7 +397,7 @@ deliver(rlink *l, const redisReply *payload)
 	const unsigned char *p = (const unsigned char *)payload->str;
 	size_t n = payload->len;
 	if (n < HDR_LEN || p[0] != REDIS_LINK_VERSION) {
-		cl_link_count_oversized(l->node); /* malformed */
+		cl_link_count_malformed(l->node);
 		return;
 	}
 	uint64_t id = 0;
@@ -429,7 +430,7 @@ on_message(redisAsyncContext *ac, void *r, void *priv)
 		if (reply->element[2]->type == REDIS_REPLY_STRING)
 			deliver(l, reply->element[2]);
 		else
-			cl_link_count_oversized(l->node); /* malformed */
+			cl_link_count_malformed(l->node);
 	} else if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
 		if (++l->sub.subs == 2)
 			conn_ready(&l->sub);

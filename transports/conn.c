@@ -440,6 +440,22 @@ conn_flush_foreign(conn *c)
 	}
 }
 
+void
+conn_hold(conn *c, bool on)
+{
+	if (on) {
+		c->flags |= F_HELD | F_PAUSED;
+		return;
+	}
+	if (!(c->flags & F_HELD))
+		return;
+	c->flags &= (uint16_t)~F_HELD;
+	if (!(c->flags & (F_RESUME_SENT | F_DEAD))) {
+		c->flags |= F_RESUME_SENT;
+		rt_send(c->pid, TP_MSG_RESUME, NULL, 0);
+	}
+}
+
 /* ------------------------------------------------------------------ closing */
 
 void
@@ -619,6 +635,10 @@ do_read(conn *c)
 static void
 resume(conn *c)
 {
+	if (c->flags & F_HELD) { /* held since: conn_hold(c, false) resumes */
+		c->flags &= (uint16_t)~F_RESUME_SENT;
+		return;
+	}
 	c->flags &= (uint16_t) ~(F_PAUSED | F_RESUME_SENT);
 	if (c->in_len && !(c->flags & F_DEAD)) {
 		c->in_need = 0;
@@ -728,7 +748,7 @@ conn_flush(void *state)
 		    (c->tq == TQ_HTTP || c->tq == TQ_CLOSE))
 			conn_set_timeout(c, c->tq); /* a client that reads is not idle */
 		if (!c->oq_tail && !(c->flags & F_DEAD)) {
-			if ((c->flags & F_PAUSED) && !(c->flags & F_RESUME_SENT)) {
+			if ((c->flags & F_PAUSED) && !(c->flags & (F_RESUME_SENT | F_HELD))) {
 				c->flags |= F_RESUME_SENT;
 				rt_send(c->pid, TP_MSG_RESUME, NULL, 0);
 			}

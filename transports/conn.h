@@ -8,9 +8,9 @@
  * timeout lists, and closing.  What the bytes mean belongs to the
  * connection's current protocol, a tp_proto: HTTP serving (serve.c) first;
  * after an upgrade, the WebSocket transport of the Phoenix socket
- * (websocket.c), which switches the connection over with conn_set_proto.  A
- * later transport (long polling) is another tp_proto, or plain HTTP requests
- * talking to a session process.
+ * (websocket.c), which switches the connection over with conn_set_proto.
+ * Long polling (longpoll.h) stays HTTP: a request that waits for its
+ * session process is parked (conn_hold) until the session answers.
  *
  * Dependencies go one way: endpoint.c -> serve.c -> websocket.c ->
  * connect.c, and each of them -> conn.c; conn.c reaches the protocols only
@@ -45,6 +45,7 @@ enum {
 	F_RESUME_SENT = 1 << 8, /* TP_MSG_RESUME sent to self */
 	F_CLEAN_END = 1 << 9,   /* the peer ended its input cleanly (close frame): no linger */
 	F_FOREIGN = 1 << 10,    /* queued by another process: conn_flush_foreign follows */
+	F_HELD = 1 << 11,       /* input held by the protocol (conn_hold): no reading, no resume */
 	/* Bits 12..15 belong to the current protocol (cleared by conn_set_proto). */
 	F_PROTO_BITS = 0xF000,
 };
@@ -87,6 +88,14 @@ struct conn {
 			tp_ws_reader reader;
 			ch_socket *sock; /* the Phoenix socket of this client */
 		} ws;                    /* websocket.c */
+		struct {
+			uint64_t ref;   /* the parked request's reference, 0: none parked */
+			uint64_t mon;   /* monitor of the session (0: none) */
+			rt_timer timer; /* the parked request's deadline */
+			char *token;    /* a parked poll's session token (malloc'ed) */
+			uint8_t op;     /* what is parked (longpoll.c: LP_PARK_*) */
+			bool keep;      /* the parked request's keep-alive */
+		} lp;                   /* serve.c + longpoll.c: a parked long-poll request */
 	} u;
 };
 
@@ -178,6 +187,12 @@ bool conn_mark_foreign(conn *c);
  * socket that would block is written by the connection's own flush once it
  * is writable.  Clears the mark. */
 void conn_flush_foreign(conn *c);
+
+/* Holds (on) or releases the connection's input: while held nothing is
+ * read and buffered input is not parsed (a request parked while it waits for
+ * another process); on release, input paused meanwhile is parsed again
+ * (TP_MSG_RESUME to self). */
+void conn_hold(conn *c, bool on);
 
 /* Graceful close: write what is queued, shut the write side down, discard
  * input until the peer closes (TQ_CLOSE bounds it); then the process exits. */

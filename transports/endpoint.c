@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "transports/conn.h"
+#include "transports/longpoll.h"
 #include "transports/serve.h"
 
 #include <fcntl.h>
@@ -429,6 +430,8 @@ endpoint_free(tp_endpoint *ep)
 		free(ep->origins[i]);
 	free(ep->origins);
 	free(ep->ws_path);
+	free(ep->lp_path);
+	lp_table_free(ep->lp);
 	tp_static_free(ep->files);
 	free(ep);
 }
@@ -468,6 +471,9 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	ep->ws_path = rt_xmalloc(spl + sizeof("/websocket"));
 	memcpy(ep->ws_path, sp, spl);
 	memcpy(ep->ws_path + spl, "/websocket", sizeof("/websocket"));
+	ep->lp_path = rt_xmalloc(spl + sizeof("/longpoll"));
+	memcpy(ep->lp_path, sp, spl);
+	memcpy(ep->lp_path + spl, "/longpoll", sizeof("/longpoll"));
 
 	ep->nroutes = opts->routes ? opts->nroutes : 0;
 	ep->routes = rt_xcalloc(ep->nroutes ? ep->nroutes : 1, sizeof(tp_route_c));
@@ -509,6 +515,12 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	if (opts->max_body)
 		ep->http.max_body = opts->max_body;
 	ep->t0_ms = rt_now_ms();
+	ep->lp = lp_table_new(ep, opts);
+	if (opts->socket && !ep->lp) {
+		fprintf(stderr, "tp_endpoint_start: cannot derive the long-poll token key\n");
+		endpoint_free(ep);
+		return NULL;
+	}
 
 	if (opts->port < TP_PORT_ANY || opts->port > 65535) {
 		fprintf(stderr, "tp_endpoint_start: bad port %d\n", opts->port);
@@ -548,6 +560,10 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	    .strategy = RT_ONE_FOR_ONE, .intensity = LISTENER_RESTARTS, .period_ms = 60000};
 	ep->sup = rt_sup_start_under(ep->parent, "listeners", &lsup);
 	bool ok = ep->sup != RT_NOPID;
+	/* The long-poll sessions first: stopped last, once the connections
+	 * (whose parked requests they answer) are gone. */
+	if (ok && ep->lp)
+		ok = lp_table_start(ep->lp, ep->sup) == 0;
 	for (int i = 0; ok && i < nsched; i++) {
 		listener_arg la = {.ep = ep, .idx = i};
 		rt_child_spec cs = {.id = "listener",
@@ -623,5 +639,16 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->closed_1007 += atomic_load_explicit(&s->closed_1007, memory_order_relaxed);
 		out->closed_1011 += atomic_load_explicit(&s->closed_1011, memory_order_relaxed);
 		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
+	}
+	const lp_table *t = ep->lp;
+	if (t) {
+		out->lp_open = atomic_load(&t->open);
+		out->lp_opened = atomic_load(&t->opened);
+		out->lp_expired = atomic_load(&t->expired);
+		out->lp_slow = atomic_load(&t->slow);
+		out->lp_binary_dropped = atomic_load(&t->binary_dropped);
+		out->lp_refused = atomic_load(&t->refused);
+		out->lp_lines_ignored = atomic_load(&t->lines_ignored);
+		out->lp_bad_posts = atomic_load(&t->bad_posts);
 	}
 }

@@ -10,6 +10,7 @@
  *   websocket.c  the WebSocket transport of the Phoenix socket.
  *   connect.c    what every transport of the Phoenix socket does with the
  *                request that opens it (params, check_origin).
+ *   longpoll*.c  the long-poll transport of the Phoenix socket (longpoll.h).
  *   static.c     the in-memory cache of static files.
  *
  * Threading.  Every connection process is pinned to the scheduler of the
@@ -62,6 +63,7 @@ enum {
 };
 
 typedef struct conn conn;
+typedef struct lp_table lp_table;
 
 /* A timeout list: connections linked through conn.tq_prev/tq_next. */
 typedef struct tq_list {
@@ -111,6 +113,8 @@ struct tp_endpoint {
 	/* Configuration (read-only after start). */
 	ch_endpoint *socket;
 	char *ws_path; /* "<socket_path>/websocket" */
+	char *lp_path; /* "<socket_path>/longpoll" */
+	lp_table *lp;  /* long-poll sessions (longpoll_table.c), NULL without a socket */
 	tp_route_c *routes;
 	size_t nroutes;
 	bool check_origin;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "transports/longpoll.h"
 #include "transports/serve.h"
 #include "transports/websocket.h"
 
@@ -176,6 +177,11 @@ handle_path(conn *c, const tp_http_request *req, const char *path, size_t plen, 
 		return;
 	}
 
+	if (ep->lp && strlen(ep->lp_path) == plen && memcmp(ep->lp_path, path, plen) == 0) {
+		tp_lp_request(c, req, keep);
+		return;
+	}
+
 	const tp_file *f = tp_static_find(ep->files, path, plen);
 	if (f) {
 		if (req->method_id != TP_HTTP_GET && !is_head) {
@@ -220,7 +226,7 @@ http_one(conn *c, uint8_t *buf, size_t len, size_t *used)
 		*used = len; /* nothing after the last answer is read */
 		return 0;
 	}
-	if (c->oq_bytes >= HTTP_HIGH_WATER) {
+	if (c->oq_bytes >= HTTP_HIGH_WATER || tp_lp_parked(c)) {
 		c->flags |= F_PAUSED;
 		return 0;
 	}
@@ -242,6 +248,8 @@ http_one(conn *c, uint8_t *buf, size_t len, size_t *used)
 	handle_request(c, &req);
 	if (c->proto != &tp_http_proto)
 		return 0; /* upgraded: the rest is the new protocol's */
+	if (tp_lp_parked(c))
+		return 0; /* the rest waits for the parked request's answer */
 	if (!(c->flags & (F_CLOSING | F_DEAD)))
 		conn_set_timeout(c, TQ_HTTP); /* the next request's clock */
 	return 1;
@@ -277,6 +285,10 @@ http_eof(conn *c)
 static void
 http_timeout(conn *c)
 {
+	if (tp_lp_parked(c)) { /* its own deadline bounds a parked request */
+		conn_set_timeout(c, TQ_HTTP);
+		return;
+	}
 	if (c->in_len && !c->oq_tail)
 		http_error(c, 408, false, NULL); /* a request did not complete in time */
 	else
@@ -289,6 +301,10 @@ http_shutdown(conn *c)
 {
 	if (c->flags & F_CLOSING)
 		return;
+	if (tp_lp_parked(c)) {
+		tp_lp_shutdown(c);
+		return;
+	}
 	if (!c->oq_tail && c->in_len == 0)
 		conn_finish(c, W_SHUTDOWN);
 	else
@@ -298,15 +314,14 @@ http_shutdown(conn *c)
 static void
 http_info(conn *c, rt_msg *m)
 {
-	(void)c;
-	(void)m; /* nothing else is sent to a plain HTTP connection */
+	tp_lp_info(c, m); /* a parked long-poll request's answer; the rest is dropped */
 }
 
 static void
 http_terminate(conn *c, const char *reason)
 {
-	(void)c;
 	(void)reason;
+	tp_lp_release(c);
 }
 
 const tp_proto tp_http_proto = {

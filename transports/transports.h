@@ -79,6 +79,17 @@ typedef struct tp_endpoint_opts {
 	 * them (several nodes of a cluster behind one port).  false (default):
 	 * a port another socket listens on is refused (see tp_endpoint_start). */
 	bool reuse_port;
+	/* Long polling (<socket_path>/longpoll, as Phoenix's LongPoll transport):
+	 * how long a poll waits for messages (default 10000 ms, Phoenix's
+	 * window_ms; a session not polled for 1.5 windows ends), sessions per
+	 * node (default 100000; past it a new session gets HTTP 503), and the
+	 * frames a session buffers for its client between two polls (default
+	 * 10000 frames and max_outbound bytes; past either the session ends as
+	 * a slow consumer).  POST bodies are limited by max_body (413). */
+	uint32_t lp_window_ms;
+	uint32_t lp_max_sessions;
+	uint32_t lp_max_frames;
+	size_t lp_max_bytes;
 } tp_endpoint_opts;
 
 typedef struct tp_endpoint tp_endpoint;
@@ -106,10 +117,17 @@ int tp_endpoint_port(const tp_endpoint *ep);
  * rt_shutdown. */
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
-/* Counters since start; open and ws_open are the connections open now. */
+/* Counters since start; open and ws_open are the connections open now,
+ * lp_open the long-poll sessions alive now.  lp_*: sessions opened, ended
+ * unpolled (expired), ended as slow consumers; binary frames dropped (a V2
+ * binary frame cannot travel in a long-poll answer); new sessions refused
+ * at the sessions limit (503); POST lines ignored past the 100 of a batch;
+ * POST bodies refused as malformed (400). */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests;
+	uint64_t lp_open, lp_opened, lp_expired, lp_slow, lp_binary_dropped, lp_refused,
+	    lp_lines_ignored, lp_bad_posts;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

@@ -12,57 +12,9 @@
 #include "channels/internal.h"
 #include "channels/tracker.h"
 #include "test/harness.h"
+#include "test/support/trk_snapshot.h"
 
 /* ------------------------------------------------------------------ State */
-
-static rt_pid
-fake_pid(uint32_t i)
-{
-	return ((uint64_t)1 << 32) | (i + 1);
-}
-
-/* A state's elements of a topic as one sorted, comparable string. */
-typedef struct collect {
-	char *items[4096];
-	int n;
-} collect;
-
-static bool
-collect_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first)
-{
-	(void)pid;
-	(void)first;
-	collect *c = ud;
-	char buf[512];
-	snprintf(buf, sizeof(buf), "%s=%s", key, meta);
-	if (c->n < 4096)
-		c->items[c->n++] = strdup(buf);
-	return true;
-}
-
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static char *
-snapshot(const trk_state *s, const char *topic)
-{
-	collect c = {.n = 0};
-	trk_state_foreach(s, topic, NULL, collect_visit, &c);
-	qsort(c.items, (size_t)c.n, sizeof(char *), cmp_str);
-	size_t len = 1;
-	for (int i = 0; i < c.n; i++)
-		len += strlen(c.items[i]) + 1;
-	char *out = calloc(1, len);
-	for (int i = 0; i < c.n; i++) {
-		strcat(out, c.items[i]);
-		strcat(out, ";");
-		free(c.items[i]);
-	}
-	return out;
-}
 
 /* Counts reported joins and leaves. */
 typedef struct tally {
@@ -109,7 +61,7 @@ test_state_local_ops(void)
 	CHECK_EQ(keys, 2);
 	CHECK_EQ(trk_state_count(s, "none", &keys), 0);
 	CHECK_EQ(keys, 0);
-	char *snap = snapshot(s, "room");
+	char *snap = trk_snapshot(s, "room");
 	CHECK_STR(snap, "alice={\"n\":1};alice={\"n\":2};bob={\"n\":3};");
 	free(snap);
 	CHECK_STR(trk_state_get(s, fake_pid(3), "other", "bob"), "{\"n\":4}");
@@ -165,7 +117,7 @@ test_state_deltas_converge(void)
 		ship(a, b, &tb);
 		ship(b, a, &ta);
 	}
-	char *sa = snapshot(a, "room"), *sb = snapshot(b, "room");
+	char *sa = trk_snapshot(a, "room"), *sb = trk_snapshot(b, "room");
 	CHECK_STR(sa, sb);
 	CHECK(strlen(sa) > 0);
 	CHECK_EQ(trk_state_size(a), trk_state_size(b));
@@ -201,7 +153,7 @@ test_state_remove_wins_over_the_add_it_saw(void)
 	trk_state_merge(b, d2, tally_report, &t);
 	CHECK_EQ(t.joins, 1);
 	CHECK_EQ(t.leaves, 1);
-	char *sb = snapshot(b, "room");
+	char *sb = trk_snapshot(b, "room");
 	CHECK_STR(sb, "x={\"v\":2};"); /* x gone, the concurrent y stays */
 	free(sb);
 	/* an old copy of the add does not bring x back (no ghost) */
@@ -219,7 +171,7 @@ test_state_remove_wins_over_the_add_it_saw(void)
 	ship(b, a, &ta);
 	CHECK_EQ(ta.joins, 1);
 	CHECK_EQ(ta.leaves, 0);
-	char *sa = snapshot(a, "room");
+	char *sa = trk_snapshot(a, "room");
 	CHECK_STR(sa, "x={\"v\":2};");
 	free(sa);
 	trk_delta_free(d1);
@@ -282,7 +234,7 @@ test_state_full_state_repairs_a_lost_delta(void)
 	trk_delta *full = trk_state_extract(a, "b@host");
 	trk_state_merge(b, full, tally_report, &t);
 	trk_delta_free(full);
-	char *sa = snapshot(a, "room"), *sb = snapshot(b, "room");
+	char *sa = trk_snapshot(a, "room"), *sb = trk_snapshot(b, "room");
 	CHECK_STR(sa, sb);
 	CHECK_EQ(trk_state_count(b, "room", NULL), 7);
 	CHECK_EQ(trk_state_clock(b, "a@host"), trk_state_clock(a, "a@host"));
@@ -312,7 +264,7 @@ test_state_update_replicates(void)
 	ship(a, b, &t);
 	trk_state_update(a, fake_pid(1), "room", "k", "{\"v\":2}");
 	ship(a, b, &t);
-	char *sb = snapshot(b, "room");
+	char *sb = trk_snapshot(b, "room");
 	CHECK_STR(sb, "k={\"v\":2};");
 	free(sb);
 	CHECK_EQ(t.joins, 2);
@@ -348,7 +300,7 @@ test_state_replica_down_up_and_permdown(void)
 	tally up = {0};
 	CHECK_EQ(trk_state_replica_up(b, "a@host", tally_report, &up), 0);
 	CHECK_EQ(up.joins, 3);
-	char *sa = snapshot(a, "room"), *sb = snapshot(b, "room");
+	char *sa = trk_snapshot(a, "room"), *sb = trk_snapshot(b, "room");
 	char expected[256];
 	snprintf(expected, sizeof(expected), "b={};%s", sa); /* b's own, then a's as a has them */
 	CHECK_STR(sb, expected);

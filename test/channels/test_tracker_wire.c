@@ -9,51 +9,7 @@
 
 #include "channels/tracker.h"
 #include "test/harness.h"
-
-static rt_pid
-fake_pid(uint32_t i)
-{
-	return ((uint64_t)1 << 32) | (i + 1);
-}
-
-/* A state's elements of a topic as one sorted string. */
-typedef struct collect {
-	char buf[8192];
-	char *items[64];
-	int n;
-} collect;
-
-static bool
-collect_visit(void *ud, const char *key, const char *meta, rt_pid pid, bool first)
-{
-	(void)pid;
-	(void)first;
-	collect *c = ud;
-	char one[512];
-	snprintf(one, sizeof(one), "%s=%s;", key, meta);
-	if (c->n < 64)
-		c->items[c->n++] = strdup(one);
-	return true;
-}
-
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void
-snap(const trk_state *s, const char *topic, collect *c)
-{
-	c->buf[0] = 0;
-	c->n = 0;
-	trk_state_foreach(s, topic, NULL, collect_visit, c);
-	qsort(c->items, (size_t)c->n, sizeof(char *), cmp_str);
-	for (int i = 0; i < c->n; i++) {
-		strncat(c->buf, c->items[i], sizeof(c->buf) - strlen(c->buf) - 1);
-		free(c->items[i]);
-	}
-}
+#include "test/support/trk_snapshot.h"
 
 /* Replica a with some churn: joins (one with non-ASCII text), a leave, an
  * update. */
@@ -126,13 +82,14 @@ test_delta_round_trip(void)
 	trk_state_replica_up(b2, "a@host#1", NULL, NULL);
 	trk_state_merge(b1, d, NULL, NULL);
 	trk_state_merge(b2, e, NULL, NULL);
-	collect c1, c2;
-	snap(b1, "room:1", &c1);
-	snap(b2, "room:1", &c2);
-	CHECK(strcmp(c1.buf, c2.buf) == 0);
-	CHECK_MSG(strcmp(c2.buf, "alice={\"phx_ref\":\"r1\"};bob={\"n\":3};") == 0, "%s", c2.buf);
-	snap(b2, "room:é", &c2);
-	CHECK(strcmp(c2.buf, "={\"name\":\"Zoë ✓\"};") == 0);
+	char *s1 = trk_snapshot(b1, "room:1"), *s2 = trk_snapshot(b2, "room:1");
+	CHECK(strcmp(s1, s2) == 0);
+	CHECK_MSG(strcmp(s2, "alice={\"phx_ref\":\"r1\"};bob={\"n\":3};") == 0, "%s", s2);
+	free(s1);
+	free(s2);
+	s2 = trk_snapshot(b2, "room:é");
+	CHECK(strcmp(s2, "={\"name\":\"Zoë ✓\"};") == 0);
+	free(s2);
 	CHECK_EQ(trk_state_clock(b2, "a@host#1"), trk_state_clock(a, "a@host#1"));
 
 	trk_delta_free(d);
@@ -170,11 +127,11 @@ test_full_and_small_frames(void)
 	for (size_t i = 0; i < full->nreplicas; i++)
 		CHECK_EQ(g.delta->context[i], full->context[i]);
 	trk_state_merge(c, g.delta, NULL, NULL);
-	collect ca, cc;
-	snap(a, "room:1", &ca);
-	snap(c, "room:1", &cc);
-	CHECK_MSG(strcmp(ca.buf, cc.buf) == 0, "%s vs %s", ca.buf, cc.buf);
-	CHECK(strstr(cc.buf, "zed=") != NULL);
+	char *sa = trk_snapshot(a, "room:1"), *sc = trk_snapshot(c, "room:1");
+	CHECK_MSG(strcmp(sa, sc) == 0, "%s vs %s", sa, sc);
+	CHECK(strstr(sc, "zed=") != NULL);
+	free(sa);
+	free(sc);
 	trk_delta_free(g.delta);
 	/* a full state is refused in a DELTA frame, and a delta in a TRANSFER_ACK */
 	CHECK_EQ((uint8_t)buf[2], TRK_WIRE_TRANSFER_ACK);

@@ -5,7 +5,8 @@
  * attached by a runtime process of its own (as the cluster process does):
  * it forwards RT_MSG_IO to on_io and calls tick on a timer.  The node core
  * (cluster/node.c) is not linked: this file defines cl_node as a sink and
- * the two functions a link calls (cl_link_deliver, cl_link_count_oversized).
+ * the functions a link calls (cl_link_deliver, cl_link_count_oversized,
+ * cl_link_count_malformed).
  *
  * Frames whose first byte is 'P' are probes (counted, not kept): the cases
  * send them until one arrives, to wait for a link to be connected.
@@ -39,6 +40,7 @@ struct cl_node {
 	} f[SINK_MAX];
 	atomic_uint probes;
 	atomic_uint oversized;
+	atomic_uint malformed;
 };
 
 void
@@ -62,6 +64,12 @@ void
 cl_link_count_oversized(cl_node *c)
 {
 	atomic_fetch_add(&c->oversized, 1);
+}
+
+void
+cl_link_count_malformed(cl_node *c)
+{
+	atomic_fetch_add(&c->malformed, 1);
 }
 
 static size_t
@@ -429,6 +437,45 @@ test_oversized(void)
 	finish();
 }
 
+/* PUBLISHes payload to channel from a Redis client of its own. */
+static void
+redis_publish_raw(const char *channel, const void *payload, size_t len)
+{
+	struct timeval tv = {1, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+	CHECK(c && !c->err);
+	const char *argv[] = {"PUBLISH", channel, payload};
+	size_t argl[] = {7, strlen(channel), len};
+	redisReply *r = redisCommandArgv(c, 3, argv, argl);
+	CHECK(r && r->type == REDIS_REPLY_INTEGER);
+	freeReplyObject(r);
+	redisFree(c);
+}
+
+/* Payloads that are not the link's (too short for its header, another link
+ * version) are counted as malformed, not as oversized, and dropped; frames
+ * flow afterwards. */
+static void
+test_malformed(void)
+{
+	start();
+	node a, b;
+	node_open(&a, "a", 0, 0);
+	node_open(&b, "b", 0, 0);
+	CHECK(probe(&a, &b, NULL, 10000));
+	redis_publish_raw("t:all", "\001abc", 4);
+	unsigned char other[32] = {99};
+	redis_publish_raw("t:all", other, sizeof other);
+	WAIT_UNTIL(atomic_load(&b.sink->malformed) == 2, 5000);
+	CHECK_EQ(atomic_load(&a.sink->malformed), 2u);
+	CHECK_EQ(atomic_load(&b.sink->oversized), 0u);
+	CHECK(probe(&a, &b, NULL, 10000));
+	CHECK_EQ(sink_count(b.sink), 0);
+	node_close(&a);
+	node_close(&b);
+	finish();
+}
+
 /* redis-server stopped (SIGSTOP): sends keep returning at once, and the
  * queue is bounded (sends fail); after SIGCONT frames flow again. */
 static void
@@ -489,6 +536,7 @@ test_reattach(void)
 }
 
 TEST_LIST = {
-    TEST(test_open_url),  TEST(test_all_and_to), TEST(test_order),    TEST(test_redis_restart),
-    TEST(test_oversized), TEST(test_bounded),    TEST(test_reattach), TEST_END,
+    TEST(test_open_url),      TEST(test_all_and_to), TEST(test_order),
+    TEST(test_redis_restart), TEST(test_oversized),  TEST(test_malformed),
+    TEST(test_bounded),       TEST(test_reattach),   TEST_END,
 };

@@ -3,8 +3,8 @@
 #
 # Starts BUILD_DIR/phx-chat on a free port (log: BUILD_DIR/integration-server.log),
 # waits until it answers HTTP, then runs with node's test runner:
-#   (a) the conformance suite of ../shared/conformance (files 01-10; long
-#       polling and cluster come later),
+#   (a) the conformance suite of ../shared/conformance (files 01-11: 11 is
+#       long polling with phoenix.js's own LongPoll; 12, the cluster, in (c)),
 #   (b) test/integration/*.test.js (bad input, presence keys, launcher, the chat page in
 #       headless Chromium, long polling (longpoll.test.js and the browser
 #       tests skip while /socket/longpoll answers 404), clusters:
@@ -26,7 +26,7 @@ case $BUILD in
 esac
 BIN=$BUILD_ABS/phx-chat
 CONF=$(cd "$ROOT/.." && pwd)/shared/conformance
-CONF_FILES="01_join 02_broadcast 03_replies 04_crash_slow 05_binary 06_intercept 07_auth 08_presence 09_v1 10_leave"
+CONF_FILES="01_join 02_broadcast 03_replies 04_crash_slow 05_binary 06_intercept 07_auth 08_presence 09_v1 10_leave 11_longpoll"
 LOG=$BUILD_ABS/integration-server.log
 CLOG=$BUILD_ABS/integration-cluster.log
 

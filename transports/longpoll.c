@@ -1,0 +1,507 @@
+/*
+ * The HTTP side of the long-poll transport (longpoll.h): requests for
+ * <socket_path>/longpoll, answered as Phoenix 1.7's LongPoll plug does.
+ *
+ *   - every answer carries access-control-allow-origin: *; JSON answers are
+ *     HTTP 200 with the real status in the body (keys sorted, as Jason);
+ *   - check_origin refuses with {"status":403};
+ *   - OPTIONS: the CORS preflight; a method other than GET, POST, OPTIONS:
+ *     400, empty;
+ *   - GET with a token that verifies and a live session: a poll (parked
+ *     until the session answers); otherwise a new session (parked until its
+ *     connect answered: 410 with the token, or 403);
+ *   - POST with a live session: the body's messages (ndjson: at most the
+ *     first 100 lines, "[" text, else base64 of a binary message; any other
+ *     content type: the whole body, text), parked until the session has
+ *     dispatched them ({"status":200}); no session: {"status":410}.
+ *
+ * Where this differs from Phoenix, on purpose: a POST line that is not valid
+ * base64 makes Phoenix crash the request (HTTP 500); here the whole POST is
+ * refused with HTTP 400 {"status":400} before any of its messages is
+ * dispatched, and the session stays.  Empty ndjson lines (a trailing
+ * newline) are skipped; Phoenix would dispatch an empty binary message and
+ * crash the session.  Past the sessions limit a new session gets HTTP 503
+ * with Retry-After (phoenix.js retries).
+ *
+ * Parking.  The connection holds its input (conn_hold: no reading, no
+ * parsing of pipelined requests), keeps the request's ref, a monitor of the
+ * session and a deadline timer (window_ms + LP_DEADLINE_MARGIN_MS), and
+ * answers whichever comes first: the session's LP_MSG_ANSWER, the session's
+ * DOWN, or the deadline (a poll: 204; a POST: {"status":408}, as Phoenix's
+ * :request_timeout; a new session: 503).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "runtime/xalloc.h"
+#include "transports/connect.h"
+#include "transports/longpoll.h"
+
+#define CORS "access-control-allow-origin: *\r\n"
+#define JSON_CT "application/json; charset=utf-8"
+#define NDJSON "application/x-ndjson"
+
+/* ------------------------------------------------------------------ answers */
+
+static void
+finish_answer(conn *c, bool keep)
+{
+	if (!keep || (c->flags & F_SHUTDOWN))
+		conn_close_graceful(c);
+}
+
+/* HTTP status with a JSON body (taken); extra: more header lines or NULL. */
+static void
+send_json(conn *c, int status, rt_buf *body, bool keep)
+{
+	keep = keep && !(c->flags & F_SHUTDOWN);
+	tp_http_head h = {.status = status,
+	                  .content_type = JSON_CT,
+	                  .content_length = body ? (int64_t)body->len : 0,
+	                  .connection = keep ? TP_HTTP_CONN_KEEP_ALIVE : TP_HTTP_CONN_CLOSE,
+	                  .extra = CORS};
+	conn_push(c, tp_http_head_append(NULL, &h));
+	conn_push(c, body);
+	finish_answer(c, keep);
+}
+
+static void
+send_json_text(conn *c, const char *json, bool keep)
+{
+	send_json(c, 200, rt_buf_from(json, strlen(json)), keep);
+}
+
+/* A plain answer: status, optional text body (no content type unless
+ * text), extra header lines. */
+static void
+send_plain(conn *c, int status, const char *text, const char *extra, bool keep)
+{
+	keep = keep && !(c->flags & F_SHUTDOWN);
+	char hdrs[256];
+	snprintf(hdrs, sizeof(hdrs), CORS "%s", extra ? extra : "");
+	size_t n = text ? strlen(text) : 0;
+	tp_http_head h = {.status = status,
+	                  .content_type = n ? "text/plain" : NULL,
+	                  .content_length = (int64_t)n,
+	                  .connection = keep ? TP_HTTP_CONN_KEEP_ALIVE : TP_HTTP_CONN_CLOSE,
+	                  .extra = hdrs};
+	rt_buf *b = tp_http_head_append(NULL, &h);
+	if (n)
+		b = rt_buf_append(b, text, n);
+	conn_push(c, b);
+	finish_answer(c, keep);
+}
+
+/* {"messages":[],"status":204,"token":T}: a poll answered without its session. */
+static void
+send_no_content(conn *c, const char *token, bool keep)
+{
+	rt_buf *b = rt_buf_alloc(64 + (token ? strlen(token) : 0));
+	b = rt_buf_appendf(b, "{\"messages\":[],\"status\":204,\"token\":\"%s\"}",
+	                   token ? token : "");
+	send_json(c, 200, b, keep);
+}
+
+/* ------------------------------------------------------------------ parking */
+
+static void
+park(conn *c, int op, uint64_t ref, uint64_t mon, bool keep, const tp_http_str *token)
+{
+	lp_table *t = c->ep->lp;
+	c->u.lp.op = (uint8_t)op;
+	c->u.lp.ref = ref;
+	c->u.lp.mon = mon;
+	c->u.lp.keep = keep;
+	c->u.lp.token = NULL;
+	if (token) {
+		c->u.lp.token = rt_xmalloc(token->len + 1);
+		memcpy(c->u.lp.token, token->ptr, token->len);
+		c->u.lp.token[token->len] = 0;
+	}
+	c->u.lp.timer = rt_send_after((uint64_t)t->window_ms + LP_DEADLINE_MARGIN_MS, c->pid,
+	                              LP_MSG_DEADLINE, &ref, sizeof(ref));
+	conn_hold(c, true);
+}
+
+/* Forgets the parked request (answered); returns its keep-alive. */
+static bool
+unpark(conn *c, bool cancel_timer)
+{
+	bool keep = c->u.lp.keep;
+	if (cancel_timer && c->u.lp.timer)
+		rt_cancel_timer(c->u.lp.timer);
+	if (c->u.lp.mon)
+		rt_demonitor(c->u.lp.mon);
+	free(c->u.lp.token);
+	memset(&c->u.lp, 0, sizeof(c->u.lp));
+	conn_hold(c, false);
+	if (!(c->flags & (F_CLOSING | F_DEAD)))
+		conn_set_timeout(c, TQ_HTTP); /* the next request's clock */
+	return keep;
+}
+
+/* The parked request's answer when its session cannot give it. */
+static void
+answer_without_session(conn *c, bool deadline)
+{
+	int op = c->u.lp.op;
+	char *token = c->u.lp.token;
+	c->u.lp.token = NULL;
+	bool keep = unpark(c, !deadline);
+	switch (op) {
+	case LP_PARK_POLL:
+		send_no_content(c, token, keep);
+		break;
+	case LP_PARK_POST:
+		send_json_text(c, deadline ? "{\"status\":408}" : "{\"status\":410}", keep);
+		break;
+	default: /* a new session that did not answer */
+		if (deadline)
+			send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", keep);
+		else
+			send_plain(c, 500, "500 Internal Server Error\n", NULL, false);
+		break;
+	}
+	free(token);
+}
+
+void
+tp_lp_info(conn *c, rt_msg *m)
+{
+	if (!tp_lp_parked(c))
+		return; /* stale: the request was answered already */
+	switch (m->tag) {
+	case LP_MSG_ANSWER: {
+		if (m->size < sizeof(lp_answer))
+			return;
+		const lp_answer *a = rt_msg_data(m);
+		if (a->ref != c->u.lp.ref)
+			return;
+		rt_buf *body = m->buf;
+		m->buf = NULL;
+		bool keep = unpark(c, true);
+		send_json(c, a->http_status >= 200 && a->http_status <= 599 ? a->http_status : 200,
+		          body, keep);
+		break;
+	}
+	case LP_MSG_DEADLINE:
+		if (m->size == sizeof(uint64_t) &&
+		    *(const uint64_t *)rt_msg_data(m) == c->u.lp.ref) {
+			c->u.lp.timer = 0;
+			answer_without_session(c, true);
+		}
+		break;
+	case RT_MSG_DOWN:
+		if (((const rt_down_info *)rt_msg_data(m))->ref == c->u.lp.mon) {
+			c->u.lp.mon = 0; /* fired */
+			answer_without_session(c, false);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+void
+tp_lp_shutdown(conn *c)
+{
+	if (c->u.lp.op == LP_PARK_POLL)
+		answer_without_session(c, false); /* F_SHUTDOWN: closes after it */
+	else
+		c->u.lp.keep = false;
+}
+
+void
+tp_lp_release(conn *c)
+{
+	if (!tp_lp_parked(c))
+		return;
+	if (c->u.lp.timer)
+		rt_cancel_timer(c->u.lp.timer);
+	if (c->u.lp.mon)
+		rt_demonitor(c->u.lp.mon);
+	free(c->u.lp.token);
+	memset(&c->u.lp, 0, sizeof(c->u.lp));
+}
+
+/* ------------------------------------------------------------------ POST bodies */
+
+static int
+b64_val(uint8_t ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+')
+		return 62;
+	if (ch == '/')
+		return 63;
+	return -1;
+}
+
+/* Decodes standard base64 with padding, as Elixir's Base.decode64!/1
+ * (strict: length a multiple of 4, "=" only at the end); appends the bytes
+ * to *out.  0, or -1 when s is not valid base64. */
+static int
+b64_decode_append(const uint8_t *s, size_t n, rt_buf **out)
+{
+	if (n % 4)
+		return -1;
+	size_t pad = 0;
+	if (n && s[n - 1] == '=')
+		pad++;
+	if (n > 1 && s[n - 2] == '=')
+		pad++;
+	*out = rt_buf_reserve(*out, n / 4 * 3);
+	for (size_t i = 0; i < n; i += 4) {
+		int v[4];
+		bool last = i + 4 == n;
+		for (int k = 0; k < 4; k++) {
+			if (last && k >= 4 - (int)pad) {
+				v[k] = 0;
+				continue;
+			}
+			v[k] = b64_val(s[i + k]);
+			if (v[k] < 0)
+				return -1;
+		}
+		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+		             (uint32_t)v[3];
+		uint8_t bytes[3] = {(uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w};
+		size_t nb = last ? 3 - pad : 3;
+		/* Base.decode64! also refuses non-zero bits under the padding. */
+		if (last && ((pad == 1 && (w & 0xFF)) || (pad == 2 && (w & 0xFFFF))))
+			return -1;
+		*out = rt_buf_append(*out, bytes, nb);
+	}
+	return 0;
+}
+
+static rt_buf *
+pack_text(rt_buf *b, const uint8_t *p, size_t n)
+{
+	uint8_t hdr[LP_PACK_HDR];
+	uint32_t len = (uint32_t)n;
+	memcpy(hdr, &len, 4);
+	hdr[4] = 0;
+	b = rt_buf_append(b, hdr, sizeof(hdr));
+	return rt_buf_append(b, p, n);
+}
+
+/* One ndjson line: "[..." is text, anything else base64 of a binary. */
+static int
+pack_line(rt_buf **b, const uint8_t *p, size_t n)
+{
+	if (n && p[0] == '[') {
+		*b = pack_text(*b, p, n);
+		return 0;
+	}
+	size_t at = (*b)->len;
+	uint8_t hdr[LP_PACK_HDR] = {0, 0, 0, 0, 1};
+	*b = rt_buf_append(*b, hdr, sizeof(hdr));
+	if (b64_decode_append(p, n, b) < 0)
+		return -1;
+	uint32_t len = (uint32_t)((*b)->len - at - LP_PACK_HDR);
+	memcpy((*b)->data + at, &len, 4);
+	return 0;
+}
+
+/* The messages of a POST body, packed (LP_PACK_HDR); NULL when a line is
+ * not valid base64. */
+static rt_buf *
+pack_body(lp_table *t, const tp_http_request *req)
+{
+	const uint8_t *body = (const uint8_t *)req->body;
+	size_t n = req->body_len;
+	rt_buf *b = rt_buf_alloc(n + 16);
+	const tp_http_str *ct = tp_http_header_get(req, "content-type");
+	bool ndjson = ct && tp_http_header_count(req, "content-type") == 1 &&
+	              ct->len == sizeof(NDJSON) - 1 && memcmp(ct->ptr, NDJSON, ct->len) == 0;
+	if (!ndjson)
+		return pack_text(b, body ? body : (const uint8_t *)"", n);
+	/* Split on "\n" and "\r\n"; the first LP_MAX_BATCH parts count. */
+	size_t pos = 0, parts = 0;
+	for (;;) {
+		const uint8_t *nl = n > pos ? memchr(body + pos, '\n', n - pos) : NULL;
+		size_t end = nl ? (size_t)(nl - body) : n;
+		size_t len = end - pos;
+		if (nl && len && body[end - 1] == '\r')
+			len--;
+		if (parts == LP_MAX_BATCH) {
+			atomic_fetch_add_explicit(&t->lines_ignored, 1, memory_order_relaxed);
+		} else {
+			parts++;
+			if (len && pack_line(&b, body + pos, len) < 0) {
+				rt_buf_release(b);
+				return NULL;
+			}
+		}
+		if (!nl)
+			break;
+		pos = end + 1;
+	}
+	return b;
+}
+
+/* ------------------------------------------------------------------ requests */
+
+/* The last value of parameter "token" (Plug's params: the last one wins). */
+static bool
+last_token(const tp_http_request *req, char *out, size_t cap, tp_http_str *raw)
+{
+	size_t pos = 0;
+	tp_http_str k, v;
+	bool found = false;
+	while (tp_http_query_next(req->query.ptr, req->query.len, &pos, &k, &v)) {
+		char key[8];
+		ssize_t kl =
+		    k.len < sizeof(key) ? tp_http_form_decode(k.ptr, k.len, key, sizeof(key)) : -1;
+		if (kl == 5 && memcmp(key, "token", 5) == 0) {
+			*raw = v;
+			found = true;
+		}
+	}
+	if (!found)
+		return false;
+	ssize_t n = tp_http_form_decode(raw->ptr, raw->len, out, cap);
+	if (n < 0)
+		return false;
+	raw->ptr = out;
+	raw->len = (size_t)n;
+	return true;
+}
+
+static void
+new_session(conn *c, const tp_http_request *req, bool keep)
+{
+	lp_table *t = c->ep->lp;
+	if (atomic_fetch_add(&t->open, 1) >= t->max_sessions) {
+		atomic_fetch_sub(&t->open, 1);
+		atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
+		rt_log_warning("longpoll: %u sessions open: a new one is refused (503)",
+		               t->max_sessions);
+		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", keep);
+		return;
+	}
+	char peer[64];
+	conn_peer(c, peer, sizeof(peer));
+	const tp_http_str *origin = tp_http_header_get(req, "origin");
+	const tp_http_str *ua = tp_http_header_get(req, "user-agent");
+	size_t pl = strlen(peer), ol = origin ? origin->len : 0, ul = ua ? ua->len : 0;
+	size_t size = sizeof(lp_start) + req->query.len + pl + ol + ul;
+	lp_start *a = rt_xmalloc(size);
+	memset(a, 0, sizeof(*a));
+	a->ep = c->ep;
+	a->conn = c->pid;
+	a->ref = lp_next_ref(t);
+	if (getrandom(a->id, LP_ID_LEN, 0) != LP_ID_LEN) {
+		/* Cannot happen on Linux >= 3.17 for 16 bytes; refuse rather than
+		 * hand out guessable ids. */
+		free(a);
+		atomic_fetch_sub(&t->open, 1);
+		send_plain(c, 500, "500 Internal Server Error\n", NULL, false);
+		return;
+	}
+	a->query_len = (uint32_t)req->query.len;
+	a->peer_len = (uint32_t)pl;
+	a->origin_len = origin ? (uint32_t)ol : UINT32_MAX;
+	a->ua_len = ua ? (uint32_t)ul : UINT32_MAX;
+	char *p = a->data;
+	memcpy(p, req->query.ptr, req->query.len);
+	p += req->query.len;
+	memcpy(p, peer, pl);
+	p += pl;
+	if (ol)
+		memcpy(p, origin->ptr, ol);
+	p += ol;
+	if (ul)
+		memcpy(p, ua->ptr, ul);
+	uint64_t ref = a->ref;
+	rt_pid pid = rt_sup_start_child(t->sup, &lp_session_behaviour, a, size);
+	free(a);
+	if (!pid) { /* the supervisor is gone: the endpoint stops */
+		atomic_fetch_sub(&t->open, 1);
+		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", false);
+		return;
+	}
+	park(c, LP_PARK_OPEN, ref, rt_monitor(pid), keep, NULL);
+}
+
+static void
+preflight(conn *c, const tp_http_request *req, bool keep)
+{
+	char extra[1024];
+	size_t n = (size_t)snprintf(extra, sizeof(extra), "access-control-allow-headers: ");
+	bool first = true;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const tp_http_header *h = &req->headers[i];
+		if (h->name.len != 30 ||
+		    strncasecmp(h->name.ptr, "access-control-request-headers", 30) != 0)
+			continue;
+		if (n + h->value.len + 200 >= sizeof(extra))
+			break; /* longer lists are cut: the answer's head stays small */
+		n += (size_t)snprintf(extra + n, sizeof(extra) - n, "%s%.*s", first ? "" : ", ",
+		                      (int)h->value.len, h->value.ptr);
+		first = false;
+	}
+	snprintf(extra + n, sizeof(extra) - n,
+	         "\r\naccess-control-allow-methods: get, post, options\r\n"
+	         "access-control-max-age: 3600\r\n");
+	send_plain(c, 200, NULL, extra, keep);
+}
+
+void
+tp_lp_request(conn *c, const tp_http_request *req, bool keep)
+{
+	tp_endpoint *ep = c->ep;
+	lp_table *t = ep->lp;
+	const tp_http_str *origin = tp_http_header_get(req, "origin");
+	if (ep->check_origin && origin && !tp_origin_allowed(ep, origin)) {
+		rt_log_debug("longpoll refused: origin %.*s not allowed", (int)origin->len,
+		             origin->ptr);
+		send_json_text(c, "{\"status\":403}", keep);
+		return;
+	}
+	if (req->method_id == TP_HTTP_OPTIONS) {
+		preflight(c, req, keep);
+		return;
+	}
+	if (req->method_id != TP_HTTP_GET && req->method_id != TP_HTTP_POST) {
+		send_plain(c, 400, NULL, NULL, keep);
+		return;
+	}
+	char tokbuf[CH_TOKEN_MAX_LEN];
+	tp_http_str tok = {0};
+	lp_sid sid;
+	bool have = last_token(req, tokbuf, sizeof(tokbuf), &tok) &&
+	            lp_token_verify(t, tok.ptr, tok.len, &sid) == 0;
+	uint64_t ref = lp_next_ref(t), mon = 0;
+	lp_op op = {.ref = ref};
+	if (req->method_id == TP_HTTP_GET) {
+		if (have && lp_route(t, &sid, LP_OP_POLL, &op, sizeof(op), NULL, &mon) == 0)
+			park(c, LP_PARK_POLL, ref, mon, keep, &tok);
+		else
+			new_session(c, req, keep);
+		return;
+	}
+	if (!have) {
+		send_json_text(c, "{\"status\":410}", keep);
+		return;
+	}
+	rt_buf *msgs = pack_body(t, req);
+	if (!msgs) {
+		/* Phoenix crashes the request (HTTP 500); a clear 400 instead. */
+		atomic_fetch_add_explicit(&t->bad_posts, 1, memory_order_relaxed);
+		send_json(c, 400, rt_buf_from("{\"status\":400}", 14), keep);
+		return;
+	}
+	if (lp_route(t, &sid, LP_OP_POST, &op, sizeof(op), msgs, &mon) == 0)
+		park(c, LP_PARK_POST, ref, mon, keep, NULL);
+	else
+		send_json_text(c, "{\"status\":410}", keep);
+}

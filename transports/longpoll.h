@@ -1,0 +1,185 @@
+/*
+ * longpoll.h: the long-poll transport of the Phoenix socket (not for apps),
+ * as Phoenix 1.7's Phoenix.Transports.LongPoll speaks it on the wire.
+ *
+ *   longpoll.c          the HTTP side: requests for <socket_path>/longpoll,
+ *                       handed over by serve.c.  A request that must wait
+ *                       for a session (a poll, a POST, a new session) is
+ *                       parked: the connection holds its input
+ *                       (conn_hold), sends an op to the session and answers
+ *                       when the session's LP_MSG_ANSWER comes back, or when
+ *                       the session goes down, or at its own deadline.
+ *   longpoll_session.c  the session process (Phoenix's LongPoll.Server): it
+ *                       owns the client's Phoenix socket (implements
+ *                       channels/transport.h), buffers frames between polls,
+ *                       keeps at most one waiting poll, ends when nobody
+ *                       polls for 1.5 windows or the socket closes it.
+ *   longpoll_table.c    the sessions of the endpoint: the table session id ->
+ *                       pid, the session tokens, the sessions' supervisor,
+ *                       counters, and lp_route: THE place where an op for a
+ *                       session is delivered (the cluster hooks in there).
+ *
+ * Threading: the table is shared by every scheduler thread (a mutex guards
+ * the map; counters are atomics; the rest is written once at start).
+ * Everything else runs on the connection's or the session's own process.
+ */
+#ifndef transports_longpoll_h
+#define transports_longpoll_h
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "channels/token.h"
+#include "runtime/strmap.h"
+#include "transports/conn.h"
+
+/* Message tags (the transports' range, endpoint.h). */
+enum {
+	/* to a session */
+	LP_OP_POLL = 0xFFFD0300u, /* lp_op: a GET waits for messages (from: who waits) */
+	LP_OP_POST,               /* lp_op + m->buf: packed client messages (lp_pack_*) */
+	LP_SESS_WINDOW,           /* to self: a poll's window passed (payload: its ref) */
+	LP_SESS_TICK,             /* to self: the inactivity check */
+	/* to a connection */
+	LP_MSG_ANSWER = 0xFFFD0310u, /* lp_answer + m->buf: the JSON body to answer with */
+	LP_MSG_DEADLINE,             /* to self: a parked request's deadline (payload: ref) */
+};
+
+/* The payload of LP_OP_POLL and LP_OP_POST: the reference the answer
+ * carries back (the answer goes to the message's sender). */
+typedef struct lp_op {
+	uint64_t ref;
+} lp_op;
+
+/* The payload of LP_MSG_ANSWER; m->buf holds the body (JSON, or NULL). */
+typedef struct lp_answer {
+	uint64_t ref;
+	int32_t http_status; /* the HTTP status (200; the JSON body has the real one) */
+} lp_answer;
+
+/* A session's name, as its token carries it: the node that holds it and a
+ * random 128-bit id.  A plain value. */
+#define LP_ID_LEN 16
+#define LP_NODE_MAX 255
+typedef struct lp_sid {
+	uint8_t id[LP_ID_LEN];
+	char node[LP_NODE_MAX + 1];
+} lp_sid;
+
+/* Parked request kinds (conn.u.lp.op). */
+enum { LP_PARK_NONE, LP_PARK_OPEN, LP_PARK_POLL, LP_PARK_POST };
+
+/* A parked request waits this long past the window for its answer. */
+#define LP_DEADLINE_MARGIN_MS 2000
+
+/* At most this many messages of one POST are dispatched (Phoenix 1.7.22+). */
+#define LP_MAX_BATCH 100
+
+/* The sessions of one endpoint.  Created by tp_endpoint_start, freed by
+ * endpoint_free after the sessions' supervisor is gone.  Shared by every
+ * thread: `mu` guards `map`; counters are atomics; the rest is read-only
+ * after lp_table_new. */
+struct lp_table {
+	pthread_mutex_t mu;
+	rt_strmap map; /* hex session id -> pid (uintptr_t) */
+	ch_token_key *key;
+	rt_pid sup; /* the sessions' dynamic supervisor */
+	char node[LP_NODE_MAX + 1];
+	uint32_t window_ms, max_sessions, max_frames;
+	size_t max_bytes;
+	_Atomic uint64_t next_ref;
+	/* tp_stats.lp_*; open = sessions alive or starting (the limit's count) */
+	_Atomic uint64_t open, opened, expired, slow, binary_dropped, refused, lines_ignored,
+	    bad_posts;
+};
+
+/* The spawn argument of a session (copied by the runtime): the request that
+ * opens it, strings packed after the header (query, peer, origin, user
+ * agent; a length of UINT32_MAX is an absent header). */
+typedef struct lp_start {
+	tp_endpoint *ep;
+	rt_pid conn; /* who gets the LP_MSG_ANSWER */
+	uint64_t ref;
+	uint8_t id[LP_ID_LEN];
+	uint32_t query_len, peer_len, origin_len, ua_len;
+	char data[];
+} lp_start;
+
+/* The session process (longpoll_session.c). */
+extern const rt_behaviour lp_session_behaviour;
+
+/* ---- the HTTP side (longpoll.c), for serve.c; on the connection's process ---- */
+
+/* Answers a request for <socket_path>/longpoll, or parks it (then the
+ * connection's input is held until the answer is written).  keep: the
+ * connection may stay open after the answer. */
+void tp_lp_request(conn *c, const tp_http_request *req, bool keep);
+
+/* Whether a request is parked on c. */
+static inline bool
+tp_lp_parked(const conn *c)
+{
+	return c->u.lp.op != LP_PARK_NONE;
+}
+
+/* A runtime message for a parked request (the answer, the deadline, the
+ * session's DOWN); stale ones are dropped. */
+void tp_lp_info(conn *c, rt_msg *m);
+
+/* Endpoint stop while parked: a waiting poll is answered (204) now and the
+ * connection closes after it; other parked requests finish first. */
+void tp_lp_shutdown(conn *c);
+
+/* The connection ends: releases what a parked request holds. */
+void tp_lp_release(conn *c);
+
+/* ---- the sessions (longpoll_table.c) ---- */
+
+/* Makes the table of ep (options from o), deriving the token key from the
+ * socket's secret_key_base.  NULL when ep has no socket. */
+lp_table *lp_table_new(tp_endpoint *ep, const tp_endpoint_opts *o);
+
+/* Starts the sessions' supervisor under parent (the listeners' subtree).
+ * 0, or -1. */
+int lp_table_start(lp_table *t, rt_pid parent);
+
+/* Frees the table (every session has ended). */
+void lp_table_free(lp_table *t);
+
+/* Verifies a session token (the query's token) and reads the session's name
+ * from it.  0, or -1 when it does not verify (garbage, forged, expired, or
+ * not a session token): then it is simply "no session". */
+int lp_token_verify(const lp_table *t, const char *tok, size_t len, lp_sid *out);
+
+/* Signs the session token of sid into out (cap >= CH_TOKEN_MAX_LEN); its
+ * length, or -1. */
+int lp_token_sign(const lp_table *t, const uint8_t id[LP_ID_LEN], char *out, size_t cap);
+
+/*
+ * THE routing interface: delivers op (LP_OP_POLL or LP_OP_POST) with
+ * data[0, len) and buf (taken over in every case) to the session named by
+ * sid, from the calling process, which gets the session's LP_MSG_ANSWER.
+ * Returns 0 when delivered to a session of this node; *mon is then a monitor
+ * of it held by the caller (its DOWN means no answer will come).  Returns -1
+ * when there is no such session (ended, unknown, or on another node: the
+ * cluster's routing goes here, with *mon = 0 and the caller's deadline as
+ * the only guard).  Any process.
+ */
+int lp_route(lp_table *t, const lp_sid *sid, uint32_t op, const void *data, size_t len, rt_buf *buf,
+             uint64_t *mon);
+
+/* The session process registers itself under its id once its socket is
+ * open, and unregisters when it ends (only if still registered as self). */
+void lp_register(lp_table *t, const uint8_t id[LP_ID_LEN], rt_pid pid);
+void lp_unregister(lp_table *t, const uint8_t id[LP_ID_LEN], rt_pid pid);
+
+/* A new reference for a parked request (unique per endpoint). */
+uint64_t lp_next_ref(lp_table *t);
+
+/* Packed client messages of a POST (the LP_OP_POST buffer): each is its
+ * length (4 bytes, host order), 1 byte (1: binary, 0: text), its bytes. */
+#define LP_PACK_HDR 5
+
+#endif /* transports_longpoll_h */
