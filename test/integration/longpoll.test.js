@@ -260,7 +260,7 @@ lpTest('presence: long-poll and WebSocket members see each other; a long-poll me
   await waitFor(() => both(lpP), 10000, `the long-poll member to list both (has ${JSON.stringify(lpP.keys())})`)
   await waitFor(() => both(wsP), 10000, `the WebSocket member to list both (has ${JSON.stringify(wsP.keys())})`)
 
-  // A broadcast between them, both ways, on the presence topic's room.
+  // A message of the WebSocket member reaches the long-poll member (room:lobby).
   const room = lp.channel('room:lobby', {})
   const got = []
   room.on('new_msg', (p) => got.push(p.body))
