@@ -7,7 +7,8 @@
 //   - presence:lobby-style topics list long-poll and WebSocket members
 //     together, and a long-poll member that stops polling (socket.disconnect())
 //     leaves when its session expires (Phoenix: 1.5 x the 10 s window without
-//     a poll, checked every 15 s, so within 30 s);
+//     a poll, checked every 15 s, so within 30 s; phx-chat is started with a
+//     2 s window for this when PHX_BIN has --longpoll-window-ms);
 //   - crash -> phx_error -> phoenix.js rejoins; `slow` replies arrive after
 //     quicker ones;
 //   - V1 (vsn 1.0.0, and no vsn) with raw requests: a GET opens, a POST
@@ -23,7 +24,9 @@ const http = require('node:http')
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { Socket, LongPoll, Presence } = require('phoenix')
-const { PHX_URL, WS_BASE, WebSocket, RawClient, uniq, waitFor, httpGet, postJSON, getToken } = require('./lib')
+const fs = require('node:fs')
+const { execFileSync } = require('node:child_process')
+const { PHX_URL, PHX_BIN, WS_BASE, WebSocket, RawClient, uniq, waitFor, httpGet, postJSON, getToken, freePort, startServer, waitHttp } = require('./lib')
 
 const LP_PATH = '/socket/longpoll'
 
@@ -49,8 +52,8 @@ function lpTest (name, opts, fn) {
 
 // A phoenix.js socket over LongPoll (or over `ws` with transport: WebSocket),
 // torn down after the test.
-function pxSocket (t, { params = {}, transport = LongPoll } = {}) {
-  const socket = new Socket(`${WS_BASE}/socket`, {
+function pxSocket (t, { params = {}, transport = LongPoll, base = WS_BASE } = {}) {
+  const socket = new Socket(`${base}/socket`, {
     transport,
     params,
     timeout: 8000,
@@ -97,6 +100,29 @@ function push (channel, event, payload, timeout = 8000) {
       .receive('error', (response) => resolve({ status: 'error', response }))
       .receive('timeout', () => reject(new Error(`${event} on ${channel.topic}: no reply within ${timeout} ms`)))
   })
+}
+
+// A server whose long-poll sessions expire soon: phx-chat (PHX_BIN) started
+// with --longpoll-window-ms 2000 when it has that flag (sessions end after
+// 3 s without a poll), stopped after the test; else the server under test
+// (Phoenix's 10 s window: an expiry within 30 s).  Resolves its base URL.
+async function shortWindowServer (t) {
+  let help = ''
+  try {
+    if (fs.existsSync(PHX_BIN)) help = execFileSync(PHX_BIN, ['--help'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (e) { help = String(e.stdout || '') }
+  if (!help.includes('--longpoll-window-ms')) return PHX_URL
+  const port = await freePort()
+  const srv = startServer(['--port', String(port), '--longpoll-window-ms', '2000', '--log-level', 'warning'])
+  t.after(async () => {
+    srv.proc.kill('SIGTERM')
+    const timer = setTimeout(() => srv.proc.kill('SIGKILL'), 10000)
+    await srv.exited
+    clearTimeout(timer)
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitHttp(base)
+  return base
 }
 
 // The keys phoenix.js's Presence lists for a channel.
@@ -242,11 +268,13 @@ lpTest('an authenticated long-poll socket joins its room; /api/disconnect ends i
 })
 
 lpTest('presence: long-poll and WebSocket members see each other; a long-poll member that stops polling leaves at its session expiry', { timeout: 75000 }, async (t) => {
+  const base = (await shortWindowServer(t)).replace(/^http/, 'ws')
+  t.diagnostic(`server: ${base}`)
   const topic = `presence:${uniq('lpp')}`
   const lpName = uniq('lpname')
   const wsName = uniq('wsname')
-  const lp = pxSocket(t)
-  const ws = pxSocket(t, { transport: WebSocket })
+  const lp = pxSocket(t, { base })
+  const ws = pxSocket(t, { transport: WebSocket, base })
   await Promise.all([open(lp), open(ws)])
   const lpCh = lp.channel(topic, { name: lpName })
   const wsCh = ws.channel(topic, { name: wsName })
