@@ -6,7 +6,9 @@
 #   (a) the conformance suite of ../shared/conformance (files 01-11: 11 is
 #       long polling with phoenix.js's own LongPoll; 12, the cluster, in (c)),
 #   (b) test/integration/*.test.js (bad input, presence keys, launcher, the chat page in
-#       headless Chromium, clusters: cluster.test.js starts its own nodes and
+#       headless Chromium, long polling (longpoll.test.js and the browser
+#       tests skip while /socket/longpoll answers 404), clusters:
+#       cluster.test.js starts its own nodes and
 #       redis-server on free ports),
 #   (c) the conformance suite's 12_cluster against nodes 1 and 2 (PHX_URL,
 #       PHX_URL2) of a 3-node cluster started by `phx-chat cluster --nodes 3`
@@ -137,6 +139,9 @@ if [ -d "$CONF" ]; then
 	node_tests "$CONF" $files
 fi
 node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js cluster.test.js
+# Long polling on its own time budget: a session expiry takes up to 30 s with
+# Phoenix's window.
+node_tests "$ROOT/test/integration" longpoll.test.js
 
 # (c) 12_cluster against two nodes of a cluster of three.  Ports: HTTP
 # CP..CP+2 and mesh CC..CC+2, all free (checked here).
