@@ -34,8 +34,8 @@ if [ -x "$tmp/echo-app" ]; then
 	if (cd test/integration && PORT=$port node -e '
 const WebSocket = require("ws")
 const ws = new WebSocket(`ws://127.0.0.1:${process.env.PORT}/socket/websocket?vsn=2.0.0`)
-const want = ["[\"1\",\"1\",\"echo:x\",\"phx_reply\",{\"status\":\"ok\",\"response\":{}}]",
-  "[\"1\",\"2\",\"echo:x\",\"phx_reply\",{\"status\":\"ok\",\"response\":{\"n\":12345678901234567890}}]"]
+const want = ["[\"1\",\"1\",\"echo:x\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
+  "[\"1\",\"2\",\"echo:x\",\"phx_reply\",{\"response\":{\"n\":12345678901234567890},\"status\":\"ok\"}]"]
 const timer = setTimeout(() => { console.error("timeout"); process.exit(1) }, 5000)
 ws.on("error", (e) => { console.error(e.message); process.exit(1) })
 ws.on("open", () => {

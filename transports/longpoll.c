@@ -128,11 +128,12 @@ park(conn *c, int op, uint64_t ref, uint64_t mon, bool keep, const tp_http_str *
 	conn_hold(c, true);
 }
 
-/* Forgets the parked request (answered); returns its keep-alive. */
-static bool
-unpark(conn *c, bool cancel_timer)
+/* Releases what a parked request holds (its timer unless it fired, its
+ * monitor, its entry among the requests waiting on another node) and
+ * forgets it. */
+static void
+release_parked(conn *c, bool cancel_timer)
 {
-	bool keep = c->u.lp.keep;
 	if (cancel_timer && c->u.lp.timer)
 		rt_cancel_timer(c->u.lp.timer);
 	if (c->u.lp.mon)
@@ -142,6 +143,14 @@ unpark(conn *c, bool cancel_timer)
 	free(c->u.lp.retry);
 	free(c->u.lp.token);
 	memset(&c->u.lp, 0, sizeof(c->u.lp));
+}
+
+/* Forgets the parked request (answered); returns its keep-alive. */
+static bool
+unpark(conn *c, bool cancel_timer)
+{
+	bool keep = c->u.lp.keep;
+	release_parked(c, cancel_timer);
 	conn_hold(c, false);
 	if (!(c->flags & (F_CLOSING | F_DEAD)))
 		conn_set_timeout(c, TQ_HTTP); /* the next request's clock */
@@ -247,17 +256,8 @@ tp_lp_shutdown(conn *c)
 void
 tp_lp_release(conn *c)
 {
-	if (!tp_lp_parked(c))
-		return;
-	if (c->u.lp.timer)
-		rt_cancel_timer(c->u.lp.timer);
-	if (c->u.lp.mon)
-		rt_demonitor(c->u.lp.mon);
-	if (c->u.lp.remote)
-		lp_remote_forget(c->ep->lp, c->u.lp.ref);
-	free(c->u.lp.retry);
-	free(c->u.lp.token);
-	memset(&c->u.lp, 0, sizeof(c->u.lp));
+	if (tp_lp_parked(c))
+		release_parked(c, true);
 }
 
 /* ------------------------------------------------------------------ POST bodies */
