@@ -8,8 +8,10 @@
  * expiry of an unpolled session (its channels end), the buffer limit (slow
  * consumer), the body limit (413), the sessions limit (503), a poll replaced
  * by a second one (204 at once), invalid base64 (400, the session stays),
- * binary frames dropped and counted, and /api/disconnect's path (the
- * socket id's "disconnect") answering a waiting poll at once.
+ * binary frames dropped and counted, /api/disconnect's path (the socket
+ * id's "disconnect") answering a waiting poll at once, and another node of
+ * the cluster driving a session through CL_SVC_LONGPOLL frames (its bad
+ * frames refused and counted).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,7 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <msgpack.h>
+
 #include "channels/channels.h"
+#include "transports/endpoint.h"
+#include "transports/longpoll.h"
 #include "transports/transports.h"
 
 #include "test/harness.h"
@@ -114,12 +120,16 @@ static const ch_socket_handler sock_handler = {
     .nroutes = 1,
 };
 
+/* The cluster the next fx_start joins (NULL: none). */
+static const cl_opts *fx_cluster;
+
 static void
 fx_start(void (*tweak)(tp_endpoint_opts *))
 {
 	rt_config rc = {.schedulers = 2, .log_level = RT_LOG_ERROR};
 	CHECK_EQ(rt_start(&rc), 0);
-	ch_endpoint_opts co = {.handler = &sock_handler, .secret_key_base = "secret"};
+	ch_endpoint_opts co = {
+	    .handler = &sock_handler, .secret_key_base = "secret", .cluster = fx_cluster};
 	F.ch = ch_endpoint_start(&co);
 	CHECK(F.ch != NULL);
 	tp_endpoint_opts o = {
@@ -822,6 +832,214 @@ test_stop_answers_waiting_poll(void)
 	fx_stop();
 }
 
+/* ------------------------------------------------------------------ other nodes */
+
+/* What the rogue node received on CL_SVC_LONGPOLL: written by its cluster
+ * process, read by the test thread, under mu. */
+static struct {
+	pthread_mutex_t mu;
+	int n;
+	uint64_t kind[16], ref[16];
+	char body[16][2048];
+} rogue_got = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+rogue_receive(void *ud, const cl_member *from, const void *body, size_t len)
+{
+	(void)ud;
+	(void)from;
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	size_t off = 0;
+	if (msgpack_unpack_next(&u, body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+	    u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 2) {
+		const msgpack_object *f = u.data.via.array.ptr;
+		pthread_mutex_lock(&rogue_got.mu);
+		int i = rogue_got.n < 16 ? rogue_got.n++ : 15;
+		rogue_got.kind[i] = f[0].via.u64;
+		rogue_got.ref[i] = f[1].via.u64;
+		rogue_got.body[i][0] = 0;
+		if (u.data.via.array.size == 3 && f[2].type == MSGPACK_OBJECT_BIN)
+			snprintf(rogue_got.body[i], sizeof(rogue_got.body[i]), "%.*s",
+			         (int)f[2].via.bin.size, f[2].via.bin.ptr);
+		pthread_mutex_unlock(&rogue_got.mu);
+	}
+	msgpack_unpacked_destroy(&u);
+}
+
+/* Waits for the rogue's answer to ref; its kind (2 answer, 3 no session). */
+static uint64_t
+rogue_wait(uint64_t ref, char *body, size_t cap)
+{
+	int64_t deadline = test_now_ms() + 3000;
+	for (;;) {
+		pthread_mutex_lock(&rogue_got.mu);
+		for (int i = 0; i < rogue_got.n; i++) {
+			if (rogue_got.ref[i] == ref) {
+				uint64_t k = rogue_got.kind[i];
+				if (body)
+					snprintf(body, cap, "%s", rogue_got.body[i]);
+				pthread_mutex_unlock(&rogue_got.mu);
+				return k;
+			}
+		}
+		pthread_mutex_unlock(&rogue_got.mu);
+		CHECK_MSG(test_now_ms() < deadline, "no answer for ref %llu",
+		          (unsigned long long)ref);
+		usleep(2000);
+	}
+}
+
+/* A request frame [1, op, ref, id, messages] (id of id_len bytes). */
+static void
+pack_req(msgpack_sbuffer *sb, unsigned op, uint64_t ref, const uint8_t *id, size_t id_len,
+         const char *const *texts, size_t ntexts)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 5);
+	msgpack_pack_uint8(&pk, 1);
+	msgpack_pack_uint8(&pk, (uint8_t)op);
+	msgpack_pack_uint64(&pk, ref);
+	msgpack_pack_bin_with_body(&pk, id, id_len);
+	msgpack_pack_array(&pk, ntexts);
+	for (size_t i = 0; i < ntexts; i++)
+		msgpack_pack_str_with_body(&pk, texts[i], strlen(texts[i]));
+}
+
+static void
+rogue_send(cl_node *rogue, const char *node, msgpack_sbuffer *sb)
+{
+	CHECK_EQ(cl_send_to(rogue, node, CL_SVC_LONGPOLL, sb->data, sb->size), 0);
+	msgpack_sbuffer_clear(sb);
+}
+
+static bool
+rogue_sees(cl_node *c, const char *name)
+{
+	cl_member m[8];
+	size_t n = cl_members(c, m, 8);
+	for (size_t i = 0; i < n && i < 8; i++)
+		if (m[i].up && strcmp(m[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* Another node drives a session of this one through CL_SVC_LONGPOLL frames
+ * (a post, polls: the answers come back to it); frames that are not the
+ * service's are refused and counted, answers nobody waits for are dropped
+ * and counted, and the session is not disturbed. */
+static void
+test_other_node_frames(void)
+{
+	cl_opts node = {.name = "lp1@127.0.0.1",
+	                .listen = "tcp://127.0.0.1:0",
+	                .heartbeat_ms = 100,
+	                .down_after_ms = 1000};
+	fx_cluster = &node;
+	fx_start(NULL);
+	fx_cluster = NULL;
+	char addr[CL_ADDR_MAX];
+	snprintf(addr, sizeof(addr), "%s", cl_addr(ch_endpoint_cluster(F.ch)));
+	const char *peers[] = {addr, NULL};
+	cl_opts ro = {.name = "rogue@127.0.0.1",
+	              .listen = "tcp://127.0.0.1:0",
+	              .peers = peers,
+	              .heartbeat_ms = 100,
+	              .down_after_ms = 1000};
+	cl_node *rogue = cl_start(&ro);
+	CHECK(rogue != NULL);
+	CHECK_EQ(cl_register(rogue, CL_SVC_LONGPOLL, rogue_receive, NULL), 0);
+	WAIT_UNTIL(rogue_sees(rogue, "lp1@127.0.0.1") &&
+	               rogue_sees(ch_endpoint_cluster(F.ch), "rogue@127.0.0.1"),
+	           5000);
+
+	char tok[512];
+	open_session(NULL, tok, sizeof(tok));
+	lp_sid sid;
+	CHECK_EQ(lp_token_verify(F.tp->lp, tok, strlen(tok), &sid), 0);
+	CHECK_STR(sid.node, "lp1@127.0.0.1");
+
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	/* a POST (join, ping) from the other node: {"status":200} comes back */
+	const char *msgs[] = {"[\"1\",\"1\",\"test:a\",\"phx_join\",{}]",
+	                      "[\"1\",\"2\",\"test:a\",\"ping\",{}]"};
+	pack_req(&sb, 2, 101, sid.id, LP_ID_LEN, msgs, 2);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	char body[2048];
+	CHECK_EQ(rogue_wait(101, body, sizeof(body)), 2u);
+	CHECK_STR(body, "{\"status\":200}");
+	/* a poll: the replies, with the session's token */
+	pack_req(&sb, 1, 102, sid.id, LP_ID_LEN, NULL, 0);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	CHECK_EQ(rogue_wait(102, body, sizeof(body)), 2u);
+	CHECK_MSG(strstr(body, "\"status\":200") && strstr(body, "pong") && strstr(body, tok), "%s",
+	          body);
+	/* a poll with nothing buffered: 204 after the window */
+	pack_req(&sb, 1, 103, sid.id, LP_ID_LEN, NULL, 0);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	CHECK_EQ(rogue_wait(103, body, sizeof(body)), 2u);
+	CHECK_MSG(strstr(body, "\"status\":204") != NULL, "%s", body);
+	/* an id no session has: "no session" */
+	uint8_t unknown[LP_ID_LEN] = {1, 2, 3};
+	pack_req(&sb, 1, 104, unknown, LP_ID_LEN, NULL, 0);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	CHECK_EQ(rogue_wait(104, NULL, 0), 3u);
+
+	/* malformed frames: refused and counted, none answered */
+	msgpack_sbuffer_write(&sb, "\xc1garbage", 8);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	msgpack_sbuffer_write(&sb, "\xdd\xff\xff\xff\xff", 5); /* 2^32 elements claimed */
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	pack_req(&sb, 1, 105, sid.id, LP_ID_LEN - 1, NULL, 0); /* short id */
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	pack_req(&sb, 1, 106, sid.id, LP_ID_LEN, msgs, 1); /* a poll with messages */
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	pack_req(&sb, 7, 107, sid.id, LP_ID_LEN, NULL, 0); /* no such op */
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	const char *many[LP_MAX_BATCH + 1];
+	for (int i = 0; i <= LP_MAX_BATCH; i++)
+		many[i] = "[\"1\",null,\"test:a\",\"ping\",{}]";
+	pack_req(&sb, 2, 108, sid.id, LP_ID_LEN, many, LP_MAX_BATCH + 1); /* over the batch */
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 3); /* an answer with a str body */
+	msgpack_pack_uint8(&pk, 2);
+	msgpack_pack_uint64(&pk, 1);
+	msgpack_pack_str_with_body(&pk, "x", 1);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	WAIT_UNTIL(stats().lp_remote_refused == 7, 3000);
+	/* answers and "no session" nobody here waits for: dropped (answers counted) */
+	msgpack_pack_array(&pk, 3);
+	msgpack_pack_uint8(&pk, 2);
+	msgpack_pack_uint64(&pk, 999999);
+	msgpack_pack_bin_with_body(&pk, "{\"status\":200}", 14);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_uint8(&pk, 3);
+	msgpack_pack_uint64(&pk, 999998);
+	rogue_send(rogue, "lp1@127.0.0.1", &sb);
+	WAIT_UNTIL(stats().lp_remote_lost >= 1, 3000);
+
+	/* none of the bad ones was answered, and the session still works */
+	usleep(100 * 1000);
+	pthread_mutex_lock(&rogue_got.mu);
+	for (int i = 0; i < rogue_got.n; i++)
+		CHECK_MSG(rogue_got.ref[i] < 105 || rogue_got.ref[i] > 108, "answered %llu",
+		          (unsigned long long)rogue_got.ref[i]);
+	pthread_mutex_unlock(&rogue_got.mu);
+	post_ok(tok, "[\"1\",\"3\",\"test:a\",\"ping\",{}]");
+	free(poll_until(tok, "\\\"3\\\""));
+	tp_stats st = stats();
+	CHECK_EQ(st.lp_remote_refused, 7u);
+	CHECK_EQ(st.lp_remote_served, 3u); /* the post and two polls; not the unknown id */
+	msgpack_sbuffer_destroy(&sb);
+	cl_stop(rogue);
+	fx_stop();
+}
+
 TEST_LIST = {
     TEST(test_new_session),
     TEST(test_join_reply_push),
@@ -841,5 +1059,6 @@ TEST_LIST = {
     TEST(test_binary_frames),
     TEST(test_disconnect_answers_waiting_poll),
     TEST(test_stop_answers_waiting_poll),
+    TEST(test_other_node_frames),
     TEST_END,
 };
