@@ -13,7 +13,9 @@
 //     presence, and redis stopped and started again: the nodes reconnect);
 //   - the `cluster` command: a node killed with -9 is restarted (a new pid
 //     listening on the same port), SIGTERM stops all; with --one-port two
-//     clustered nodes share one HTTP port (both answer /api/cluster there).
+//     clustered nodes share one HTTP port (both answer /api/cluster there),
+//     and phoenix.js's LongPoll, each request on a connection of its own,
+//     chats through that port with a WebSocket client.
 // Env: PHX_BIN (the binary; run.sh passes it).  Ports: free ones from the
 // kernel, checked one by one (two consecutive for the cluster command).
 // Every process started here is killed at the end, also on failure.
@@ -23,7 +25,9 @@ const { describe, before, after } = test
 const assert = require('node:assert/strict')
 const net = require('node:net')
 const { spawn, spawnSync } = require('node:child_process')
-const { Socket, Presence } = require('phoenix')
+// phoenix.js looks XMLHttpRequest up on `self` (set before it loads): long polling
+globalThis.self = globalThis
+const { Socket, Presence, LongPoll } = require('phoenix')
 const {
   PHX_BIN, WebSocket, RawClient, sleep, uniq, waitFor, httpGet, postJSON, freePort, waitHttp,
   withTimeout, listeners
@@ -607,6 +611,49 @@ test('the cluster command: a node killed with -9 is restarted (a new pid on the 
 })
 
 // GET path on 127.0.0.1:port over a new connection each time (no keep-alive).
+// XMLHttpRequest for phoenix.js's LongPoll where every request opens a TCP
+// connection of its own (node:http, no agent): behind one SO_REUSEPORT port,
+// each lands on any node, so a session's polls and POSTs reach other nodes
+// than the one holding it.
+class FreshXHR {
+  constructor () {
+    this.readyState = 0
+    this.status = 0
+    this.responseText = ''
+    this.timeout = 0
+    this.headers = {}
+    this.req = null
+  }
+
+  open (method, url) { this.method = method; this.url = url; this.readyState = 1 }
+  setRequestHeader (name, value) { this.headers[name] = value }
+
+  send (body) {
+    const http = require('node:http')
+    const done = (fn) => { if (this.readyState === 4) return; this.readyState = 4; fn() }
+    this.req = http.request(this.url, { method: this.method, headers: this.headers, agent: false }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => { text += d })
+      res.on('end', () => done(() => {
+        this.status = res.statusCode
+        this.responseText = text
+        if (this.onreadystatechange) this.onreadystatechange()
+      }))
+    })
+    if (this.timeout > 0) {
+      this.req.setTimeout(this.timeout, () => {
+        this.req.destroy()
+        done(() => this.ontimeout && this.ontimeout())
+      })
+    }
+    this.req.on('error', () => done(() => this.onerror && this.onerror()))
+    this.req.end(body == null ? undefined : body)
+  }
+
+  abort () { this.readyState = 4; if (this.req) this.req.destroy() }
+}
+
 function getFresh (port, path) {
   const http = require('node:http')
   return new Promise((resolve, reject) => {
@@ -644,6 +691,36 @@ test('the cluster command with --one-port: two clustered nodes share one HTTP po
       if (r.status === 200) seen.add(JSON.parse(r.body).name)
       return seen.size === 2
     }, 10000, `both nodes to answer on ${port} (seen ${[...seen]})`, 10)
+    // phoenix.js over long polling through the one port: its requests land on
+    // both nodes, and it chats with a WebSocket client as on one node
+    globalThis.XMLHttpRequest = FreshXHR
+    const lp = new Socket(`ws://127.0.0.1:${port}/socket`, {
+      transport: LongPoll, timeout: 5000, reconnectAfterMs: () => 250, rejoinAfterMs: () => 250
+    })
+    const ws = new Socket(`ws://127.0.0.1:${port}/socket`, { transport: WebSocket, timeout: 5000 })
+    try {
+      lp.connect()
+      ws.connect()
+      const lpCh = await joinOk(lp, 'room:lobby')
+      const wsCh = await joinOk(ws, 'room:lobby')
+      const lpGot = recorder(lpCh, 'new_msg')
+      const wsGot = recorder(wsCh, 'new_msg')
+      for (let i = 0; i < 5; i++) {
+        const reply = await new Promise((resolve, reject) => {
+          lpCh.push('ping', { i }).receive('ok', resolve).receive('error', reject).receive('timeout', () => reject(new Error('ping timed out')))
+        })
+        assert.deepEqual(reply, { i })
+      }
+      const a = uniq('lp-'), b = uniq('ws-')
+      lpCh.push('new_msg', { body: a })
+      wsCh.push('new_msg', { body: b })
+      await waitFor(() => [a, b].every((x) => lpGot.some((p) => p.body === x)), 10000, 'the long-poll client to get both')
+      await waitFor(() => [a, b].every((x) => wsGot.some((p) => p.body === x)), 10000, 'the WebSocket client to get both')
+    } finally {
+      lp.disconnect()
+      ws.disconnect()
+      delete globalThis.XMLHttpRequest
+    }
     proc.kill('SIGTERM')
     assert.deepEqual(await withTimeout(exited, 15000, 'the cluster command to exit'), { code: 0, signal: null }, err)
   } finally {
