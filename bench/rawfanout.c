@@ -567,6 +567,9 @@ main(int argc, char **argv)
 
 	uint64_t want = (uint64_t)opt_n * (uint64_t)opt_m;
 	double span = res->last_recv > t_first ? (double)(res->last_recv - t_first) / 1e9 : 0;
+	/* From the common start time GO gave every server: no paced message is
+	 * sent before t0 + m / rate, however late a server started its loop. */
+	double since_go = res->last_recv > t0 ? (double)(res->last_recv - t0) / 1e9 : 0;
 	double dps = span > 0 ? (double)res->deliveries / span : 0;
 	double sps = t_done > t_first ? (double)want / ((double)(t_done - t_first) / 1e9) : 0;
 	uint64_t lost = want > res->deliveries ? want - res->deliveries : 0;
@@ -599,16 +602,16 @@ main(int argc, char **argv)
 			printf("  processes   %d of %d did not exit 0\n", failed_procs, np);
 	}
 	char j[4096];
-	int n = snprintf(j, sizeof j,
-	                 "{\"tool\":\"phx-c-rawfanout\",\"n\":%ld,\"messages\":%ld,\"size\":%d,"
-	                 "\"batch\":%d,\"procs\":%d,\"rate\":%.3f,\"expected\":%" PRIu64
-	                 ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"malformed\":%" PRIu64
-	                 ",\"timed_out\":%s,\"seconds\":%.6f,\"deliveries_per_s\":%.1f,"
-	                 "\"sends_per_s\":%.1f,\"server_cpu_us_per_delivery\":%.3f,"
-	                 "\"client_cpu_us_per_delivery\":%.3f,",
-	                 opt_n, opt_m, opt_size, opt_batch, P, opt_rate, want, res->deliveries,
-	                 lost, res->bad, res->timed_out ? "true" : "false", span, dps, sps, scpu,
-	                 ccpu);
+	int n = snprintf(
+	    j, sizeof j,
+	    "{\"tool\":\"phx-c-rawfanout\",\"n\":%ld,\"messages\":%ld,\"size\":%d,"
+	    "\"batch\":%d,\"procs\":%d,\"rate\":%.3f,\"expected\":%" PRIu64
+	    ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"malformed\":%" PRIu64
+	    ",\"timed_out\":%s,\"seconds\":%.6f,\"deliveries_per_s\":%.1f,"
+	    "\"sends_per_s\":%.1f,\"since_go_s\":%.6f,\"server_cpu_us_per_delivery\":%.3f,"
+	    "\"client_cpu_us_per_delivery\":%.3f,",
+	    opt_n, opt_m, opt_size, opt_batch, P, opt_rate, want, res->deliveries, lost, res->bad,
+	    res->timed_out ? "true" : "false", span, dps, sps, since_go, scpu, ccpu);
 	n += jhist(j + n, sizeof j - (size_t)n, "send_loop_ms", &send_loop);
 	n += snprintf(j + n, sizeof j - (size_t)n, ",");
 	n += jhist(j + n, sizeof j - (size_t)n, "latency_ms", &res->lat);
