@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include "bench/hist.h"
+#include "bench/json_scan.h"
 #include "bench/lp_client.h"
 #include "bench/util.h"
 #include "transports/ws.h"
@@ -378,98 +379,33 @@ sl_eq(struct sl s, const char *lit)
 	return s.n == n && memcmp(s.p, lit, n) == 0;
 }
 
-static const char *
-j_ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* p at an opening quote: returns the byte after the closing quote, or NULL. */
-static const char *
-j_str(const char *p, const char *e)
-{
-	for (p++; p < e; p++) {
-		if (*p == '\\')
-			p++;
-		else if (*p == '"')
-			return p + 1;
-	}
-	return NULL;
-}
-
-/* Skips one JSON value at p (after whitespace); returns its end or NULL. */
-static const char *
-j_skip(const char *p, const char *e, int depth)
-{
-	p = j_ws(p, e);
-	if (p >= e)
-		return NULL;
-	if (*p == '"')
-		return j_str(p, e);
-	if (*p == '{' || *p == '[') {
-		char close = *p == '{' ? '}' : ']';
-		if (depth > 64)
-			return NULL;
-		p = j_ws(p + 1, e);
-		if (p < e && *p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				p = j_ws(p, e);
-				if (p >= e || *p != '"' || !(p = j_str(p, e)))
-					return NULL;
-				p = j_ws(p, e);
-				if (p >= e || *p != ':')
-					return NULL;
-				p++;
-			}
-			if (!(p = j_skip(p, e, depth + 1)))
-				return NULL;
-			p = j_ws(p, e);
-			if (p >= e)
-				return NULL;
-			if (*p == ',') {
-				p++;
-				continue;
-			}
-			return *p == close ? p + 1 : NULL;
-		}
-	}
-	const char *s = p;
-	while (p < e && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.'))
-		p++;
-	return p > s ? p : NULL;
-}
-
 /* The value of key (given with its quotes) in the object obj, or {NULL, 0}. */
 static struct sl
 j_get(struct sl obj, const char *key)
 {
 	struct sl none = {NULL, 0};
-	const char *p = j_ws(obj.p, obj.p + obj.n), *e = obj.p + obj.n;
+	const char *p = js_ws(obj.p, obj.p + obj.n), *e = obj.p + obj.n;
 	if (p >= e || *p != '{')
 		return none;
-	p = j_ws(p + 1, e);
+	p = js_ws(p + 1, e);
 	if (p < e && *p == '}')
 		return none;
 	size_t kl = strlen(key);
 	while (p < e) {
-		p = j_ws(p, e);
+		p = js_ws(p, e);
 		const char *k = p;
-		if (p >= e || *p != '"' || !(p = j_str(p, e)))
+		if (p >= e || *p != '"' || !(p = js_str(p, e)))
 			return none;
 		int match = (size_t)(p - k) == kl && !memcmp(k, key, kl);
-		p = j_ws(p, e);
+		p = js_ws(p, e);
 		if (p >= e || *p != ':')
 			return none;
-		const char *v = j_ws(p + 1, e);
-		if (!(p = j_skip(v, e, 1)))
+		const char *v = js_ws(p + 1, e);
+		if (!(p = js_skip(v, e, 1)))
 			return none;
 		if (match)
 			return (struct sl){v, (size_t)(p - v)};
-		p = j_ws(p, e);
+		p = js_ws(p, e);
 		if (p >= e || *p != ',')
 			return none;
 		p++;
@@ -485,7 +421,7 @@ struct phx_msg {
 static int
 phx_parse(const char *d, size_t n, struct phx_msg *m)
 {
-	const char *p = j_ws(d, d + n), *e = d + n;
+	const char *p = js_ws(d, d + n), *e = d + n;
 	memset(m, 0, sizeof *m);
 	if (O.vsn == 2) {
 		struct sl *v[5] = {&m->join_ref, &m->ref, &m->topic, &m->event, &m->payload};
@@ -493,11 +429,11 @@ phx_parse(const char *d, size_t n, struct phx_msg *m)
 			return -1;
 		p++;
 		for (int i = 0; i < 5; i++) {
-			const char *s = j_ws(p, e), *t = j_skip(s, e, 1);
+			const char *s = js_ws(p, e), *t = js_skip(s, e, 1);
 			if (!t)
 				return -1;
 			*v[i] = (struct sl){s, (size_t)(t - s)};
-			p = j_ws(t, e);
+			p = js_ws(t, e);
 			if (p >= e || *p != (i < 4 ? ',' : ']'))
 				return -1;
 			p++;

@@ -4,6 +4,7 @@
  */
 #include "bench/lp_client.h"
 
+#include "bench/json_scan.h"
 #include "bench/util.h"
 
 #include <ctype.h>
@@ -18,8 +19,6 @@
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
-
-#define LP_JSON_DEPTH 32
 
 /* ================================================================== */
 /* HTTP/1.1 responses                                                  */
@@ -183,14 +182,6 @@ lp_http_response(uint8_t *buf, size_t len, size_t body_max, struct lp_resp *r)
 /* JSON                                                                */
 /* ================================================================== */
 
-static const char *
-ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
 static int
 hex4(const char *p, const char *e, unsigned *out)
 {
@@ -302,67 +293,6 @@ lp_json_unescape(const char *p, const char *e, char *out, size_t cap, const char
 	return -1;
 }
 
-/* Skips the string whose opening quote is at p; returns after its closing quote. */
-static const char *
-skip_str(const char *p, const char *e)
-{
-	for (p++; p < e; p++) {
-		if (*p == '\\') {
-			if (++p >= e)
-				return NULL;
-		} else if (*p == '"') {
-			return p + 1;
-		} else if ((unsigned char)*p < 0x20) {
-			return NULL;
-		}
-	}
-	return NULL;
-}
-
-/* Skips one JSON value at p (after whitespace); returns its end or NULL. */
-static const char *
-skip_value(const char *p, const char *e, int depth)
-{
-	p = ws(p, e);
-	if (p >= e)
-		return NULL;
-	if (*p == '"')
-		return skip_str(p, e);
-	if (*p == '{' || *p == '[') {
-		char close = *p == '{' ? '}' : ']';
-		if (depth >= LP_JSON_DEPTH)
-			return NULL;
-		p = ws(p + 1, e);
-		if (p < e && *p == close)
-			return p + 1;
-		for (;;) {
-			if (close == '}') {
-				p = ws(p, e);
-				if (p >= e || *p != '"' || !(p = skip_str(p, e)))
-					return NULL;
-				p = ws(p, e);
-				if (p >= e || *p != ':')
-					return NULL;
-				p++;
-			}
-			if (!(p = skip_value(p, e, depth + 1)))
-				return NULL;
-			p = ws(p, e);
-			if (p >= e)
-				return NULL;
-			if (*p == ',') {
-				p++;
-				continue;
-			}
-			return *p == close ? p + 1 : NULL;
-		}
-	}
-	const char *s = p;
-	while (p < e && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.'))
-		p++;
-	return p > s ? p : NULL;
-}
-
 static int
 key_is(const char *k, const char *ke, const char *lit)
 {
@@ -376,20 +306,20 @@ lp_body_parse(const char *p, size_t n, struct lp_body *b)
 	const char *e = p + n;
 	memset(b, 0, sizeof *b);
 	b->status = -1;
-	p = ws(p, e);
+	p = js_ws(p, e);
 	if (p >= e || *p != '{')
 		return -1;
-	p = ws(p + 1, e);
+	p = js_ws(p + 1, e);
 	if (p < e && *p == '}')
-		return ws(p + 1, e) == e ? 0 : -1;
+		return js_ws(p + 1, e) == e ? 0 : -1;
 	for (;;) {
 		const char *k = p, *ke;
-		if (p >= e || *p != '"' || !(ke = skip_str(p, e)))
+		if (p >= e || *p != '"' || !(ke = js_str(p, e)))
 			return -1;
-		p = ws(ke, e);
+		p = js_ws(ke, e);
 		if (p >= e || *p != ':')
 			return -1;
-		const char *v = ws(p + 1, e), *ve = skip_value(v, e, 1);
+		const char *v = js_ws(p + 1, e), *ve = js_skip(v, e, 1);
 		if (!ve)
 			return -1;
 		if (key_is(k, ke, "status")) {
@@ -417,13 +347,13 @@ lp_body_parse(const char *p, size_t n, struct lp_body *b)
 			b->msgs = v;
 			b->msgs_end = ve;
 		}
-		p = ws(ve, e);
+		p = js_ws(ve, e);
 		if (p < e && *p == ',') {
-			p = ws(p + 1, e);
+			p = js_ws(p + 1, e);
 			continue;
 		}
 		if (p < e && *p == '}')
-			return ws(p + 1, e) == e ? 0 : -1;
+			return js_ws(p + 1, e) == e ? 0 : -1;
 		return -1;
 	}
 }
@@ -432,10 +362,10 @@ long
 lp_messages_walk(const char *a, const char *e, char *scratch, size_t cap, long max_count,
                  int (*cb)(void *arg, const char *msg, size_t len), void *arg)
 {
-	const char *p = ws(a, e);
+	const char *p = js_ws(a, e);
 	if (p >= e || *p != '[')
 		return -1;
-	p = ws(p + 1, e);
+	p = js_ws(p + 1, e);
 	if (p < e && *p == ']')
 		return 0;
 	long count = 0;
@@ -449,14 +379,14 @@ lp_messages_walk(const char *a, const char *e, char *scratch, size_t cap, long m
 		count++;
 		if (cb(arg, scratch, (size_t)n))
 			return count;
-		p = ws(end, e);
+		p = js_ws(end, e);
 		if (p >= e)
 			return -1;
 		if (*p == ']')
 			return count;
 		if (*p != ',')
 			return -1;
-		p = ws(p + 1, e);
+		p = js_ws(p + 1, e);
 	}
 }
 
