@@ -466,8 +466,9 @@ test_malformed(void)
 	redis_publish_raw("t:all", "\001abc", 4);
 	unsigned char other[32] = {99};
 	redis_publish_raw("t:all", other, sizeof other);
-	WAIT_UNTIL(atomic_load(&b.sink->malformed) == 2, 5000);
-	CHECK_EQ(atomic_load(&a.sink->malformed), 2u);
+	/* both nodes hear "<ns>:all" */
+	WAIT_UNTIL(atomic_load(&b.sink->malformed) == 2 && atomic_load(&a.sink->malformed) == 2,
+	           5000);
 	CHECK_EQ(atomic_load(&b.sink->oversized), 0u);
 	CHECK(probe(&a, &b, NULL, 10000));
 	CHECK_EQ(sink_count(b.sink), 0);
