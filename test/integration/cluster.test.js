@@ -684,13 +684,19 @@ test('the cluster command with --one-port: two clustered nodes share one HTTP po
       return Number(m[2])
     })
     await waitFor(() => listeners(port, pids).length === 2, 10000, `both nodes to listen on ${port}`, 50)
-    // new connections are spread over both processes: both names answer
+    // new connections are spread over both processes: both names answer,
+    // and (before long polling across them) each lists the other up
     const seen = new Set()
+    const meshed = new Set()
     await waitFor(async () => {
       const r = await getFresh(port, '/api/cluster')
-      if (r.status === 200) seen.add(JSON.parse(r.body).name)
-      return seen.size === 2
-    }, 10000, `both nodes to answer on ${port} (seen ${[...seen]})`, 10)
+      if (r.status === 200) {
+        const j = JSON.parse(r.body)
+        seen.add(j.name)
+        if ((j.members || []).some((m) => m.name !== j.name && m.up !== false)) meshed.add(j.name)
+      }
+      return seen.size === 2 && meshed.size === 2
+    }, 10000, `both nodes to answer on ${port}, each seeing the other (seen ${[...seen]}, meshed ${[...meshed]})`, 10)
     // phoenix.js over long polling through the one port: its requests land on
     // both nodes, and it chats with a WebSocket client as on one node
     globalThis.XMLHttpRequest = FreshXHR
