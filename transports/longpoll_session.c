@@ -26,7 +26,8 @@
  * Ending.  The session ends when no poll came for 1.5 x window_ms (checked
  * every 1.5 x window_ms, as Phoenix's schedule_inactive_shutdown; a waiting
  * poll counts as activity), when the socket closes it (/api/disconnect,
- * undecodable input), as a slow consumer, or at endpoint stop.  A waiting
+ * undecodable input), as a slow consumer, when drained (LP_SESS_DRAIN), or
+ * at endpoint stop.  A waiting
  * poll is answered then (its buffered frames, else 204); the channels see
  * the transport exit as they would see a WebSocket close.
  */
@@ -386,6 +387,16 @@ session_handle(void *state, rt_msg *m)
 				s->end = "shutdown";
 		} else {
 			schedule_tick(s);
+		}
+		break;
+	case LP_SESS_DRAIN:
+		/* Phoenix's LongPoll.Server stops ({:shutdown, :restart}); the
+		 * client's next poll finds no session (410) and opens a new one,
+		 * on another node once this one no longer keeps connections
+		 * alive.  A waiting poll is answered now, below. */
+		if (!s->end) {
+			atomic_fetch_add_explicit(&s->ep->drained, 1, memory_order_relaxed);
+			s->end = "shutdown";
 		}
 		break;
 	default:

@@ -142,6 +142,9 @@ node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.te
 # Long polling on its own time budget: a session expiry takes up to 30 s with
 # Phoenix's window.
 node_tests "$ROOT/test/integration" longpoll.test.js
+# The drain at SIGTERM: batches on one node, then rolling restarts of a
+# 3-node cluster with and without the drain.
+node_tests "$ROOT/test/integration" drain.test.js
 
 # (c) 12_cluster against two nodes of a cluster of three.  Ports: HTTP
 # CP..CP+2 and mesh CC..CC+2, all free (checked here).
