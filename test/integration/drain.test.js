@@ -167,3 +167,206 @@ test('bad drain flags exit 2', T, () => {
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`)
   }
 })
+
+// ---------------------------------------------------------------------------
+// A rolling restart of a 3-node cluster (`phx-chat cluster --nodes 3
+// --one-port`: the nodes share one HTTP port with SO_REUSEPORT), under light
+// load (24 clients of the official phoenix client in room:lobby, a broadcast
+// every 250 ms through POST /api/broadcast): SIGTERM node 1's pid, wait for
+// the command to start it again (it restarts a node that exits 0 at once)
+// and for every client to be joined again, then node 2, then node 3.  A
+// probe asks GET /api/cluster over new connections all along: in every
+// round of it at least two nodes answer, and no request is lost.  The same
+// with --drain-timeout-ms 0 (every socket of the node closed at once), and
+// the peak reconnects per second (the most client reconnects within any
+// 1000 ms) of both are compared and printed.  Steps are STEP_PAUSE apart,
+// as an operator lets a node settle before the next.
+
+const { spawn } = require('node:child_process')
+const { Socket } = require('phoenix')
+const WebSocket = require('ws')
+const { PHX_BIN, listeners } = require('./lib')
+
+const CLIENTS = 24
+const BATCH = 4
+const BATCH_INTERVAL = 1200 // > the 1000 ms window of the peak: one batch per window
+const PROBE_TRIES = 20 // per round: two nodes up both answer but with p = 2^-19
+const STEP_PAUSE = 1500 // between a node back and the next SIGTERM
+
+function freeTcp (port) {
+  return new Promise((resolve) => {
+    const s = net.createServer()
+    s.once('error', () => resolve(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+  })
+}
+
+async function freeRun (n, avoid) {
+  for (let i = 0; i < 200; i++) {
+    const p = 20000 + Math.floor(Math.random() * 30000)
+    if (avoid >= p && avoid < p + n) continue
+    let ok = true
+    for (let k = 0; k < n && ok; k++) ok = await freeTcp(p + k)
+    if (ok) return p
+  }
+  throw new Error(`no ${n} consecutive free ports`)
+}
+
+// GET /api/cluster over a new connection: the answering node's name; one
+// retry on a connection error (counted).
+async function probeOnce (port, stats) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const r = await getFresh(port, '/api/cluster', 3000)
+      if (r.status === 200) return JSON.parse(r.body).name
+      stats.bad += 1
+    } catch (_) {
+      stats.errors += 1
+    }
+  }
+  stats.lost += 1
+  return null
+}
+
+function peakPerSecond (times) {
+  const ts = [...times].sort((a, b) => a - b)
+  let best = 0
+  for (let i = 0, j = 0; i < ts.length; i++) {
+    while (ts[i] - ts[j] >= 1000) j++
+    best = Math.max(best, i - j + 1)
+  }
+  return best
+}
+
+async function rollingRestart (drainFlags) {
+  const port = await freePort()
+  const cport = await freeRun(3, port)
+  const args = ['cluster', '--nodes', '3', '--one-port', '--port', String(port), '--cluster-port', String(cport),
+    '--heartbeat-ms', '200', '--down-after-ms', '1000', '--schedulers', '1', '--log-level', 'info', ...drainFlags]
+  const proc = spawn(PHX_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let err = ''
+  let outBuf = ''
+  const nodes = {} // name -> { pid, at }
+  proc.stdout.on('data', (d) => {
+    outBuf += d
+    let i
+    while ((i = outBuf.indexOf('\n')) >= 0) {
+      const line = outBuf.slice(0, i)
+      outBuf = outBuf.slice(i + 1)
+      const m = line.match(/^(node\d)@127\.0\.0\.1 \S+ cluster \S+ pid (\d+)/)
+      if (m) nodes[m[1]] = { pid: Number(m[2]), at: Date.now() }
+    }
+  })
+  proc.stderr.on('data', (d) => { err += d })
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })))
+  const sockets = []
+  let probing = true
+  let probeLoop = Promise.resolve()
+  let broadcasting = null
+  try {
+    await waitFor(() => nodes.node1 && nodes.node2 && nodes.node3, 10000, 'the command to print the three nodes')
+    const pids = () => Object.values(nodes).map((n) => n.pid)
+    await waitFor(() => listeners(port, pids()).length === 3, 15000, `the three nodes to listen on ${port}`, 50)
+    const stats = { rounds: 0, errors: 0, bad: 0, lost: 0, thin: [] }
+    const seenAll = new Set()
+    await waitFor(async () => {
+      const name = await probeOnce(port, { errors: 0, bad: 0, lost: 0 })
+      if (name) seenAll.add(name)
+      return seenAll.size === 3
+    }, 15000, 'the three nodes to answer', 10)
+
+    // The clients (the official phoenix client, its default reconnect back-off).
+    const opens = []
+    let received = 0
+    for (let i = 0; i < CLIENTS; i++) {
+      const socket = new Socket(`ws://127.0.0.1:${port}/socket`, { transport: WebSocket, timeout: 5000 })
+      let first = true
+      socket.onOpen(() => { if (!first) opens.push(Date.now()); first = false })
+      const channel = socket.channel('room:lobby', {})
+      channel.on('new_msg', () => { received += 1 })
+      socket.connect()
+      await new Promise((resolve, reject) => {
+        channel.join().receive('ok', resolve).receive('error', reject).receive('timeout', () => reject(new Error('join timeout')))
+      })
+      sockets.push({ socket, channel })
+    }
+    const allJoined = () => sockets.every(({ socket, channel }) => socket.isConnected() && channel.state === 'joined')
+
+    // Light load, and the probe: every round, PROBE_TRIES new connections.
+    broadcasting = setInterval(() => {
+      getFresh(port, '/api/cluster', 2000).catch(() => {})
+      fetch(`http://127.0.0.1:${port}/api/broadcast`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ topic: 'room:lobby', event: 'new_msg', payload: { body: 'tick' } })
+      }).then((r) => r.text()).catch(() => {})
+    }, 250)
+    probeLoop = (async () => {
+      while (probing) {
+        const names = await Promise.all(Array.from({ length: PROBE_TRIES }, () => probeOnce(port, stats)))
+        const distinct = new Set(names.filter(Boolean))
+        stats.rounds += 1
+        if (distinct.size < 2) stats.thin.push({ at: Date.now(), names: [...distinct] })
+        await sleep(100)
+      }
+    })()
+
+    const steps = []
+    for (const name of ['node1', 'node2', 'node3']) {
+      const old = nodes[name].pid
+      const before = opens.length
+      const t0 = Date.now()
+      process.kill(old, 'SIGTERM')
+      await waitFor(() => nodes[name].pid !== old, 30000, `${name} to be started again`, 20)
+      const back = nodes[name]
+      await waitFor(() => listeners(port, [back.pid]).length === 1, 15000, `the new ${name} to listen`, 20)
+      await waitFor(allJoined, 15000, 'every client to be joined again', 20)
+      // As an operator would: let the node settle (and the peak window pass)
+      // before the next one.
+      await sleep(STEP_PAUSE)
+      const reopened = opens.slice(before)
+      steps.push({
+        name,
+        reconnects: reopened.length,
+        elsewhere: reopened.filter((t) => t < back.at).length,
+        spanMs: reopened.length ? Math.max(...reopened) - Math.min(...reopened) : 0,
+        stepMs: Date.now() - t0
+      })
+    }
+    probing = false
+    await probeLoop
+    clearInterval(broadcasting)
+    broadcasting = null
+    assert.match(err, /node1@127\.0\.0\.1 \(pid \d+\) exited with status 0 .* restarting in 100 ms/)
+    return { steps, peak: peakPerSecond(opens), reconnects: opens.length, received, stats, err }
+  } finally {
+    probing = false
+    await probeLoop.catch(() => {})
+    if (broadcasting) clearInterval(broadcasting)
+    for (const { socket } of sockets) socket.disconnect()
+    if (proc.exitCode === null) proc.kill('SIGTERM')
+    const r = await Promise.race([exited, sleep(20000).then(() => null)])
+    if (!r) proc.kill('SIGKILL')
+    for (const { pid } of Object.values(nodes)) { try { process.kill(pid, 'SIGKILL') } catch (_) { /* gone */ } }
+  }
+}
+
+test('rolling restart of a 3-node cluster: no node\'s service lost, reconnects spread by the drain', { timeout: 150000 }, async () => {
+  const drained = await rollingRestart(['--drain-batch-size', String(BATCH), '--drain-interval-ms', String(BATCH_INTERVAL), '--drain-timeout-ms', '20000'])
+  const cut = await rollingRestart(['--drain-timeout-ms', '0'])
+  const show = (r) => `peak ${r.peak}/s, ${r.reconnects} reconnects, steps ${JSON.stringify(r.steps)}, probe ${JSON.stringify({ ...r.stats, thin: r.stats.thin.length })}, broadcasts received ${r.received}`
+  console.log(`# with the drain (batches of ${BATCH} every ${BATCH_INTERVAL} ms): ${show(drained)}`)
+  console.log(`# closed at once (--drain-timeout-ms 0): ${show(cut)}`)
+  for (const r of [drained, cut]) {
+    assert.deepEqual(r.stats.thin, [], 'in every probe round at least two nodes answered')
+    assert.equal(r.stats.lost, 0, 'no probe request lost (one retry on a new connection)')
+    assert.ok(r.stats.rounds >= 6, `probe rounds: ${r.stats.rounds}`)
+    for (const s of r.steps) {
+      assert.equal(s.elsewhere, s.reconnects, `${s.name}: every reconnect landed on another node, before it came back`)
+    }
+    assert.equal(r.steps.reduce((a, s) => a + s.reconnects, 0), r.reconnects)
+    assert.ok(r.reconnects >= CLIENTS, `every client reconnected at least once (${r.reconnects})`)
+  }
+  assert.ok(drained.peak <= BATCH, `with the drain the peak is one batch: ${drained.peak}`)
+  assert.ok(cut.peak > drained.peak, `closing at once peaks higher: ${cut.peak} vs ${drained.peak}`)
+})
