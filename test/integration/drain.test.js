@@ -26,6 +26,16 @@ async function server (t, extra) {
   return srv
 }
 
+const SANITIZER = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/
+
+// The server exited 0 without a sanitizer report.
+async function exitedClean (srv, ms = 10000) {
+  const { code, signal } = await withTimeout(srv.exited, ms, 'the server to exit')
+  assert.equal(signal, null, srv.out())
+  assert.equal(code, 0, srv.out())
+  assert.doesNotMatch(srv.out(), SANITIZER)
+}
+
 async function clients (port, n) {
   const cs = []
   for (let i = 0; i < n; i++) {
@@ -112,9 +122,7 @@ test('SIGTERM: ceil(N/b) batches spaced by the interval, 1012, new connections r
   assert.ok(refusedAt < got[1].first, 'refused before the second batch')
   assert.ok(await refused(srv.port), 'still refused after the last batch')
 
-  const { code, signal } = await withTimeout(srv.exited, 10000, 'the server to exit')
-  assert.equal(signal, null)
-  assert.equal(code, 0, srv.out())
+  await exitedClean(srv)
   assert.match(srv.out(), /draining 3 of 8 socket\(s\) - batch 1 of 3/)
   assert.match(srv.out(), /draining 2 of 8 socket\(s\) - batch 3 of 3/)
 })
@@ -127,8 +135,7 @@ test('--drain-timeout-ms cuts the drain short: the rest closes with 1001', T, as
   const infos = await Promise.all(ws.map((c) => c.waitClose(10000)))
   const codes = infos.map((i) => i.code).sort()
   assert.deepEqual(codes, [1001, 1001, 1012, 1012], `two batches within 1000 ms, then the stop: ${JSON.stringify(infos)}`)
-  const { code } = await withTimeout(srv.exited, 10000, 'the server to exit')
-  assert.equal(code, 0, srv.out())
+  await exitedClean(srv)
   assert.ok(Date.now() - t0 < 8000)
   assert.match(srv.out(), /2 socket\(s\) left after 1000 ms/)
 })
@@ -142,8 +149,7 @@ test('a second SIGTERM during the drain stops at once (1001)', T, async (t) => {
   srv.proc.kill('SIGTERM')
   const infos = await Promise.all(ws.map((c) => c.waitClose(5000)))
   assert.deepEqual(infos.map((i) => i.code).sort(), [1001, 1001, 1012])
-  const { code } = await withTimeout(srv.exited, 8000, 'the server to exit')
-  assert.equal(code, 0, srv.out())
+  await exitedClean(srv, 8000)
   assert.ok(Date.now() - t1 < 6000, 'long before the next batch would have come')
 })
 
@@ -154,8 +160,7 @@ test('--drain-timeout-ms 0 (no drain) and SIGINT close every WebSocket at once w
     srv.proc.kill(sig)
     const infos = await Promise.all(ws.map((c) => c.waitClose(5000)))
     assert.deepEqual(infos.map((i) => i.code), [1001, 1001, 1001], sig)
-    const { code } = await withTimeout(srv.exited, 8000, 'the server to exit')
-    assert.equal(code, 0, srv.out())
+    await exitedClean(srv, 8000)
   }
 })
 
@@ -358,6 +363,7 @@ test('rolling restart of a 3-node cluster: no node\'s service lost, reconnects s
   console.log(`# with the drain (batches of ${BATCH} every ${BATCH_INTERVAL} ms): ${show(drained)}`)
   console.log(`# closed at once (--drain-timeout-ms 0): ${show(cut)}`)
   for (const r of [drained, cut]) {
+    assert.doesNotMatch(r.err, SANITIZER)
     assert.deepEqual(r.stats.thin, [], 'in every probe round at least two nodes answered')
     assert.equal(r.stats.lost, 0, 'no probe request lost (one retry on a new connection)')
     assert.ok(r.stats.rounds >= 6, `probe rounds: ${r.stats.rounds}`)
