@@ -14,8 +14,10 @@
  * gets a close frame 1012 (Service Restart) with no reason, as Phoenix's
  * socket answers :socket_drain with {:stop, {:shutdown, :restart}} and
  * WebSockAdapter (Cowboy and Bandit alike) closes with 1012; a drained
- * long-poll session ends as Phoenix's LongPoll.Server stops, and the
- * client's next poll finds no session (410).  While draining, the endpoint
+ * long-poll session ends as Phoenix's LongPoll.Server stops (its waiting
+ * poll answered at once, where Phoenix lets it run out its window), and the
+ * client's next poll, finding no session, opens a new one (410 with a new
+ * token, as Phoenix's GET does) on another node.  While draining, the endpoint
  * opens no new socket (a WebSocket upgrade or a new long-poll session gets
  * 503 and the connection closes) and HTTP answers do not keep their
  * connection alive, so that every client's next connection goes elsewhere.

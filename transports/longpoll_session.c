@@ -391,9 +391,10 @@ session_handle(void *state, rt_msg *m)
 		break;
 	case LP_SESS_DRAIN:
 		/* Phoenix's LongPoll.Server stops ({:shutdown, :restart}); the
-		 * client's next poll finds no session (410) and opens a new one,
-		 * on another node once this one no longer keeps connections
-		 * alive.  A waiting poll is answered now, below. */
+		 * client's next poll finds no session and opens a new one (410
+		 * with a new token), on another node: this one accepts no more
+		 * connections and keeps none alive.  A waiting poll is answered
+		 * now, below (Phoenix lets it run out its window). */
 		if (!s->end) {
 			atomic_fetch_add_explicit(&s->ep->drained, 1, memory_order_relaxed);
 			s->end = "shutdown";
