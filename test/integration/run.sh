@@ -9,7 +9,8 @@
 #       headless Chromium, long polling (longpoll.test.js and the browser
 #       tests skip while /socket/longpoll answers 404), clusters:
 #       cluster.test.js starts its own nodes and
-#       redis-server on free ports),
+#       redis-server on free ports; drain.test.js, the drain at SIGTERM and
+#       rolling restarts of a 3-node cluster it starts),
 #   (c) the conformance suite's 12_cluster against nodes 1 and 2 (PHX_URL,
 #       PHX_URL2) of a 3-node cluster started by `phx-chat cluster --nodes 3`
 #       (log: BUILD_DIR/integration-cluster.log), stopped with SIGTERM (exit 0).
