@@ -4,8 +4,9 @@
 // ceil(N/b) batches spaced by --drain-interval-ms (close times measured
 // here, on the client side), WebSockets with 1012 and no reason, a long-poll
 // session ended (its waiting poll answered); new connections are refused
-// from the first moment of the drain; the process exits 0 after the last
-// batch.  Also: --drain-timeout-ms cuts the drain short (the rest closes with
+// from the first moment of the drain, and on a keep-alive connection opened
+// before it a new WebSocket or long-poll session gets 503 and the connection
+// closes; the process exits 0 after the last batch.  Also: --drain-timeout-ms cuts the drain short (the rest closes with
 // 1001), a second SIGTERM stops at once, --drain-timeout-ms 0 is the old
 // stop (1001 for all at once), SIGINT does not drain.
 
@@ -13,7 +14,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const net = require('node:net')
 const http = require('node:http')
-const { RawClient, freePort, startServer, waitHttp, withTimeout, sleep, waitFor } = require('./lib')
+const { RawClient, TcpClient, freePort, startServer, waitHttp, withTimeout, sleep, waitFor } = require('./lib')
 
 const T = { timeout: 40000 }
 
@@ -96,12 +97,30 @@ test('SIGTERM: ceil(N/b) batches spaced by the interval, 1012, new connections r
   const poll = getFresh(srv.port, `/socket/longpoll?vsn=2.0.0&token=${encodeURIComponent(token)}`, 20000)
   await sleep(200) // the poll is parked
   const N = ws.length + 1
+  // Two keep-alive HTTP connections opened before the drain.
+  const keep = []
+  for (let i = 0; i < 2; i++) {
+    const k = await TcpClient.connect(srv.port)
+    k.write('GET /api/cluster HTTP/1.1\r\nHost: x\r\n\r\n')
+    await k.until((d) => d.includes('"members"'), 5000, 'a keep-alive answer')
+    k.data = Buffer.alloc(0)
+    keep.push(k)
+  }
 
   const t0 = Date.now()
   srv.proc.kill('SIGTERM')
   // New connections are refused from the start of the drain.
   await waitFor(() => refused(srv.port), 2000, 'new connections to be refused', 10)
   const refusedAt = Date.now()
+  // On a connection still open: no new WebSocket, no new long-poll session
+  // (503, and the connection closes: the client's retry goes elsewhere).
+  keep[0].write('GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n' +
+    'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  keep[1].write('GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n\r\n')
+  for (const k of keep) {
+    await k.waitEnd(5000)
+    assert.match(k.data.toString('latin1'), /^HTTP\/1\.1 503 /, 'a new socket while draining')
+  }
 
   const infos = await Promise.all(ws.map((c) => c.waitClose(15000)))
   for (const info of infos) assert.deepEqual(info, { code: 1012, reason: '' }, 'drained: 1012 (Service Restart), no reason')
