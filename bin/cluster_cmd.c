@@ -24,11 +24,12 @@
 #include <unistd.h>
 
 #define CC_MAX_NODES 64
-#define CC_MAX_PASS 64           /* node options passed through (args) */
-#define CC_BACKOFF_MIN_MS 100    /* first restart delay */
-#define CC_BACKOFF_MAX_MS 5000   /* longest restart delay */
-#define CC_STABLE_MS 30000       /* up this long: the back-off starts over */
-#define CC_STOP_TIMEOUT_MS 10000 /* then SIGKILL */
+#define CC_MAX_PASS 64            /* node options passed through (args) */
+#define CC_BACKOFF_MIN_MS 100     /* first restart delay */
+#define CC_BACKOFF_MAX_MS 5000    /* longest restart delay */
+#define CC_STABLE_MS 30000        /* up this long: the back-off starts over */
+#define CC_STOP_TIMEOUT_MS 10000  /* after the nodes' drain timeout: then SIGKILL */
+#define CC_DRAIN_TIMEOUT_MS 30000 /* the nodes' default --drain-timeout-ms */
 #define CC_DEFAULT_PORT 4000
 #define CC_HOST "127.0.0.1"
 
@@ -56,8 +57,9 @@ typedef struct cc_opts {
 	const char *bind; /* a --bind passed through, for the printed URLs */
 	const char *pass[CC_MAX_PASS];
 	int npass;
-	bool schedulers;    /* --schedulers was given */
-	char sched_val[24]; /* else: the cores shared out among the nodes */
+	int drain_timeout_ms; /* the nodes' --drain-timeout-ms (a stop waits for it) */
+	bool schedulers;      /* --schedulers was given */
+	char sched_val[24];   /* else: the cores shared out among the nodes */
 } cc_opts;
 
 static int64_t
@@ -94,8 +96,10 @@ cc_usage(FILE *out, const app_def *app)
 	        "  node options         passed to every node (see %s --help); not\n"
 	        "                       --name, --cluster-listen, --peers, --seed, --reuse-port\n"
 	        "\n"
-	        "Node i is named node<i>@%s.  SIGINT/SIGTERM stop every node (SIGKILL\n"
-	        "after %d s).\n",
+	        "Node i is named node<i>@%s.  SIGINT/SIGTERM stop every node (SIGTERM:\n"
+	        "each drains its sockets first); a second signal stops them at once; SIGKILL\n"
+	        "%d s after their drain timeout.  A node that exits 0 (a SIGTERM to its pid:\n"
+	        "one step of a rolling restart) is started again after 100 ms.\n",
 	        p, CC_MAX_NODES, CC_DEFAULT_PORT, CC_HOST, p, CC_HOST, CC_STOP_TIMEOUT_MS / 1000);
 }
 
@@ -169,6 +173,10 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 				o->bind = val;
 			if (strcmp(flag, "--schedulers") == 0)
 				o->schedulers = true;
+			if (strcmp(flag, "--drain-timeout-ms") == 0 &&
+			    app_parse_int(val, 0, 3600000, &o->drain_timeout_ms) < 0)
+				o->drain_timeout_ms =
+				    CC_DRAIN_TIMEOUT_MS; /* the node says exit 2 */
 			o->pass[o->npass++] = arg;
 			if (!eq)
 				o->pass[o->npass++] = val;
@@ -381,31 +389,47 @@ cc_reap(const app_def *app, const cc_opts *o, cc_node *nodes, bool stopping, boo
 			*usage = true;
 			continue;
 		}
-		if (up >= CC_STABLE_MS)
+		/* A clean exit (0) is a node stopped on purpose, e.g. a SIGTERM from
+		 * outside, one step of a rolling restart: started again at once,
+		 * without growing the back-off.  A crash or a kill backs off. */
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == APP_EXIT_OK;
+		if (up >= CC_STABLE_MS || clean)
 			n->backoff_ms = CC_BACKOFF_MIN_MS;
 		n->restart_at_ms = now + n->backoff_ms;
 		fprintf(stderr, "%s cluster: %s (pid %d) %s after %.1f s; restarting in %u ms\n",
 		        cc_prog(app), n->name, (int)pid, why, (double)up / 1000.0, n->backoff_ms);
-		n->backoff_ms =
-		    n->backoff_ms * 2 > CC_BACKOFF_MAX_MS ? CC_BACKOFF_MAX_MS : n->backoff_ms * 2;
+		if (!clean)
+			n->backoff_ms = n->backoff_ms * 2 > CC_BACKOFF_MAX_MS ? CC_BACKOFF_MAX_MS
+			                                                      : n->backoff_ms * 2;
 	}
 }
 
-/* Stops every node: `sig` to each, SIGKILL after CC_STOP_TIMEOUT_MS or at
- * a second SIGINT/SIGTERM; waits for all.  Returns true when none had to be
- * killed. */
+/* Stops every node: `sig` to each (SIGTERM: each drains its sockets, up to
+ * its --drain-timeout-ms).  A second SIGINT/SIGTERM is passed on (the nodes
+ * stop at once); SIGKILL after the drain timeout + CC_STOP_TIMEOUT_MS, or at
+ * a third signal.  Waits for all.  Returns true when none had to be killed. */
 static bool
 cc_stop_all(const app_def *app, const cc_opts *o, cc_node *nodes, const sigset_t *set, int sig)
 {
 	bool dummy = false;
 	cc_signal_all(o, nodes, sig);
-	int64_t deadline = cc_now_ms() + CC_STOP_TIMEOUT_MS;
+	int64_t deadline =
+	    cc_now_ms() + CC_STOP_TIMEOUT_MS + (sig == SIGTERM ? o->drain_timeout_ms : 0);
+	int signals = 1;
 	while (cc_running(o, nodes) > 0) {
 		int64_t left = deadline - cc_now_ms();
 		int got = left > 0 ? cc_wait_signal(set, left < 200 ? left : 200) : 0;
 		cc_reap(app, o, nodes, true, &dummy);
 		if (cc_running(o, nodes) == 0)
 			break;
+		if ((got == SIGINT || got == SIGTERM) && ++signals == 2) {
+			fprintf(stderr, "%s cluster: %s again: the nodes stop at once\n",
+			        cc_prog(app), got == SIGINT ? "SIGINT" : "SIGTERM");
+			cc_signal_all(o, nodes, got);
+			int64_t soon = cc_now_ms() + CC_STOP_TIMEOUT_MS;
+			deadline = soon < deadline ? soon : deadline;
+			continue;
+		}
 		if (left <= 0 || got == SIGINT || got == SIGTERM) {
 			fprintf(stderr, "%s cluster: %d node(s) still running: SIGKILL\n",
 			        cc_prog(app), cc_running(o, nodes));
@@ -426,7 +450,7 @@ cc_stop_all(const app_def *app, const cc_opts *o, cc_node *nodes, const sigset_t
 int
 app_cluster_main(int argc, char **argv, const app_def *app)
 {
-	cc_opts o = {.port = CC_DEFAULT_PORT};
+	cc_opts o = {.port = CC_DEFAULT_PORT, .drain_timeout_ms = CC_DRAIN_TIMEOUT_MS};
 	int rc = cc_parse(argc, argv, app, &o);
 	if (rc >= 0)
 		return rc;

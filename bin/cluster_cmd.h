@@ -21,14 +21,21 @@
  *
  * It prints one line per node started, on stdout:
  *     node2@127.0.0.1 http://127.0.0.1:4001 cluster tcp://127.0.0.1:5001 pid 1234
- * A node that exits or dies is started again after a back-off (100 ms,
- * doubling up to 5 s; back to 100 ms once a node stayed up 30 s), with one
- * line on stderr per death and the line above again for its new pid.  A
+ * A node that dies is started again after a back-off (100 ms, doubling up
+ * to 5 s; back to 100 ms once a node stayed up 30 s), with one line on
+ * stderr per death and the line above again for its new pid.  A node that
+ * exits 0 was stopped on purpose (a SIGTERM sent to its pid: it drained its
+ * sockets and stopped) and is started again after 100 ms, without growing
+ * the back-off: that is how a rolling restart goes under this command,
+ * SIGTERM one node's pid, wait for its new pid to listen, next node.  A
  * node that exits 2 (bad command line) stops the whole command (exit 2).
- * SIGINT/SIGTERM are forwarded to every node; it waits for them, sends
- * SIGKILL to those still running after 10 s (or at a second signal), and
- * exits 0 (1 if some node had to be killed).  Nodes get SIGTERM if the
- * command itself dies (PR_SET_PDEATHSIG).
+ * SIGINT/SIGTERM to the command are forwarded to every node (SIGTERM: each
+ * drains); it waits for them, forwards a second signal (the nodes stop at
+ * once), sends SIGKILL to those still running 10 s after the nodes'
+ * --drain-timeout-ms (default 30 s; 10 s after SIGINT or a second
+ * signal) or at a third signal, and exits 0 (1 if some node had to be
+ * killed).  Nodes get SIGTERM if the command itself dies
+ * (PR_SET_PDEATHSIG).
  */
 #ifndef bin_cluster_cmd_h
 #define bin_cluster_cmd_h

@@ -68,6 +68,10 @@ typedef struct app_opts {
 	const char *pubsub;
 	int heartbeat_ms;
 	int down_after_ms;
+	/* The drain at SIGTERM (tp_drain_opts; defaults as Phoenix's drainer). */
+	int drain_batch;
+	int drain_interval_ms;
+	int drain_timeout_ms; /* 0: no drain */
 } app_opts;
 
 static void
@@ -98,6 +102,11 @@ app_usage(FILE *out, const app_def *app)
 	        "  --salt S                 the token's salt with --mint-token (default \"%s\")\n"
 	        "  --reuse-port             share the HTTP port with other processes that\n"
 	        "                           listen on it with --reuse-port too\n"
+	        "  --drain-batch-size N     at SIGTERM, close the sockets N at a time\n"
+	        "                           (default %d, as Phoenix's drainer)\n"
+	        "  --drain-interval-ms N    between two batches (default %d)\n"
+	        "  --drain-timeout-ms N     the whole drain at most; what is left then closes\n"
+	        "                           with 1001 (default %d; 0: no drain)\n"
 	        "  --help                   print this help and exit\n"
 	        "\n"
 	        "Cluster (a node needs --name and either --cluster-listen or --pubsub):\n"
@@ -117,10 +126,13 @@ app_usage(FILE *out, const app_def *app)
 	        "                           start and supervise N nodes of one cluster on\n"
 	        "                           this machine (%s cluster --help)\n"
 	        "\n"
+	        "SIGTERM: stop accepting, close the sockets in batches (WebSockets with\n"
+	        "1012), then stop; SIGINT, or a second signal during the drain: stop at once\n"
+	        "(WebSockets closed with 1001).\n"
 	        "Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (port in use),\n"
 	        "2 on a bad command line.\n",
-	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT, name,
-	        name);
+	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT,
+	        TP_DRAIN_BATCH_SIZE, TP_DRAIN_INTERVAL_MS, TP_DRAIN_TIMEOUT_MS, name, name);
 }
 
 static int
@@ -282,15 +294,27 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			return app_usage_error(app, "unknown option '%s'", arg);
 		memcpy(flag, arg, flen);
 		flag[flen] = '\0';
-		static const char *const known[] = {"--port",           "--bind",
-		                                    "--schedulers",     "--log-level",
-		                                    "--check-origin",   "--secret-key-base",
-		                                    "--mint-token",     "--salt",
-		                                    "--max-frame-size", "--longpoll-window-ms",
-		                                    "--name",           "--cluster-listen",
-		                                    "--peers",          "--seed",
-		                                    "--pubsub",         "--heartbeat-ms",
-		                                    "--down-after-ms",  NULL};
+		static const char *const known[] = {"--port",
+		                                    "--bind",
+		                                    "--schedulers",
+		                                    "--log-level",
+		                                    "--check-origin",
+		                                    "--secret-key-base",
+		                                    "--mint-token",
+		                                    "--salt",
+		                                    "--max-frame-size",
+		                                    "--longpoll-window-ms",
+		                                    "--name",
+		                                    "--cluster-listen",
+		                                    "--peers",
+		                                    "--seed",
+		                                    "--pubsub",
+		                                    "--heartbeat-ms",
+		                                    "--down-after-ms",
+		                                    "--drain-batch-size",
+		                                    "--drain-interval-ms",
+		                                    "--drain-timeout-ms",
+		                                    NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
 			ok = ok || strcmp(flag, known[k]) == 0;
@@ -385,6 +409,19 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			if (app_parse_int(val, 1, 600000, &o->down_after_ms) < 0)
 				return app_usage_error(app, "bad --down-after-ms '%s' (1..600000)",
 				                       val);
+		} else if (strcmp(flag, "--drain-batch-size") == 0) {
+			if (app_parse_int(val, 1, 100000000, &o->drain_batch) < 0)
+				return app_usage_error(
+				    app, "bad --drain-batch-size '%s' (1..100000000)", val);
+		} else if (strcmp(flag, "--drain-interval-ms") == 0) {
+			if (app_parse_int(val, 0, 3600000, &o->drain_interval_ms) < 0)
+				return app_usage_error(
+				    app, "bad --drain-interval-ms '%s' (0..3600000)", val);
+		} else if (strcmp(flag, "--drain-timeout-ms") == 0) {
+			if (app_parse_int(val, 0, 3600000, &o->drain_timeout_ms) < 0)
+				return app_usage_error(
+				    app, "bad --drain-timeout-ms '%s' (0..3600000; 0: no drain)",
+				    val);
 		}
 	}
 	if (o->salt && !o->mint_user && !o->help)
@@ -565,6 +602,37 @@ app_get_cluster(const tp_http_request *req, tp_response *resp, void *udata)
 	resp->body = rt_buf_from(alone, sizeof(alone) - 1);
 }
 
+/*
+ * The drain at SIGTERM (tp_endpoint_drain): waits for the drainer to send
+ * its last batch, at most the drain timeout (and a second more, should the
+ * drainer itself be late); a second SIGINT or SIGTERM meanwhile ends the
+ * drain at once.  The normal stop follows (the caller).  The main thread
+ * polls the drainer every DRAIN_POLL_MS while it waits for the signals.
+ */
+#define DRAIN_POLL_MS 20
+static void
+app_drain(tp_endpoint *tp, const tp_drain_opts *o, const sigset_t *set)
+{
+	rt_pid drainer = tp_endpoint_drain(tp, o);
+	if (!drainer)
+		return;
+	int64_t deadline = rt_now_ms() + o->timeout_ms + 1000;
+	while (rt_alive(drainer)) {
+		if (rt_now_ms() >= deadline) {
+			rt_log_warning("draining: the drainer is late: stopping now");
+			break;
+		}
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = DRAIN_POLL_MS * 1000000L};
+		int sig = sigtimedwait(set, NULL, &ts);
+		if (sig == SIGINT || sig == SIGTERM) {
+			rt_log_info("%s during the drain: stopping now",
+			            sig == SIGINT ? "SIGINT" : "SIGTERM");
+			break;
+		}
+	}
+	rt_exit(drainer, "kill"); /* gone already, unless cut short */
+}
+
 /* Waits for SIGINT or SIGTERM (blocked in every thread); returns its number. */
 static int
 app_wait_signal(const sigset_t *set)
@@ -585,7 +653,10 @@ app_main(int argc, char **argv, const app_def *app)
 	app_opts o = {.port = APP_DEFAULT_PORT,
 	              .bind = APP_DEFAULT_BIND,
 	              .schedulers = 0,
-	              .log_level = RT_LOG_INFO};
+	              .log_level = RT_LOG_INFO,
+	              .drain_batch = TP_DRAIN_BATCH_SIZE,
+	              .drain_interval_ms = TP_DRAIN_INTERVAL_MS,
+	              .drain_timeout_ms = TP_DRAIN_TIMEOUT_MS};
 	if (argc > 1 && strcmp(argv[1], "cluster") == 0)
 		return app_cluster_main(argc, argv, app);
 	int rc = app_parse_args(argc, argv, app, &o);
@@ -741,6 +812,12 @@ app_main(int argc, char **argv, const app_def *app)
 	if (!tree_down)
 		rt_log_info("%s: %s received, shutting down", app->name,
 		            sig == SIGINT ? "SIGINT" : "SIGTERM");
+	if (!tree_down && sig == SIGTERM && o.drain_timeout_ms > 0) {
+		tp_drain_opts dopts = {.batch_size = (uint32_t)o.drain_batch,
+		                       .interval_ms = (uint32_t)o.drain_interval_ms,
+		                       .timeout_ms = (uint32_t)o.drain_timeout_ms};
+		app_drain(tp, &dopts, &stop_set);
+	}
 	/* The listeners first (WebSockets closed with 1001 after their queue);
 	 * ch_endpoint_stop then stops the rest of the tree, channels then PubSub. */
 	tp_endpoint_stop(tp, APP_STOP_TIMEOUT_MS);

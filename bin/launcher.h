@@ -8,8 +8,11 @@
  * SIGINT or SIGTERM and shuts everything down in order:
  *
  *     rt_start -> ch_endpoint_start -> tp_endpoint_start -> "listening on ..."
- *     -> SIGINT/SIGTERM -> tp_endpoint_stop (WebSockets closed with 1001)
- *     -> ch_endpoint_stop -> rt_shutdown -> exit 0
+ *     -> SIGTERM -> tp_endpoint_drain (listeners closed, the sockets closed
+ *        in batches, WebSockets with 1012; --drain-*; a second SIGTERM or a
+ *        SIGINT ends it at once)
+ *     -> (SIGINT goes straight here) tp_endpoint_stop (what is left closed
+ *        with 1001) -> ch_endpoint_stop -> rt_shutdown -> exit 0
  *
  * The endpoints form one supervision tree (ch_endpoint_supervisor); if it
  * stops on its own (a subsystem gave up), the node stops and exits 1.
@@ -34,6 +37,11 @@
  *                              started with --reuse-port (SO_REUSEPORT: the
  *                              kernel spreads connections); without it a
  *                              port in use is refused (exit 1)
+ *     --drain-batch-size N     at SIGTERM, sockets closed per batch (default
+ *                              10000, as Phoenix's socket drainer)
+ *     --drain-interval-ms N    between two batches (default 2000)
+ *     --drain-timeout-ms N     the whole drain at most (default 30000; what is
+ *                              left closes with 1001); 0: no drain
  *     --help                   print the usage and exit
  *
  * Cluster flags: a clustered node needs --name and either --cluster-listen

@@ -42,7 +42,8 @@ typedef enum ch_close_code {
 	CH_CLOSE_INVALID_PAYLOAD = 1007, /* text that is not UTF-8 */
 	CH_CLOSE_POLICY_VIOLATION = 1008,
 	CH_CLOSE_MESSAGE_TOO_BIG = 1009,
-	CH_CLOSE_INTERNAL_ERROR = 1011, /* undecodable message (as Phoenix), overload */
+	CH_CLOSE_INTERNAL_ERROR = 1011,  /* undecodable message (as Phoenix), overload */
+	CH_CLOSE_SERVICE_RESTART = 1012, /* drained at SIGTERM (as Phoenix's socket drainer) */
 } ch_close_code;
 
 /* A transport as the socket sees it.  Owned by the transport process (the

@@ -157,6 +157,12 @@ tq_next(conn *c)
 	return c->tq_next;
 }
 
+bool
+tq_drainable(const conn *c)
+{
+	return c->proto->drain && !(c->flags & (F_DEAD | F_CLOSING | F_SHUTDOWN));
+}
+
 rt_pid
 tq_pid(const conn *c)
 {
@@ -719,6 +725,10 @@ conn_handle(void *state, rt_msg *m)
 		break;
 	case TP_MSG_ABORT:
 		conn_finish(c, W_SHUTDOWN);
+		break;
+	case TP_MSG_DRAIN:
+		if (!(c->flags & (F_DEAD | F_SHUTDOWN)) && c->proto->drain)
+			c->proto->drain(c);
 		break;
 	default:
 		if (!(c->flags & F_DEAD))

@@ -130,6 +130,10 @@ struct tp_proto {
 	void (*timeout)(conn *c);
 	/* The endpoint stops (not called when aborting: the core closes at once). */
 	void (*shutdown)(conn *c);
+	/* Optional: the drain (drain.c) closes this connection's Phoenix socket
+	 * as Phoenix's socket drainer does.  Protocols without a socket leave it
+	 * NULL; the listener lists only connections whose protocol has it. */
+	void (*drain)(conn *c);
 	/* A runtime message that is not the core's own. */
 	void (*info)(conn *c, rt_msg *m);
 	/* The process ends (reason: the exit reason); release what the protocol
@@ -212,6 +216,16 @@ void conn_close_graceful(conn *c);
  * for W_SLOW); the process exits after this batch. */
 void conn_finish(conn *c, int why);
 
+/* Whether an HTTP answer may leave the connection open: not once the
+ * endpoint stops (F_SHUTDOWN) or drains (the client's next request should
+ * open a new connection, which another node of the cluster takes). */
+static inline bool
+conn_may_keep(const conn *c)
+{
+	return !(c->flags & F_SHUTDOWN) &&
+	       !atomic_load_explicit(&c->ep->draining, memory_order_relaxed);
+}
+
 /* ---- the timeout lists, for the listener ---- */
 
 /* The first connection of l, and the one after c (NULL at the end). */
@@ -220,6 +234,9 @@ conn *tq_next(conn *c);
 /* The connection's process and deadline. */
 rt_pid tq_pid(const conn *c);
 uint32_t tq_deadline(const conn *c);
+/* Whether the drain should close c: its protocol holds a Phoenix socket
+ * (has a drain) and it is not closing already. */
+bool tq_drainable(const conn *c);
 /* Removes c from its list (the sweep does it before sending TP_MSG_TIMEOUT). */
 void tq_remove(conn *c);
 

@@ -95,14 +95,12 @@ tell_all(listener *l, uint32_t tag)
 			rt_send(tq_pid(c), tag, NULL, 0);
 }
 
-/* Closes the listening socket (this listener's dup and the endpoint's) and
- * tells the shard's connections to shut down; once. */
+/* Closes the listening socket: this listener's dup and the endpoint's (so
+ * that, with --reuse-port, the kernel sends new connections to the other
+ * processes on the port). */
 static void
-listener_stop(listener *l)
+listener_close_socket(listener *l)
 {
-	if (l->stopped)
-		return;
-	l->stopped = true;
 	if (l->io) {
 		rt_io_close(l->io);
 		l->io = NULL;
@@ -110,7 +108,39 @@ listener_stop(listener *l)
 	int lfd = atomic_exchange(&l->ep->lfds[l->idx], -1);
 	if (lfd >= 0)
 		close(lfd);
+}
+
+/* Closes the listening socket and tells the shard's connections to shut
+ * down; once. */
+static void
+listener_stop(listener *l)
+{
+	if (l->stopped)
+		return;
+	l->stopped = true;
+	listener_close_socket(l);
 	tell_all(l, TP_MSG_SHUTDOWN);
+}
+
+/* The drain (drain.c): closes the listening socket and sends the drainer
+ * (payload) the pids of the shard's connections that hold a Phoenix socket
+ * (their protocol has a drain), as one TP_DRN_LIST. */
+static void
+listener_drain(listener *l, rt_msg *m)
+{
+	if (m->size != sizeof(rt_pid))
+		return;
+	rt_pid drainer = *(const rt_pid *)rt_msg_data(m);
+	listener_close_socket(l);
+	tp_shard *sh = &l->ep->shards[l->idx];
+	rt_buf *pids = rt_buf_alloc(64 * sizeof(rt_pid));
+	for (int q = 1; q < TQ_COUNT; q++)
+		for (conn *c = tq_first(&sh->lists[q]); c; c = tq_next(c))
+			if (tq_drainable(c)) {
+				rt_pid pid = tq_pid(c);
+				pids = rt_buf_append(pids, &pid, sizeof(pid));
+			}
+	rt_send_buf(drainer, TP_DRN_LIST, NULL, 0, pids);
 }
 
 static int
@@ -125,10 +155,13 @@ listener_init(void *state, const void *arg, size_t size)
 	rt_trap_exit(true); /* the supervisor's "shutdown" starts the drain */
 	atomic_store(&l->ep->listeners[l->idx], rt_self());
 	int lfd = atomic_load(&l->ep->lfds[l->idx]);
-	if (lfd < 0 || atomic_load(&l->ep->stopping)) {
+	if (atomic_load(&l->ep->stopping)) {
 		/* Restarted during the stop (TP_LST_STOP may have gone to the pid
 		 * before): nothing to accept, the shard's connections to shut down. */
 		listener_stop(l);
+	} else if (lfd < 0) {
+		/* Restarted during the drain: the socket is closed, nothing to
+		 * accept; the connections stay until their batch or the stop. */
 	} else {
 		/* The first start takes the dup made by tp_endpoint_start (the fds
 		 * are all open when it returns); a restart makes its own. */
@@ -289,6 +322,9 @@ listener_handle(void *state, rt_msg *m)
 		break;
 	case TP_LST_ABORT:
 		tell_all(l, TP_MSG_ABORT);
+		break;
+	case TP_LST_DRAIN:
+		listener_drain(l, m);
 		break;
 	default:
 		break;
@@ -641,6 +677,7 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
 		out->http_parsed += atomic_load_explicit(&s->http_parsed, memory_order_relaxed);
 	}
+	out->drained = atomic_load(&ep->drained);
 	const lp_table *t = ep->lp;
 	if (t) {
 		out->lp_open = atomic_load(&t->open);

@@ -44,12 +44,19 @@ enum {
 	TP_MSG_RESUME,                /* output drained: parse buffered HTTP input */
 	TP_MSG_SHUTDOWN,              /* endpoint stop: 1001 / finish the response */
 	TP_MSG_ABORT,                 /* endpoint stop timed out: hard close */
+	TP_MSG_DRAIN,                 /* the drain: close the socket as Phoenix's drainer */
 	/* to a listener */
 	TP_LST_TICK = 0xFFFD0200u, /* sweep the shard's timeout lists */
 	TP_LST_ACCEPT,             /* resume accepting after EMFILE */
 	TP_LST_STOP,               /* close the listening socket, shut connections down */
 	TP_LST_ABORT,              /* hard-close every connection */
 	TP_LST_EMPTY,              /* stopping: the shard's last connection is gone */
+	TP_LST_DRAIN,              /* close the listening socket, list the sockets (payload:
+	                              the drainer's pid) */
+	/* to the drainer (drain.c) */
+	TP_DRN_LIST = 0xFFFD0400u, /* a listener's sockets: m->buf holds rt_pids */
+	TP_DRN_NEXT,               /* to self: the next batch is due */
+	TP_DRN_COLLECTED,          /* to self: stop waiting for the listeners' lists */
 };
 
 /* Timeout lists of a shard: each holds connections in deadline order because
@@ -141,6 +148,10 @@ struct tp_endpoint {
 	_Atomic int64_t abort_until;         /* aborting: when listeners give up waiting */
 	_Atomic bool stopping;               /* the stop began: connections shut down */
 	_Atomic bool aborting;               /* ... and timed out: connections close at once */
+	/* The drain (drain.c) began: listeners closed, no new socket opens, no
+	 * keep-alive; and how many sockets it has told to close. */
+	_Atomic bool draining;
+	_Atomic uint64_t drained;
 };
 
 /* Milliseconds since the endpoint started (deadlines; compare with tp_before). */

@@ -48,7 +48,7 @@
 static void
 finish_answer(conn *c, bool keep)
 {
-	if (!keep || (c->flags & F_SHUTDOWN))
+	if (!keep || !conn_may_keep(c))
 		conn_close_graceful(c);
 }
 
@@ -56,7 +56,7 @@ finish_answer(conn *c, bool keep)
 static void
 send_json(conn *c, int status, rt_buf *body, bool keep)
 {
-	keep = keep && !(c->flags & F_SHUTDOWN);
+	keep = keep && conn_may_keep(c);
 	tp_http_head h = {.status = status,
 	                  .content_type = JSON_CT,
 	                  .content_length = body ? (int64_t)body->len : 0,
@@ -78,7 +78,7 @@ send_json_text(conn *c, const char *json, bool keep)
 static void
 send_plain(conn *c, int status, const char *text, const char *extra, bool keep)
 {
-	keep = keep && !(c->flags & F_SHUTDOWN);
+	keep = keep && conn_may_keep(c);
 	char hdrs[256];
 	snprintf(hdrs, sizeof(hdrs), CORS "%s", extra ? extra : "");
 	size_t n = text ? strlen(text) : 0;
@@ -446,6 +446,12 @@ static void
 start_session(conn *c, lp_start *a, size_t size, bool keep)
 {
 	lp_table *t = c->ep->lp;
+	if (atomic_load(&c->ep->draining)) {
+		/* Draining: no new session here; the client's retry goes elsewhere. */
+		free(a);
+		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", false);
+		return;
+	}
 	if (atomic_fetch_add(&t->open, 1) >= t->max_sessions) {
 		atomic_fetch_sub(&t->open, 1);
 		atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);

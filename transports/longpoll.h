@@ -45,6 +45,7 @@ enum {
 	LP_OP_POST,               /* lp_op + m->buf: packed client messages (lp_pack_*) */
 	LP_SESS_WINDOW,           /* to self: a poll's window passed (payload: its ref) */
 	LP_SESS_TICK,             /* to self: the inactivity check */
+	LP_SESS_DRAIN,            /* the drain (drain.c): end as a drained socket */
 	/* to a connection */
 	LP_MSG_ANSWER = 0xFFFD0310u, /* lp_answer + m->buf: the JSON body to answer with */
 	LP_MSG_DEADLINE,             /* to self: a parked request's deadline (payload: ref) */

@@ -26,7 +26,8 @@
  * Ending.  The session ends when no poll came for 1.5 x window_ms (checked
  * every 1.5 x window_ms, as Phoenix's schedule_inactive_shutdown; a waiting
  * poll counts as activity), when the socket closes it (/api/disconnect,
- * undecodable input), as a slow consumer, or at endpoint stop.  A waiting
+ * undecodable input), as a slow consumer, when drained (LP_SESS_DRAIN), or
+ * at endpoint stop.  A waiting
  * poll is answered then (its buffered frames, else 204); the channels see
  * the transport exit as they would see a WebSocket close.
  */
@@ -386,6 +387,17 @@ session_handle(void *state, rt_msg *m)
 				s->end = "shutdown";
 		} else {
 			schedule_tick(s);
+		}
+		break;
+	case LP_SESS_DRAIN:
+		/* Phoenix's LongPoll.Server stops ({:shutdown, :restart}); the
+		 * client's next poll finds no session and opens a new one (410
+		 * with a new token), on another node: this one accepts no more
+		 * connections and keeps none alive.  A waiting poll is answered
+		 * now, below (Phoenix lets it run out its window). */
+		if (!s->end) {
+			atomic_fetch_add_explicit(&s->ep->drained, 1, memory_order_relaxed);
+			s->end = "shutdown";
 		}
 		break;
 	default:

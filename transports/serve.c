@@ -170,6 +170,11 @@ handle_path(conn *c, const tp_http_request *req, const char *path, size_t plen, 
 	}
 
 	if (ep->socket && strlen(ep->ws_path) == plen && memcmp(ep->ws_path, path, plen) == 0) {
+		if (atomic_load(&ep->draining)) {
+			/* Draining: no new socket here; the client retries elsewhere. */
+			http_error(c, 503, false, "Retry-After: 1\r\n");
+			return;
+		}
 		char body[256];
 		int st = tp_ws_upgrade(c, req, body, sizeof(body));
 		if (st)
@@ -202,7 +207,7 @@ static void
 handle_request(conn *c, const tp_http_request *req)
 {
 	tp_count(&conn_shard(c)->http_requests, 1);
-	bool keep = req->keep_alive && !(c->flags & F_SHUTDOWN);
+	bool keep = req->keep_alive && conn_may_keep(c);
 	bool is_head = req->method_id == TP_HTTP_HEAD;
 	if (is_head)
 		c->flags |= F_HEAD_REQ;

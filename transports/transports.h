@@ -118,6 +118,32 @@ int tp_endpoint_port(const tp_endpoint *ep);
  * rt_shutdown. */
 void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
 
+/*
+ * The drain at shutdown, as Phoenix 1.7's socket drainer (the socket's
+ * `drainer:` option, defaults below as Phoenix's): stop accepting, then close
+ * the sockets (WebSockets with 1012 Service Restart, long-poll sessions
+ * ended) in batches of batch_size, one batch every interval_ms, so that
+ * clients reconnect spread out (to the other nodes of a cluster) instead of
+ * all at once; what timeout_ms leaves is closed by the normal stop.
+ */
+#define TP_DRAIN_BATCH_SIZE 10000
+#define TP_DRAIN_INTERVAL_MS 2000
+#define TP_DRAIN_TIMEOUT_MS 30000
+typedef struct tp_drain_opts {
+	uint32_t batch_size;  /* sockets per batch (0: TP_DRAIN_BATCH_SIZE) */
+	uint32_t interval_ms; /* between two batches (0: back to back) */
+	uint32_t timeout_ms;  /* the whole drain at most (0: no drain) */
+} tp_drain_opts;
+
+/* Begins the drain (once; any thread, after tp_endpoint_start): closes the
+ * listening sockets at once, refuses new sockets (503) and keep-alive on
+ * the connections left, and spawns the drainer, which sends the batches and
+ * exits after the last one (or at timeout_ms).  Returns the drainer's pid
+ * (wait for its exit, e.g. rt_alive, then call tp_endpoint_stop; to stop at
+ * once instead, rt_exit(pid, "kill") and tp_endpoint_stop), or RT_NOPID
+ * when there is no drain (timeout_ms 0, already draining, no memory). */
+rt_pid tp_endpoint_drain(tp_endpoint *ep, const tp_drain_opts *o);
+
 /* Counters since start; open and ws_open are the connections open now,
  * lp_open the long-poll sessions alive now.  http_parsed: bytes the HTTP
  * request parser looked at (its work: about the request bytes received,
@@ -127,13 +153,15 @@ void tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms);
  * at the sessions limit (503); POST lines ignored past the 100 of a batch;
  * POST bodies refused as malformed (400).  lp_remote_*: polls and POSTs
  * sent to another node's session, served here for another node, frames
- * from other nodes refused as malformed, answers lost between nodes. */
+ * from other nodes refused as malformed, answers lost between nodes.
+ * drained: sockets closed by the drain (tp_endpoint_drain). */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests, http_parsed;
 	uint64_t lp_open, lp_opened, lp_expired, lp_slow, lp_binary_dropped, lp_refused,
 	    lp_lines_ignored, lp_bad_posts;
 	uint64_t lp_remote_sent, lp_remote_served, lp_remote_refused, lp_remote_lost;
+	uint64_t drained;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

@@ -236,6 +236,19 @@ ws_shutdown(conn *c)
 	ws_close(c, CH_CLOSE_GOING_AWAY, "going away");
 }
 
+/* Drained (drain.c): what Phoenix 1.7 does to a drained socket on the wire,
+ * a close frame 1012 (Service Restart) with no reason (the socket's
+ * {:stop, {:shutdown, :restart}, state}, which WebSockAdapter turns into
+ * 1012), after what is queued; the channels then see the transport end. */
+static void
+ws_drain(conn *c)
+{
+	if (!c->u.ws.sock || (c->flags & (F_CLOSE_SENT | F_CLOSING)))
+		return;
+	atomic_fetch_add_explicit(&c->ep->drained, 1, memory_order_relaxed);
+	ws_close(c, CH_CLOSE_SERVICE_RESTART, NULL);
+}
+
 static void
 ws_info(conn *c, rt_msg *m)
 {
@@ -260,6 +273,7 @@ static const tp_proto ws_proto = {
     .eof = ws_eof,
     .timeout = ws_timeout,
     .shutdown = ws_shutdown,
+    .drain = ws_drain,
     .info = ws_info,
     .terminate = ws_terminate,
 };

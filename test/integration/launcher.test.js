@@ -1,6 +1,7 @@
 'use strict'
 // The launcher (bin/launcher.c) as a user runs it: --help, bad flags,
-// --mint-token, SIGTERM with open WebSockets (close 1001, exit 0) and a
+// --mint-token, SIGTERM with open WebSockets (drained: close 1012, exit 0;
+// drain.test.js has the batches) and a
 // second instance on a busy port (exit 1).
 
 const test = require('node:test')
@@ -54,7 +55,7 @@ test('--mint-token with another salt or secret gives a token the server refuses'
   }
 })
 
-test('SIGTERM closes open WebSockets with 1001 and exits 0', T, async (t) => {
+test('SIGTERM drains open WebSockets (1012, one batch) and exits 0', T, async (t) => {
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
   const srv = startServer(['--port', String(port), '--schedulers', '2'])
@@ -69,7 +70,7 @@ test('SIGTERM closes open WebSockets with 1001 and exits 0', T, async (t) => {
   srv.proc.kill('SIGTERM')
   for (const c of clients) {
     const info = await c.waitClose(8000)
-    assert.equal(info.code, 1001, 'WebSockets are closed with 1001 (going away)')
+    assert.equal(info.code, 1012, 'WebSockets are drained with 1012 (service restart)')
   }
   const { code, signal } = await withTimeout(srv.exited, 10000, 'the server to exit')
   assert.equal(signal, null, `exited on signal ${signal}; output:\n${srv.out()}`)

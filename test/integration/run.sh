@@ -9,7 +9,8 @@
 #       headless Chromium, long polling (longpoll.test.js and the browser
 #       tests skip while /socket/longpoll answers 404), clusters:
 #       cluster.test.js starts its own nodes and
-#       redis-server on free ports),
+#       redis-server on free ports; drain.test.js, the drain at SIGTERM and
+#       rolling restarts of a 3-node cluster it starts),
 #   (c) the conformance suite's 12_cluster against nodes 1 and 2 (PHX_URL,
 #       PHX_URL2) of a 3-node cluster started by `phx-chat cluster --nodes 3`
 #       (log: BUILD_DIR/integration-cluster.log), stopped with SIGTERM (exit 0).
@@ -142,6 +143,9 @@ node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.te
 # Long polling on its own time budget: a session expiry takes up to 30 s with
 # Phoenix's window.
 node_tests "$ROOT/test/integration" longpoll.test.js
+# The drain at SIGTERM: batches on one node, then rolling restarts of a
+# 3-node cluster with and without the drain.
+node_tests "$ROOT/test/integration" drain.test.js
 
 # (c) 12_cluster against two nodes of a cluster of three.  Ports: HTTP
 # CP..CP+2 and mesh CC..CC+2, all free (checked here).
