@@ -34,6 +34,12 @@
  *                              started with --reuse-port (SO_REUSEPORT: the
  *                              kernel spreads connections); without it a
  *                              port in use is refused (exit 1)
+ *     --https-port N           also serve HTTPS (and wss://, long polling over
+ *                              https) on port N, as Phoenix's `https:` endpoint
+ *                              config; needs --tls-cert and --tls-key
+ *     --tls-cert FILE          PEM certificate (then its chain)
+ *     --tls-key FILE           PEM private key of that certificate; a missing,
+ *                              unreadable or mismatched pair is a usage error
  *     --help                   print the usage and exit
  *
  * Cluster flags: a clustered node needs --name and either --cluster-listen
