@@ -236,6 +236,9 @@ tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t cap)
 	                             SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                          SSL_MODE_RELEASE_BUFFERS);
+	/* Resumption by stateless tickets only: no server-side session cache
+	 * (its memory, and its lock shared by every scheduler). */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
