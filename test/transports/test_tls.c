@@ -38,6 +38,7 @@ static struct {
 	int port, https_port;
 	char root[64];
 	char cert[128], key[128], big[128];
+	uint32_t http_idle_ms; /* 0: 5000 */
 } F;
 
 enum { BIG_SIZE = 7 * 1024 * 1024 + 123 };
@@ -167,7 +168,7 @@ fx_start(void)
 	    .routes = routes,
 	    .nroutes = 2,
 	    .static_dir = www,
-	    .http_idle_ms = 5000,
+	    .http_idle_ms = F.http_idle_ms ? F.http_idle_ms : 5000,
 	    .max_body = 1 << 20,
 	    .https_port = TP_PORT_ANY,
 	    .tls_cert = F.cert,
@@ -693,6 +694,7 @@ test_idle_tls_memory(void)
 	}
 	close(to_child[0]);
 	close(from_child[1]);
+	F.http_idle_ms = 120000; /* idle for as long as the test runs (slower under ASan) */
 	fx_start();
 	int ports[2] = {F.port, F.https_port};
 	CHECK_EQ(write(to_child[1], ports, sizeof(ports)), (long long)sizeof(ports));
