@@ -410,6 +410,33 @@ wss_expect_text(tcli *c, const char *needle)
 	}
 }
 
+/* Reads frames until a close frame: its code (1005: none), or -1. */
+static int
+wss_expect_close(tcli *c)
+{
+	for (;;) {
+		if (c->len >= 2) {
+			tp_ws_frame h;
+			size_t need = 0;
+			int hl = tp_ws_frame_parse_header((uint8_t *)c->buf, c->len, &h, &need);
+			CHECK(hl >= 0);
+			if (hl > 0 && c->len >= (size_t)hl + h.payload_len) {
+				int code = -1;
+				if (h.opcode == TP_WS_OP_CLOSE)
+					code = h.payload_len >= 2 ? (uint8_t)c->buf[hl] << 8 |
+					                                (uint8_t)c->buf[hl + 1]
+					                          : 1005;
+				tcli_consume(c, (size_t)hl + h.payload_len);
+				if (code >= 0)
+					return code;
+				continue;
+			}
+		}
+		if (tcli_fill(c) <= 0)
+			return -1;
+	}
+}
+
 /* The server closes fd (EOF or reset) within 5 s: true. */
 static bool
 closed_by_server(int fd)
@@ -520,9 +547,17 @@ test_https_large_response(void)
 	fx_stop();
 }
 
+static void *
+stop_main(void *tp)
+{
+	tp_endpoint_stop(tp, 2000);
+	return NULL;
+}
+
 /* A Phoenix channel over wss://: join, a reply, and 300 broadcasts, which
  * the fastlane queues and writes from its own process (conn_flush_foreign:
- * through SSL, on the connection's thread), in order. */
+ * through SSL, on the connection's thread), in order; then the endpoint's
+ * stop: 1001, the close handshake and close_notify over TLS. */
 static void
 test_wss_channel(void)
 {
@@ -548,6 +583,24 @@ test_wss_channel(void)
 	CHECK_EQ(wss_expect_text(&c, "\"pong\":true"), 0);
 	tcli_close(&c);
 	WAIT_UNTIL(stats().open == 0, 3000);
+	/* the endpoint's stop: 1001 through TLS, then close_notify */
+	wss_open(&c);
+	wss_send_text(&c, "[\"1\",\"1\",\"test:b\",\"phx_join\",{}]");
+	CHECK_EQ(wss_expect_text(&c, "\"phx_reply\""), 0);
+	pthread_t th;
+	int64_t t0 = test_now_ms();
+	pthread_create(&th, NULL, stop_main, F.tp);
+	CHECK_EQ(wss_expect_close(&c), 1001);
+	static const uint8_t key[4] = {9, 8, 7, 6};
+	uint8_t close_frame[16];
+	size_t n = tp_ws_frame_encode_masked(close_frame, sizeof(close_frame), TP_WS_OP_CLOSE, 1,
+	                                     "\x03\xe9", 2, key);
+	tcli_send(&c, close_frame, n);
+	CHECK_EQ(tcli_fill(&c), 0); /* the server's close_notify, then its end */
+	pthread_join(th, NULL);
+	F.tp = NULL;
+	CHECK_MSG(test_now_ms() - t0 < 1500, "stop took %lld ms", (long long)(test_now_ms() - t0));
+	tcli_close(&c);
 	fx_stop();
 }
 
