@@ -31,6 +31,16 @@
  * picks the list (conn_set_timeout), the core restarts TQ_HTTP and TQ_CLOSE
  * on write progress and handles expiry while closing.
  *
+ * TLS.  A connection of the HTTPS listener carries a tls_conn (tls.h), and
+ * the core makes the same moves through it: the handshake first (on the
+ * TQ_TLS list: a client that fails or stalls is closed quietly and
+ * counted), then tls_read instead of recv and tls_writev instead of sendmsg
+ * on the same queue, with OpenSSL's WANT_WRITE during a handshake or read
+ * step added to the watcher's events; close_notify before the write side
+ * is shut down.  The fastlane's foreign flush writes through SSL as well
+ * (the same thread: no lock).  A plain connection (c->tls NULL) pays one
+ * predictable branch per read, write and flush.
+ *
  * Closing.  A graceful close writes what is queued, shuts the write side
  * down, and reads (discarding) until the peer closes or TQ_CLOSE expires, so
  * that unread input does not turn the close into a reset that would destroy

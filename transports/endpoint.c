@@ -16,6 +16,12 @@
  * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
  * the socket for EMFILE_PAUSE_MS.
  *
+ * HTTPS.  With opts.https_port, the endpoint also owns a TLS context
+ * (tls.h) and a second set of listening sockets, one per scheduler; the
+ * same listener watches both and gives the connections it accepts on the
+ * second one the context (conn_arg.tls): everything else (shards, timeout
+ * lists, the stop) is shared.
+ *
  * Registry.  The set of live connections is sharded by scheduler: the
  * shard's timeout lists hold every connection of that scheduler at all
  * times, and only that scheduler's thread touches them (no lock, no bytes

@@ -20,6 +20,9 @@
  * again: t->retry_len remembers its length, and the retry passes the same
  * bytes (the queue's head did not move) with that length.
  *
+ * SSL_write wanting to read (renegotiation) cannot happen: renegotiation is
+ * off and TLS 1.3 has none; it would be taken as blocked on writability.
+ *
  * Memory per connection: OpenSSL's SSL object, and its record buffers only
  * while data is in flight (SSL_MODE_RELEASE_BUFFERS): an idle connection
  * holds no 16 KiB buffers.

@@ -532,6 +532,25 @@ test_https_large_response(void)
 	tcli_sends(&c, "GET /api/hello HTTP/1.1\r\nHost: localhost\r\n\r\n");
 	CHECK_EQ(tcli_response(&c, NULL, NULL), 200);
 	tcli_close(&c);
+	/* pipelined behind large responses: the HTTP input pauses while the
+	 * queue is over its high water mark and resumes once it drained; the
+	 * requests wait in the socket meanwhile (whole TLS records only are
+	 * read, so none waits inside OpenSSL unannounced) */
+	tcli_open(&c, 0);
+	char req[512] = "";
+	for (int i = 0; i < 3; i++)
+		strcat(req, "GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	strcat(req, "GET /api/hello HTTP/1.1\r\nHost: localhost\r\n\r\n");
+	tcli_sends(&c, req);
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(tcli_response(&c, &body, &n), 200);
+		CHECK_EQ(n, BIG_SIZE);
+		free(body);
+	}
+	CHECK_EQ(tcli_response(&c, &body, &n), 200);
+	CHECK(strcmp(body, "{\"hello\":\"world\"}") == 0);
+	free(body);
+	tcli_close(&c);
 	/* a client that vanishes in the middle of a large response */
 	tcli_open(&c, 0);
 	tcli_sends(&c, "GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
