@@ -20,7 +20,7 @@ BUILD     := build$(if $(SANITIZER),-$(SANITIZER))
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -pthread -fno-strict-aliasing
 CPPFLAGS += -I. -D_GNU_SOURCE -MMD -MP
-LDLIBS   += -lev -lnng -lmsgpackc -lhiredis -lcjson -lcrypto -lpthread -lm
+LDLIBS   += -lev -lnng -lmsgpackc -lhiredis -lcjson -lssl -lcrypto -lpthread -lm
 
 ifeq ($(SANITIZER),address)
   CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer

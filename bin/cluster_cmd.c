@@ -39,6 +39,7 @@ typedef struct cc_node {
 	char http[96];          /* "http://127.0.0.1:4001", for the log */
 	char addr[CL_ADDR_MAX]; /* its --cluster-listen, or the --pubsub URL */
 	char port[8];
+	char https_port[8];    /* its --https-port, or "" */
 	char **argv;           /* the node's command line (NULL-terminated, owned) */
 	char *peers;           /* its --peers value (owned), or NULL */
 	pid_t pid;             /* 0 while not running */
@@ -52,6 +53,7 @@ typedef struct cc_opts {
 	int nodes;
 	int port;
 	int cluster_port; /* 0: port + 1000 */
+	int https_port;   /* 0: no HTTPS; node i: https_port + i - 1 (one port: the same) */
 	bool one_port;
 	const char *pubsub;
 	const char *bind; /* a --bind passed through, for the printed URLs */
@@ -92,6 +94,8 @@ cc_usage(FILE *out, const app_def *app)
 	        "  --one-port           every node listens on P (--reuse-port)\n"
 	        "  --cluster-port C     node i's cluster address is tcp://%s:C+i-1\n"
 	        "                       (default P+1000)\n"
+	        "  --https-port H       node i also serves HTTPS on H+i-1 (H with\n"
+	        "                       --one-port); give --tls-cert and --tls-key too\n"
 	        "  --pubsub URL         link the nodes through this redis-server instead\n"
 	        "  node options         passed to every node (see %s --help); not\n"
 	        "                       --name, --cluster-listen, --peers, --seed, --reuse-port\n"
@@ -157,6 +161,9 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 		} else if (strcmp(flag, "--port") == 0) {
 			if (app_parse_int(val, 1, 65535, &o->port) < 0)
 				return cc_usage_error(app, "bad --port '%s' (1..65535)", val);
+		} else if (strcmp(flag, "--https-port") == 0) {
+			if (app_parse_int(val, 1, 65535, &o->https_port) < 0)
+				return cc_usage_error(app, "bad --https-port '%s' (1..65535)", val);
 		} else if (strcmp(flag, "--cluster-port") == 0) {
 			if (app_parse_int(val, 1, 65535, &o->cluster_port) < 0)
 				return cc_usage_error(app, "bad --cluster-port '%s' (1..65535)",
@@ -197,6 +204,13 @@ cc_parse(int argc, char **argv, const app_def *app, cc_opts *o)
 		o->cluster_port = o->port + 1000 <= 65535 ? o->port + 1000 : o->port - 1000;
 	if (!o->one_port && o->port + o->nodes - 1 > 65535)
 		return cc_usage_error(app, "--port: the nodes' ports go past 65535%s", "");
+	if (o->https_port && !o->one_port && o->https_port + o->nodes - 1 > 65535)
+		return cc_usage_error(app, "--https-port: the nodes' ports go past 65535%s", "");
+	if (o->https_port) {
+		int span = o->one_port ? 0 : o->nodes - 1;
+		if (o->port <= o->https_port + span && o->https_port <= o->port + span)
+			return cc_usage_error(app, "the HTTP and HTTPS ports overlap%s", "");
+	}
 	if (!o->pubsub && o->cluster_port + o->nodes - 1 > 65535)
 		return cc_usage_error(app, "--cluster-port: the nodes' ports go past 65535%s", "");
 	if (!o->pubsub) {
@@ -223,6 +237,9 @@ cc_prepare(const cc_opts *o, char *argv0, cc_node *nodes)
 		snprintf(n->name, sizeof(n->name), "node%d@%s", i + 1, CC_HOST);
 		int port = o->one_port ? o->port : o->port + i;
 		snprintf(n->port, sizeof(n->port), "%d", port);
+		if (o->https_port)
+			snprintf(n->https_port, sizeof(n->https_port), "%d",
+			         o->one_port ? o->https_port : o->https_port + i);
 		snprintf(n->http, sizeof(n->http),
 		         strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, port);
 		if (o->pubsub)
@@ -247,6 +264,10 @@ cc_prepare(const cc_opts *o, char *argv0, cc_node *nodes)
 		n->argv[a++] = n->port;
 		if (o->one_port)
 			n->argv[a++] = "--reuse-port";
+		if (n->https_port[0]) {
+			n->argv[a++] = "--https-port";
+			n->argv[a++] = n->https_port;
+		}
 		if (o->pubsub) {
 			n->argv[a++] = "--pubsub";
 			n->argv[a++] = n->addr;

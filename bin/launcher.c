@@ -59,6 +59,10 @@ typedef struct app_opts {
 	int lp_window_ms; /* --longpoll-window-ms, 0: the endpoint's default */
 	bool help;
 	bool reuse_port;
+	/* HTTPS (0 / NULL when not given). */
+	int https_port;
+	const char *tls_cert;
+	const char *tls_key;
 	/* Cluster flags (NULL / 0 when not given). */
 	const char *name;
 	const char *cluster_listen;
@@ -107,6 +111,9 @@ app_usage(FILE *out, const app_def *app)
 	        "  --drain-interval-ms N    between two batches (default %d)\n"
 	        "  --drain-timeout-ms N     the whole drain at most; what is left then closes\n"
 	        "                           with 1001 (default %d; 0: no drain)\n"
+	        "  --https-port N           also serve HTTPS and wss:// on port N (TLS 1.2+)\n"
+	        "  --tls-cert FILE          its PEM certificate (then the chain)\n"
+	        "  --tls-key FILE           its PEM private key (both needed with --https-port)\n"
 	        "  --help                   print this help and exit\n"
 	        "\n"
 	        "Cluster (a node needs --name and either --cluster-listen or --pubsub):\n"
@@ -231,6 +238,30 @@ app_valid_addr(const char *s, const char *scheme)
 	return !scheme || (strncmp(s, scheme, strlen(scheme)) == 0 && sep == s + strlen(scheme));
 }
 
+/* Checks the HTTPS flags (after parsing): --https-port needs --tls-cert and
+ * --tls-key, readable PEM files of a certificate and its key (loaded here
+ * once, as the endpoint will).  Returns -1 to go on, or APP_EXIT_USAGE after
+ * a message. */
+static int
+app_check_tls(const app_def *app, const app_opts *o)
+{
+	if (!o->https_port) {
+		if (o->tls_cert || o->tls_key)
+			return app_usage_error(
+			    app, "--tls-cert and --tls-key go with --https-port%s", "");
+		return -1;
+	}
+	if (!o->tls_cert || !o->tls_key)
+		return app_usage_error(
+		    app, "--https-port needs --tls-cert FILE and --tls-key FILE%s", "");
+	if (o->https_port == o->port)
+		return app_usage_error(app, "--https-port must differ from --port%s", "");
+	char err[512];
+	if (tp_tls_check(o->tls_cert, o->tls_key, err, sizeof(err)) < 0)
+		return app_usage_error(app, "TLS: %s", err);
+	return -1;
+}
+
 /* Checks the combination of cluster flags (after parsing); returns -1 to go
  * on, or APP_EXIT_USAGE after a message. */
 static int
@@ -314,6 +345,9 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		                                    "--drain-batch-size",
 		                                    "--drain-interval-ms",
 		                                    "--drain-timeout-ms",
+		                                    "--https-port",
+		                                    "--tls-cert",
+		                                    "--tls-key",
 		                                    NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
@@ -330,6 +364,14 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		if (strcmp(flag, "--port") == 0) {
 			if (app_parse_int(val, 1, 65535, &o->port) < 0)
 				return app_usage_error(app, "bad --port '%s' (1..65535)", val);
+		} else if (strcmp(flag, "--https-port") == 0) {
+			if (app_parse_int(val, 1, 65535, &o->https_port) < 0)
+				return app_usage_error(app, "bad --https-port '%s' (1..65535)",
+				                       val);
+		} else if (strcmp(flag, "--tls-cert") == 0) {
+			o->tls_cert = val;
+		} else if (strcmp(flag, "--tls-key") == 0) {
+			o->tls_key = val;
 		} else if (strcmp(flag, "--bind") == 0) {
 			if (!*val)
 				return app_usage_error(app, "empty --bind%s", "");
@@ -426,8 +468,10 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 	}
 	if (o->salt && !o->mint_user && !o->help)
 		return app_usage_error(app, "--salt goes with --mint-token%s", "");
-	if (!o->help && !o->mint_user)
-		return app_check_cluster(app, o);
+	if (!o->help && !o->mint_user) {
+		int rc = app_check_tls(app, o);
+		return rc >= 0 ? rc : app_check_cluster(app, o);
+	}
 	return -1;
 }
 
@@ -686,7 +730,8 @@ app_main(int argc, char **argv, const app_def *app)
 	if (strlen(o.secret) < 64)
 		rt_log_warning("the secret key base is shorter than 64 bytes");
 
-	if (!o.reuse_port && app_probe_port(app, o.bind, o.port) < 0) {
+	if (!o.reuse_port && (app_probe_port(app, o.bind, o.port) < 0 ||
+	                      (o.https_port && app_probe_port(app, o.bind, o.https_port) < 0))) {
 		rc = APP_EXIT_FAILURE;
 		goto out;
 	}
@@ -788,6 +833,9 @@ app_main(int argc, char **argv, const app_def *app)
 	    .max_frame = (size_t)o.max_frame,
 	    .lp_window_ms = (uint32_t)o.lp_window_ms,
 	    .reuse_port = o.reuse_port,
+	    .https_port = o.https_port,
+	    .tls_cert = o.tls_cert,
+	    .tls_key = o.tls_key,
 	};
 	tp = tp_endpoint_start(&tpopts);
 	if (!tp) {
@@ -796,10 +844,12 @@ app_main(int argc, char **argv, const app_def *app)
 		goto stop_channels;
 	}
 	int port = tp_endpoint_port(tp) > 0 ? tp_endpoint_port(tp) : o.port;
-	if (strchr(o.bind, ':'))
-		rt_log_info("%s listening on http://[%s]:%d", app->name, o.bind, port);
-	else
-		rt_log_info("%s listening on http://%s:%d", app->name, o.bind, port);
+	bool v6 = strchr(o.bind, ':') != NULL;
+	rt_log_info("%s listening on http://%s%s%s:%d", app->name, v6 ? "[" : "", o.bind,
+	            v6 ? "]" : "", port);
+	if (o.https_port)
+		rt_log_info("%s listening on https://%s%s%s:%d", app->name, v6 ? "[" : "", o.bind,
+		            v6 ? "]" : "", tp_endpoint_https_port(tp));
 	if (o.name)
 		rt_log_info("%s is node %s (%s %s)", app->name, o.name, o.pubsub ? "redis" : "mesh",
 		            o.pubsub ? o.pubsub : o.cluster_listen);

@@ -42,6 +42,12 @@
  *     --drain-interval-ms N    between two batches (default 2000)
  *     --drain-timeout-ms N     the whole drain at most (default 30000; what is
  *                              left closes with 1001); 0: no drain
+ *     --https-port N           also serve HTTPS (and wss://, long polling over
+ *                              https) on port N, as Phoenix's `https:` endpoint
+ *                              config; needs --tls-cert and --tls-key
+ *     --tls-cert FILE          PEM certificate (then its chain)
+ *     --tls-key FILE           PEM private key of that certificate; a missing,
+ *                              unreadable or mismatched pair is a usage error
  *     --help                   print the usage and exit
  *
  * Cluster flags: a clustered node needs --name and either --cluster-listen

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the project needs on a Debian 12 machine, only what is missing.
 #   setup.sh build   compiler and libraries, Node.js/npm for the chat page's phoenix.js
-#   setup.sh test    + npm packages for the integration tests, Chromium
+#   setup.sh test    + npm packages for the integration tests, Chromium, redis-server,
+#                    the openssl command (the TLS tests make their certificate)
 #   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
 #   setup.sh bench-phoenix  + Erlang and Elixir, git (to build the real Phoenix
 #                    reference for make bench-phoenix)
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libssl-dev libhiredis-dev nodejs npm"
 case $level in
-test) pkgs="$pkgs chromium redis-server" ;;
+test) pkgs="$pkgs chromium redis-server openssl" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
 bench-phoenix) pkgs="$pkgs erlang-base gnuplot-nox erlang elixir git" ;;
 esac

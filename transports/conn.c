@@ -31,6 +31,16 @@
  * picks the list (conn_set_timeout), the core restarts TQ_HTTP and TQ_CLOSE
  * on write progress and handles expiry while closing.
  *
+ * TLS.  A connection of the HTTPS listener carries a tls_conn (tls.h), and
+ * the core makes the same moves through it: the handshake first (on the
+ * TQ_TLS list: a client that fails or stalls is closed quietly and
+ * counted), then tls_read instead of recv and tls_writev instead of sendmsg
+ * on the same queue, with OpenSSL's WANT_WRITE during a handshake or read
+ * step added to the watcher's events; close_notify before the write side
+ * is shut down.  The fastlane's foreign flush writes through SSL as well
+ * (the same thread: no lock).  A plain connection (c->tls NULL) pays one
+ * predictable branch per read, write and flush.
+ *
  * Closing.  A graceful close writes what is queued, shuts the write side
  * down, and reads (discarding) until the peer closes or TQ_CLOSE expires, so
  * that unread input does not turn the close into a reset that would destroy
@@ -392,8 +402,13 @@ oq_write(conn *c, bool *progress)
 			}
 			e = e->next;
 		} while (e != head && n < IOV_BATCH - 1);
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w;
+		if (!c->tls) {
+			struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+			w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		} else {
+			w = tls_writev(c->tls, iov, n);
+		}
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -478,6 +493,12 @@ conn_finish(conn *c, int why)
 		 * (megabytes it is not reading) and reset the connection. */
 		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 		setsockopt(rt_io_fd(c->io), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	if (c->tls) {
+		if (why == W_NORMAL)
+			tls_close_notify(c->tls);
+		tls_conn_free(c->tls);
+		c->tls = NULL;
 	}
 	if (c->io) {
 		rt_io_close(c->io);
@@ -614,14 +635,49 @@ on_eof(conn *c)
 		c->proto->eof(c);
 }
 
+/* The TLS handshake of an HTTPS connection failed or timed out: closed
+ * quietly (a debug line, a counter). */
+static void
+tls_failed(conn *c, const char *why)
+{
+	tp_count(&conn_shard(c)->tls_failed, 1);
+	if (rt_log_get_level() >= RT_LOG_DEBUG) {
+		char peer[64];
+		rt_log_debug("tls %s: handshake: %s", conn_peer(c, peer, sizeof(peer)), why);
+	}
+	conn_finish(c, W_RESET);
+}
+
+/* HTTPS, before reading: advances the handshake; true once it is done. */
+static bool
+tls_step(conn *c)
+{
+	int r = tls_handshake(c->tls);
+	if (r == TLS_AGAIN)
+		return false;
+	if (r == TLS_FAILED) {
+		tls_failed(c, tls_error(c->tls));
+		return false;
+	}
+	tp_count(&conn_shard(c)->tls_handshakes, 1);
+	conn_set_timeout(c, TQ_HTTP); /* the first request's clock */
+	return true;
+}
+
 static void
 do_read(conn *c)
 {
 	tl_data *t = tl_get();
+	if (c->tls && !(c->flags & F_LINGER) && !tls_ready(c->tls) && !tls_step(c))
+		return;
 	for (int i = 0; i < READS_PER_EVENT; i++) {
 		if (c->flags & (F_DEAD | F_PAUSED | F_EOF))
 			return;
-		ssize_t n = recv(rt_io_fd(c->io), t->scratch, SCRATCH_SIZE, 0);
+		ssize_t n;
+		if (!c->tls || (c->flags & F_LINGER)) /* lingering: the raw bytes are discarded */
+			n = recv(rt_io_fd(c->io), t->scratch, SCRATCH_SIZE, 0);
+		else
+			n = tls_read(c->tls, t->scratch, SCRATCH_SIZE);
 		if (n > 0) {
 			if (!(c->flags & F_LINGER))
 				feed(c, t->scratch, (size_t)n);
@@ -658,6 +714,10 @@ on_timeout(conn *c)
 {
 	if ((c->flags & F_DEAD) || c->tq != TQ_NONE)
 		return; /* the deadline moved after the sweep took it off its list */
+	if (c->tls && !tls_ready(c->tls) && !(c->flags & (F_CLOSING | F_LINGER))) {
+		tls_failed(c, "timeout");
+		return;
+	}
 	char peer[64];
 	rt_log_debug("%s %s: timeout", c->proto->name, conn_peer(c, peer, sizeof(peer)));
 	if (c->flags & (F_CLOSING | F_LINGER))
@@ -684,7 +744,14 @@ conn_init(void *state, const void *arg, size_t size)
 		c->flags |= F_DEAD;
 		return rt_stop("normal");
 	}
-	conn_set_timeout(c, TQ_HTTP);
+	if (a->tls) {
+		c->tls = tls_conn_new(a->tls, a->fd);
+		if (!c->tls) {
+			conn_finish(c, W_NOMEM);
+			return rt_stop(why_str[W_NOMEM]);
+		}
+	}
+	conn_set_timeout(c, c->tls ? TQ_TLS : TQ_HTTP);
 	if (atomic_load(&c->ep->stopping)) {
 		conn_finish(c, W_SHUTDOWN);
 		return rt_stop("shutdown");
@@ -706,9 +773,10 @@ conn_handle(void *state, rt_msg *m)
 	switch (m->tag) {
 	case RT_MSG_IO: {
 		const rt_io_event *ev = rt_msg_data(m);
-		if ((ev->revents & RT_IO_READ) && c->io)
-			do_read(c);
-		break; /* writability: flush writes */
+		if (c->io && ((ev->revents & RT_IO_READ) ||
+		              (c->tls && (ev->revents & RT_IO_WRITE) && tls_want_write(c->tls))))
+			do_read(c); /* HTTPS: a handshake or read step waited for writability */
+		break;              /* writability: flush writes */
 	}
 	case TP_MSG_TIMEOUT:
 		on_timeout(c);
@@ -746,7 +814,7 @@ conn_flush(void *state)
 	conn *c = state;
 	if (!(c->flags & F_DEAD)) {
 		bool progress = false;
-		if (c->oq_tail) {
+		if (c->oq_tail && (!c->tls || tls_ready(c->tls))) {
 			int r = oq_write(c, &progress);
 			if (r < 0)
 				conn_finish(c, W_RESET);
@@ -767,6 +835,8 @@ conn_flush(void *state)
 				if (c->flags & (F_EOF | F_CLEAN_END)) {
 					conn_finish(c, W_NORMAL);
 				} else {
+					if (c->tls)
+						tls_close_notify(c->tls);
 					shutdown(rt_io_fd(c->io), SHUT_WR);
 					c->flags |= F_LINGER;
 					conn_set_timeout(c, TQ_CLOSE);
@@ -784,7 +854,7 @@ conn_flush(void *state)
 	int ev = 0;
 	if (!(c->flags & (F_EOF | F_PAUSED)))
 		ev |= RT_IO_READ;
-	if (c->flags & F_WANT_WRITE)
+	if ((c->flags & F_WANT_WRITE) || (c->tls && tls_want_write(c->tls)))
 		ev |= RT_IO_WRITE;
 	rt_io_set(c->io, ev);
 }
@@ -802,6 +872,8 @@ conn_terminate(void *state, const char *reason)
 	oq_free(c);
 	free(c->in);
 	c->in = NULL;
+	tls_conn_free(c->tls);
+	c->tls = NULL;
 	c->proto->terminate(c, reason);
 	rt_log_debug("%s connection %s", c->proto->name, reason);
 	/* Last: once every connection is counted out, tp_endpoint_stop frees ep

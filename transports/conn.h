@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "transports/endpoint.h"
+#include "transports/tls.h"
 #include "transports/ws.h"
 
 /* Connection flags.  The core's: */
@@ -70,6 +71,7 @@ struct conn {
 	conn *tq_prev, *tq_next; /* timeout list links */
 	oq_ent *oq_tail;         /* output queue (circular, NULL when empty) */
 	uint8_t *in;             /* leftover input of an incomplete request/frame, or NULL */
+	tls_conn *tls;           /* HTTPS: the TLS layer (tls.h); NULL: plain TCP */
 	size_t oq_bytes;         /* bytes queued (headers + payloads - written) */
 	size_t oq_off;           /* bytes of the head entry already written */
 	uint32_t deadline;       /* tp_now() time at which the current list times out */
@@ -146,6 +148,7 @@ typedef struct conn_arg {
 	tp_endpoint *ep;
 	int fd;
 	const tp_proto *proto; /* the first protocol (HTTP serving) */
+	tls_ctx *tls;          /* HTTPS: the endpoint's TLS context; NULL: plain TCP */
 } conn_arg;
 
 extern const rt_behaviour tp_conn_behaviour;

@@ -16,6 +16,12 @@
  * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
  * the socket for EMFILE_PAUSE_MS.
  *
+ * HTTPS.  With opts.https_port, the endpoint also owns a TLS context
+ * (tls.h) and a second set of listening sockets, one per scheduler; the
+ * same listener watches both and gives the connections it accepts on the
+ * second one the context (conn_arg.tls): everything else (shards, timeout
+ * lists, the stop) is shared.
+ *
  * Registry.  The set of live connections is sharded by scheduler: the
  * shard's timeout lists hold every connection of that scheduler at all
  * times, and only that scheduler's thread touches them (no lock, no bytes
@@ -69,7 +75,8 @@ typedef struct listener_arg {
 typedef struct listener {
 	tp_endpoint *ep;
 	int idx;
-	rt_io *io; /* a dup of ep->lfds[idx], NULL once stopped */
+	rt_io *io;     /* a dup of ep->lfds[idx], NULL once stopped */
+	rt_io *tls_io; /* a dup of ep->tls_lfds[idx] (HTTPS), NULL without or once stopped */
 	uint32_t tick_ms;
 	bool paused;
 	bool stopped;  /* TP_LST_STOP done: socket closed, connections told */
@@ -105,9 +112,18 @@ listener_close_socket(listener *l)
 		rt_io_close(l->io);
 		l->io = NULL;
 	}
+	if (l->tls_io) {
+		rt_io_close(l->tls_io);
+		l->tls_io = NULL;
+	}
 	int lfd = atomic_exchange(&l->ep->lfds[l->idx], -1);
 	if (lfd >= 0)
 		close(lfd);
+	if (l->ep->tls_lfds) {
+		lfd = atomic_exchange(&l->ep->tls_lfds[l->idx], -1);
+		if (lfd >= 0)
+			close(lfd);
+	}
 }
 
 /* Closes the listening socket and tells the shard's connections to shut
@@ -143,6 +159,31 @@ listener_drain(listener *l, rt_msg *m)
 	rt_send_buf(drainer, TP_DRN_LIST, NULL, 0, pids);
 }
 
+/* Watches a dup of lfds[idx]: the first start takes the dup made by
+ * tp_endpoint_start in spare[idx] (the fds are all open when it returns); a
+ * restart makes its own.  NULL when it cannot. */
+static rt_io *
+watch_listening(_Atomic int *lfds, _Atomic int *spare, int idx)
+{
+	int fd = atomic_exchange(&spare[idx], -1);
+	if (fd < 0)
+		fd = fcntl(atomic_load(&lfds[idx]), F_DUPFD_CLOEXEC, 0);
+	rt_io *io = fd >= 0 ? rt_io_open(fd, RT_IO_READ, NULL) : NULL;
+	if (!io && fd >= 0)
+		close(fd);
+	return io;
+}
+
+/* Watches (on) or stops watching the listening sockets (out of fds). */
+static void
+listener_watch(listener *l, bool on)
+{
+	if (l->io)
+		rt_io_set(l->io, on ? RT_IO_READ : 0);
+	if (l->tls_io)
+		rt_io_set(l->tls_io, on ? RT_IO_READ : 0);
+}
+
 static int
 listener_init(void *state, const void *arg, size_t size)
 {
@@ -163,34 +204,31 @@ listener_init(void *state, const void *arg, size_t size)
 		/* Restarted during the drain: the socket is closed, nothing to
 		 * accept; the connections stay until their batch or the stop. */
 	} else {
-		/* The first start takes the dup made by tp_endpoint_start (the fds
-		 * are all open when it returns); a restart makes its own. */
-		int fd = atomic_exchange(&l->ep->spare[l->idx], -1);
-		if (fd < 0)
-			fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0);
-		l->io = fd >= 0 ? rt_io_open(fd, RT_IO_READ, NULL) : NULL;
-		if (!l->io) {
-			if (fd >= 0)
-				close(fd);
+		l->io = watch_listening(l->ep->lfds, l->ep->spare, l->idx);
+		if (!l->io)
 			return rt_stop("cannot watch the listening socket");
+		if (l->ep->tls) {
+			l->tls_io = watch_listening(l->ep->tls_lfds, l->ep->tls_spare, l->idx);
+			if (!l->tls_io)
+				return rt_stop("cannot watch the HTTPS listening socket");
 		}
 	}
 	uint32_t m = l->ep->tq_ms[TQ_HTTP];
-	if (l->ep->tq_ms[TQ_WS] < m)
-		m = l->ep->tq_ms[TQ_WS];
-	if (l->ep->tq_ms[TQ_CLOSE] < m)
-		m = l->ep->tq_ms[TQ_CLOSE];
+	for (int q = TQ_HTTP + 1; q < TQ_COUNT; q++)
+		if (l->ep->tq_ms[q] < m)
+			m = l->ep->tq_ms[q];
 	l->tick_ms = m / 8 < 5 ? 5 : m / 8 > 250 ? 250 : m / 8;
 	rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
 	return RT_OK;
 }
 
+/* Accepts from io (the HTTP or the HTTPS socket: tls the context, or NULL). */
 static void
-accept_some(listener *l)
+accept_some(listener *l, rt_io *io, tls_ctx *tls)
 {
 	tp_endpoint *ep = l->ep;
 	tp_shard *sh = &ep->shards[l->idx];
-	int lfd = rt_io_fd(l->io);
+	int lfd = rt_io_fd(io);
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
@@ -203,7 +241,7 @@ accept_some(listener *l)
 				if (may_warn(ep))
 					rt_log_warning("accept: %s: not accepting for %d ms",
 					               strerror(errno), EMFILE_PAUSE_MS);
-				rt_io_set(l->io, 0);
+				listener_watch(l, false);
 				l->paused = true;
 				rt_send_after(EMFILE_PAUSE_MS, rt_self(), TP_LST_ACCEPT, NULL, 0);
 				return;
@@ -215,8 +253,10 @@ accept_some(listener *l)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		tp_count(&sh->accepted, 1);
+		if (tls)
+			tp_count(&sh->tls_accepted, 1);
 		atomic_fetch_add(&sh->open, 1);
-		conn_arg ca = {.ep = ep, .fd = fd, .proto = &tp_http_proto};
+		conn_arg ca = {.ep = ep, .fd = fd, .proto = &tp_http_proto, .tls = tls};
 		if (!rt_spawn_on(l->idx, &tp_conn_behaviour, &ca, sizeof(ca))) {
 			close(fd);
 			atomic_fetch_sub(&sh->open, 1);
@@ -301,10 +341,16 @@ listener_handle(void *state, rt_msg *m)
 		return check_drained(l);
 	case TP_LST_EMPTY:
 		return l->draining ? check_drained(l) : RT_OK;
-	case RT_MSG_IO:
-		if (l->io && !l->paused)
-			accept_some(l);
+	case RT_MSG_IO: {
+		const rt_io_event *ev = rt_msg_data(m);
+		if (l->paused)
+			break;
+		if (l->io && ev->io == l->io)
+			accept_some(l, l->io, NULL);
+		else if (l->tls_io && ev->io == l->tls_io)
+			accept_some(l, l->tls_io, l->ep->tls);
 		break;
+	}
 	case TP_LST_TICK:
 		sweep(l);
 		rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
@@ -314,7 +360,7 @@ listener_handle(void *state, rt_msg *m)
 	case TP_LST_ACCEPT:
 		if (l->io && l->paused) {
 			l->paused = false;
-			rt_io_set(l->io, RT_IO_READ);
+			listener_watch(l, true);
 		}
 		break;
 	case TP_LST_STOP:
@@ -379,11 +425,12 @@ set_port(struct sockaddr *sa, int port)
 }
 
 /* Binds ep->nsched sockets to bind:port (TP_PORT_ANY: a free port, the same
- * for all).  Unless reuse_port, a probe without SO_REUSEPORT goes first:
- * SO_REUSEPORT would let us share a port that another process (of the same
- * user) listens on, and silently split its connections with it. */
+ * for all) into lfds; returns the port, or -1.  Unless reuse_port, a probe without SO_REUSEPORT
+ * goes first: SO_REUSEPORT would let us share a port that another process (of the same user)
+ * listens on, and silently split its connections with it. */
 static int
-open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog, bool reuse_port)
+open_listeners(tp_endpoint *ep, _Atomic int *lfds, const char *addr, int port, int backlog,
+               bool reuse_port)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 	                         .ai_socktype = SOCK_STREAM,
@@ -423,17 +470,16 @@ open_listeners(tp_endpoint *ep, const char *addr, int port, int backlog, bool re
 		close(probe);
 	}
 	for (int i = 0; i < ep->nsched; i++) {
-		ep->lfds[i] = listen_socket(res, backlog);
-		if (atomic_load(&ep->lfds[i]) < 0) {
+		lfds[i] = listen_socket(res, backlog);
+		if (atomic_load(&lfds[i]) < 0) {
 			fprintf(stderr, "tp_endpoint_start: cannot listen on %s:%d: %s\n", addr,
 			        port, strerror(errno));
 			freeaddrinfo(res);
 			return -1;
 		}
 	}
-	ep->port = port;
 	freeaddrinfo(res);
-	return 0;
+	return port;
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -453,8 +499,17 @@ endpoint_free(tp_endpoint *ep)
 		if (ep->spare[i] >= 0)
 			close(ep->spare[i]);
 	}
+	for (int i = 0; ep->tls_lfds && i < ep->nsched; i++) {
+		if (ep->tls_lfds[i] >= 0)
+			close(ep->tls_lfds[i]);
+		if (ep->tls_spare[i] >= 0)
+			close(ep->tls_spare[i]);
+	}
 	free(ep->lfds);
 	free(ep->spare);
+	free(ep->tls_lfds);
+	free(ep->tls_spare);
+	tls_ctx_free(ep->tls);
 	free(ep->listeners);
 	free(ep->shards);
 	for (size_t i = 0; i < ep->nroutes; i++) {
@@ -488,6 +543,29 @@ open_count(tp_endpoint *ep)
 	for (int i = 0; i < ep->nsched; i++)
 		n += atomic_load(&ep->shards[i].open);
 	return n;
+}
+
+/* HTTPS: the TLS context and the listening sockets of opts->https_port. */
+static int
+start_https(tp_endpoint *ep, const tp_endpoint_opts *opts, const char *bind, int backlog)
+{
+	char err[512];
+	if (opts->https_port < TP_PORT_ANY || opts->https_port > 65535) {
+		fprintf(stderr, "tp_endpoint_start: bad HTTPS port %d\n", opts->https_port);
+		return -1;
+	}
+	ep->tls = tls_ctx_new(opts->tls_cert, opts->tls_key, err, sizeof(err));
+	if (!ep->tls) {
+		fprintf(stderr, "tp_endpoint_start: TLS: %s\n", err);
+		return -1;
+	}
+	ep->tls_lfds = rt_xmalloc((size_t)ep->nsched * sizeof(*ep->tls_lfds));
+	ep->tls_spare = rt_xmalloc((size_t)ep->nsched * sizeof(*ep->tls_spare));
+	for (int i = 0; i < ep->nsched; i++)
+		ep->tls_lfds[i] = ep->tls_spare[i] = -1;
+	ep->https_port =
+	    open_listeners(ep, ep->tls_lfds, bind, opts->https_port, backlog, opts->reuse_port);
+	return ep->https_port < 0 ? -1 : 0;
 }
 
 tp_endpoint *
@@ -544,6 +622,7 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	ep->tq_ms[TQ_HTTP] = opts->http_idle_ms ? opts->http_idle_ms : 15000;
 	ep->tq_ms[TQ_WS] = opts->ws_idle_ms ? opts->ws_idle_ms : 60000;
 	ep->tq_ms[TQ_CLOSE] = CLOSE_WAIT_MS;
+	ep->tq_ms[TQ_TLS] = opts->tls_handshake_ms ? opts->tls_handshake_ms : 5000;
 	for (int q = 1; q < TQ_COUNT; q++)
 		if (ep->tq_ms[q] > 86400000u) /* deadlines are 32-bit: at most a day */
 			ep->tq_ms[q] = 86400000u;
@@ -571,16 +650,20 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	memset(ep->shards, 0, (size_t)nsched * sizeof(tp_shard));
 	for (int i = 0; i < nsched; i++)
 		ep->lfds[i] = ep->spare[i] = -1;
-	if (open_listeners(ep, opts->bind ? opts->bind : "127.0.0.1",
-	                   opts->port ? opts->port : 4000, opts->backlog > 0 ? opts->backlog : 4096,
-	                   opts->reuse_port) < 0) {
+	const char *bind = opts->bind ? opts->bind : "127.0.0.1";
+	int backlog = opts->backlog > 0 ? opts->backlog : 4096;
+	ep->port = open_listeners(ep, ep->lfds, bind, opts->port ? opts->port : 4000, backlog,
+	                          opts->reuse_port);
+	if (ep->port < 0 || (opts->https_port && start_https(ep, opts, bind, backlog) < 0)) {
 		endpoint_free(ep);
 		return NULL;
 	}
 	ep->files = tp_static_load(opts->static_dir, opts->static_aliases);
 	for (int i = 0; i < nsched; i++) {
 		ep->spare[i] = fcntl(ep->lfds[i], F_DUPFD_CLOEXEC, 0);
-		if (ep->spare[i] < 0) {
+		if (ep->tls_spare)
+			ep->tls_spare[i] = fcntl(ep->tls_lfds[i], F_DUPFD_CLOEXEC, 0);
+		if (ep->spare[i] < 0 || (ep->tls_spare && ep->tls_spare[i] < 0)) {
 			fprintf(stderr, "tp_endpoint_start: dup: %s\n", strerror(errno));
 			endpoint_free(ep);
 			return NULL;
@@ -635,6 +718,12 @@ tp_endpoint_port(const tp_endpoint *ep)
 	return ep ? ep->port : -1;
 }
 
+int
+tp_endpoint_https_port(const tp_endpoint *ep)
+{
+	return ep && ep->https_port > 0 ? ep->https_port : 0;
+}
+
 void
 tp_endpoint_stop(tp_endpoint *ep, uint32_t timeout_ms)
 {
@@ -676,6 +765,10 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->closed_1011 += atomic_load_explicit(&s->closed_1011, memory_order_relaxed);
 		out->http_requests += atomic_load_explicit(&s->http_requests, memory_order_relaxed);
 		out->http_parsed += atomic_load_explicit(&s->http_parsed, memory_order_relaxed);
+		out->tls_accepted += atomic_load_explicit(&s->tls_accepted, memory_order_relaxed);
+		out->tls_handshakes +=
+		    atomic_load_explicit(&s->tls_handshakes, memory_order_relaxed);
+		out->tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
 	}
 	out->drained = atomic_load(&ep->drained);
 	const lp_table *t = ep->lp;

@@ -66,6 +66,7 @@ enum {
 	TQ_HTTP,  /* HTTP: keep-alive idle or request in progress (http_idle_ms) */
 	TQ_WS,    /* open WebSocket: no client data for ws_idle_ms */
 	TQ_CLOSE, /* closing: close handshake or lingering close (close_wait_ms) */
+	TQ_TLS,   /* HTTPS: the TLS handshake (tls_handshake_ms) */
 	TQ_COUNT
 };
 
@@ -82,7 +83,8 @@ typedef struct tp_shard {
 	_Alignas(64) tq_list lists[TQ_COUNT];
 	/* counters (tp_stats) */
 	_Atomic uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002,
-	    closed_1007, closed_1011, http_requests, http_parsed;
+	    closed_1007, closed_1011, http_requests, http_parsed, tls_accepted, tls_handshakes,
+	    tls_failed;
 } tp_shard;
 
 /* A cached static file. */
@@ -133,11 +135,16 @@ struct tp_endpoint {
 	tp_http_config http;
 	tp_static *files;
 	int port; /* the bound port */
+	/* HTTPS: the context (tls.h), the bound port; NULL and 0 without. */
+	struct ssl_ctx_st *tls;
+	int https_port;
 
 	/* Listeners and shards: index = scheduler. */
 	int nsched;
-	_Atomic int *lfds;         /* listening sockets, owned by the endpoint (-1: closed) */
-	_Atomic int *spare;        /* a dup of each for its listener's first start, or -1 */
+	_Atomic int *lfds;     /* listening sockets, owned by the endpoint (-1: closed) */
+	_Atomic int *spare;    /* a dup of each for its listener's first start, or -1 */
+	_Atomic int *tls_lfds; /* the same for the HTTPS port (NULL without) */
+	_Atomic int *tls_spare;
 	_Atomic rt_pid *listeners; /* the current listener of each scheduler (restarts) */
 	rt_pid sup;                /* the listeners' supervisor */
 	rt_pid parent;             /* its parent (ch_endpoint_supervisor), or RT_NOPID */

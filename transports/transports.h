@@ -91,7 +91,25 @@ typedef struct tp_endpoint_opts {
 	uint32_t lp_max_sessions;
 	uint32_t lp_max_frames;
 	size_t lp_max_bytes;
+	/* HTTPS (as Phoenix's endpoint `https:` config): a second listener on
+	 * https_port (0: none; TP_PORT_ANY: a free port, see
+	 * tp_endpoint_https_port) beside the plain one, on the same bind
+	 * address, serving the same routes, WebSocket and long polling over TLS
+	 * 1.2+ (OpenSSL; ALPN http/1.1).  tls_cert: PEM certificate (then its
+	 * chain), tls_key: its PEM private key (no passphrase); both required
+	 * with https_port.  A client has tls_handshake_ms (default 5000, as
+	 * Ranch) to complete the handshake; one that fails or stalls is closed
+	 * quietly (a debug log line, counted in tp_stats.tls_failed). */
+	int https_port;
+	const char *tls_cert;
+	const char *tls_key;
+	uint32_t tls_handshake_ms;
 } tp_endpoint_opts;
+
+/* Checks that cert_file and key_file are readable PEM files and that the key
+ * matches the certificate, as tp_endpoint_start would load them: 0, or -1
+ * with the reason in err[0, cap) (e.g. for a launcher's usage error). */
+int tp_tls_check(const char *cert_file, const char *key_file, char *err, size_t cap);
 
 typedef struct tp_endpoint tp_endpoint;
 
@@ -106,6 +124,9 @@ tp_endpoint *tp_endpoint_start(const tp_endpoint_opts *opts);
 
 /* The port the endpoint listens on (useful with opts.port 0). */
 int tp_endpoint_port(const tp_endpoint *ep);
+
+/* The HTTPS port (useful with opts.https_port TP_PORT_ANY), or 0 without one. */
+int tp_endpoint_https_port(const tp_endpoint *ep);
 
 /* Stops accepting, closes every WebSocket with 1001 (going away) after what
  * is queued for it, lets HTTP responses in flight finish (idle keep-alive
@@ -154,7 +175,10 @@ rt_pid tp_endpoint_drain(tp_endpoint *ep, const tp_drain_opts *o);
  * POST bodies refused as malformed (400).  lp_remote_*: polls and POSTs
  * sent to another node's session, served here for another node, frames
  * from other nodes refused as malformed, answers lost between nodes.
- * drained: sockets closed by the drain (tp_endpoint_drain). */
+ * drained: sockets closed by the drain (tp_endpoint_drain).
+ * tls_accepted: connections accepted on the HTTPS port; tls_handshakes:
+ * handshakes completed; tls_failed: handshakes failed (not TLS, refused by
+ * OpenSSL, the peer closed) or timed out. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests, http_parsed;
@@ -162,6 +186,7 @@ typedef struct tp_stats {
 	    lp_lines_ignored, lp_bad_posts;
 	uint64_t lp_remote_sent, lp_remote_served, lp_remote_refused, lp_remote_lost;
 	uint64_t drained;
+	uint64_t tls_accepted, tls_handshakes, tls_failed;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

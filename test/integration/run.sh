@@ -5,7 +5,8 @@
 # waits until it answers HTTP, then runs with node's test runner:
 #   (a) the conformance suite of ../shared/conformance (files 01-11: 11 is
 #       long polling with phoenix.js's own LongPoll; 12, the cluster, in (c)),
-#   (b) test/integration/*.test.js (bad input, presence keys, launcher, the chat page in
+#   (b) test/integration/*.test.js (bad input, presence keys, launcher, HTTPS and wss
+#       with a certificate it makes (tls.test.js), the chat page in
 #       headless Chromium, long polling (longpoll.test.js and the browser
 #       tests skip while /socket/longpoll answers 404), clusters:
 #       cluster.test.js starts its own nodes and
@@ -139,7 +140,7 @@ if [ -d "$CONF" ]; then
 	# shellcheck disable=SC2086
 	node_tests "$CONF" $files
 fi
-node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js cluster.test.js
+node_tests "$ROOT/test/integration" bad_input.test.js presence.test.js pubsub.test.js launcher.test.js browser.test.js cluster.test.js tls.test.js
 # Long polling on its own time budget: a session expiry takes up to 30 s with
 # Phoenix's window.
 node_tests "$ROOT/test/integration" longpoll.test.js
