@@ -1294,7 +1294,8 @@ test_ws_handshake_order(void)
 	CHECK_STR(hdr(&r, "sec-websocket-accept"), accept);
 	ws_join_and_ping(&c, "test:order");
 	cli_close(&c);
-	/* before the connect: a non-GET (400, empty), a query that is not UTF-8 once decoded, no Host */
+	/* before the connect: a non-GET (400, empty), a query that is not UTF-8
+	 * once decoded, no Host */
 	pthread_mutex_lock(&seen_mu);
 	snprintf(seen_param, sizeof(seen_param), "-");
 	pthread_mutex_unlock(&seen_mu);
