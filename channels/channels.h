@@ -52,6 +52,10 @@ enum {
 	CH_ERROR = -1 /* join: refused (reply set with ch_join_error); others: crash */
 };
 
+/* ch_socket_handler.connect's third result, besides CH_OK and CH_ERROR: the
+ * connect crashed, as a raise in Phoenix's connect/3 (HTTP 500). */
+enum { CH_CONNECT_CRASH = -2 };
+
 typedef struct ch_chan ch_chan;
 typedef struct ch_endpoint ch_endpoint;
 
@@ -126,22 +130,60 @@ typedef struct ch_route {
 	const ch_channel_ops *channel;
 } ch_route;
 
-/* Query parameters of the connection request (decoded).  Owned by the
- * transport process that decoded them; borrowed by the callbacks it makes
- * (connect), valid for the call only. */
+/* One query parameter of the connection request, decoded as Plug does
+ * (x-www-form-urlencoded: '+' is a space, "%XX" a byte, a malformed escape
+ * stays as it is).  Key and value are byte strings: they may hold NUL bytes
+ * ("%00"), so compare them by their lengths.  Each is also followed by a NUL
+ * (at key[key_len], value[value_len]), which makes it a C string only when it
+ * holds no NUL itself.  The key is the raw one: "a[b]" stays "a[b]" here.
+ * Owned by the transport process that decoded it; borrowed by the callbacks
+ * it makes (connect), valid for the call only. */
 typedef struct ch_param {
 	const char *key;
+	size_t key_len;
 	const char *value;
+	size_t value_len;
 } ch_param;
 
-/* The list of them: owned and written by the transport process, read-only
- * for the callbacks it is passed to. */
+/* Every parameter of the query, in the order it gives them (repeated keys
+ * included): owned and written by the transport process, read-only for the
+ * callbacks it is passed to.  Read them with ch_params_find (Plug's params
+ * map), not by walking items, unless the order matters to the app. */
 typedef struct ch_params {
 	const ch_param *items;
 	size_t n;
 } ch_params;
 
-/* The value of the first parameter named key, or NULL. */
+/* What Plug's params map holds under a key (ch_params_find). */
+typedef enum ch_param_kind {
+	CH_PARAM_NONE = 0, /* no such key */
+	CH_PARAM_STRING,   /* a byte string */
+	CH_PARAM_NESTED    /* a list or map, from "key[]=..." or "key[sub]=..." */
+} ch_param_kind;
+
+/*
+ * params[key] as Plug.Conn.Query decodes the query (key is a NUL-terminated
+ * root name, compared with each parameter's key byte by byte):
+ *  - a later "key=v" overrides an earlier one (the last one wins);
+ *  - a parameter "key[...]" (its key ends in ']' and its first '[' is not its
+ *    first byte) makes params[key] a list or map: CH_PARAM_NESTED, which a
+ *    later "key=v" overrides, and which the first such parameter places (a
+ *    later "key[...]" adds to the list or map but does not move it);
+ *  - anything else ("key%00x", "[a]", "a[b") is a key of its own.
+ * Returns the kind; for CH_PARAM_STRING sets *value (followed by a NUL) and
+ * *len (either may be NULL), else sets *value to NULL and *len to 0.  The
+ * members of a nested value are not given: read items for them.
+ */
+ch_param_kind ch_params_find(const ch_params *p, const char *key, const char **value, size_t *len);
+
+/* params[key] when it is a byte string: its first byte (followed by a NUL)
+ * and its length in *len (may be NULL); NULL when it is missing or nested. */
+const char *ch_params_get_n(const ch_params *p, const char *key, size_t *len);
+
+/* A C-string convenience for parameters that are plain text: params[key]
+ * when it is a byte string with no NUL byte, else NULL (missing, nested, or
+ * holding a NUL: use ch_params_find to tell these apart; never for
+ * credentials, where "present but not text" must not read as "absent"). */
 const char *ch_params_get(const ch_params *p, const char *key);
 
 /* Facts about the connection request: written by the transport process,
@@ -157,7 +199,9 @@ typedef struct ch_connect_info {
  * every transport process from the endpoint; must outlive the endpoint. */
 typedef struct ch_socket_handler {
 	/* Accepts (CH_OK, filling `assigns`, a JSON object owned by the socket)
-	 * or refuses (CH_ERROR: HTTP 403) a connection. */
+	 * or refuses (CH_ERROR: HTTP 403) a connection; CH_CONNECT_CRASH (or any
+	 * other result) is a connect that crashed (HTTP 500), e.g. as Phoenix's
+	 * when a parameter it needs as a string is CH_PARAM_NESTED. */
 	int (*connect)(const ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
 	               cJSON *assigns);
 	/* Names the socket ("users_socket:42") into buf; returns its length, 0 for none. */
@@ -430,9 +474,12 @@ void ch_presence_set_fetch(ch_endpoint *ep, ch_presence_fetch_fn fn, void *ud);
  * does, into out (NUL-terminated); returns the length or -1. */
 int ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, char *out,
                          size_t cap);
-/* Verifies; on success copies the data (a string, or an integer printed in
- * decimal) into out and returns 0; -1 invalid or expired. */
-int ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
+/* Verifies the len-byte token (every byte of it: a valid token followed by
+ * anything, a NUL included, is invalid, as Phoenix.Token.verify compares
+ * the whole binary); on success copies the data (a string without NUL
+ * bytes, or an integer printed in decimal) into out, NUL-terminated, and
+ * returns 0; -1 invalid, expired, or data that does not fit. */
+int ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token, size_t len,
                            int64_t max_age_s, char *out, size_t cap);
 
 #endif /* channels_channels_h */

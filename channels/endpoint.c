@@ -160,13 +160,68 @@ endpoint_route(const ch_endpoint *ep, const char *topic)
 	return NULL;
 }
 
+/* The root name of a parameter key as Plug.Conn.Query.decode_each splits
+ * it: "a[b][c]" and "a[]" are nested under "a" (*nested set); a key not
+ * ending in ']', or whose first '[' is its first byte, is its own root. */
+static size_t
+param_root(const ch_param *it, bool *nested)
+{
+	*nested = false;
+	if (it->key_len < 2 || it->key[it->key_len - 1] != ']')
+		return it->key_len;
+	const char *b = memchr(it->key, '[', it->key_len);
+	if (!b || b == it->key)
+		return it->key_len;
+	*nested = true;
+	return (size_t)(b - it->key);
+}
+
+ch_param_kind
+ch_params_find(const ch_params *p, const char *key, const char **value, size_t *len)
+{
+	size_t kl = strlen(key);
+	ch_param_kind kind = CH_PARAM_NONE;
+	const ch_param *str = NULL;
+	bool placed = false; /* a "key[...]" has placed the nested value */
+	for (size_t i = 0; p && i < p->n; i++) {
+		const ch_param *it = &p->items[i];
+		bool nested;
+		size_t rl = param_root(it, &nested);
+		if (rl != kl || memcmp(it->key, key, kl) != 0)
+			continue;
+		if (!nested) {
+			kind = CH_PARAM_STRING;
+			str = it;
+		} else if (!placed) {
+			placed = true;
+			kind = CH_PARAM_NESTED;
+		}
+	}
+	if (value)
+		*value = kind == CH_PARAM_STRING ? str->value : NULL;
+	if (len)
+		*len = kind == CH_PARAM_STRING ? str->value_len : 0;
+	return kind;
+}
+
+const char *
+ch_params_get_n(const ch_params *p, const char *key, size_t *len)
+{
+	const char *v;
+	size_t n;
+	if (ch_params_find(p, key, &v, &n) != CH_PARAM_STRING)
+		v = NULL;
+	if (len)
+		*len = v ? n : 0;
+	return v;
+}
+
 const char *
 ch_params_get(const ch_params *p, const char *key)
 {
-	for (size_t i = 0; p && i < p->n; i++)
-		if (strcmp(p->items[i].key, key) == 0)
-			return p->items[i].value;
-	return NULL;
+	size_t n;
+	const char *v = ch_params_get_n(p, key, &n);
+	return v && !memchr(v, 0, n) ? v : NULL;
 }
 
 const ch_token_key *
@@ -197,7 +252,7 @@ ch_token_sign_string(const ch_endpoint *ep, const char *salt, const char *data, 
 }
 
 int
-ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token,
+ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *token, size_t len,
                        int64_t max_age_s, char *out, size_t cap)
 {
 	const ch_token_key *k = endpoint_key((ch_endpoint *)ep, salt);
@@ -207,7 +262,7 @@ ch_token_verify_string(const ch_endpoint *ep, const char *salt, const char *toke
 	if (!d)
 		return -1;
 	int rc = -1;
-	if (ch_token_verify(k, token, strlen(token), max_age_s, rt_wall_ms(), d) == CH_TOKEN_OK) {
+	if (ch_token_verify(k, token, len, max_age_s, rt_wall_ms(), d) == CH_TOKEN_OK) {
 		if (d->type == CH_TOKEN_INTEGER)
 			rc = snprintf(out, cap, "%lld", (long long)d->integer) < (int)cap ? 0 : -1;
 		else if (d->bin_len < cap && !memchr(d->bin, 0, d->bin_len)) {

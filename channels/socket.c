@@ -695,24 +695,103 @@ ch_socket_info(ch_socket *s, rt_msg *m)
 
 /* ------------------------------------------------------------------ open/close */
 
-static int
-parse_vsn(const char *v)
+static bool
+ascii_digit(unsigned char c)
 {
-	if (!v || strcmp(v, "1.0.0") == 0 || strncmp(v, "1.0.", 4) == 0)
+	return c >= '0' && c <= '9';
+}
+
+/* The length of the SemVer 2.0 identifier at v[0, n) (ASCII letters, digits,
+ * '-'), 0 when empty or, for a pre-release one (numeric_rule), a numeric
+ * identifier with a leading zero, which Elixir's Version.parse refuses. */
+static size_t
+semver_ident(const char *v, size_t n, bool numeric_rule)
+{
+	size_t i = 0;
+	bool digits = true;
+	while (i < n && (ascii_digit((unsigned char)v[i]) || v[i] == '-' ||
+	                 ((v[i] | 0x20) >= 'a' && (v[i] | 0x20) <= 'z'))) {
+		digits = digits && ascii_digit((unsigned char)v[i]);
+		i++;
+	}
+	if (numeric_rule && digits && i > 1 && v[0] == '0')
+		return 0;
+	return i;
+}
+
+/* The length of the dot-separated identifiers at v[0, n), 0 when one of
+ * them is empty or invalid. */
+static size_t
+semver_idents(const char *v, size_t n, bool numeric_rule)
+{
+	size_t i = 0;
+	for (;;) {
+		size_t l = semver_ident(v + i, n - i, numeric_rule);
+		if (!l)
+			return 0;
+		i += l;
+		if (i == n || v[i] != '.')
+			return i;
+		i++;
+	}
+}
+
+/*
+ * The serializer version the client asks for with the "vsn" parameter v[0,
+ * n) (v NULL: none, so 1.0.0), as Phoenix.Socket negotiates it: Elixir's
+ * Version.parse (SemVer 2.0: MAJOR.MINOR.PATCH without leading zeros, an
+ * optional -pre-release and +build) must succeed and the version match
+ * "~> 1.0.0" (V1) or "~> 2.0.0" (V2), i.e. >= X.0.0 and < X.1.0-0: so
+ * "2.0.7" and "2.0.1-rc" do, "2.0.0-rc" (before 2.0.0) does not.  0 when
+ * neither matches.
+ */
+static int
+parse_vsn(const char *v, size_t n)
+{
+	if (!v)
 		return CH_VSN_1;
-	if (strcmp(v, "2.0.0") == 0 || strncmp(v, "2.0.", 4) == 0)
-		return CH_VSN_2;
-	return 0;
+	if (n < 5 || (v[0] != '1' && v[0] != '2') || memcmp(v + 1, ".0.", 3) != 0)
+		return 0;
+	size_t i = 4, patch = i;
+	while (i < n && ascii_digit((unsigned char)v[i]))
+		i++;
+	if (i == patch || (v[patch] == '0' && i - patch > 1))
+		return 0;
+	bool zero = i - patch == 1 && v[patch] == '0';
+	if (i < n && v[i] == '-') {
+		size_t l = semver_idents(v + i + 1, n - i - 1, true);
+		if (!l || zero) /* X.0.0-pre sorts before X.0.0 */
+			return 0;
+		i += 1 + l;
+	}
+	if (i < n && v[i] == '+') {
+		size_t l = semver_idents(v + i + 1, n - i - 1, false);
+		if (!l)
+			return 0;
+		i += 1 + l;
+	}
+	if (i != n)
+		return 0;
+	return v[0] == '1' ? CH_VSN_1 : CH_VSN_2;
 }
 
 ch_socket *
 ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
                const ch_transport *t, int *http_status)
 {
-	int vsn = parse_vsn(ch_params_get(params, "vsn"));
+	const char *v;
+	size_t vl;
+	ch_param_kind vk = ch_params_find(params, "vsn", &v, &vl);
+	if (vk == CH_PARAM_NESTED) {
+		/* Phoenix's Version.parse raises on a list or map: HTTP 500. */
+		rt_log_error("the client's serializer version \"vsn\" is not a string");
+		*http_status = 500;
+		return NULL;
+	}
+	int vsn = parse_vsn(v, vl);
 	if (!vsn) {
-		rt_log_error("the client's requested serializer version \"%s\" is not supported",
-		             ch_params_get(params, "vsn"));
+		rt_log_error("the client's requested serializer version \"%.*s\" is not supported",
+		             (int)(vl > 64 ? 64 : vl), v);
 		*http_status = 403;
 		return NULL;
 	}
@@ -720,9 +799,12 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 	cJSON *assigns = cJSON_CreateObject();
 	if (!assigns)
 		rt_oom("cJSON_CreateObject", sizeof(cJSON));
-	if (h && h->connect && h->connect(ep, params, info, assigns) != CH_OK) {
+	int rc = h && h->connect ? h->connect(ep, params, info, assigns) : CH_OK;
+	if (rc != CH_OK) {
 		cJSON_Delete(assigns);
-		*http_status = 403;
+		if (rc != CH_ERROR)
+			rt_log_error("the socket's connect crashed (result %d)", rc);
+		*http_status = rc == CH_ERROR ? 403 : 500;
 		return NULL;
 	}
 	ch_socket *s = rt_xcalloc(1, sizeof(*s));

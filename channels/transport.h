@@ -73,13 +73,14 @@ typedef struct ch_transport {
 typedef struct ch_socket ch_socket;
 
 /* Accepts or refuses a client: picks the serializer from the "vsn" parameter
- * (absent or "1.0.0": V1, "2.0.0": V2; anything else refused), runs the
- * handler's connect, subscribes to the socket id topic.  Returns the socket,
- * or NULL with *http_status set (403, for a refused connect and, as Phoenix,
- * for an unsupported vsn).  Must be called from the transport process; the
- * transport may still refuse the client afterwards (a WebSocket upgrade with
- * bad headers: Phoenix checks them after connect), and then ch_socket_close
- * undoes the open. */
+ * (absent: V1; else a version matching "~> 1.0.0" or "~> 2.0.0", as Phoenix:
+ * "2.0.0", "2.0.3"; anything else refused), runs the handler's connect,
+ * subscribes to the socket id topic.  Returns the socket, or NULL with
+ * *http_status set: 403 for a refused connect and, as Phoenix, for an
+ * unsupported vsn; 500 where Phoenix's connect crashes (a nested "vsn", a
+ * handler's connect that returned neither CH_OK nor CH_ERROR).  Must be called from the transport
+ * process; the transport may still refuse the client afterwards (a WebSocket upgrade with bad
+ * headers: Phoenix checks them after connect), and then ch_socket_close undoes the open. */
 ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *info,
                           const ch_transport *t, int *http_status);
 

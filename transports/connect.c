@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "runtime/utf8.h"
 #include "runtime/xalloc.h"
 #include "transports/connect.h"
 
@@ -169,6 +170,45 @@ tp_origin_allowed(const tp_endpoint *ep, const tp_http_str *origin)
 	return false;
 }
 
+static int
+hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/*
+ * URI.decode_www_form of Elixir 1.14 (what Plug.Conn.Query calls): '+' is a
+ * space, "%XX" the byte XX, and a '%' not followed by two hex digits is kept
+ * as it is ("%zz", a trailing "%2").  Writes in[0, n) decoded and a NUL into
+ * out (room for n + 1 bytes) and returns the decoded length.
+ */
+static size_t
+www_form_decode(const char *in, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)in[i];
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%' && n - i >= 3) {
+			int h = hex_digit((unsigned char)in[i + 1]),
+			    l = hex_digit((unsigned char)in[i + 2]);
+			if (h >= 0 && l >= 0) {
+				c = (unsigned char)(h * 16 + l);
+				i += 2;
+			}
+		}
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return o;
+}
+
 int
 tp_params_decode(const tp_http_str *q, ch_params *out, void **mem)
 {
@@ -176,30 +216,31 @@ tp_params_decode(const tp_http_str *q, ch_params *out, void **mem)
 	tp_http_str k, v;
 	while (tp_http_query_next(q->ptr, q->len, &pos, &k, &v))
 		n++;
+	/* Decoding never grows: each key and value fits in its raw bytes plus
+	 * its NUL. */
 	size_t strcap = q->len + 2 * n + 1;
 	char *block = rt_xmalloc(n * sizeof(ch_param) + strcap);
 	ch_param *items = (ch_param *)block;
-	char *s = block + n * sizeof(ch_param), *end = s + strcap;
+	char *s = block + n * sizeof(ch_param);
 	size_t i = 0;
 	pos = 0;
 	while (tp_http_query_next(q->ptr, q->len, &pos, &k, &v)) {
-		ssize_t kl = tp_http_form_decode(k.ptr, k.len, s, (size_t)(end - s));
-		if (kl < 0)
-			goto bad;
-		items[i].key = s;
-		s += kl + 1;
-		ssize_t vl = tp_http_form_decode(v.ptr, v.len, s, (size_t)(end - s));
-		if (vl < 0)
-			goto bad;
-		items[i].value = s;
-		s += vl + 1;
-		i++;
+		ch_param *it = &items[i++];
+		it->key = s;
+		it->key_len = www_form_decode(k.ptr, k.len, s);
+		s += it->key_len + 1;
+		it->value = s;
+		it->value_len = www_form_decode(v.ptr, v.len, s);
+		s += it->value_len + 1;
+		/* Plug validates both as UTF-8 (InvalidQueryError: 400). */
+		if (!rt_utf8_valid((const uint8_t *)it->key, it->key_len) ||
+		    !rt_utf8_valid((const uint8_t *)it->value, it->value_len)) {
+			free(block);
+			return -1;
+		}
 	}
 	out->items = items;
 	out->n = n;
 	*mem = block;
 	return 0;
-bad:
-	free(block);
-	return -1;
 }

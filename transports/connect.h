@@ -28,10 +28,16 @@
 bool tp_origin_allowed(const tp_endpoint *ep, const tp_http_str *origin);
 
 /*
- * Decodes every parameter of the query string q into *out: items and their
- * NUL-terminated strings in one malloc'ed block, returned in *mem (free it
- * after the last use of *out).  Returns 0, or -1 for a malformed escape
- * (nothing to free then).
+ * Decodes every parameter of the query string q into *out as Plug's
+ * fetch_query_params does (Plug.Conn.Query.decode): split at '&' (empty
+ * parts skipped) and at the first '=' (none: an empty value), then each key
+ * and value decoded as URI.decode_www_form ('+' a space, "%XX" a byte, a
+ * malformed escape kept as it is) into byte strings with lengths, in the
+ * query's order (see ch_param; ch_params_find gives Plug's params map).
+ * The items and their strings are one malloc'ed block, returned in *mem (free
+ * it after the last use of *out).  Returns 0, or -1 when a decoded key or
+ * value is not valid UTF-8 (Plug raises InvalidQueryError: HTTP 400; nothing
+ * to free then).
  */
 int tp_params_decode(const tp_http_str *q, ch_params *out, void **mem);
 

@@ -384,32 +384,6 @@ pack_body(lp_table *t, const tp_http_request *req)
 
 /* ------------------------------------------------------------------ requests */
 
-/* The last value of parameter "token" (Plug's params: the last one wins). */
-static bool
-last_token(const tp_http_request *req, char *out, size_t cap, tp_http_str *raw)
-{
-	size_t pos = 0;
-	tp_http_str k, v;
-	bool found = false;
-	while (tp_http_query_next(req->query.ptr, req->query.len, &pos, &k, &v)) {
-		char key[8];
-		ssize_t kl =
-		    k.len < sizeof(key) ? tp_http_form_decode(k.ptr, k.len, key, sizeof(key)) : -1;
-		if (kl == 5 && memcmp(key, "token", 5) == 0) {
-			*raw = v;
-			found = true;
-		}
-	}
-	if (!found)
-		return false;
-	ssize_t n = tp_http_form_decode(raw->ptr, raw->len, out, cap);
-	if (n < 0)
-		return false;
-	raw->ptr = out;
-	raw->len = (size_t)n;
-	return true;
-}
-
 /* The spawn argument of a new session for req (malloc'ed; *size set). */
 static lp_start *
 start_arg(conn *c, const tp_http_request *req, size_t *size)
@@ -513,11 +487,41 @@ preflight(conn *c, const tp_http_request *req, bool keep)
 	send_plain(c, 200, NULL, extra, keep);
 }
 
+/* The answers Phoenix's default ErrorJSON renders when Plug raises. */
+#define BAD_REQUEST_JSON "{\"errors\":{\"detail\":\"Bad Request\"}}"
+#define CRASHED_JSON "{\"errors\":{\"detail\":\"Internal Server Error\"}}"
+
+static void
+send_error_json(conn *c, int status, const char *json, bool keep)
+{
+	send_json(c, status, rt_buf_from(json, strlen(json)), keep);
+}
+
 void
 tp_lp_request(conn *c, const tp_http_request *req, bool keep)
 {
 	tp_endpoint *ep = c->ep;
 	lp_table *t = ep->lp;
+	/* fetch_query_params comes first, for every method: a key or value that
+	 * is not UTF-8 raises InvalidQueryError (400). */
+	ch_params params;
+	void *pmem;
+	if (tp_params_decode(&req->query, &params, &pmem) < 0) {
+		send_error_json(c, 400, BAD_REQUEST_JSON, keep);
+		return;
+	}
+	/* The session's token: the last "token" parameter (Plug's params map). */
+	const char *tokp;
+	size_t tokl;
+	ch_param_kind tk = ch_params_find(&params, "token", &tokp, &tokl);
+	char tokbuf[CH_TOKEN_MAX_LEN];
+	tp_http_str tok = {0};
+	if (tk == CH_PARAM_STRING && tokl < sizeof(tokbuf)) {
+		memcpy(tokbuf, tokp, tokl);
+		tok.ptr = tokbuf;
+		tok.len = tokl;
+	}
+	free(pmem);
 	const tp_http_str *origin = tp_http_header_get(req, "origin");
 	if (ep->check_origin && origin && !tp_origin_allowed(ep, origin)) {
 		rt_log_debug("longpoll refused: origin %.*s not allowed", (int)origin->len,
@@ -533,11 +537,13 @@ tp_lp_request(conn *c, const tp_http_request *req, bool keep)
 		send_plain(c, 400, NULL, NULL, keep);
 		return;
 	}
-	char tokbuf[CH_TOKEN_MAX_LEN];
-	tp_http_str tok = {0};
+	if (tk == CH_PARAM_NESTED) {
+		/* Phoenix.Token.verify of a list or map raises: 500. */
+		send_error_json(c, 500, CRASHED_JSON, keep);
+		return;
+	}
 	lp_sid sid;
-	bool have = last_token(req, tokbuf, sizeof(tokbuf), &tok) &&
-	            lp_token_verify(t, tok.ptr, tok.len, &sid) == 0;
+	bool have = tok.ptr && lp_token_verify(t, tok.ptr, tok.len, &sid) == 0;
 	uint64_t ref = lp_next_ref(t), mon = 0;
 	lp_op op = {.ref = ref};
 	if (req->method_id == TP_HTTP_GET) {

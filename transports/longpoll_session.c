@@ -212,25 +212,6 @@ tr_close(void *conn_, int code, const char *reason)
 
 /* ------------------------------------------------------------------ init */
 
-/* Keeps the last of each parameter, as Plug's params map: a long-poll URL
- * carries the user's params and then the session token under "token". */
-static void
-last_wins(ch_params *p)
-{
-	ch_param *items = (ch_param *)p->items; /* the block tp_params_decode made */
-	rt_strmap seen = RT_STRMAP_INIT;
-	size_t keep = p->n;
-	for (size_t i = p->n; i-- > 0;) {
-		if (rt_strmap_get(&seen, items[i].key))
-			continue;
-		rt_strmap_put(&seen, items[i].key, (void *)1);
-		items[--keep] = items[i];
-	}
-	rt_strmap_clear(&seen, NULL);
-	p->items = items + keep;
-	p->n -= keep;
-}
-
 static char *
 take_str(const char **p, uint32_t len)
 {
@@ -268,8 +249,9 @@ session_init(void *state, const void *arg, size_t size)
 	char *ua = take_str(&p, a->ua_len);
 	ch_params params = {0};
 	void *pmem = NULL;
-	if (tp_params_decode(&query, &params, &pmem) == 0)
-		last_wins(&params);
+	/* The request checked that the query decodes (400 otherwise). */
+	if (tp_params_decode(&query, &params, &pmem) < 0)
+		params = (ch_params){0};
 	ch_connect_info info = {
 	    .peer = peer, .origin = origin, .user_agent = ua, .transport = "longpoll"};
 	ch_transport tr = {.conn = s, .send = tr_send, .close = tr_close};
@@ -280,6 +262,14 @@ session_init(void *state, const void *arg, size_t size)
 	free(origin);
 	free(ua);
 	if (!s->sock) {
+		if (status == 500) { /* a connect that crashed: Plug's error page */
+			lp_answer ans = {.ref = a->ref, .http_status = 500};
+			static const char crashed[] =
+			    "{\"errors\":{\"detail\":\"Internal Server Error\"}}";
+			rt_send_buf(a->conn, LP_MSG_ANSWER, &ans, sizeof(ans),
+			            rt_buf_from(crashed, sizeof(crashed) - 1));
+			return rt_stop("normal");
+		}
 		/* Phoenix answers a refused connect, and an unsupported vsn, 403. */
 		answer_text(a->conn, a->ref, "{\"status\":403}");
 		return rt_stop("normal");

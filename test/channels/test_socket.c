@@ -172,7 +172,12 @@ fake_init(void *st, const void *arg, size_t size)
 	fake *f = st;
 	const fake_arg *a = arg;
 	f->client = a->client;
-	ch_param params[2] = {{"vsn", a->vsn == 1 ? "1.0.0" : "2.0.0"}, {"user", a->token_user}};
+	ch_param params[2] = {
+	    {.key = "vsn", .key_len = 3, .value = a->vsn == 1 ? "1.0.0" : "2.0.0", .value_len = 5},
+	    {.key = "user",
+	     .key_len = 4,
+	     .value = a->token_user,
+	     .value_len = a->token_user ? strlen(a->token_user) : 0}};
 	ch_params ps = {params, a->token_user ? 2 : 1};
 	ch_connect_info info = {.peer = "127.0.0.1:1", .transport = "websocket"};
 	ch_transport t = {.conn = f, .send = fake_send, .close = fake_close};

@@ -1,5 +1,6 @@
 'use strict'
-// Bad input over real sockets: garbage instead of an HTTP request, oversized,
+// Bad input over real sockets: odd connect queries (%00 in params, nested
+// keys, bytes that are not UTF-8), garbage instead of an HTTP request, oversized,
 // unmasked and undecodable WebSocket frames, a wrong-arity V2 message,
 // topics that are not strings, messages with a stale join_ref and an event
 // no handle_in clause matches.  Each case checks what the offender gets
@@ -9,7 +10,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const {
-  PHX_URL, RawClient, TcpClient, encodeFrame, postJSON, getToken, uniq
+  PHX_URL, RawClient, TcpClient, encodeFrame, postJSON, getToken, uniq, waitFor
 } = require('./lib')
 
 const T = { timeout: 20000 }
@@ -251,5 +252,139 @@ test('bad HTTP API requests answer 400 and change nothing', T, async () => {
   const { httpGet } = require('./lib')
   assert.equal((await httpGet('/token')).status, 400)
   assert.equal((await httpGet(`/token?user_id=${'x'.repeat(5000)}`)).status, 400)
+  await assertWatcherAlive()
+})
+
+// The status of a WebSocket upgrade with the raw query q (101 or a refusal).
+async function upgradeStatus (q) {
+  const c = await TcpClient.connect()
+  try {
+    c.write(`GET /socket/websocket?${q} HTTP/1.1\r\nHost: ${new URL(PHX_URL).host}\r\n` +
+      'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    const head = await c.until((d) => { const s = d.toString('latin1'); return s.includes('\r\n\r\n') && s }, 5000, 'the upgrade response')
+    return Number((head.match(/^HTTP\/1\.1 (\d{3}) /) || [])[1])
+  } finally { c.destroy() }
+}
+
+// What a long-poll GET with the raw query q gets: "410" (a session opened),
+// "403" (connect refused) or the HTTP status of an error answer.
+async function longpollOutcome (q) {
+  const { httpGet } = require('./lib')
+  const r = await httpGet(`/socket/longpoll?${q}`)
+  if (r.status !== 200) return String(r.status)
+  assert.ok(r.json && typeof r.json.status === 'number', `long poll answered ${r.text}`)
+  if (r.json.status === 410) assert.equal(typeof r.json.token, 'string')
+  return String(r.json.status)
+}
+
+// Connect params are byte strings (issue 10): a valid token followed by "%00junk"
+// is not the valid token, and "token%00x" is not "token" (whose last value
+// wins).  The socket accepted is the token's user's: /api/disconnect closes it.
+test('connect params with %00: the whole token is verified, the last "token" wins', T, async (t) => {
+  const user = uniq('nul')
+  const token = await getToken(user)
+  const withJunk = new URLSearchParams([['vsn', '2.0.0'], ['token', `${token}\0junk`]]).toString()
+  assert.match(withJunk, /%00junk$/)
+  const shadowed = new URLSearchParams([['vsn', '2.0.0'], ['token\0x', 'forged'], ['token', token]]).toString()
+  assert.match(shadowed, /token%00x=forged&token=/)
+  assert.equal(await upgradeStatus(withJunk), 403)
+  assert.equal(await longpollOutcome(withJunk), '403')
+  assert.equal(await upgradeStatus(shadowed), 101)
+  assert.equal(await longpollOutcome(shadowed), '410')
+  // An earlier valid token does not win over a later forged one.
+  const lastForged = `vsn=2.0.0&token=${token}&token=forged`
+  assert.equal(await upgradeStatus(lastForged), 403)
+  assert.equal(await longpollOutcome(lastForged), '403')
+  // The socket opened through "token%00x=forged&token=T" is the user's.
+  const c = await RawClient.connect({ params: [['token\0x', 'forged'], ['token', token]] })
+  t.after(() => c.close())
+  assert.ok(c.isOpen)
+  const res = await postJSON('/api/disconnect', { user_id: user })
+  assert.equal(res.status, 200)
+  await waitFor(() => !c.isOpen, 5000, 'the user\'s socket to be disconnected')
+  await assertWatcherAlive()
+})
+
+// Odd queries, answered as Phoenix 1.7.24 (Plug 1.19.2, Bandit) answers them,
+// on the WebSocket upgrade and on the long-poll GET.  <T> is a valid token.
+// Plug keeps malformed escapes, refuses a key or value that is not UTF-8
+// (400), lets the last value win, and makes "k[]=" / "k[a]=" a list / map,
+// which the reference app's connect (Phoenix.Token.verify) and Phoenix's vsn
+// parsing crash on (500).
+const ODD_QUERIES = [
+  // query, WebSocket status, long-poll outcome
+  ['a=1&a=2', 101, '410'],
+  ['a', 101, '410'],
+  ['=1', 101, '410'],
+  ['=', 101, '410'],
+  ['&&&', 101, '410'],
+  ['a==b', 101, '410'],
+  ['a=%00', 101, '410'],
+  ['a%00b=1', 101, '410'],
+  ['a[]=1&a[]=2', 101, '410'],
+  ['a[b]=1', 101, '410'],
+  ['a=x+y', 101, '410'],
+  ['a=%zz', 101, '410'],
+  ['a=%', 101, '410'],
+  ['a=%2', 101, '410'],
+  ['%C3%A9=1', 101, '410'],
+  ['a=%ff', 400, '400'],
+  ['%ff=1', 400, '400'],
+  ['a=%C3', 400, '400'],
+  ['a=%ED%A0%80', 400, '400'],
+  ['a=%C0%80', 400, '400'],
+  ['a=%zz%ff', 400, '400'],
+  ['token=<T>', 101, '410'],
+  ['token=<T>%00junk', 403, '403'],
+  ['token=<T>junk', 403, '403'],
+  ['token%00x=bad&token=<T>', 101, '410'],
+  ['token=bad&token=<T>', 101, '410'],
+  ['token=<T>&token=bad', 403, '403'],
+  ['token', 403, '403'],
+  ['token=', 403, '403'],
+  ['token[]=<T>', 500, '500'],
+  ['token[a]=<T>', 500, '500'],
+  ['token%5B%5D=x', 500, '500'],
+  ['token[]=x&token=<T>', 101, '410'],
+  ['token=<T>&token[]=x', 500, '500'],
+  ['token[]=x&token=<T>&token[]=y', 101, '410'],
+  ['[token]=x', 101, '410'],
+  ['token[=x&token=<T>', 101, '410'],
+  ['token]=x', 101, '410'],
+  ['vsn=2.0.0&vsn=9.0.0', 403, '403'],
+  ['vsn=9.0.0&vsn=2.0.0', 101, '410'],
+  ['vsn=2.0.0%00', 403, '403'],
+  ['vsn[]=2.0.0', 500, '500'],
+  ['vsn=1.0.0&vsn[]=x', 500, '500'],
+  ['vsn', 403, '403'],
+  ['vsn=2.0.1', 101, '410'],
+  ['vsn=1.0.9', 101, '410'],
+  ['vsn=2.0.1-rc', 101, '410'],
+  ['vsn=2.0.0-rc', 403, '403'],
+  ['vsn=2.0.0%2Bb', 101, '410'],
+  ['vsn=2.0.0+b', 403, '403'],
+  ['vsn=2.0.99999999999999999999', 101, '410'],
+  ['vsn=2.0.abc', 403, '403'],
+  ['vsn=2.0', 403, '403'],
+  ['vsn=02.0.0', 403, '403'],
+  ['vsn=2.0.01', 403, '403'],
+  ['vsn=2.0.1-rc.01', 403, '403'],
+  ['vsn=2.0.1-rc.0a', 101, '410'],
+  ['vsn=2.0.1-', 403, '403'],
+  ['vsn=2.0.0%2Bb..c', 403, '403'],
+  ['vsn=2.1.0', 403, '403']
+]
+
+test('odd connect queries get the answers Phoenix gives, over WebSocket and long polling', { timeout: 60000 }, async () => {
+  const token = await getToken(uniq('odd'))
+  const failures = []
+  for (const [q, ws, lp] of ODD_QUERIES) {
+    const query = q.replaceAll('<T>', token)
+    const gotWs = await upgradeStatus(query)
+    const gotLp = await longpollOutcome(query)
+    if (gotWs !== ws || gotLp !== lp) failures.push(`${q}: websocket ${gotWs} (want ${ws}), long poll ${gotLp} (want ${lp})`)
+  }
+  assert.deepEqual(failures, [])
   await assertWatcherAlive()
 })

@@ -2,7 +2,8 @@
  * Unit tests of transports/connect: Phoenix's check_origin (tp_origin_allowed)
  * against exact, "//host" and wildcard entries, with the odd origins that
  * URI.parse splits differently from a naive scan (query, fragment, path,
- * userinfo, backslash, bad ports), and the decoding of connect params.
+ * userinfo, backslash, bad ports), and the decoding of connect params as
+ * Plug's fetch_query_params (byte strings, the last value wins, nested keys).
  */
 #include "transports/connect.h"
 
@@ -166,25 +167,181 @@ test_origin_bad_entries(void)
 	CHECK(allowed(more, "https://ok.example"));
 }
 
+/* Decodes q (a C string) into *p; the block to free goes in *mem. */
+static int
+decode(const char *q, ch_params *p, void **mem)
+{
+	tp_http_str s = {q, strlen(q)};
+	return tp_params_decode(&s, p, mem);
+}
+
+#define CHECK_BYTES(ptr, len, lit)                                                                 \
+	do {                                                                                       \
+		CHECK_EQ((len), sizeof(lit) - 1);                                                  \
+		if ((len) == sizeof(lit) - 1)                                                      \
+			CHECK_MEM((ptr), (lit), sizeof(lit) - 1);                                  \
+		CHECK_EQ((ptr)[(len)], '\0');                                                      \
+	} while (0)
+
+/* Every pair in the query's order, decoded as URI.decode_www_form: byte
+ * strings with lengths, NUL bytes kept, malformed escapes kept as they are. */
 static void
 test_params_decode(void)
 {
-	tp_http_str q = {"vsn=2.0.0&token=a%2Bb&x", 23};
 	ch_params p;
 	void *mem;
-	CHECK_EQ(tp_params_decode(&q, &p, &mem), 0);
-	CHECK_EQ(p.n, 3);
-	CHECK_STR(p.items[0].key, "vsn");
-	CHECK_STR(p.items[0].value, "2.0.0");
-	CHECK_STR(p.items[1].value, "a+b");
-	CHECK_STR(p.items[2].key, "x");
-	CHECK_STR(p.items[2].value, "");
+	CHECK_EQ(
+	    decode("vsn=2.0.0&token=a%2Bb+c&x&&=&a==b&k%00x=v%00w&%41%62=%zz%2%&t=%", &p, &mem), 0);
+	CHECK_EQ(p.n, 8);
+	CHECK_BYTES(p.items[0].key, p.items[0].key_len, "vsn");
+	CHECK_BYTES(p.items[0].value, p.items[0].value_len, "2.0.0");
+	CHECK_BYTES(p.items[1].value, p.items[1].value_len, "a+b c");
+	CHECK_BYTES(p.items[2].key, p.items[2].key_len, "x"); /* no '=': empty value */
+	CHECK_BYTES(p.items[2].value, p.items[2].value_len, "");
+	CHECK_BYTES(p.items[3].key, p.items[3].key_len, ""); /* "&&" skipped; "=" kept */
+	CHECK_BYTES(p.items[3].value, p.items[3].value_len, "");
+	CHECK_BYTES(p.items[4].key, p.items[4].key_len, "a"); /* split at the first '=' */
+	CHECK_BYTES(p.items[4].value, p.items[4].value_len, "=b");
+	CHECK_BYTES(p.items[5].key, p.items[5].key_len, "k\0x");
+	CHECK_BYTES(p.items[5].value, p.items[5].value_len, "v\0w");
+	CHECK_BYTES(p.items[6].key, p.items[6].key_len, "Ab");
+	CHECK_BYTES(p.items[6].value, p.items[6].value_len, "%zz%2%");
+	CHECK_BYTES(p.items[7].value, p.items[7].value_len, "%");
 	free(mem);
-	tp_http_str bad = {"a=%zz", 5};
-	CHECK_EQ(tp_params_decode(&bad, &p, &mem), -1);
+
+	CHECK_EQ(decode("", &p, &mem), 0);
+	CHECK_EQ(p.n, 0);
+	free(mem);
+	CHECK_EQ(decode("%C3%A9=%F0%9F%98%80", &p, &mem), 0); /* UTF-8: fine */
+	CHECK_BYTES(p.items[0].key, p.items[0].key_len, "\xc3\xa9");
+	free(mem);
+	/* Plug validates keys and values as UTF-8 once decoded (400). */
+	static const char *const bad[] = {
+	    "a=%ff",          "%ff=1",    "a=%C3", "a=%ED%A0%80", /* a surrogate */
+	    "a=%F4%90%80%80", "a=%C0%80", /* beyond U+10FFFF; overlong NUL */
+	    "a=1&b=%zz%fe",   "a=\xff",   NULL};
+	for (const char *const *q = bad; *q; q++)
+		CHECK_MSG(decode(*q, &p, &mem) == -1, "%s decoded", *q);
+}
+
+/* Plug's params map of query q: kind and value of key. */
+static ch_param_kind
+find(const char *q, const char *key, const char **v, size_t *len)
+{
+	ch_params p;
+	void *mem;
+	static char copy[256];
+	*v = NULL;
+	*len = 0;
+	if (decode(q, &p, &mem) < 0)
+		return (ch_param_kind)-1;
+	const char *val;
+	ch_param_kind k = ch_params_find(&p, key, &val, len);
+	if (val) {
+		memcpy(copy, val, *len + 1);
+		*v = copy;
+	}
+	free(mem);
+	return k;
+}
+
+typedef struct find_case {
+	const char *query, *key;
+	ch_param_kind kind;
+	const char *value; /* for CH_PARAM_STRING */
+	size_t len;
+} find_case;
+
+/* The cases checked against Phoenix 1.7.24 (Plug 1.19.2): see the report of
+ * branch params; the status each gets is in bad_input.test.js. */
+static void
+test_params_find(void)
+{
+	static const find_case cases[] = {
+	    {"a=1&a=2", "a", CH_PARAM_STRING, "2", 1}, /* the last one wins */
+	    {"a", "a", CH_PARAM_STRING, "", 0},
+	    {"=1", "", CH_PARAM_STRING, "1", 1},
+	    {"=1", "a", CH_PARAM_NONE, NULL, 0},
+	    {"a=%00", "a", CH_PARAM_STRING, "\0", 1},
+	    {"a%00b=1", "a", CH_PARAM_NONE, NULL, 0},
+	    {"token%00x=A&token=B", "token", CH_PARAM_STRING, "B", 1},
+	    {"token=B&token%00x=A", "token", CH_PARAM_STRING, "B", 1},
+	    {"token=T%00junk", "token", CH_PARAM_STRING, "T\0junk", 6},
+	    {"a=x+y", "a", CH_PARAM_STRING, "x y", 3},
+	    {"a%5Bb%5D=1", "a", CH_PARAM_NESTED, NULL, 0}, /* decoded, then split */
+	    {"a[]=1&a[]=2", "a", CH_PARAM_NESTED, NULL, 0},
+	    {"a[b]=1", "a", CH_PARAM_NESTED, NULL, 0},
+	    {"a[b][c]=1", "a", CH_PARAM_NESTED, NULL, 0},
+	    {"a[b]=1", "a[b]", CH_PARAM_NONE, NULL, 0},
+	    {"a=1&a[]=2", "a", CH_PARAM_NESTED, NULL, 0},
+	    {"a[]=2&a=1", "a", CH_PARAM_STRING, "1", 1},
+	    /* a later a[] adds to the list the first one placed: "1" stays last */
+	    {"a[]=2&a=1&a[]=3", "a", CH_PARAM_STRING, "1", 1},
+	    {"a=0&a[]=2&a=1&a[]=3", "a", CH_PARAM_STRING, "1", 1},
+	    {"[a]=1", "[a]", CH_PARAM_STRING, "1", 1}, /* '[' first: not nested */
+	    {"[a]=1", "", CH_PARAM_NONE, NULL, 0},
+	    {"a[=1", "a[", CH_PARAM_STRING, "1", 1},
+	    {"a[=1", "a", CH_PARAM_NONE, NULL, 0},
+	    {"a]=1", "a]", CH_PARAM_STRING, "1", 1},
+	    {"a[]x=1", "a[]x", CH_PARAM_STRING, "1", 1},
+	    {"a[b]c]=1", "a", CH_PARAM_NESTED, NULL, 0},
+	    {"ab=1", "a", CH_PARAM_NONE, NULL, 0},
+	    {"a=1", "ab", CH_PARAM_NONE, NULL, 0},
+	    {"", "a", CH_PARAM_NONE, NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const find_case *c = &cases[i];
+		const char *v;
+		size_t len;
+		ch_param_kind k = find(c->query, c->key, &v, &len);
+		CHECK_MSG(k == c->kind, "%s [%s]: kind %d, not %d", c->query, c->key, (int)k,
+		          (int)c->kind);
+		if (k != c->kind)
+			continue;
+		CHECK_MSG(len == c->len, "%s [%s]: length %zu, not %zu", c->query, c->key, len,
+		          c->len);
+		if (c->value && v && len == c->len)
+			CHECK_MSG(memcmp(v, c->value, len) == 0, "%s [%s]: other bytes", c->query,
+			          c->key);
+		CHECK_MSG((v != NULL) == (c->value != NULL), "%s [%s]: value", c->query, c->key);
+	}
+}
+
+/* ch_params_get_n gives strings only; ch_params_get only those without NUL. */
+static void
+test_params_get(void)
+{
+	ch_params p;
+	void *mem;
+	CHECK_EQ(decode("s=abc&z=a%00b&n[]=1&e=", &p, &mem), 0);
+	size_t len = 99;
+	CHECK_STR(ch_params_get_n(&p, "s", &len), "abc");
+	CHECK_EQ(len, 3);
+	const char *z = ch_params_get_n(&p, "z", &len);
+	CHECK(z != NULL);
+	CHECK_EQ(len, 3);
+	CHECK(z && memcmp(z, "a\0b", 3) == 0);
+	len = 99;
+	CHECK(ch_params_get_n(&p, "n", &len) == NULL);
+	CHECK_EQ(len, 0);
+	CHECK(ch_params_get_n(&p, "missing", NULL) == NULL);
+	CHECK_STR(ch_params_get_n(&p, "e", &len), "");
+	CHECK_EQ(len, 0);
+	CHECK_STR(ch_params_get(&p, "s"), "abc");
+	CHECK(ch_params_get(&p, "z") == NULL); /* holds a NUL: not a C string */
+	CHECK(ch_params_get(&p, "n") == NULL);
+	CHECK(ch_params_get(&p, "missing") == NULL);
+	CHECK_STR(ch_params_get(&p, "e"), "");
+	free(mem);
+	/* no params at all (a transport that decoded nothing) */
+	ch_params none = {0};
+	CHECK_EQ(ch_params_find(&none, "a", NULL, NULL), CH_PARAM_NONE);
+	CHECK(ch_params_get(NULL, "a") == NULL);
 }
 
 TEST_LIST = {
-    TEST(test_origin_wildcard),    TEST(test_origin_exact),  TEST(test_origin_any_scheme),
-    TEST(test_origin_bad_entries), TEST(test_params_decode), TEST_END,
+    TEST(test_origin_wildcard),   TEST(test_origin_exact),
+    TEST(test_origin_any_scheme), TEST(test_origin_bad_entries),
+    TEST(test_params_decode),     TEST(test_params_find),
+    TEST(test_params_get),        TEST_END,
 };

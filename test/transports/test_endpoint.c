@@ -1222,7 +1222,7 @@ test_ws_refused(void)
 	CHECK(hdr(&r, "sec-websocket-version") == NULL);
 	CHECK(hdr(&r, "content-type") == NULL);
 	cli_open(&c);
-	CHECK_EQ(ws_request(&c, "?vsn=2.0.0&x=%zz", NULL, &r), 400);
+	CHECK_EQ(ws_request(&c, "?vsn=2.0.0&x=%ff", NULL, &r), 400);
 	cli_close(&c);
 	/* no Upgrade header at all */
 	CHECK_EQ(raw_request("GET /socket/websocket HTTP/1.1\r\nHost: x\r\n\r\n", &r), 400);
@@ -1236,8 +1236,8 @@ static void origin_tweak(tp_endpoint_opts *o);
 /* Phoenix runs check_origin and the socket's connect (token, vsn) before it
  * looks at the upgrade headers: a forged token or an unsupported vsn gets 403
  * whatever the headers; a non-GET gets 400 before anything, and so does a
- * malformed query (fetch_query_params) and, on HTTP/1.1, a missing Host
- * (Bandit). */
+ * query that is not UTF-8 once decoded (fetch_query_params) and, on
+ * HTTP/1.1, a missing Host (Bandit). */
 static void
 test_ws_handshake_order(void)
 {
@@ -1294,7 +1294,8 @@ test_ws_handshake_order(void)
 	CHECK_STR(hdr(&r, "sec-websocket-accept"), accept);
 	ws_join_and_ping(&c, "test:order");
 	cli_close(&c);
-	/* before the connect: a non-GET (400, empty), a malformed query, no Host */
+	/* before the connect: a non-GET (400, empty), a query that is not UTF-8
+	 * once decoded, no Host */
 	pthread_mutex_lock(&seen_mu);
 	snprintf(seen_param, sizeof(seen_param), "-");
 	pthread_mutex_unlock(&seen_mu);
@@ -1303,13 +1304,13 @@ test_ws_handshake_order(void)
 	                     &r),
 	         400);
 	CHECK_EQ(r.clen, 0);
-	CHECK_EQ(raw_request(REQ("GET", "?token=bad&x=%zz", 1, "Host: x\r\n"), &r), 400);
+	CHECK_EQ(raw_request(REQ("GET", "?token=bad&x=%ff", 1, "Host: x\r\n"), &r), 400);
 	CHECK_EQ(raw_request(REQ("GET", "?token=bad&x=nohost", 1, upgrade), &r), 400);
 	pthread_mutex_lock(&seen_mu);
 	CHECK_STR(seen_param, "-"); /* the connect did not run for any of them */
 	pthread_mutex_unlock(&seen_mu);
 	/* check_origin comes after the query and before the connect */
-	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&x=%zz", 1,
+	CHECK_EQ(raw_request(REQ("GET", "?vsn=2.0.0&x=%ff", 1,
 	                         "Host: x\r\nOrigin: http://evil.example\r\n"),
 	                     &r),
 	         400);
