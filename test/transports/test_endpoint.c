@@ -29,6 +29,7 @@
 #include "transports/ws.h"
 
 #include "test/harness.h"
+#include "test/support/fs.h"
 
 /* ------------------------------------------------------------------ fixture */
 
@@ -188,28 +189,6 @@ fx_start(bool with_socket, void (*tweak)(tp_endpoint_opts *))
 	CHECK(F.tp != NULL);
 	F.port = tp_endpoint_port(F.tp);
 	CHECK(F.port > 0);
-}
-
-static void
-rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			rm_tree(p);
-		else
-			unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
 }
 
 static void

@@ -29,6 +29,7 @@
 #include "transports/ws.h"
 
 #include "test/harness.h"
+#include "test/support/fs.h"
 
 /* ------------------------------------------------------------------ fixture */
 
@@ -125,28 +126,6 @@ make_cert(void)
 	for (int i = 0; i < BIG_SIZE; i++)
 		fputc('a' + (i * 7 + i / 1000) % 26, f);
 	fclose(f);
-}
-
-static void
-rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			rm_tree(p);
-		else
-			unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
 }
 
 static void
