@@ -3,6 +3,7 @@
 #   setup.sh build   compiler and libraries, Node.js/npm for the chat page's phoenix.js
 #   setup.sh test    + npm packages for the integration tests, Chromium
 #   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
+#   setup.sh fuzz    + clang and its libFuzzer runtime (make fuzz)
 #   setup.sh bench-phoenix  + Erlang and Elixir, git (to build the real Phoenix
 #                    reference for make bench-phoenix)
 set -e
@@ -13,6 +14,7 @@ pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libss
 case $level in
 test) pkgs="$pkgs chromium redis-server" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
+fuzz) pkgs="$pkgs clang libclang-rt-dev" ;;
 bench-phoenix) pkgs="$pkgs erlang-base gnuplot-nox erlang elixir git" ;;
 esac
 missing=""
