@@ -281,6 +281,11 @@ test_envelope(void)
 	const char *evil[] = {"tcp://\"x\""};
 	n = cl_env_hb_encode(evil, 1, hb, sizeof(hb));
 	CHECK_EQ(cl_env_hb_decode(hb, n, 2, NULL, NULL), -1);
+	/* a NUL inside an address (found by fuzz_envelope): it would be cut there */
+	CHECK(!cl_env_addr_ok("tcp://a:1\0x", 11));
+	CHECK(!cl_env_addr_ok("\0", 1));
+	const uint8_t nul[] = {0x91, 0xa4, 0, 0, 0, 0};
+	CHECK_EQ(cl_env_hb_decode(nul, sizeof(nul), 2, NULL, NULL), -1);
 }
 
 /* ------------------------------------------------------------------ in one process */
