@@ -16,10 +16,12 @@ failed=""
 for t in $targets; do
 	name=${t#fuzz_}
 	mkdir -p "$work/$name" "$work/crash-$name"
+	seeds=""
+	[ -d "fuzz/corpus/$name" ] && seeds="fuzz/corpus/$name"
 	echo "== $t (${SECONDS_EACH}s)"
 	if ! "$BUILD/$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$work/crash-$name/" \
-		"$work/$name" "fuzz/corpus/$name" >"$work/$name.log" 2>&1; then
+		"$work/$name" $seeds >"$work/$name.log" 2>&1; then
 		tail -n 60 "$work/$name.log"
 		for a in "$work/crash-$name"/*; do
 			[ -f "$a" ] || continue
@@ -29,7 +31,7 @@ for t in $targets; do
 		failed="$failed $t"
 		continue
 	fi
-	grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$work/$name.log" | tr '\n' ' '
+	grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$work/$name.log" | tr '\n' ' '
 	echo
 done
 if [ -n "$failed" ]; then
