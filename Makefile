@@ -8,6 +8,9 @@
 #   make bench-phoenix  the channels scenarios against phx-chat and a real
 #                   Phoenix 1.7.24 node (built from /work/shared/phoenix-ref), ratios
 #   make install    PREFIX=/usr/local: library, headers, pkg-config file
+#   make fuzz       build the libFuzzer targets (fuzz/) with clang and run each
+#                   for FUZZ_SECONDS (60) with its corpus; fails on any crash
+#   make fuzz-build only build them (into build-fuzz/)
 #   SANITIZER=address|thread   build into build-address/ or build-thread/
 
 CC        ?= cc
@@ -56,7 +59,7 @@ BENCH_PART_OBJ := $(BENCH_PARTS:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(filter-out $(BENCH_PARTS),$(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib run test test-unit test-runtime bench bench-phoenix install setup fmt clean
+.PHONY: all lib run test test-unit test-runtime bench bench-phoenix install setup fmt clean fuzz fuzz-build
 all: $(LIB) $(TEST_BIN) $(BENCH_BIN) $(if $(CHAT_SRC),$(CHAT)) $(DEMO)
 
 lib: $(LIB)
@@ -122,10 +125,43 @@ install: $(LIB)
 	  install -m 644 $$h $(DESTDIR)$(PREFIX)/include/phx/$$h; fi; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' scripts/phx.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/phx.pc
 
+# Fuzzing (fuzz/README.md): every fuzz/fuzz_*.c is one libFuzzer target,
+# linked with the library's sources compiled by clang with the same
+# instrumentation, in build-fuzz/ (never the normal build).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Wall -Wextra -Werror -pthread -fno-strict-aliasing \
+                -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_SRC     := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/libphx.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz/fuzz_%.o $(FUZZ_BUILD)/libphx.a
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ $(LDLIBS) -o $@
+
+# The targets' objects are kept (not intermediate files make would delete).
+.SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/%.o)
+
+fuzz-build:
+	@sh scripts/setup.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-address build-thread
+	rm -rf build build-address build-thread build-fuzz
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

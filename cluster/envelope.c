@@ -36,7 +36,8 @@ cl_env_addr_ok(const char *s, size_t len)
 		return false;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (!name_char(ch) && !strchr(":/[]%+", ch))
+		if (!name_char(ch) &&
+		    (ch == '\0' || !strchr(":/[]%+", ch))) /* strchr finds the NUL */
 			return false;
 	}
 	return true;

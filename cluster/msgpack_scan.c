@@ -8,8 +8,11 @@
  * one well-formed object, every length within the bytes present, and every
  * container's count bounded by the bytes that follow it (each element takes
  * at least one byte), so what msgpack-c then allocates is bounded by a
- * small multiple of the frame's size.
+ * small multiple of the frame's size.  Nesting is bounded by msgpack-c's
+ * own limit (MSGPACK_EMBED_STACK_SIZE open containers; its unpacker fails
+ * past it), so that what the scan accepts msgpack-c unpacks.
  */
+#include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,20 +37,23 @@ bool
 cl_msgpack_scan(const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
-	size_t pos = 0;
-	uint64_t pending = 1; /* objects still to read */
-	while (pending) {
+	size_t pos = 0, depth = 0;
+	uint64_t pending = 0;                    /* elements not yet begun, all levels */
+	uint64_t left[MSGPACK_EMBED_STACK_SIZE]; /* per open container, innermost last */
+	for (;;) {
 		if (pos >= len)
 			return false;
-		pending--;
+		if (depth)
+			pending--; /* this object is one of them */
 		uint8_t b = p[pos++];
 		uint64_t skip = 0, items = 0, v;
+		bool container = false;
 		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
 			;
 		else if ((b & 0xf0) == 0x80)
-			items = 2u * (b & 0x0f);
+			items = 2u * (b & 0x0f), container = true;
 		else if ((b & 0xf0) == 0x90)
-			items = b & 0x0f;
+			items = b & 0x0f, container = true;
 		else if ((b & 0xe0) == 0xa0)
 			skip = b & 0x1f;
 		else {
@@ -122,20 +128,24 @@ cl_msgpack_scan(const void *buf, size_t len)
 			case 0xdc:
 				if (!rd_be(p, len, &pos, 2, &items))
 					return false;
+				container = true;
 				break;
 			case 0xdd:
 				if (!rd_be(p, len, &pos, 4, &items))
 					return false;
+				container = true;
 				break;
 			case 0xde:
 				if (!rd_be(p, len, &pos, 2, &items))
 					return false;
 				items *= 2;
+				container = true;
 				break;
 			case 0xdf:
 				if (!rd_be(p, len, &pos, 4, &items))
 					return false;
 				items *= 2;
+				container = true;
 				break;
 			default: /* 0xc1, never used */
 				return false;
@@ -144,9 +154,26 @@ cl_msgpack_scan(const void *buf, size_t len)
 		if (skip > len - pos)
 			return false;
 		pos += (size_t)skip;
-		pending += items;
-		if (pending > len - pos)
-			return false;
+		if (container) {
+			/* msgpack-c refuses to open one more, even an empty one */
+			if (depth == MSGPACK_EMBED_STACK_SIZE)
+				return false;
+			if (items) {
+				pending += items;
+				if (pending > len - pos)
+					return false;
+				left[depth++] = items;
+				continue;
+			}
+		}
+		/* A whole object: one element of the innermost open container,
+		 * which, when it was the last, is a whole object of its own. */
+		for (;;) {
+			if (depth == 0)
+				return pos == len;
+			if (--left[depth - 1])
+				break;
+			depth--;
+		}
 	}
-	return pos == len;
 }

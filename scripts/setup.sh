@@ -4,6 +4,7 @@
 #   setup.sh test    + npm packages for the integration tests, Chromium, redis-server,
 #                    the openssl command (the TLS tests make their certificate)
 #   setup.sh bench   + Erlang (the reference ring benchmark), gnuplot
+#   setup.sh fuzz    + clang and its libFuzzer runtime (make fuzz)
 #   setup.sh bench-phoenix  + Erlang and Elixir, git (to build the real Phoenix
 #                    reference for make bench-phoenix)
 set -e
@@ -14,6 +15,7 @@ pkgs="gcc make pkg-config libev-dev libmsgpack-dev libnng-dev libcjson-dev libss
 case $level in
 test) pkgs="$pkgs chromium redis-server openssl" ;;
 bench) pkgs="$pkgs erlang-base gnuplot-nox" ;;
+fuzz) pkgs="$pkgs clang libclang-rt-dev" ;;
 bench-phoenix) pkgs="$pkgs erlang-base gnuplot-nox erlang elixir git" ;;
 esac
 missing=""

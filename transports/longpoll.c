@@ -345,17 +345,11 @@ pack_line(rt_buf **b, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* The messages of a POST body, packed (LP_PACK_HDR); NULL when a line is
- * not valid base64. */
-static rt_buf *
-pack_body(lp_table *t, const tp_http_request *req)
+rt_buf *
+lp_pack_body(const uint8_t *body, size_t n, bool ndjson, uint64_t *ignored)
 {
-	const uint8_t *body = (const uint8_t *)req->body;
-	size_t n = req->body_len;
 	rt_buf *b = rt_buf_alloc(n + 16);
-	const tp_http_str *ct = tp_http_header_get(req, "content-type");
-	bool ndjson = ct && tp_http_header_count(req, "content-type") == 1 &&
-	              ct->len == sizeof(NDJSON) - 1 && memcmp(ct->ptr, NDJSON, ct->len) == 0;
+	*ignored = 0;
 	if (!ndjson)
 		return pack_text(b, body ? body : (const uint8_t *)"", n);
 	/* Split on "\n" and "\r\n"; the first LP_MAX_BATCH parts count. */
@@ -367,7 +361,7 @@ pack_body(lp_table *t, const tp_http_request *req)
 		if (nl && len && body[end - 1] == '\r')
 			len--;
 		if (parts == LP_MAX_BATCH) {
-			atomic_fetch_add_explicit(&t->lines_ignored, 1, memory_order_relaxed);
+			(*ignored)++;
 		} else {
 			parts++;
 			if (len && pack_line(&b, body + pos, len) < 0) {
@@ -379,6 +373,21 @@ pack_body(lp_table *t, const tp_http_request *req)
 			break;
 		pos = end + 1;
 	}
+	return b;
+}
+
+/* The messages of a POST request, packed (lp_pack_body); NULL when a line
+ * is not valid base64. */
+static rt_buf *
+pack_body(lp_table *t, const tp_http_request *req)
+{
+	const tp_http_str *ct = tp_http_header_get(req, "content-type");
+	bool ndjson = ct && tp_http_header_count(req, "content-type") == 1 &&
+	              ct->len == sizeof(NDJSON) - 1 && memcmp(ct->ptr, NDJSON, ct->len) == 0;
+	uint64_t ignored;
+	rt_buf *b = lp_pack_body((const uint8_t *)req->body, req->body_len, ndjson, &ignored);
+	if (ignored)
+		atomic_fetch_add_explicit(&t->lines_ignored, ignored, memory_order_relaxed);
 	return b;
 }
 

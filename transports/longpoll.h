@@ -218,6 +218,19 @@ void lp_remote_stop(lp_table *t);
  * take the frame.  Any process. */
 int lp_remote_route(lp_table *t, const lp_sid *sid, uint32_t op, uint64_t ref, rt_buf *buf);
 
+/* Reads a CL_SVC_LONGPOLL frame (the formats are in longpoll_remote.c)
+ * from body[0, len) into *u, which the caller destroys
+ * (msgpack_unpacked_destroy) whatever the result: NULL when it is one
+ * well-formed frame, its fields of the right types and counts, else what is
+ * wrong (a static string).  Pure; any thread. */
+struct msgpack_unpacked;
+const char *lp_remote_parse(const void *body, size_t len, struct msgpack_unpacked *u);
+
+/* The messages of a request frame that lp_remote_parse accepted (its array
+ * of str and bin), packed again for the session (LP_PACK_HDR).  Pure. */
+struct msgpack_object;
+rt_buf *lp_remote_pack(const struct msgpack_object *msgs);
+
 /* The request ref is answered or abandoned: forget it. */
 void lp_remote_forget(lp_table *t, uint64_t ref);
 
@@ -232,5 +245,14 @@ uint64_t lp_next_ref(lp_table *t);
 /* Packed client messages of a POST (the LP_OP_POST buffer): each is its
  * length (4 bytes, host order), 1 byte (1: binary, 0: text), its bytes. */
 #define LP_PACK_HDR 5
+
+/* The messages of a POST body body[0, n) (body may be NULL when n is 0),
+ * packed: with ndjson, each non-empty line of the first LP_MAX_BATCH (split
+ * on "\n" and "\r\n") is a text message when it starts with "[", else the
+ * standard base64 (padded, strict) of a binary one, and *ignored counts the
+ * lines past LP_MAX_BATCH; without, the whole body is one text message and
+ * *ignored is 0.  Returns a new buffer, or NULL when a line is not valid
+ * base64.  Pure (longpoll.c); any thread. */
+rt_buf *lp_pack_body(const uint8_t *body, size_t n, bool ndjson, uint64_t *ignored);
 
 #endif /* transports_longpoll_h */

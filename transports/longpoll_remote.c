@@ -209,6 +209,27 @@ take_pending(lp_table *t, uint64_t ref, const char *from)
 	return pid;
 }
 
+rt_buf *
+lp_remote_pack(const struct msgpack_object *msgs)
+{
+	const msgpack_object_array *a = &msgs->via.array;
+	size_t total = 0;
+	for (uint32_t i = 0; i < a->size; i++)
+		total += LP_PACK_HDR + a->ptr[i].via.str.size; /* str and bin: same layout */
+	rt_buf *packed = rt_buf_alloc(total ? total : 1);
+	for (uint32_t i = 0; i < a->size; i++) {
+		const msgpack_object *m = &a->ptr[i];
+		bool binary = m->type == MSGPACK_OBJECT_BIN;
+		uint32_t len = binary ? m->via.bin.size : m->via.str.size;
+		uint8_t hdr[LP_PACK_HDR];
+		memcpy(hdr, &len, 4);
+		hdr[4] = binary;
+		packed = rt_buf_append(packed, hdr, LP_PACK_HDR);
+		packed = rt_buf_append(packed, binary ? m->via.bin.ptr : m->via.str.ptr, len);
+	}
+	return packed;
+}
+
 /* An op for a session of this node, from `from`. */
 static void
 serve_request(lp_table *t, const cl_member *from, const msgpack_object *f)
@@ -224,25 +245,7 @@ serve_request(lp_table *t, const cl_member *from, const msgpack_object *f)
 		send_nosession(t, from->name, ref);
 		return;
 	}
-	rt_buf *packed = NULL;
-	if (op == LPR_POST) {
-		size_t total = 0;
-		for (uint32_t i = 0; i < msgs->size; i++)
-			total +=
-			    LP_PACK_HDR + msgs->ptr[i].via.str.size; /* str and bin: same layout */
-		packed = rt_buf_alloc(total ? total : 1);
-		for (uint32_t i = 0; i < msgs->size; i++) {
-			const msgpack_object *m = &msgs->ptr[i];
-			bool binary = m->type == MSGPACK_OBJECT_BIN;
-			uint32_t len = binary ? m->via.bin.size : m->via.str.size;
-			uint8_t hdr[LP_PACK_HDR];
-			memcpy(hdr, &len, 4);
-			hdr[4] = binary;
-			packed = rt_buf_append(packed, hdr, LP_PACK_HDR);
-			packed =
-			    rt_buf_append(packed, binary ? m->via.bin.ptr : m->via.str.ptr, len);
-		}
-	}
+	rt_buf *packed = op == LPR_POST ? lp_remote_pack(&f[4]) : NULL;
 	lp_op o = {.ref = ref};
 	snprintf(o.origin, sizeof(o.origin), "%s", from->name);
 	if (rt_send_buf(pid, op == LPR_POST ? LP_OP_POST : LP_OP_POLL, &o, sizeof(o), packed) < 0) {
@@ -284,22 +287,29 @@ shape_ok(const msgpack_object *o)
 	}
 }
 
+const char *
+lp_remote_parse(const void *body, size_t len, struct msgpack_unpacked *u)
+{
+	msgpack_unpacked_init(u);
+	if (!cl_msgpack_scan(body, len))
+		return "not one well-formed msgpack object";
+	size_t off = 0;
+	if (msgpack_unpack_next(u, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+	    !shape_ok(&u->data))
+		return "not a long-poll frame";
+	return NULL;
+}
+
 /* The cluster's handler of CL_SVC_LONGPOLL frames (in the cluster process). */
 static void
 remote_receive(void *ud, const cl_member *from, const void *body, size_t len)
 {
 	lp_table *t = ud;
-	if (!cl_msgpack_scan(body, len)) {
-		refused(t, from, "not one well-formed msgpack object");
-		return;
-	}
 	msgpack_unpacked u;
-	msgpack_unpacked_init(&u);
-	size_t off = 0;
-	if (msgpack_unpack_next(&u, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
-	    !shape_ok(&u.data)) {
+	const char *bad = lp_remote_parse(body, len, &u);
+	if (bad) {
 		msgpack_unpacked_destroy(&u);
-		refused(t, from, "not a long-poll frame");
+		refused(t, from, bad);
 		return;
 	}
 	const msgpack_object *f = u.data.via.array.ptr;

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <msgpack.h>
+#include <msgpack/unpack_define.h>
 #include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/bus0/bus.h>
@@ -281,6 +282,46 @@ test_envelope(void)
 	const char *evil[] = {"tcp://\"x\""};
 	n = cl_env_hb_encode(evil, 1, hb, sizeof(hb));
 	CHECK_EQ(cl_env_hb_decode(hb, n, 2, NULL, NULL), -1);
+	/* a NUL inside an address (found by fuzz_envelope): it would be cut there */
+	CHECK(!cl_env_addr_ok("tcp://a:1\0x", 11));
+	CHECK(!cl_env_addr_ok("\0", 1));
+	const uint8_t nul[] = {0x91, 0xa4, 0, 0, 0, 0};
+	CHECK_EQ(cl_env_hb_decode(nul, sizeof(nul), 2, NULL, NULL), -1);
+}
+
+/* cl_msgpack_scan accepts what msgpack-c unpacks: nesting up to its limit
+ * of open containers (found by fuzz_msgpack_scan: 33 nested arrays passed
+ * the scan, and msgpack-c then failed). */
+static void
+test_msgpack_scan_depth(void)
+{
+	uint8_t b[MSGPACK_EMBED_STACK_SIZE + 2];
+	for (size_t depth = MSGPACK_EMBED_STACK_SIZE - 1; depth <= MSGPACK_EMBED_STACK_SIZE + 1;
+	     depth++) {
+		for (uint8_t last = 0x90; last <= 0xc0; last += 0x30) { /* [] or nil innermost */
+			memset(b, 0x91, depth);
+			b[depth] = last;
+			msgpack_unpacked u;
+			msgpack_unpacked_init(&u);
+			size_t off = 0;
+			bool unpacks = msgpack_unpack_next(&u, (const char *)b, depth + 1, &off) ==
+			                   MSGPACK_UNPACK_SUCCESS &&
+			               off == depth + 1;
+			msgpack_unpacked_destroy(&u);
+			bool scan = cl_msgpack_scan(b, depth + 1);
+			CHECK_MSG(scan == unpacks,
+			          "depth %zu, innermost 0x%x: scan %d, msgpack-c %d", depth, last,
+			          scan, unpacks);
+			CHECK_EQ(scan, depth < MSGPACK_EMBED_STACK_SIZE ||
+			                   (depth == MSGPACK_EMBED_STACK_SIZE && last == 0xc0));
+		}
+	}
+	/* counts are still bounded by the bytes present, at every level */
+	const uint8_t lying[] = {0x92, 0x93, 0xc0, 0xc0, 0xc0};
+	CHECK(!cl_msgpack_scan(lying, sizeof(lying)));
+	const uint8_t fine[] = {0x92, 0x92, 0xc0, 0x90, 0x80};
+	CHECK(cl_msgpack_scan(fine, sizeof(fine)));
+	CHECK(!cl_msgpack_scan(fine, sizeof(fine) - 1));
 }
 
 /* ------------------------------------------------------------------ in one process */
@@ -680,6 +721,7 @@ test_peer_restart(void)
 
 TEST_LIST = {
     TEST(test_envelope),
+    TEST(test_msgpack_scan_depth),
     TEST(test_seed_full_mesh_and_monitors),
     TEST(test_send_all_once_send_to_only_addressee),
     TEST(test_order_of_10000_frames),
