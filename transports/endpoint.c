@@ -12,9 +12,12 @@
  * waiting in its accept queue are not lost.  On readiness a listener
  * accepts up to ACCEPT_BATCH connections (level-triggered: the rest comes
  * with the next event, so other processes of the scheduler are not starved)
- * and spawns a connection process for each on its own scheduler.  When out of file descriptors
- * (EMFILE/ENFILE) it logs a warning at most once a second and stops watching
- * the socket for EMFILE_PAUSE_MS.
+ * and spawns a connection process for each on its own scheduler.  When out
+ * of file descriptors (EMFILE/ENFILE) or socket memory it stops watching the
+ * socket for EMFILE_PAUSE_MS (no busy accept loop; counted in
+ * tp_stats.accept_paused), logging a warning at most once a second for the
+ * whole endpoint, not one per attempt; the clients wait in the listen
+ * backlog and are served once descriptors are free.
  *
  * HTTPS.  With opts.https_port, the endpoint also owns a TLS context
  * (tls.h) and a second set of listening sockets, one per scheduler; the
@@ -241,6 +244,7 @@ accept_some(listener *l, rt_io *io, tls_ctx *tls)
 				if (may_warn(ep))
 					rt_log_warning("accept: %s: not accepting for %d ms",
 					               strerror(errno), EMFILE_PAUSE_MS);
+				tp_count(&sh->accept_paused, 1);
 				listener_watch(l, false);
 				l->paused = true;
 				rt_send_after(EMFILE_PAUSE_MS, rt_self(), TP_LST_ACCEPT, NULL, 0);
@@ -769,6 +773,7 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->tls_handshakes +=
 		    atomic_load_explicit(&s->tls_handshakes, memory_order_relaxed);
 		out->tls_failed += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
+		out->accept_paused += atomic_load_explicit(&s->accept_paused, memory_order_relaxed);
 	}
 	out->drained = atomic_load(&ep->drained);
 	const lp_table *t = ep->lp;

@@ -84,7 +84,7 @@ typedef struct tp_shard {
 	/* counters (tp_stats) */
 	_Atomic uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002,
 	    closed_1007, closed_1011, http_requests, http_parsed, tls_accepted, tls_handshakes,
-	    tls_failed;
+	    tls_failed, accept_paused;
 } tp_shard;
 
 /* A cached static file. */

@@ -178,7 +178,11 @@ rt_pid tp_endpoint_drain(tp_endpoint *ep, const tp_drain_opts *o);
  * drained: sockets closed by the drain (tp_endpoint_drain).
  * tls_accepted: connections accepted on the HTTPS port; tls_handshakes:
  * handshakes completed; tls_failed: handshakes failed (not TLS, refused by
- * OpenSSL, the peer closed) or timed out. */
+ * OpenSSL, the peer closed) or timed out.  accept_paused: times a listener
+ * stopped accepting for 100 ms because the process (or the system) was out
+ * of file descriptors or socket memory (EMFILE, ENFILE, ENOBUFS, ENOMEM;
+ * a warning is logged at most once a second for the whole endpoint); the
+ * clients wait in the listen backlog meanwhile. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests, http_parsed;
@@ -187,6 +191,7 @@ typedef struct tp_stats {
 	uint64_t lp_remote_sent, lp_remote_served, lp_remote_refused, lp_remote_lost;
 	uint64_t drained;
 	uint64_t tls_accepted, tls_handshakes, tls_failed;
+	uint64_t accept_paused;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

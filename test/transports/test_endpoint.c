@@ -914,7 +914,15 @@ test_emfile_backoff(void)
 		const char *req = "GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n";
 		CHECK_EQ(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
 	}
+	/* backs off (counted) instead of spinning: at most one pause per
+	 * 100 ms per listener, at least one */
+	int64_t t0 = rt_now_ms();
+	WAIT_UNTIL(stats().accept_paused >= 1, 3000);
 	usleep(300 * 1000);
+	uint64_t paused = stats().accept_paused;
+	int64_t waited = rt_now_ms() - t0;
+	CHECK_MSG(paused <= (uint64_t)(2 * (waited / 100 + 2)), "%llu pauses in %lld ms",
+	          (unsigned long long)paused, (long long)waited);
 	CHECK_EQ(stats().accepted, 0);
 	struct pollfd p = {.fd = fds[0], .events = POLLIN};
 	CHECK_EQ(poll(&p, 1, 0), 0); /* no answer while out of descriptors */
