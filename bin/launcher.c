@@ -76,6 +76,10 @@ typedef struct app_opts {
 	int drain_batch;
 	int drain_interval_ms;
 	int drain_timeout_ms; /* 0: no drain */
+	/* Limits: --max-messages-per-second (-1: not given, the default; 0:
+	 * off) and --max-memory-mb (0: no budget). */
+	int max_msgs;
+	int max_memory_mb;
 } app_opts;
 
 static void
@@ -111,6 +115,12 @@ app_usage(FILE *out, const app_def *app)
 	        "  --drain-interval-ms N    between two batches (default %d)\n"
 	        "  --drain-timeout-ms N     the whole drain at most; what is left then closes\n"
 	        "                           with 1001 (default %d; 0: no drain)\n"
+	        "  --max-messages-per-second N  messages a client may send on one socket\n"
+	        "                           (bursts of 2 x N); past it the socket is closed\n"
+	        "                           with 1008 (default %u; 0: no limit)\n"
+	        "  --max-memory-mb N        memory budget: over N MB of RSS, refuse new\n"
+	        "                           WebSockets and long-poll sessions (503) until\n"
+	        "                           back under 90%% of it (default 0: none)\n"
 	        "  --https-port N           also serve HTTPS and wss:// on port N (TLS 1.2+)\n"
 	        "  --tls-cert FILE          its PEM certificate (then the chain)\n"
 	        "  --tls-key FILE           its PEM private key (both needed with --https-port)\n"
@@ -139,7 +149,8 @@ app_usage(FILE *out, const app_def *app)
 	        "Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (port in use),\n"
 	        "2 on a bad command line.\n",
 	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT,
-	        TP_DRAIN_BATCH_SIZE, TP_DRAIN_INTERVAL_MS, TP_DRAIN_TIMEOUT_MS, name, name);
+	        TP_DRAIN_BATCH_SIZE, TP_DRAIN_INTERVAL_MS, TP_DRAIN_TIMEOUT_MS,
+	        CH_DEFAULT_MAX_MSGS_PER_S, name, name);
 }
 
 static int
@@ -348,6 +359,8 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		                                    "--https-port",
 		                                    "--tls-cert",
 		                                    "--tls-key",
+		                                    "--max-messages-per-second",
+		                                    "--max-memory-mb",
 		                                    NULL};
 		bool ok = false;
 		for (int k = 0; known[k]; k++)
@@ -459,6 +472,17 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			if (app_parse_int(val, 0, 3600000, &o->drain_interval_ms) < 0)
 				return app_usage_error(
 				    app, "bad --drain-interval-ms '%s' (0..3600000)", val);
+		} else if (strcmp(flag, "--max-messages-per-second") == 0) {
+			if (app_parse_int(val, 0, CH_MAX_MAX_MSGS_PER_S, &o->max_msgs) < 0)
+				return app_usage_error(
+				    app,
+				    "bad --max-messages-per-second '%s' (0..1000000; 0: no limit)",
+				    val);
+		} else if (strcmp(flag, "--max-memory-mb") == 0) {
+			if (app_parse_int(val, 0, 16777216, &o->max_memory_mb) < 0)
+				return app_usage_error(
+				    app, "bad --max-memory-mb '%s' (0..16777216; 0: no budget)",
+				    val);
 		} else if (strcmp(flag, "--drain-timeout-ms") == 0) {
 			if (app_parse_int(val, 0, 3600000, &o->drain_timeout_ms) < 0)
 				return app_usage_error(
@@ -700,7 +724,8 @@ app_main(int argc, char **argv, const app_def *app)
 	              .log_level = RT_LOG_INFO,
 	              .drain_batch = TP_DRAIN_BATCH_SIZE,
 	              .drain_interval_ms = TP_DRAIN_INTERVAL_MS,
-	              .drain_timeout_ms = TP_DRAIN_TIMEOUT_MS};
+	              .drain_timeout_ms = TP_DRAIN_TIMEOUT_MS,
+	              .max_msgs = -1};
 	if (argc > 1 && strcmp(argv[1], "cluster") == 0)
 		return app_cluster_main(argc, argv, app);
 	int rc = app_parse_args(argc, argv, app, &o);
@@ -767,7 +792,11 @@ app_main(int argc, char **argv, const app_def *app)
 	};
 	ch_endpoint_opts chopts = {.handler = app->socket,
 	                           .secret_key_base = o.secret,
-	                           .cluster = o.name ? &clopts : NULL};
+	                           .cluster = o.name ? &clopts : NULL,
+	                           .max_messages_per_second = o.max_msgs < 0 ? 0
+	                                                      : o.max_msgs == 0
+	                                                          ? CH_MSGS_UNLIMITED
+	                                                          : (uint32_t)o.max_msgs};
 	ch_endpoint *ep = ch_endpoint_start(&chopts);
 	if (!ep) {
 		if (o.name)

@@ -241,7 +241,23 @@ typedef struct ch_endpoint_opts {
 	 * is ignored: the cluster process starts under the node's root, first).
 	 * NULL: the node is alone. */
 	const cl_opts *cluster;
+	/* Flood limit: messages a client may send on one socket per second (a
+	 * token bucket refilled at this rate, holding at most twice as many, so
+	 * that a burst of 2 s worth passes).  0: CH_DEFAULT_MAX_MSGS_PER_S;
+	 * CH_MSGS_UNLIMITED: no limit; at most CH_MAX_MAX_MSGS_PER_S.  Every
+	 * frame the client sends counts (joins, events, heartbeats; a long-poll
+	 * POST counts each message of its batch).  Past the limit the socket is
+	 * closed with 1008 (policy violation), logged and counted
+	 * (ch_endpoint_flood_closed).  Phoenix has no such limit. */
+	uint32_t max_messages_per_second;
 } ch_endpoint_opts;
+
+#define CH_DEFAULT_MAX_MSGS_PER_S 1000u
+#define CH_MAX_MAX_MSGS_PER_S 1000000u
+#define CH_MSGS_UNLIMITED UINT32_MAX
+
+/* Sockets closed (1008) for going over max_messages_per_second, since start. */
+uint64_t ch_endpoint_flood_closed(const ch_endpoint *ep);
 
 /* Starts the node's supervision tree (after rt_start): the root supervisor
  * and under it PubSub, the presence tracker's shards and the channel

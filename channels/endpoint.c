@@ -46,6 +46,15 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->secret = rt_xstrdup(opts->secret_key_base ? opts->secret_key_base : "");
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
+	uint32_t rate = opts->max_messages_per_second;
+	if (rate == 0)
+		rate = CH_DEFAULT_MAX_MSGS_PER_S;
+	if (rate != CH_MSGS_UNLIMITED) {
+		if (rate > CH_MAX_MAX_MSGS_PER_S)
+			rate = CH_MAX_MAX_MSGS_PER_S;
+		ep->msg_rate = rate;
+		ep->msg_burst_milli = 2 * rate * 1000u; /* <= 2e9: fits */
+	}
 	pthread_mutex_init(&ep->key_lock, NULL);
 	rt_sup_spec root = {.strategy = RT_ONE_FOR_ONE};
 	ep->sup = rt_sup_start(&root);
@@ -326,4 +335,10 @@ send_frame(rt_pid transport, rt_buf *frame, int kind)
 {
 	frame->flags = (uint32_t)kind;
 	return rt_send_buf(transport, CH_MSG_FRAME, NULL, 0, frame);
+}
+
+uint64_t
+ch_endpoint_flood_closed(const ch_endpoint *ep)
+{
+	return ep ? atomic_load(&ep->flood_closed) : 0;
 }

@@ -5,6 +5,7 @@
 #define channels_internal_h
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "channels/channels.h"
 #include "channels/pubsub.h"
@@ -153,8 +154,13 @@ struct ch_endpoint {
 	cl_node *cluster;           /* NULL: alone */
 	struct ps_cluster *ps_link; /* PubSub's cluster adapter (pubsub_cluster.c) */
 	uint32_t max_channels;
-	pthread_mutex_t key_lock; /* guards keys */
-	rt_strmap keys;           /* salt -> ch_token_key *, kept until the endpoint stops */
+	/* The flood limit (ch_endpoint_opts.max_messages_per_second): refill
+	 * rate in messages per second, 0: none; bucket size in 1/1000 message. */
+	uint32_t msg_rate;
+	uint32_t msg_burst_milli;
+	_Atomic uint64_t flood_closed; /* sockets closed over the limit (any thread) */
+	pthread_mutex_t key_lock;      /* guards keys */
+	rt_strmap keys;                /* salt -> ch_token_key *, kept until the endpoint stops */
 };
 
 extern const rt_behaviour ch_channel_behaviour;

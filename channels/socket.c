@@ -89,6 +89,11 @@ struct ch_socket {
 	uint32_t nchans, capchans;
 	uint8_t vsn;
 	uint8_t block; /* enum block */
+	/* The flood limit's token bucket: tokens in 1/1000 message, refilled
+	 * at ep->msg_rate per second since tokens_ms (rt_now_ms, truncated:
+	 * differences are wrap-safe). */
+	uint32_t tokens;
+	uint32_t tokens_ms;
 	pending *pd;
 };
 
@@ -582,9 +587,47 @@ process_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 	return 0;
 }
 
+/* The flood limit (ch_endpoint_opts.max_messages_per_second): takes one
+ * message from the socket's bucket; false when it is empty.
+ *
+ * What to do with a client over the limit: Phoenix has no limit, and its
+ * protocol has no error a client library would act on for "slow down" (an
+ * error reply to every event would only be retried by the app, and the
+ * socket would still have to read and decode each message to answer it).
+ * A client that sends more than the limit (generous: 1000 a second, bursts
+ * of 2000, far above what the phoenix client does) is misbehaving, so the
+ * socket is closed with 1008 (policy violation), as for a client flooding
+ * a busy channel (CHANNEL_BACKLOG_MAX): the reading stops at once, the
+ * client library sees the close and reconnects after its backoff, which
+ * bounds the rate at which one client costs the node work. */
+static bool
+take_token(ch_socket *s)
+{
+	const ch_endpoint *ep = s->ep;
+	if (!ep->msg_rate)
+		return true;
+	uint32_t now = (uint32_t)rt_now_ms();
+	uint32_t elapsed = now - s->tokens_ms;
+	if (elapsed) {
+		uint64_t t = (uint64_t)s->tokens + (uint64_t)elapsed * ep->msg_rate;
+		s->tokens = t > ep->msg_burst_milli ? ep->msg_burst_milli : (uint32_t)t;
+		s->tokens_ms = now;
+	}
+	if (s->tokens < 1000)
+		return false;
+	s->tokens -= 1000;
+	return true;
+}
+
 int
 ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary)
 {
+	if (!take_token(s)) {
+		atomic_fetch_add_explicit(&s->ep->flood_closed, 1, memory_order_relaxed);
+		rt_log_warning("socket %s: over %u messages a second; closing (1008)",
+		               s->id ? s->id : "(anonymous)", s->ep->msg_rate);
+		return CH_CLOSE_POLICY_VIOLATION;
+	}
 	if (s->block != B_NONE)
 		return defer(s, true, binary, 0, RT_NOPID, NULL, data, len)
 		           ? 0
@@ -809,6 +852,8 @@ ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_connect_info *
 	}
 	ch_socket *s = rt_xcalloc(1, sizeof(*s));
 	s->ep = ep;
+	s->tokens = ep->msg_burst_milli;
+	s->tokens_ms = (uint32_t)rt_now_ms();
 	s->t = *t;
 	s->vsn = (uint8_t)vsn;
 	if (assigns->child)

@@ -86,7 +86,9 @@ ch_socket *ch_socket_open(ch_endpoint *ep, const ch_params *params, const ch_con
 
 /* A data frame from the client.  Returns 0, or a close code
  * (CH_CLOSE_INTERNAL_ERROR when the message cannot be decoded, as Phoenix
- * does) after which the transport closes the connection. */
+ * does; CH_CLOSE_POLICY_VIOLATION for a client over the flood limit,
+ * ch_endpoint_opts.max_messages_per_second, or flooding a busy channel)
+ * after which the transport closes the connection. */
 int ch_socket_in(ch_socket *s, const uint8_t *data, size_t len, bool binary);
 
 /* A runtime message for the socket.  Returns true if it was the socket's. */

@@ -338,7 +338,9 @@ on_post(lp_session *s, rt_msg *m)
 			break; /* the packer is ours: cannot happen */
 		int rc = ch_socket_in(s->sock, p + pos, len, binary);
 		if (rc)
-			tr_close(s, rc, "undecodable message");
+			tr_close(s, rc,
+			         rc == CH_CLOSE_POLICY_VIOLATION ? "policy violation"
+			                                         : "undecodable message");
 		pos += len;
 	}
 	if (m->from || op->origin[0]) {

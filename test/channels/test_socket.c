@@ -520,6 +520,9 @@ static const ch_socket_handler handler = {.connect = sock_connect,
 static ch_endpoint *ep;
 static rt_pid clients[8];
 static uint64_t base_procs; /* the endpoint's own processes (supervisor, PubSub, ...) */
+/* ch_endpoint_opts.max_messages_per_second of the next setup (0: default);
+ * a test that changes it sets it back to 0. */
+static uint32_t setup_rate;
 
 static void
 setup(void)
@@ -530,7 +533,9 @@ setup(void)
 	pthread_mutex_unlock(&out.mu);
 	rt_config c = {.schedulers = 2, .log_level = (rt_log_level)-1};
 	CHECK_EQ(rt_start(&c), 0);
-	ch_endpoint_opts o = {.handler = &handler, .secret_key_base = "secret"};
+	ch_endpoint_opts o = {.handler = &handler,
+	                      .secret_key_base = "secret",
+	                      .max_messages_per_second = setup_rate};
 	ep = ch_endpoint_start(&o);
 	CHECK(ep != NULL);
 	/* the node's tree: the root, PubSub's supervisor and partitions (one per
@@ -936,7 +941,9 @@ test_presence_state_and_diffs(void)
 static void
 test_flooding_a_busy_channel_closes_1008(void)
 {
+	setup_rate = CH_MSGS_UNLIMITED; /* the channel's backlog, not the rate, closes it */
 	setup();
+	setup_rate = 0;
 	client(0, NULL, 2);
 	client(1, NULL, 2);
 	send_text(0, "[\"1\",\"1\",\"room:slowpoke\",\"phx_join\",{}]");
@@ -948,10 +955,52 @@ test_flooding_a_busy_channel_closes_1008(void)
 		send_text(0, "[\"1\",\"3\",\"room:slowpoke\",\"ping\",{}]");
 	WAIT_UNTIL(!rt_alive(clients[0]), 10000);
 	CHECK_EQ(out.closed_code[0], 1008);
+	CHECK_EQ(ch_endpoint_flood_closed(ep), 0);
 	clients[0] = 0;
 	atomic_store(&hold_released, 1);
 	send_text(1, "[\"1\",\"2\",\"room:lobby\",\"ping\",{}]");
 	EXPECT(1, "[\"1\",\"2\"");
+	teardown();
+}
+
+/* The flood limit: a client over max_messages_per_second (here 1 a second,
+ * bursts of 2) is closed with 1008 and counted; the messages within the
+ * burst are answered; another client is not affected. */
+static void
+test_message_rate_limit_closes_1008(void)
+{
+	setup_rate = 1;
+	setup();
+	setup_rate = 0;
+	client(0, NULL, 2);
+	client(1, NULL, 2);
+	for (int i = 0; i < 50; i++)
+		send_text(0, "[null,\"7\",\"phoenix\",\"heartbeat\",{}]");
+	WAIT_UNTIL(!rt_alive(clients[0]), 5000);
+	clients[0] = 0;
+	CHECK_EQ(out.closed_code[0], 1008);
+	CHECK_EQ(ch_endpoint_flood_closed(ep), 1);
+	int answered = count(0, "phx_reply");
+	CHECK_MSG(answered >= 2 && answered < 50, "%d heartbeats answered", answered);
+	send_text(1, "[null,\"8\",\"phoenix\",\"heartbeat\",{}]");
+	EXPECT(1, "[null,\"8\",\"phoenix\",\"phx_reply\"");
+	CHECK_EQ(out.closed_code[1], 0);
+	teardown();
+}
+
+/* The default limit (1000 a second, bursts of 2000) lets a busy but sane
+ * client through: 1500 heartbeats at once are all answered. */
+static void
+test_message_rate_default_is_generous(void)
+{
+	setup();
+	client(0, NULL, 2);
+	for (int i = 0; i < 1500; i++)
+		send_text(0, "[null,\"7\",\"phoenix\",\"heartbeat\",{}]");
+	send_text(0, "[null,\"last\",\"phoenix\",\"heartbeat\",{}]");
+	EXPECT(0, "[null,\"last\",\"phoenix\",\"phx_reply\"");
+	CHECK_EQ(out.closed_code[0], 0);
+	CHECK_EQ(ch_endpoint_flood_closed(ep), 0);
 	teardown();
 }
 
@@ -1113,6 +1162,8 @@ TEST_LIST = {
     TEST(test_event_table_and_json_calls),
     TEST(test_non_string_topic_event_and_refs),
     TEST(test_flooding_a_busy_channel_closes_1008),
+    TEST(test_message_rate_limit_closes_1008),
+    TEST(test_message_rate_default_is_generous),
     TEST(test_presence_state_and_diffs),
     TEST(test_join_reply_and_ping),
     TEST(test_heartbeat_and_unmatched),
