@@ -860,6 +860,7 @@ app_main(int argc, char **argv, const app_def *app)
 	    .check_origin = o.check_origin != NULL,
 	    .origins = o.check_origin ? o.origins : NULL,
 	    .max_frame = (size_t)o.max_frame,
+	    .max_memory_mb = (uint32_t)o.max_memory_mb,
 	    .lp_window_ms = (uint32_t)o.lp_window_ms,
 	    .reuse_port = o.reuse_port,
 	    .https_port = o.https_port,

@@ -86,6 +86,51 @@ typedef struct listener {
 	bool draining; /* its supervisor shuts it down: exit once the shard is empty */
 } listener;
 
+/* The process's resident size in bytes (/proc/self/statm), 0 when it
+ * cannot be read. */
+static uint64_t
+read_rss(void)
+{
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[128];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	unsigned long long size, resident;
+	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+		return 0;
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Reads the RSS and updates the budget's state (listener 0, and
+ * tp_endpoint_start); logs the changes. */
+static void
+check_memory(tp_endpoint *ep)
+{
+	uint64_t rss = read_rss();
+	if (!rss)
+		return; /* keep the last state (e.g. out of descriptors) */
+	atomic_store(&ep->rss, rss);
+	bool was = atomic_load(&ep->mem_over);
+	bool over = tp_mem_over(was, rss, ep->mem_budget);
+	if (over == was)
+		return;
+	atomic_store(&ep->mem_over, over);
+	if (over)
+		rt_log_warning("memory: %llu MiB resident, over the budget of %llu MiB: "
+		               "refusing new sockets (503)",
+		               (unsigned long long)(rss >> 20),
+		               (unsigned long long)(ep->mem_budget >> 20));
+	else
+		rt_log_info("memory: %llu MiB resident, under 90%% of the budget: accepting "
+		            "new sockets again",
+		            (unsigned long long)(rss >> 20));
+}
+
 /* True at most once a second for the whole endpoint (all listeners). */
 static bool
 may_warn(tp_endpoint *ep)
@@ -222,6 +267,8 @@ listener_init(void *state, const void *arg, size_t size)
 			m = l->ep->tq_ms[q];
 	l->tick_ms = m / 8 < 5 ? 5 : m / 8 > 250 ? 250 : m / 8;
 	rt_send_after(l->tick_ms, rt_self(), TP_LST_TICK, NULL, 0);
+	if (l->idx == 0 && l->ep->mem_budget) /* one timer for the endpoint */
+		rt_send_after(TP_MEM_CHECK_MS, rt_self(), TP_LST_MEM, NULL, 0);
 	return RT_OK;
 }
 
@@ -366,6 +413,10 @@ listener_handle(void *state, rt_msg *m)
 			l->paused = false;
 			listener_watch(l, true);
 		}
+		break;
+	case TP_LST_MEM:
+		check_memory(l->ep);
+		rt_send_after(TP_MEM_CHECK_MS, rt_self(), TP_LST_MEM, NULL, 0);
 		break;
 	case TP_LST_STOP:
 		listener_stop(l);
@@ -634,6 +685,9 @@ tp_endpoint_start(const tp_endpoint_opts *opts)
 	if (opts->max_body)
 		ep->http.max_body = opts->max_body;
 	ep->t0_ms = rt_now_ms();
+	ep->mem_budget = (uint64_t)opts->max_memory_mb << 20;
+	if (ep->mem_budget)
+		check_memory(ep); /* right from the first connection */
 	ep->lp = lp_table_new(ep, opts);
 	if (opts->socket && !ep->lp) {
 		fprintf(stderr, "tp_endpoint_start: cannot derive the long-poll token key\n");
@@ -776,6 +830,9 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 		out->accept_paused += atomic_load_explicit(&s->accept_paused, memory_order_relaxed);
 	}
 	out->drained = atomic_load(&ep->drained);
+	out->rss = atomic_load(&ep->rss);
+	out->mem_over = atomic_load(&ep->mem_over);
+	out->mem_refused = atomic_load(&ep->mem_refused);
 	const lp_table *t = ep->lp;
 	if (t) {
 		out->lp_open = atomic_load(&t->open);

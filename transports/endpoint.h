@@ -53,6 +53,7 @@ enum {
 	TP_LST_EMPTY,              /* stopping: the shard's last connection is gone */
 	TP_LST_DRAIN,              /* close the listening socket, list the sockets (payload:
 	                              the drainer's pid) */
+	TP_LST_MEM,                /* listener 0: read the RSS against the memory budget */
 	/* to the drainer (drain.c) */
 	TP_DRN_LIST = 0xFFFD0400u, /* a listener's sockets: m->buf holds rt_pids */
 	TP_DRN_NEXT,               /* to self: the next batch is due */
@@ -159,7 +160,35 @@ struct tp_endpoint {
 	 * keep-alive; and how many sockets it has told to close. */
 	_Atomic bool draining;
 	_Atomic uint64_t drained;
+	/* The memory budget (opts.max_memory_mb in bytes, 0: none): listener 0
+	 * writes rss and mem_over every TP_MEM_CHECK_MS, connections read
+	 * mem_over and count mem_refused. */
+	uint64_t mem_budget;
+	_Atomic uint64_t rss;
+	_Atomic bool mem_over;
+	_Atomic uint64_t mem_refused;
 };
+
+/* The memory budget's hysteresis: whether the endpoint refuses new sockets
+ * with a resident size of rss bytes and a budget of budget bytes (not 0),
+ * given whether it did (over): it starts above the budget and ends below
+ * 90% of it. */
+static inline bool
+tp_mem_over(bool over, uint64_t rss, uint64_t budget)
+{
+	return over ? rss >= budget / 10 * 9 : rss > budget;
+}
+
+/* Refuses a new socket when over the memory budget: true after counting
+ * it (the caller answers 503). */
+static inline bool
+tp_mem_refuse(tp_endpoint *ep)
+{
+	if (!atomic_load_explicit(&ep->mem_over, memory_order_relaxed))
+		return false;
+	atomic_fetch_add_explicit(&ep->mem_refused, 1, memory_order_relaxed);
+	return true;
+}
 
 /* Milliseconds since the endpoint started (deadlines; compare with tp_before). */
 static inline uint32_t

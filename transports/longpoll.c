@@ -435,6 +435,12 @@ start_session(conn *c, lp_start *a, size_t size, bool keep)
 		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 1\r\n", false);
 		return;
 	}
+	if (tp_mem_refuse(c->ep)) {
+		/* Over the memory budget: no new session until back under it. */
+		free(a);
+		send_plain(c, 503, "503 Service Unavailable\n", "Retry-After: 5\r\n", keep);
+		return;
+	}
 	if (atomic_fetch_add(&t->open, 1) >= t->max_sessions) {
 		atomic_fetch_sub(&t->open, 1);
 		atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);

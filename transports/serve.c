@@ -175,6 +175,11 @@ handle_path(conn *c, const tp_http_request *req, const char *path, size_t plen, 
 			http_error(c, 503, false, "Retry-After: 1\r\n");
 			return;
 		}
+		if (tp_mem_refuse(ep)) {
+			/* Over the memory budget: no new socket until back under it. */
+			http_error(c, 503, false, "Retry-After: 5\r\n");
+			return;
+		}
 		char body[256];
 		int st = tp_ws_upgrade(c, req, body, sizeof(body));
 		if (st)

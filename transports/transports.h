@@ -104,7 +104,19 @@ typedef struct tp_endpoint_opts {
 	const char *tls_cert;
 	const char *tls_key;
 	uint32_t tls_handshake_ms;
+	/* The node's memory budget in MiB (0: none).  The process's resident
+	 * size (RSS, /proc/self/statm, read every TP_MEM_CHECK_MS by one
+	 * listener) over the budget makes the endpoint refuse new sockets (a
+	 * WebSocket upgrade or a new long-poll session gets 503 with
+	 * Retry-After, counted in tp_stats.mem_refused; plain HTTP, open
+	 * sockets and polls of existing sessions go on) until it is back under
+	 * 90% of the budget.  Not done: cutting the slowest consumers when
+	 * refusing is not enough (the slow consumer limit, max_outbound, still
+	 * bounds each one). */
+	uint32_t max_memory_mb;
 } tp_endpoint_opts;
+
+#define TP_MEM_CHECK_MS 250
 
 /* Checks that cert_file and key_file are readable PEM files and that the key
  * matches the certificate, as tp_endpoint_start would load them: 0, or -1
@@ -182,7 +194,10 @@ rt_pid tp_endpoint_drain(tp_endpoint *ep, const tp_drain_opts *o);
  * stopped accepting for 100 ms because the process (or the system) was out
  * of file descriptors or socket memory (EMFILE, ENFILE, ENOBUFS, ENOMEM;
  * a warning is logged at most once a second for the whole endpoint); the
- * clients wait in the listen backlog meanwhile. */
+ * clients wait in the listen backlog meanwhile.  rss: the resident size
+ * last read (bytes; 0 without a memory budget); mem_over: 1 while over the
+ * budget (refusing new sockets); mem_refused: new sockets refused (503)
+ * because of it. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests, http_parsed;
@@ -192,6 +207,7 @@ typedef struct tp_stats {
 	uint64_t drained;
 	uint64_t tls_accepted, tls_handshakes, tls_failed;
 	uint64_t accept_paused;
+	uint64_t rss, mem_over, mem_refused;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

@@ -139,6 +139,9 @@ static const ch_socket_handler sock_handler = {
     .nroutes = 1,
 };
 
+/* ch_endpoint_opts.max_messages_per_second of the next fx_start (0: default). */
+static uint32_t fx_rate;
+
 /* Starts the runtime, (the channels endpoint when with_socket) and the
  * endpoint; tweak may change the options. */
 static void
@@ -168,7 +171,9 @@ fx_start(bool with_socket, void (*tweak)(tp_endpoint_opts *))
 	F.aliases[2] = NULL;
 
 	if (with_socket) {
-		ch_endpoint_opts co = {.handler = &sock_handler, .secret_key_base = "secret"};
+		ch_endpoint_opts co = {.handler = &sock_handler,
+		                       .secret_key_base = "secret",
+		                       .max_messages_per_second = fx_rate};
 		F.ch = ch_endpoint_start(&co);
 		CHECK(F.ch != NULL);
 	}
@@ -1181,6 +1186,66 @@ raw_request(const char *req, resp *r)
 	return rc < 0 ? -1 : r->status;
 }
 
+/* The flood limit over a WebSocket: at 1 message a second (bursts of 2),
+ * 50 heartbeats at once close the socket with 1008, counted. */
+static void
+test_ws_flood_1008(void)
+{
+	fx_rate = 1;
+	fx_start(true, NULL);
+	fx_rate = 0;
+	client c;
+	ws_open(&c);
+	for (int i = 0; i < 50; i++)
+		ws_send_text(&c, "[null,\"1\",\"phoenix\",\"heartbeat\",{}]");
+	CHECK_EQ(ws_expect_close(&c), 1008);
+	cli_close(&c);
+	CHECK_EQ(ch_endpoint_flood_closed(F.ch), 1);
+	fx_stop();
+}
+
+static void
+tiny_budget(tp_endpoint_opts *o)
+{
+	o->max_memory_mb = 1; /* a process with a runtime is always over 1 MiB */
+}
+
+/* The memory budget: over it, a WebSocket upgrade gets 503 (counted) while
+ * plain HTTP is still served; without a budget the same upgrade passes.
+ * And its hysteresis: refusing starts over the budget, ends under 90%. */
+static void
+test_memory_budget_refuses_new_sockets(void)
+{
+	CHECK(!tp_mem_over(false, 100, 100));
+	CHECK(tp_mem_over(false, 101, 100));
+	CHECK(tp_mem_over(true, 95, 100));
+	CHECK(tp_mem_over(true, 90, 100));
+	CHECK(!tp_mem_over(true, 89, 100));
+
+	fx_start(true, tiny_budget);
+	tp_stats s = stats();
+	CHECK(s.rss > (1u << 20));
+	CHECK_EQ(s.mem_over, 1);
+	client c;
+	resp r;
+	cli_open(&c);
+	CHECK_EQ(ws_request(&c, "?vsn=2.0.0", NULL, &r), 503);
+	CHECK(hdr(&r, "retry-after") != NULL);
+	cli_close(&c);
+	CHECK_EQ(stats().mem_refused, 1);
+	CHECK_EQ(stats().ws_open, 0);
+	CHECK_EQ(one_request("GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+	fx_stop();
+
+	fx_start(true, NULL);
+	cli_open(&c);
+	CHECK_EQ(ws_request(&c, "?vsn=2.0.0", NULL, &r), 101);
+	cli_close(&c);
+	CHECK_EQ(stats().mem_refused, 0);
+	CHECK_EQ(stats().rss, 0);
+	fx_stop();
+}
+
 static void
 test_ws_refused(void)
 {
@@ -1968,6 +2033,8 @@ TEST_LIST = {
     TEST(test_handler_crash_isolated),
     TEST(test_ws_handshake_and_channel),
     TEST(test_ws_refused),
+    TEST(test_memory_budget_refuses_new_sockets),
+    TEST(test_ws_flood_1008),
     TEST(test_ws_handshake_order),
     TEST(test_ws_unmasked_1002),
     TEST(test_ws_oversize_1009),

@@ -122,14 +122,18 @@ static const ch_socket_handler sock_handler = {
 
 /* The cluster the next fx_start joins (NULL: none). */
 static const cl_opts *fx_cluster;
+/* ch_endpoint_opts.max_messages_per_second of the next fx_start (0: default). */
+static uint32_t fx_rate;
 
 static void
 fx_start(void (*tweak)(tp_endpoint_opts *))
 {
 	rt_config rc = {.schedulers = 2, .log_level = RT_LOG_ERROR};
 	CHECK_EQ(rt_start(&rc), 0);
-	ch_endpoint_opts co = {
-	    .handler = &sock_handler, .secret_key_base = "secret", .cluster = fx_cluster};
+	ch_endpoint_opts co = {.handler = &sock_handler,
+	                       .secret_key_base = "secret",
+	                       .cluster = fx_cluster,
+	                       .max_messages_per_second = fx_rate};
 	F.ch = ch_endpoint_start(&co);
 	CHECK(F.ch != NULL);
 	tp_endpoint_opts o = {
@@ -682,6 +686,49 @@ test_sessions_limit(void)
 	fx_stop();
 }
 
+/* The flood limit reaches long polling too: a batch of 50 messages at 1 a
+ * second (bursts of 2) ends the session (WebSocket: 1008), counted. */
+static void
+test_flood_limit_ends_session(void)
+{
+	fx_rate = 1;
+	fx_start(NULL);
+	fx_rate = 0;
+	char tok[256];
+	open_session(NULL, tok, sizeof(tok));
+	char body[4096];
+	size_t n = 0;
+	for (int i = 0; i < 50; i++)
+		n += (size_t)snprintf(body + n, sizeof(body) - n,
+		                      "[null,\"%d\",\"phoenix\",\"heartbeat\",{}]\n", i);
+	post_ok(tok, body);
+	WAIT_UNTIL(stats().lp_open == 0, 3000);
+	CHECK_EQ(ch_endpoint_flood_closed(F.ch), 1);
+	fx_stop();
+}
+
+static void
+tiny_budget(tp_endpoint_opts *o)
+{
+	o->max_memory_mb = 1; /* a process with a runtime is always over 1 MiB */
+}
+
+/* Over the memory budget a new session is refused (503, counted). */
+static void
+test_memory_budget_refuses_sessions(void)
+{
+	fx_start(tiny_budget);
+	resp r;
+	request("GET", "/socket/longpoll?vsn=2.0.0", NULL, NULL, &r);
+	CHECK_EQ(r.status, 503);
+	CHECK(has_header(&r, "\r\nRetry-After: 5\r\n"));
+	resp_free(&r);
+	CHECK_EQ(stats().mem_refused, 1);
+	CHECK_EQ(stats().lp_open, 0);
+	CHECK_EQ(stats().lp_refused, 0);
+	fx_stop();
+}
+
 static void
 test_second_poll_replaces_first(void)
 {
@@ -1054,6 +1101,8 @@ TEST_LIST = {
     TEST(test_buffer_limit),
     TEST(test_body_limit),
     TEST(test_sessions_limit),
+    TEST(test_flood_limit_ends_session),
+    TEST(test_memory_budget_refuses_sessions),
     TEST(test_second_poll_replaces_first),
     TEST(test_bad_base64),
     TEST(test_binary_frames),
