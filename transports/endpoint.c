@@ -833,6 +833,7 @@ tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out)
 	out->rss = atomic_load(&ep->rss);
 	out->mem_over = atomic_load(&ep->mem_over);
 	out->mem_refused = atomic_load(&ep->mem_refused);
+	out->mem_cut = atomic_load(&ep->mem_cut);
 	const lp_table *t = ep->lp;
 	if (t) {
 		out->lp_open = atomic_load(&t->open);

@@ -167,6 +167,7 @@ struct tp_endpoint {
 	_Atomic uint64_t rss;
 	_Atomic bool mem_over;
 	_Atomic uint64_t mem_refused;
+	_Atomic uint64_t mem_cut;
 };
 
 /* The memory budget's hysteresis: whether the endpoint refuses new sockets
@@ -177,6 +178,15 @@ static inline bool
 tp_mem_over(bool over, uint64_t rss, uint64_t budget)
 {
 	return over ? rss >= budget / 10 * 9 : rss > budget;
+}
+
+/* Whether a consumer with queued bytes waiting for its client is to be
+ * cut now: over the memory budget and over TP_MEM_CUT_QUEUED behind. */
+static inline bool
+tp_mem_cut(const tp_endpoint *ep, size_t queued)
+{
+	return queued > TP_MEM_CUT_QUEUED &&
+	       atomic_load_explicit(&ep->mem_over, memory_order_relaxed);
 }
 
 /* Refuses a new socket when over the memory budget: true after counting

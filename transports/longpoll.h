@@ -100,8 +100,9 @@ struct lp_table {
 	pthread_mutex_t mu;
 	rt_strmap map; /* hex session id -> pid (uintptr_t) */
 	ch_token_key *key;
-	rt_pid sup;  /* the sessions' dynamic supervisor */
-	cl_node *cl; /* the endpoint's cluster, or NULL */
+	tp_endpoint *ep; /* its endpoint (the memory budget) */
+	rt_pid sup;      /* the sessions' dynamic supervisor */
+	cl_node *cl;     /* the endpoint's cluster, or NULL */
 	char node[LP_NODE_MAX + 1];
 	/* Requests of this node parked on another node's session: ref (hex) ->
 	 * the connection's pid, under mu (longpoll_remote.c). */

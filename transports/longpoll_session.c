@@ -182,6 +182,16 @@ tr_send(void *conn_, rt_buf *frame)
 		s->warned_binary = true;
 		return;
 	}
+	if (tp_mem_cut(s->t->ep, s->qbytes)) {
+		atomic_fetch_add_explicit(&s->t->slow, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->t->ep->mem_cut, 1, memory_order_relaxed);
+		rt_log_warning("longpoll session: %zu bytes wait for a poll while over the memory "
+		               "budget: ended (slow consumer)",
+		               s->qbytes);
+		rt_buf_release(frame);
+		s->end = "slow consumer";
+		return;
+	}
 	if (s->qn >= s->t->max_frames || s->qbytes + frame->len > s->t->max_bytes) {
 		atomic_fetch_add_explicit(&s->t->slow, 1, memory_order_relaxed);
 		rt_log_warning("longpoll session: %u frames (%zu bytes) wait for a poll, over the "

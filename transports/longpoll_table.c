@@ -45,6 +45,7 @@ lp_table_new(tp_endpoint *ep, const tp_endpoint_opts *o)
 	if (!secret)
 		secret = "";
 	lp_table *t = rt_xcalloc(1, sizeof(*t));
+	t->ep = ep;
 	pthread_mutex_init(&t->mu, NULL);
 	t->key = ch_token_key_new(secret, strlen(secret), LP_TOKEN_SALT, sizeof(LP_TOKEN_SALT) - 1);
 	if (!t->key) {

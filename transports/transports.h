@@ -110,13 +110,16 @@ typedef struct tp_endpoint_opts {
 	 * WebSocket upgrade or a new long-poll session gets 503 with
 	 * Retry-After, counted in tp_stats.mem_refused; plain HTTP, open
 	 * sockets and polls of existing sessions go on) until it is back under
-	 * 90% of the budget.  Not done: cutting the slowest consumers when
-	 * refusing is not enough (the slow consumer limit, max_outbound, still
-	 * bounds each one). */
+	 * 90% of the budget.  Meanwhile the slowest consumers are cut: a
+	 * WebSocket with over TP_MEM_CUT_QUEUED bytes already queued when more
+	 * comes, or a long-poll session with that much waiting for a poll, is
+	 * disconnected as a slow consumer (counted in tp_stats.mem_cut; without
+	 * the budget only max_outbound / lp_max_bytes cut them). */
 	uint32_t max_memory_mb;
 } tp_endpoint_opts;
 
 #define TP_MEM_CHECK_MS 250
+#define TP_MEM_CUT_QUEUED ((size_t)256 << 10)
 
 /* Checks that cert_file and key_file are readable PEM files and that the key
  * matches the certificate, as tp_endpoint_start would load them: 0, or -1
@@ -197,7 +200,7 @@ rt_pid tp_endpoint_drain(tp_endpoint *ep, const tp_drain_opts *o);
  * clients wait in the listen backlog meanwhile.  rss: the resident size
  * last read (bytes; 0 without a memory budget); mem_over: 1 while over the
  * budget (refusing new sockets); mem_refused: new sockets refused (503)
- * because of it. */
+ * because of it; mem_cut: slow consumers cut because of it. */
 typedef struct tp_stats {
 	uint64_t accepted, open, ws_open, slow_disconnects, closed_1009, closed_1002, closed_1007,
 	    closed_1011, http_requests, http_parsed;
@@ -207,7 +210,7 @@ typedef struct tp_stats {
 	uint64_t drained;
 	uint64_t tls_accepted, tls_handshakes, tls_failed;
 	uint64_t accept_paused;
-	uint64_t rss, mem_over, mem_refused;
+	uint64_t rss, mem_over, mem_refused, mem_cut;
 } tp_stats;
 void tp_endpoint_stats(const tp_endpoint *ep, tp_stats *out);
 

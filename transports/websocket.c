@@ -97,6 +97,20 @@ tr_send(void *conn_, rt_buf *frame)
 		return;
 	}
 	size_t add = frame->len + 10;
+	if (tp_mem_cut(c->ep, c->oq_bytes)) {
+		/* Over the memory budget: a consumer this far behind is cut. */
+		if ((c->flags & F_OPEN) && c->oq_tail && conn_write_now(c) < 0) {
+			rt_buf_release(frame);
+			conn_finish(c, W_RESET);
+			return;
+		}
+		if (tp_mem_cut(c->ep, c->oq_bytes)) {
+			rt_buf_release(frame);
+			tp_count(&c->ep->mem_cut, 1);
+			slow_consumer(c, add);
+			return;
+		}
+	}
 	if (c->oq_bytes + add > c->ep->max_outbound) {
 		/* Frames are written once per batch; before calling the client slow,
 		 * see whether the socket takes what this batch queued so far. */
@@ -134,7 +148,7 @@ tr_push_local(void *conn_, rt_buf *frame)
 	conn *c = conn_;
 	if (c->flags & (F_DEAD | F_CLOSE_SENT | F_CLOSING | F_STOP_SENT))
 		return CH_PUSH_DECLINED;
-	if (c->oq_bytes + frame->len + 10 > c->ep->max_outbound)
+	if (c->oq_bytes + frame->len + 10 > c->ep->max_outbound || tp_mem_cut(c->ep, c->oq_bytes))
 		return CH_PUSH_DECLINED;
 	uint8_t hdr[10];
 	int op = frame->flags == CH_FRAME_BINARY_KIND ? TP_WS_OP_BINARY : TP_WS_OP_TEXT;

@@ -1204,6 +1204,39 @@ test_ws_flood_1008(void)
 	fx_stop();
 }
 
+/* Over the memory budget (forced: without a budget no timer resets it), a
+ * WebSocket that does not read is cut once over TP_MEM_CUT_QUEUED bytes are
+ * queued for it, far below max_outbound (14 MB here): counted in mem_cut
+ * and slow_disconnects. */
+static void
+test_memory_budget_cuts_slow_ws(void)
+{
+	fx_start(true, NULL);
+	client slow;
+	cli_open(&slow);
+	int rcv = 4096;
+	setsockopt(slow.fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	resp r;
+	CHECK_EQ(ws_request(&slow, "?vsn=2.0.0", NULL, &r), 101);
+	ws_join_and_ping(&slow, "test:room");
+	atomic_store(&F.tp->mem_over, true);
+	char *payload = malloc(8200);
+	int n = snprintf(payload, 8200, "{\"x\":\"");
+	memset(payload + n, 'y', 8000);
+	snprintf(payload + n + 8000, 100, "\"}");
+	rt_log_set_level(RT_LOG_ERROR); /* the expected slow-consumer warning */
+	/* at most 12 MB: what the kernel's buffers take, then 256 KiB queued */
+	for (int i = 0; i < 1500 && stats().mem_cut == 0; i++)
+		CHECK_EQ(ch_endpoint_broadcast(F.ch, "test:room", "flood", payload), 0);
+	free(payload);
+	WAIT_UNTIL(stats().mem_cut == 1, 5000);
+	CHECK_EQ(stats().slow_disconnects, 1);
+	CHECK(cli_eof_within(&slow, 5000));
+	cli_close(&slow);
+	atomic_store(&F.tp->mem_over, false);
+	fx_stop();
+}
+
 static void
 tiny_budget(tp_endpoint_opts *o)
 {
@@ -2047,6 +2080,7 @@ TEST_LIST = {
     TEST(test_ws_idle_timeout),
     TEST(test_ws_check_origin),
     TEST(test_ws_slow_consumer),
+    TEST(test_memory_budget_cuts_slow_ws),
     TEST(test_ws_stop_sends_1001),
     TEST(test_ws_stop_unresponsive),
     TEST(test_idle_memory),

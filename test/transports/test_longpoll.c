@@ -707,6 +707,31 @@ test_flood_limit_ends_session(void)
 	fx_stop();
 }
 
+/* Over the memory budget (forced here: no budget, so no timer resets it)
+ * a session with over TP_MEM_CUT_QUEUED bytes waiting for a poll is cut
+ * as a slow consumer; 8000 small pushes (~480 KB) are within the normal
+ * limits, which the same flood with the budget's state cleared shows. */
+static void
+test_memory_budget_cuts_slow_sessions(void)
+{
+	fx_start(NULL);
+	char tok[256];
+	open_session(NULL, tok, sizeof(tok));
+	post_ok(tok, JOIN);
+	post_ok(tok, "[\"1\",\"2\",\"test:a\",\"flood\",{\"n\":8000}]");
+	char *all = poll_until(tok, "flood");
+	free(all);
+	CHECK_EQ(stats().lp_open, 1);
+	CHECK_EQ(stats().mem_cut, 0);
+	atomic_store(&F.tp->mem_over, true);
+	post_ok(tok, "[\"1\",\"3\",\"test:a\",\"flood\",{\"n\":8000}]");
+	WAIT_UNTIL(stats().lp_open == 0, 3000);
+	CHECK_EQ(stats().mem_cut, 1);
+	CHECK_EQ(stats().lp_slow, 1);
+	atomic_store(&F.tp->mem_over, false);
+	fx_stop();
+}
+
 static void
 tiny_budget(tp_endpoint_opts *o)
 {
@@ -1103,6 +1128,7 @@ TEST_LIST = {
     TEST(test_sessions_limit),
     TEST(test_flood_limit_ends_session),
     TEST(test_memory_budget_refuses_sessions),
+    TEST(test_memory_budget_cuts_slow_sessions),
     TEST(test_second_poll_replaces_first),
     TEST(test_bad_base64),
     TEST(test_binary_frames),
