@@ -26,7 +26,7 @@ test('--help prints the usage and exits 0', T, () => {
 })
 
 test('bad flags exit 2 with a message on stderr', T, () => {
-  for (const args of [['--bogus'], ['--port'], ['--port', 'abc'], ['--port', '70000'], ['--port', '0'], ['--log-level', 'loud'], ['--schedulers', '0'], ['--max-frame-size', '0'], ['--max-frame-size', '2000000000'], ['--max-frame-size', '1k'], ['extra']]) {
+  for (const args of [['--bogus'], ['--port'], ['--port', 'abc'], ['--port', '70000'], ['--port', '0'], ['--log-level', 'loud'], ['--schedulers', '0'], ['--max-frame-size', '0'], ['--max-frame-size', '2000000000'], ['--max-frame-size', '1k'], ['--max-messages-per-second', '-1'], ['--max-messages-per-second', '2000000'], ['--max-memory-mb', 'x'], ['extra']]) {
     const r = run(args)
     assert.equal(r.status, 2, `${args.join(' ')} exited ${r.status}: ${r.stderr}`)
     assert.ok(r.stderr.length > 0, `${args.join(' ')} explains itself on stderr`)
@@ -112,6 +112,34 @@ test('--check-origin refuses upgrades from other origins with 403', T, async (t)
   assert.equal(await status('http://good.example'), 101)
   assert.equal(await status(base), 101)
   assert.equal(await status('http://evil.example'), 403)
+  srv.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})
+
+test('--max-messages-per-second: a client over it is closed with 1008', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--max-messages-per-second', '5'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const a = await RawClient.connect({ base: `ws://127.0.0.1:${port}` })
+  t.after(() => a.close())
+  for (let i = 0; i < 40; i++) a.ws.send(JSON.stringify([null, String(i), 'phoenix', 'heartbeat', {}]))
+  assert.equal((await a.waitClose(5000)).code, 1008)
+  srv.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})
+
+test('--max-memory-mb: over the budget a new long-poll session gets 503, plain HTTP works', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--max-memory-mb', '1'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const r = await fetch(`${base}/socket/longpoll?vsn=2.0.0`)
+  assert.equal(r.status, 503)
+  assert.equal(r.headers.get('retry-after'), '5')
+  assert.equal((await fetch(`${base}/`)).status, 200)
   srv.proc.kill('SIGTERM')
   assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
 })
