@@ -76,8 +76,8 @@ typedef struct app_opts {
 	int drain_batch;
 	int drain_interval_ms;
 	int drain_timeout_ms; /* 0: no drain */
-	/* Limits: --max-messages-per-second (-1: not given, the default; 0:
-	 * off) and --max-memory-mb (0: no budget). */
+	/* Limits: --max-messages-per-second (-1: not given, or 0: no limit, as
+	 * Phoenix) and --max-memory-mb (0: no budget). */
 	int max_msgs;
 	int max_memory_mb;
 } app_opts;
@@ -117,7 +117,7 @@ app_usage(FILE *out, const app_def *app)
 	        "                           with 1001 (default %d; 0: no drain)\n"
 	        "  --max-messages-per-second N  messages a client may send on one socket\n"
 	        "                           (bursts of 2 x N); past it the socket is closed\n"
-	        "                           with 1008 (default %u; 0: no limit)\n"
+	        "                           with 1008 (default 0: no limit, as Phoenix)\n"
 	        "  --max-memory-mb N        memory budget: over N MB of RSS, refuse new\n"
 	        "                           WebSockets and long-poll sessions (503) and cut\n"
 	        "                           consumers 256 KiB behind, until back under 90%%\n"
@@ -150,8 +150,7 @@ app_usage(FILE *out, const app_def *app)
 	        "Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (port in use),\n"
 	        "2 on a bad command line.\n",
 	        APP_DEFAULT_PORT, APP_DEFAULT_BIND, TP_DEFAULT_MAX_FRAME, APP_DEFAULT_SALT,
-	        TP_DRAIN_BATCH_SIZE, TP_DRAIN_INTERVAL_MS, TP_DRAIN_TIMEOUT_MS,
-	        CH_DEFAULT_MAX_MSGS_PER_S, name, name);
+	        TP_DRAIN_BATCH_SIZE, TP_DRAIN_INTERVAL_MS, TP_DRAIN_TIMEOUT_MS, name, name);
 }
 
 static int
@@ -794,10 +793,8 @@ app_main(int argc, char **argv, const app_def *app)
 	ch_endpoint_opts chopts = {.handler = app->socket,
 	                           .secret_key_base = o.secret,
 	                           .cluster = o.name ? &clopts : NULL,
-	                           .max_messages_per_second = o.max_msgs < 0 ? 0
-	                                                      : o.max_msgs == 0
-	                                                          ? CH_MSGS_UNLIMITED
-	                                                          : (uint32_t)o.max_msgs};
+	                           .max_messages_per_second =
+	                               o.max_msgs > 0 ? (uint32_t)o.max_msgs : 0};
 	ch_endpoint *ep = ch_endpoint_start(&chopts);
 	if (!ep) {
 		if (o.name)

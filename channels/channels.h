@@ -243,16 +243,18 @@ typedef struct ch_endpoint_opts {
 	const cl_opts *cluster;
 	/* Flood limit: messages a client may send on one socket per second (a
 	 * token bucket refilled at this rate, holding at most twice as many, so
-	 * that a burst of 2 s worth passes).  0: CH_DEFAULT_MAX_MSGS_PER_S;
-	 * CH_MSGS_UNLIMITED: no limit; at most CH_MAX_MAX_MSGS_PER_S.  Every
+	 * that a burst of 2 s worth passes).  0 (the default) or
+	 * CH_MSGS_UNLIMITED: no limit, as Phoenix, which has none (a client
+	 * library or load test that publishes flat out on one socket works as
+	 * against Phoenix); set it for endpoints open to the public.  At most
+	 * CH_MAX_MAX_MSGS_PER_S.  Every
 	 * frame the client sends counts (joins, events, heartbeats; a long-poll
 	 * POST counts each message of its batch).  Past the limit the socket is
 	 * closed with 1008 (policy violation), logged and counted
-	 * (ch_endpoint_flood_closed).  Phoenix has no such limit. */
+	 * (ch_endpoint_flood_closed). */
 	uint32_t max_messages_per_second;
 } ch_endpoint_opts;
 
-#define CH_DEFAULT_MAX_MSGS_PER_S 1000u
 #define CH_MAX_MAX_MSGS_PER_S 1000000u
 #define CH_MSGS_UNLIMITED UINT32_MAX
 

@@ -47,9 +47,7 @@ ch_endpoint_start(const ch_endpoint_opts *opts)
 	ep->max_channels =
 	    opts->handler && opts->handler->max_channels ? opts->handler->max_channels : 100;
 	uint32_t rate = opts->max_messages_per_second;
-	if (rate == 0)
-		rate = CH_DEFAULT_MAX_MSGS_PER_S;
-	if (rate != CH_MSGS_UNLIMITED) {
+	if (rate != 0 && rate != CH_MSGS_UNLIMITED) {
 		if (rate > CH_MAX_MAX_MSGS_PER_S)
 			rate = CH_MAX_MAX_MSGS_PER_S;
 		ep->msg_rate = rate;
