@@ -113,7 +113,7 @@ soak:
 	@sh scripts/setup.sh build
 	@[ -d test/integration/node_modules ] || (cd test/integration && npm ci --no-audit --no-fund --loglevel=error)
 	@$(MAKE) --no-print-directory $(CHAT)
-	@node test/soak/soak.js $(BUILD)
+	@SOAK_SANITIZER=$(SANITIZER) node test/soak/soak.js $(BUILD)
 
 bench:
 	@sh scripts/setup.sh bench
