@@ -10,11 +10,12 @@
 //     on room:lobby, each also tracked on presence:soak, and publishers that
 //     push new_msg {"body":"soak|<publisher>|<seq>"} a few times a second;
 //   - churn on all three nodes: sockets that connect, join, chat and
-//     disconnect; presence joins and leaves; bursts of 8 KB messages;
-//     channel crashes (RoomChannel's `crash` event: phx_error, rejoin);
-//     slow consumers (raw WebSockets that join room:lobby and then stop
-//     reading, dropped after a while); garbage clients (random bytes as an
-//     HTTP request, and random bytes after a good WebSocket upgrade);
+//     disconnect; presence joins and leaves; bursts of 100 messages of
+//     16 KB; channel crashes (RoomChannel's `crash` event: phx_error,
+//     rejoin); slow consumers (raw WebSockets that join room:lobby and stop
+//     reading for 30..60 s: with --max-frame-size 64 KiB the nodes cut them
+//     past 4 MiB + 64 KiB queued); garbage clients (random bytes as an HTTP
+//     request, and random bytes after a good WebSocket upgrade);
 //   - node 3 killed with SIGKILL every SOAK_KILL_EVERY_S seconds (default
 //     240, at most a third of the load phase), restarted by the cluster
 //     command.
@@ -68,6 +69,11 @@ const OUT = path.resolve(ROOT, process.env.SOAK_RESULTS || 'results/soak')
 const RECEIVERS_PER_NODE = 3
 const PUBLISHERS_PER_NODE = 2
 const PUBLISH_EVERY_MS = 200
+// The nodes' --max-frame-size: a WebSocket client is cut as a slow consumer
+// past 4 MiB + this queued, which the bursts below reach in a slow consumer.
+const MAX_FRAME = 65536
+const BURST_MSGS = 100
+const BURST_BODY = 16384
 const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer/
 const PROVOKED_CRASH = 'crash requested by the client'
 // A sanitizer build (make soak SANITIZER=...; else build-address/ and the
@@ -137,10 +143,16 @@ function onClusterLine (line) {
 
 function startCluster (port, cport) {
   const args = ['cluster', '--nodes', '3', '--port', String(port), '--cluster-port', String(cport),
-    '--heartbeat-ms', '200', '--down-after-ms', '1000', '--log-level', 'warning', '--drain-timeout-ms', '2000']
+    '--heartbeat-ms', '200', '--down-after-ms', '1000', '--log-level', 'warning', '--drain-timeout-ms', '2000',
+    '--max-frame-size', String(MAX_FRAME)]
   say(`starting ${BIN} ${args.join(' ')}`)
   cluster.log = fs.createWriteStream(path.join(OUT, 'cluster.log'))
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT })
+  // glibc keeps the heap's high-water mark (the slow consumers' megabytes of
+  // 16 KB messages): with blocks >= 16 KB mmapped and a low trim threshold,
+  // freed memory goes back to the system and RSS shows leaks, not peaks.
+  const env = { ...process.env }
+  if (!SANITIZED && !env.GLIBC_TUNABLES) env.GLIBC_TUNABLES = 'glibc.malloc.mmap_threshold=16384:glibc.malloc.trim_threshold=131072'
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env })
   let partial = ''
   const onData = (d) => {
     const s = d.toString()
@@ -319,7 +331,8 @@ async function churnPresence (url) {
   untrack(s)
 }
 
-// a burst of 8 KB messages on room:lobby (fills the slow consumers' queues)
+// a burst of BURST_MSGS messages of BURST_BODY bytes on room:lobby (fills
+// the slow consumers' queues)
 async function churnBurst (url) {
   const s = track(newSocket(url))
   s.connect()
@@ -327,8 +340,8 @@ async function churnBurst (url) {
   try {
     await joined(ch, 'burst room:lobby', 5000)
     stats.bursts++
-    const body = 'x'.repeat(8192)
-    for (let i = 0; i < 50; i++) ch.push('new_msg', { body })
+    const body = 'x'.repeat(BURST_BODY)
+    for (let i = 0; i < BURST_MSGS; i++) ch.push('new_msg', { body })
     await sleep(1000)
   } catch (_) { /* node 3 killed under it */ }
   s.disconnect()
@@ -357,17 +370,23 @@ function frame (text) {
   return Buffer.concat([head, mask, body])
 }
 
-// A raw WebSocket that joins room:lobby and then stops reading.
+// A raw WebSocket that joins room:lobby and then stops reading for 30..60 s;
+// then it reads again: a socket the server cut as a slow consumer ends once
+// the kernel's buffers are read (counted), one still open is dropped.
 async function churnSlow (url) {
   const sock = track(wsUpgrade(url))
   stats.slow++
-  let closedByServer = false
-  sock.on('close', () => { closedByServer = true })
+  let ended = false
+  sock.on('end', () => { ended = true })
+  sock.on('close', () => { ended = true })
   sock.write(frame(JSON.stringify(['1', '1', 'room:lobby', 'phx_join', {}])))
   await sleep(300)
   sock.pause()
-  for (let waited = 0; waited < 20000 + rnd(20000) && churnOn && !closedByServer; waited += 500) await sleep(500)
-  if (closedByServer) stats.slowClosedByServer++
+  for (let waited = 0; waited < 30000 + rnd(30000) && churnOn; waited += 500) await sleep(500)
+  sock.on('data', () => {})
+  sock.resume()
+  for (let waited = 0; waited < 3000 && !ended; waited += 100) await sleep(100)
+  if (ended) stats.slowClosedByServer++
   sock.destroy()
   untrack(sock)
 }
@@ -412,7 +431,7 @@ function startChurn (urls) {
   churnOn = true
   loop('chat', 4, urls, churnChat, 200)
   loop('presence', 3, urls, churnPresence, 200)
-  loop('burst', 1, urls, churnBurst, 5000)
+  loop('burst', 2, urls, churnBurst, 5000)
   loop('slow', 2, urls, churnSlow, 1000)
   loop('garbage', 2, urls, churnGarbage, 300)
 }
