@@ -466,19 +466,28 @@ async function presenceNames (url) {
 
 function plot () {
   const png = path.join(OUT, 'soak.png')
+  // one file per node (node3.csv: each restart starts a new line block)
+  const rows = fs.readFileSync(path.join(OUT, 'samples.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','))
+  for (const n of ['node1', 'node2', 'node3']) {
+    let pid = null
+    const lines = []
+    for (const r of rows.filter((x) => x[1] === n)) {
+      if (pid !== null && r[2] !== pid) lines.push('')
+      pid = r[2]
+      lines.push(r.join(','))
+    }
+    fs.writeFileSync(path.join(OUT, `${n}.csv`), lines.join('\n') + '\n')
+  }
+  const panel = (col, label) => `set ylabel '${label}'
+plot for [n in 'node1 node2 node3'] '${OUT}/'.n.'.csv' using 1:${col} with linespoints title n
+`
   const script = `set datafile separator ','
 set terminal png size 1200,900
 set output '${png}'
 set multiplot layout 3,1 title 'phx-c soak: ${MINUTES} min, 3 nodes (node3 killed with -9 every ${KILL_EVERY_MS / 1000} s)'
 set xlabel 's'
 set key left top
-set ylabel 'RSS (kB)'
-plot for [n in 'node1 node2 node3'] '${path.join(OUT, 'samples.csv')}' using 1:(strcol(2) eq n ? $4 : 1/0) with linespoints title n
-set ylabel 'fds'
-plot for [n in 'node1 node2 node3'] '${path.join(OUT, 'samples.csv')}' using 1:(strcol(2) eq n ? $5 : 1/0) with linespoints title n
-set ylabel 'sockets'
-plot for [n in 'node1 node2 node3'] '${path.join(OUT, 'samples.csv')}' using 1:(strcol(2) eq n ? $6 : 1/0) with linespoints title n
-unset multiplot
+${panel(4, 'RSS (kB)')}${panel(5, 'fds')}${panel(6, 'sockets')}unset multiplot
 `
   fs.writeFileSync(path.join(OUT, 'soak.gp'), script)
   return new Promise((resolve) => {
