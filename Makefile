@@ -59,7 +59,7 @@ BENCH_PART_OBJ := $(BENCH_PARTS:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(filter-out $(BENCH_PARTS),$(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all lib run test test-unit test-runtime bench bench-phoenix install setup fmt clean fuzz fuzz-build
+.PHONY: all lib run test test-unit test-runtime soak bench bench-phoenix install setup fmt clean fuzz fuzz-build
 all: $(LIB) $(TEST_BIN) $(BENCH_BIN) $(if $(CHAT_SRC),$(CHAT)) $(DEMO)
 
 lib: $(LIB)
@@ -106,6 +106,14 @@ test:
 # Runtime tests only (CI runs them under ThreadSanitizer).
 test-runtime: $(RT_TESTS)
 	@sh test/run.sh $(BUILD) runtime
+
+# The soak test (not in CI): SOAK_MINUTES (default 60) of mixed load on a
+# 3-node cluster; results in results/soak/.  SANITIZER=address: ASan nodes.
+soak:
+	@sh scripts/setup.sh build
+	@[ -d test/integration/node_modules ] || (cd test/integration && npm ci --no-audit --no-fund --loglevel=error)
+	@$(MAKE) --no-print-directory $(CHAT)
+	@SOAK_SANITIZER=$(SANITIZER) node test/soak/soak.js $(BUILD)
 
 bench:
 	@sh scripts/setup.sh bench
