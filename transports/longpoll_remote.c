@@ -169,6 +169,11 @@ lp_answer_to(lp_table *t, const lp_waiter *w, rt_buf *body)
 		rt_send_buf(w->pid, LP_MSG_ANSWER, &a, sizeof(a), body);
 		return;
 	}
+	if (!t->cl) { /* cannot happen: a waiter of another node came over the cluster */
+		rt_buf_release(body);
+		atomic_fetch_add_explicit(&t->remote_lost, 1, memory_order_relaxed);
+		return;
+	}
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
@@ -181,11 +186,8 @@ lp_answer_to(lp_table *t, const lp_waiter *w, rt_buf *body)
 	if (n)
 		msgpack_pack_bin_body(&pk, body->data, n);
 	rt_buf_release(body);
-	if (!t->cl || send_frame(t, w->node, &sb) < 0) {
-		if (!t->cl)
-			msgpack_sbuffer_destroy(&sb);
+	if (send_frame(t, w->node, &sb) < 0)
 		atomic_fetch_add_explicit(&t->remote_lost, 1, memory_order_relaxed);
-	}
 }
 
 /* ------------------------------------------------------------------ receiving */

@@ -303,6 +303,17 @@ session_init(void *state, const void *arg, size_t size)
 
 /* ------------------------------------------------------------------ messages */
 
+/* Who gets the answer to op: its sender, or the connection of another node
+ * that op->origin names. */
+static lp_waiter
+waiter_of(const rt_msg *m, const lp_op *op)
+{
+	lp_waiter w = {.pid = m->from, .ref = op->ref};
+	memcpy(w.node, op->origin, sizeof(w.node));
+	w.node[sizeof(w.node) - 1] = 0;
+	return w;
+}
+
 static void
 on_poll(lp_session *s, rt_msg *m)
 {
@@ -317,10 +328,7 @@ on_poll(lp_session *s, rt_msg *m)
 			rt_cancel_timer(s->wtimer);
 		lp_answer_to(s->t, &s->waiter, poll_body(s, 204, false));
 	}
-	s->waiter.pid = m->from;
-	s->waiter.ref = op->ref;
-	memcpy(s->waiter.node, op->origin, sizeof(s->waiter.node));
-	s->waiter.node[sizeof(s->waiter.node) - 1] = 0;
+	s->waiter = waiter_of(m, op);
 	s->waiting = true;
 	s->wtimer = 0;
 	if (s->qn == 0) /* else flush answers at the end of this batch */
@@ -354,9 +362,7 @@ on_post(lp_session *s, rt_msg *m)
 		pos += len;
 	}
 	if (m->from || op->origin[0]) {
-		lp_waiter w = {.pid = m->from, .ref = op->ref};
-		memcpy(w.node, op->origin, sizeof(w.node));
-		w.node[sizeof(w.node) - 1] = 0;
+		lp_waiter w = waiter_of(m, op);
 		lp_answer_to(s->t, &w, rt_buf_from("{\"status\":200}", 14));
 	}
 }
