@@ -57,6 +57,7 @@ typedef struct app_opts {
 	const char *salt;
 	int max_frame;    /* --max-frame-size, 0: the endpoint's default */
 	int lp_window_ms; /* --longpoll-window-ms, 0: the endpoint's default */
+	int ws_timeout_ms; /* --websocket-timeout-ms, 0: the endpoint's default */
 	bool help;
 	bool reuse_port;
 	/* HTTPS (0 / NULL when not given). */
@@ -104,6 +105,9 @@ app_usage(FILE *out, const app_def *app)
 	        "  --longpoll-window-ms N   how long a long poll waits for messages; a\n"
 	        "                           session not polled for 1.5 x N ends\n"
 	        "                           (default 10000, as Phoenix)\n"
+	        "  --websocket-timeout-ms N close a WebSocket silent this long: no frame,\n"
+	        "                           not even a heartbeat (default 60000, as\n"
+	        "                           Phoenix's websocket timeout; at most a day)\n"
 	        "  --secret-key-base S      secret for tokens (default: $SECRET_KEY_BASE,\n"
 	        "                           else a fixed development secret)\n"
 	        "  --mint-token USER_ID     print a Phoenix.Token for USER_ID and exit\n"
@@ -346,6 +350,7 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 		                                    "--salt",
 		                                    "--max-frame-size",
 		                                    "--longpoll-window-ms",
+		                                    "--websocket-timeout-ms",
 		                                    "--name",
 		                                    "--cluster-listen",
 		                                    "--peers",
@@ -410,6 +415,10 @@ app_parse_args(int argc, char **argv, const app_def *app, app_opts *o)
 			if (app_parse_int(val, 1, 3600000, &o->lp_window_ms) < 0)
 				return app_usage_error(
 				    app, "bad --longpoll-window-ms '%s' (1..3600000)", val);
+		} else if (strcmp(flag, "--websocket-timeout-ms") == 0) {
+			if (app_parse_int(val, 1000, 86400000, &o->ws_timeout_ms) < 0)
+				return app_usage_error(
+				    app, "bad --websocket-timeout-ms '%s' (1000..86400000)", val);
 		} else if (strcmp(flag, "--secret-key-base") == 0) {
 			if (!*val)
 				return app_usage_error(app, "empty --secret-key-base%s", "");
@@ -860,6 +869,7 @@ app_main(int argc, char **argv, const app_def *app)
 	    .max_frame = (size_t)o.max_frame,
 	    .max_memory_mb = (uint32_t)o.max_memory_mb,
 	    .lp_window_ms = (uint32_t)o.lp_window_ms,
+	    .ws_idle_ms = (uint32_t)o.ws_timeout_ms,
 	    .reuse_port = o.reuse_port,
 	    .https_port = o.https_port,
 	    .tls_cert = o.tls_cert,

@@ -144,6 +144,34 @@ test('--max-memory-mb: over the budget a new long-poll session gets 503, plain H
   assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
 })
 
+test('--websocket-timeout-ms: a silent WebSocket is closed after it, one that sends heartbeats stays', T, async (t) => {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const srv = startServer(['--port', String(port), '--schedulers', '1', '--websocket-timeout-ms', '1500'])
+  t.after(() => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL') })
+  await waitHttp(base)
+  const wsBase = `ws://127.0.0.1:${port}`
+  const silent = await RawClient.connect({ base: wsBase })
+  const beating = await RawClient.connect({ base: wsBase })
+  t.after(() => { silent.close(); beating.close() })
+  let n = 0
+  const beat = setInterval(() => beating.ws.send(JSON.stringify([null, String(++n), 'phoenix', 'heartbeat', {}])), 300)
+  t.after(() => clearInterval(beat))
+  const t0 = Date.now()
+  const closed = await silent.waitClose(10000)
+  const after = Date.now() - t0
+  assert.equal(closed.code, 1000)
+  assert.ok(after >= 1000 && after < 6000, `closed after ${after} ms, with a 1500 ms timeout`)
+  // The default (60 s) would not have closed it: the flag took effect, and
+  // the one that speaks is still open.
+  assert.equal(beating.ws.readyState, 1, 'the WebSocket that sends heartbeats is open')
+  const r = run(['--websocket-timeout-ms', '999'])
+  assert.equal(r.status, 2, r.stderr)
+  assert.match(r.stderr, /websocket-timeout-ms/)
+  srv.proc.kill('SIGTERM')
+  assert.equal((await withTimeout(srv.exited, 10000, 'exit')).code, 0)
+})
+
 test('--max-frame-size sets the largest message: one byte more closes with 1009', T, async (t) => {
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
