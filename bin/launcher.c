@@ -55,8 +55,8 @@ typedef struct app_opts {
 	const char *secret;
 	const char *mint_user;
 	const char *salt;
-	int max_frame;    /* --max-frame-size, 0: the endpoint's default */
-	int lp_window_ms; /* --longpoll-window-ms, 0: the endpoint's default */
+	int max_frame;     /* --max-frame-size, 0: the endpoint's default */
+	int lp_window_ms;  /* --longpoll-window-ms, 0: the endpoint's default */
 	int ws_timeout_ms; /* --websocket-timeout-ms, 0: the endpoint's default */
 	bool help;
 	bool reuse_port;
