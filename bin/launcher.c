@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "bin/cluster_cmd.h"
+#include "bin/node_api.h"
 #include "channels/token.h"
 
 #define APP_DEFAULT_PORT 4000
@@ -43,7 +44,6 @@
 #define APP_STOP_TIMEOUT_MS 5000
 #define APP_MAX_ORIGINS 64
 #define APP_MAX_PEERS 64
-#define APP_CLUSTER_JSON_MAX 65536 /* /api/cluster: 64 members fit well within */
 
 typedef struct app_opts {
 	int port;
@@ -142,6 +142,8 @@ app_usage(FILE *out, const app_def *app)
 	        "  --down-after-ms N        a node is down within N ms of its last word (default "
 	        "3000; >= 2 heartbeats)\n"
 	        "  GET /api/cluster answers the node's name, members and counters.\n"
+	        "\n"
+	        "GET /api/stats answers the node's connection counters and RSS (JSON).\n"
 	        "\n"
 	        "  %s cluster --nodes N [--port P] [--one-port] [--cluster-port C]\n"
 	        "           [--pubsub redis://H:P] [node options]\n"
@@ -648,38 +650,6 @@ static const rt_behaviour watch_behaviour = {
 };
 
 /*
- * GET /api/cluster (added by the launcher to every app): the cluster's
- * counters and members as cl_stats_json writes them, or, for a node that is
- * alone, {"name":"nonode@nohost","members":[]} (Erlang's name for a node
- * that is not distributed).  udata: the route's app_ctx.
- */
-static void
-app_get_cluster(const tp_http_request *req, tp_response *resp, void *udata)
-{
-	(void)req;
-	const app_ctx *ctx = udata;
-	cl_node *c = ch_endpoint_cluster(ctx->endpoint);
-	resp->status = 200;
-	resp->content_type = "application/json";
-	if (c) {
-		char *buf = malloc(APP_CLUSTER_JSON_MAX);
-		size_t n = buf ? cl_stats_json(c, buf, APP_CLUSTER_JSON_MAX) : 0;
-		if (n > 0) {
-			resp->body = rt_buf_from(buf, n);
-			free(buf);
-			return;
-		}
-		free(buf);
-		resp->status = 500;
-		static const char err[] = "{\"error\":\"cannot write the cluster's state\"}";
-		resp->body = rt_buf_from(err, sizeof(err) - 1);
-		return;
-	}
-	static const char alone[] = "{\"name\":\"nonode@nohost\",\"members\":[]}";
-	resp->body = rt_buf_from(alone, sizeof(alone) - 1);
-}
-
-/*
  * The drain at SIGTERM (tp_endpoint_drain): waits for the drainer to send
  * its last batch, at most the drain timeout (and a second more, should the
  * drainer itself be late); a second SIGINT or SIGTERM meanwhile ends the
@@ -818,11 +788,12 @@ app_main(int argc, char **argv, const app_def *app)
 	}
 
 	/* The app's routes, each with an app_ctx as udata (see launcher.h), then
-	 * the launcher's own (GET /api/cluster; an app's route of the same path
-	 * comes first and wins). */
+	 * the launcher's own (bin/node_api.h: GET /api/cluster, GET /api/stats;
+	 * an app's route of the same path comes first and wins). */
 	size_t nroutes = app->nroutes;
-	app_ctx *ctxs = calloc(nroutes + 1, sizeof(*ctxs));
-	tp_route *routes = calloc(nroutes + 1, sizeof(*routes));
+	app_ctx *ctxs = calloc(nroutes ? nroutes : 1, sizeof(*ctxs));
+	tp_route *routes = calloc(nroutes + NODE_API_NROUTES, sizeof(*routes));
+	node_api api = {.channels = ep};
 	size_t nalias = 0;
 	while (app->static_aliases && app->static_aliases[nalias])
 		nalias++;
@@ -838,8 +809,7 @@ app_main(int argc, char **argv, const app_def *app)
 		routes[i] = app->routes[i];
 		routes[i].udata = &ctxs[i];
 	}
-	ctxs[nroutes] = (app_ctx){.app = app, .endpoint = ep, .udata = NULL};
-	routes[nroutes] = (tp_route){"GET", "/api/cluster", app_get_cluster, &ctxs[nroutes]};
+	node_api_routes(&api, routes + nroutes);
 	for (size_t i = 0; i < nalias; i++) {
 		/* Even entries are URL paths (kept), odd ones file paths (resolved). */
 		aliases[i] = i % 2 ? app_resolve_path(app->static_aliases[i])
@@ -861,7 +831,7 @@ app_main(int argc, char **argv, const app_def *app)
 	    .socket = ep,
 	    .socket_path = "/socket",
 	    .routes = routes,
-	    .nroutes = nroutes + 1,
+	    .nroutes = nroutes + NODE_API_NROUTES,
 	    .static_dir = static_dir,
 	    .static_aliases = nalias ? (const char *const *)aliases : NULL,
 	    .check_origin = o.check_origin != NULL,
@@ -881,6 +851,7 @@ app_main(int argc, char **argv, const app_def *app)
 		        o.bind, o.port);
 		goto stop_channels;
 	}
+	atomic_store(&api.transport, tp);
 	int port = tp_endpoint_port(tp) > 0 ? tp_endpoint_port(tp) : o.port;
 	bool v6 = strchr(o.bind, ':') != NULL;
 	rt_log_info("%s listening on http://%s%s%s:%d", app->name, v6 ? "[" : "", o.bind,
