@@ -88,7 +88,11 @@ typedef struct mesh {
 	int recvfd; /* nng's: never closed here */
 	rt_io *io;
 	char addr[CL_ADDR_MAX];
-	char (*dialed)[CL_ADDR_MAX];
+	struct dialed {
+		char addr[CL_ADDR_MAX];
+		nng_dialer d;  /* {0}: nng refused the address */
+		bool given_up; /* closed: that node dials this one (mesh_heard_via) */
+	} * dialed;
 	size_t ndialed;
 	bool warned_full;
 	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
@@ -107,7 +111,7 @@ dial(mesh *m, const char *addr)
 	if (!addr || !addr[0] || strcmp(addr, m->addr) == 0)
 		return 0;
 	for (size_t i = 0; i < m->ndialed; i++)
-		if (strcmp(m->dialed[i], addr) == 0)
+		if (strcmp(m->dialed[i].addr, addr) == 0)
 			return 0;
 	if (m->ndialed == DIALED_MAX) {
 		if (!m->warned_full)
@@ -119,8 +123,9 @@ dial(mesh *m, const char *addr)
 	if (strlen(addr) >= CL_ADDR_MAX)
 		return -1;
 	/* remembered even when refused, so that it is tried once */
-	snprintf(m->dialed[m->ndialed++], CL_ADDR_MAX, "%s", addr);
-	int rv = nng_dial(m->sock, addr, NULL, NNG_FLAG_NONBLOCK);
+	struct dialed *dl = &m->dialed[m->ndialed++];
+	snprintf(dl->addr, CL_ADDR_MAX, "%s", addr);
+	int rv = nng_dial(m->sock, addr, &dl->d, NNG_FLAG_NONBLOCK);
 	if (rv != 0) {
 		fprintf(stderr, "cluster: cannot dial %s: %s\n", addr, nng_strerror(rv));
 		return -1;
@@ -250,7 +255,8 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
 			if (n > left - 4)
 				break;
-			cl_link_deliver(m->c, p + 4, n);
+			cl_link_deliver_via(m->c, p + 4, n,
+			                    (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg)));
 			p += 4 + n;
 			left -= 4 + n;
 		}
@@ -454,6 +460,39 @@ mesh_learn(void *ctx, const char *addr)
 	dial(ctx, addr);
 }
 
+/* A frame of the node at addr came through pipe `via`.  When that node's
+ * address is the lower one and the pipe is one it dialed (this node's
+ * listener accepted it), this node's own dialer to it, if any, is a second
+ * pipe between the same two nodes (both were given the other as a peer):
+ * closed, and not dialed again, so that one pipe joins them, the one the
+ * lower address dialed, as discovery makes it (see cluster/node.c).  The
+ * other node, the lower, keeps its dialer, which redials should this node
+ * restart. */
+static void
+mesh_heard_via(void *ctx, const char *addr, uint32_t via)
+{
+	mesh *m = ctx;
+	if (!via || !addr[0] || strcmp(addr, m->addr) >= 0)
+		return;
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = via;
+	if (nng_listener_id(nng_pipe_listener(p)) <= 0)
+		return; /* ours, or gone */
+	for (size_t i = 0; i < m->ndialed; i++) {
+		struct dialed *dl = &m->dialed[i];
+		if (strcmp(dl->addr, addr) != 0)
+			continue;
+		if (!dl->given_up && nng_dialer_id(dl->d) > 0) {
+			dl->given_up = true;
+			nng_dialer_close(dl->d);
+			rt_log_info("cluster: %s dials this node: this node's dialer to it closed "
+			            "(one pipe per pair of nodes)",
+			            addr);
+		}
+		return;
+	}
+}
+
 static const char *
 mesh_addr(void *ctx)
 {
@@ -472,5 +511,6 @@ const cl_link_ops cl_mesh_link = {
     .send_to = mesh_send_to,
     .sendv = mesh_sendv,
     .learn = mesh_learn,
+    .heard_via = mesh_heard_via,
     .addr = mesh_addr,
 };
