@@ -42,6 +42,15 @@ OUT=${M_RESULTS:-results/million}
 }
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
+# A broadcast queues ~1 KB of socket buffer per connection until the clients
+# read it: 1,000,000 of them pass the kernel's default TCP memory limit
+# (tcp_mem, about 2.2 GB here), past which sends stall.  Raised when
+# allowed (root), to 4 / 6 / 8 GB in pages of 4 KB; said either way.
+TCP_MEM_WAS=$(cat /proc/sys/net/ipv4/tcp_mem)
+if [ -w /proc/sys/net/ipv4/tcp_mem ]; then
+	echo "1048576 1572864 2097152" >/proc/sys/net/ipv4/tcp_mem
+fi
+echo "million: tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem) (pages)"
 
 PER=$(((M_CONNS + 1 + M_NODES - 1) / M_NODES))
 DURATION=$((M_MSGS * M_GAP))
@@ -59,6 +68,8 @@ cleanup() {
 	[ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
 	kill -TERM "$CL" 2>/dev/null || true
 	wait "$CL" 2>/dev/null || true
+	[ -w /proc/sys/net/ipv4/tcp_mem ] && echo "$TCP_MEM_WAS" >/proc/sys/net/ipv4/tcp_mem
+	return 0
 }
 trap cleanup EXIT INT TERM
 
