@@ -22,8 +22,9 @@
 // Phases: warm-up (a tenth of the run, 60..300 s) under load, then a quiet
 // point (churn stopped, only the well-behaved clients) where every node's
 // RSS and fd count are the baseline; the load; then the same quiet point
-// again for the final figures.  Every 10 s it samples each node's RSS, fds
-// and sockets (/proc/PID/status, /proc/PID/fd) into
+// again for the final figures.  Every 10 s it samples each node's RSS (and
+// its anonymous part: RSS also counts the pages of shared libraries as code
+// runs), fds and sockets (/proc/PID/status, /proc/PID/fd) into
 // results/soak/samples.csv and plots them with gnuplot when present
 // (results/soak/soak.png); the cluster's log is results/soak/cluster.log.
 //
@@ -184,12 +185,14 @@ function procFigures (pid) {
   try {
     const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
     const rss = Number((/VmRSS:\s+(\d+)/.exec(st) || [])[1] || 0)
+    // the process's own memory; the rest of RSS is mapped files (code)
+    const anon = Number((/RssAnon:\s+(\d+)/.exec(st) || [])[1] || 0)
     const fds = fs.readdirSync(`/proc/${pid}/fd`)
     let sockets = 0
     for (const f of fds) {
       try { if (fs.readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:')) sockets++ } catch (_) { /* closed */ }
     }
-    return { rss, fds: fds.length, sockets }
+    return { rss, anon, fds: fds.length, sockets }
   } catch (_) { return null }
 }
 
@@ -200,7 +203,7 @@ function sample () {
   for (let i = 0; i < 3; i++) {
     const f = procFigures(cluster.pids[i])
     if (!f) continue
-    csv.write(`${elapsed()},node${i + 1},${cluster.pids[i]},${f.rss},${f.fds},${f.sockets},${phase}\n`)
+    csv.write(`${elapsed()},node${i + 1},${cluster.pids[i]},${f.rss},${f.fds},${f.sockets},${phase},${f.anon}\n`)
     out.push(f)
   }
   return out
@@ -504,7 +507,7 @@ async function main () {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing (make)`)
   fs.mkdirSync(OUT, { recursive: true })
   csv = fs.createWriteStream(path.join(OUT, 'samples.csv'))
-  csv.write('t_s,node,pid,rss_kb,fds,sockets,phase\n')
+  csv.write('t_s,node,pid,rss_kb,fds,sockets,phase,rss_anon_kb\n')
   const failures = []
   const check = (ok, what) => { if (!ok) failures.push(what); say(`${ok ? 'ok  ' : 'FAIL'} ${what}`) }
 
@@ -625,7 +628,8 @@ async function main () {
     const df = (e.fds - b.fds) / b.fds
     const rssOk = i === 2 && cluster.pids[2] !== firstPids[2] ? dr <= 0.1 : Math.abs(dr) <= 0.1
     const pct = (x) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}%`
-    const rssWhat = `node${i + 1} RSS ${b.rss} -> ${e.rss} kB (${pct(dr)})`
+    const da = b.anon ? (e.anon - b.anon) / b.anon : 0
+    const rssWhat = `node${i + 1} RSS ${b.rss} -> ${e.rss} kB (${pct(dr)}; anonymous ${b.anon} -> ${e.anon} kB, ${pct(da)})`
     if (SANITIZED) say(`info ${rssWhat}: not judged, ${SANITIZED} build (ASan's quarantine keeps freed memory)`)
     else check(rssOk, rssWhat)
     check(Math.abs(df) <= 0.1, `node${i + 1} fds ${b.fds} -> ${e.fds} (${pct(df)})`)
