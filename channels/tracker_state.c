@@ -745,16 +745,17 @@ trk_state_replica_up(trk_state *s, const char *name, trk_report_fn report, void 
 	for (size_t i = 1; i < s->nreps && !rep; i++)
 		if (s->reps[i].gone && !s->reps[i].parked)
 			rep = &s->reps[i];
-	if (!rep) {
+	if (rep) {
+		pidmap_free(&rep->cloud);
+	} else {
 		if (s->nreps == MAX_REPLICAS)
 			return -1;
 		if (s->nreps == s->capreps) {
 			s->capreps *= 2;
 			s->reps = rt_xrealloc(s->reps, s->capreps * sizeof(replica));
 		}
-		rep = &s->reps[s->nreps++];
+		rep = &s->reps[s->nreps++]; /* past the old end: uninitialised */
 	}
-	pidmap_free(&rep->cloud);
 	memset(rep, 0, sizeof(*rep));
 	size_t n = strlen(name);
 	if (n >= TRK_REPLICA_MAX)

@@ -326,6 +326,49 @@ test_state_replica_down_up_and_permdown(void)
 	trk_state_free(b);
 }
 
+/* Many replicas (a cluster of 51 nodes): the table of replicas grows past
+ * its first slots, and a slot past the old end starts clean (it was freed
+ * as if it held a cloud: a node of a 51-node cluster crashed at start).
+ * The heap is first strewn with freed junk so that grown memory is not
+ * zero by luck. */
+static void
+test_state_many_replicas(void)
+{
+	for (size_t sz = 64; sz <= 65536; sz += 64) {
+		unsigned char *junk = malloc(sz);
+		memset(junk, 0xA5, sz);
+		free(junk);
+	}
+	trk_state *a = trk_state_new("a@host");
+	char name[32];
+	for (int i = 0; i < 60; i++) {
+		snprintf(name, sizeof(name), "n%d@host#1", i);
+		CHECK_EQ(trk_state_replica_up(a, name, NULL, NULL), 0);
+	}
+	/* forgotten replicas' slots are taken again, and more past them */
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "n%d@host#1", i);
+		CHECK_EQ(trk_state_replica_down(a, name, NULL, NULL), 0);
+		CHECK_EQ(trk_state_remove_down_replica(a, name), 0);
+	}
+	for (int i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "n%d@host#2", i);
+		CHECK_EQ(trk_state_replica_up(a, name, NULL, NULL), 0);
+	}
+	/* a replica in a grown slot replicates as any other */
+	trk_state *b = trk_state_new("n59@host#1");
+	CHECK_EQ(trk_state_replica_up(b, "a@host", NULL, NULL), 0);
+	trk_state_join(b, fake_pid(1), "room", "k59", "{}", NULL, NULL);
+	tally t = {0};
+	trk_delta *full = trk_state_extract(b, "a@host");
+	trk_state_merge(a, full, tally_report, &t);
+	CHECK_EQ(t.joins, 1);
+	CHECK_EQ(trk_state_count(a, "room", NULL), 1);
+	trk_delta_free(full);
+	trk_state_free(b);
+	trk_state_free(a);
+}
+
 /* ------------------------------------------------------------------ shards, with processes */
 
 static ch_endpoint *ep;
@@ -1001,6 +1044,7 @@ TEST_LIST = {
     TEST(test_state_full_state_repairs_a_lost_delta),
     TEST(test_state_update_replicates),
     TEST(test_state_replica_down_up_and_permdown),
+    TEST(test_state_many_replicas),
     TEST(test_many_monitors),
     TEST(test_exit_for_any_reason_is_a_leave),
     TEST(test_diffs_are_coalesced_per_period),
