@@ -124,8 +124,9 @@ static struct opts {
 	int workers;         /* 0: as many as the limits need */
 	long per_worker;     /* sockets per worker */
 	int bind_src;        /* -1 auto (loopback targets), 0 off, 1 on */
-	size_t max_msg;      /* largest message accepted from the server */
-	const char *params;  /* extra query string, e.g. token=... */
+	int src_lo, src_hi; /* --src-ports: bind these source ports in turn (0: the kernel picks) */
+	size_t max_msg;     /* largest message accepted from the server */
+	const char *params; /* extra query string, e.g. token=... */
 	pid_t pids[MAX_PIDS], cpids[MAX_PIDS];
 	int npids, ncpids;
 	const char *json_path, *plot_dir;
@@ -601,6 +602,7 @@ static struct worker {
 	struct lp_ctx lp;        /* long-poll sessions of this worker */
 	struct lp_target lpt[2]; /* where they go: clients, publishers */
 	uint64_t rng;
+	uint32_t next_port; /* --src-ports: the next source port to try */
 	char pad[FRAME_MAX / 2];
 } W;
 
@@ -1328,7 +1330,26 @@ conn_start(struct conn *c, int64_t now)
 	c->fd = fd;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (W.pl.bind_src) {
+	if (W.pl.bind_src && O.src_lo) {
+		/* Source ports chosen here, in turn: connect() then checks one
+		 * 4-tuple, where with the kernel's choice it searches the port
+		 * range, which takes longer the more ports are in use (at ~700,000
+		 * connections on one box, most of the CPU). */
+		struct sockaddr_in sa = W.pl.src;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* past TIME_WAIT */
+		int span = O.src_hi - O.src_lo + 1, tries = 0, rc;
+		do {
+			if (W.next_port < (uint32_t)O.src_lo || W.next_port > (uint32_t)O.src_hi)
+				W.next_port = (uint32_t)O.src_lo;
+			sa.sin_port = htons((uint16_t)W.next_port++);
+			rc = bind(fd, (const struct sockaddr *)&sa, sizeof sa);
+		} while (rc < 0 && errno == EADDRINUSE && ++tries < span && tries < 256);
+		if (rc < 0) {
+			W.c.errno_last = (uint64_t)errno;
+			conn_fail(c, F_CONNECT_ERROR);
+			return;
+		}
+	} else if (W.pl.bind_src) {
 		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
 		if (bind(fd, (const struct sockaddr *)&W.pl.src, sizeof W.pl.src) < 0) {
 			W.c.errno_last = (uint64_t)errno;
@@ -2907,6 +2928,9 @@ usage(FILE *f)
 	    "  --workers K          worker processes (default: as the open-file limit needs)\n"
 	    "  --per-worker N       sockets per worker (default 19000)\n"
 	    "  --bind-src / --no-bind-src  source address 127.0.0.(2+k) per worker\n"
+	    "  --src-ports LO-HI    with --bind-src: bind the source ports LO..HI in turn\n"
+	    "                       instead of letting connect() search for one (which\n"
+	    "                       slows down as the ports fill: for very many sockets)\n"
 	    "                       (default: on for 127.x targets)\n"
 	    "  --max-message B      largest server message accepted (default 262144)\n"
 	    "  --server-pid PID[,PID...]    report the server's RSS per connection and CPU\n"
@@ -2985,6 +3009,7 @@ parse_args(int argc, char **argv)
 		o_perw,
 		o_bind,
 		o_nobind,
+		o_srcports,
 		o_maxmsg,
 		o_pid,
 		o_compare,
@@ -3016,6 +3041,7 @@ parse_args(int argc, char **argv)
 	    {"per-worker", 1, 0, o_perw},
 	    {"bind-src", 0, 0, o_bind},
 	    {"no-bind-src", 0, 0, o_nobind},
+	    {"src-ports", 1, 0, o_srcports},
 	    {"max-message", 1, 0, o_maxmsg},
 	    {"server-pid", 1, 0, o_pid},
 	    {"compare", 1, 0, o_compare},
@@ -3095,6 +3121,11 @@ parse_args(int argc, char **argv)
 		case o_nobind:
 			O.bind_src = 0;
 			break;
+		case o_srcports:
+			if (sscanf(optarg, "%d-%d", &O.src_lo, &O.src_hi) != 2 || O.src_lo < 1 ||
+			    O.src_hi > 65535 || O.src_lo > O.src_hi)
+				die("--src-ports: LO-HI within 1..65535, e.g. 10000-60000");
+			break;
 		case o_maxmsg:
 			O.max_msg = (size_t)num(optarg, "--max-message", 1024, 64 << 20);
 			break;
@@ -3173,7 +3204,7 @@ plan_workers(const struct target *t)
 		per = fd_cap;
 	}
 	int bind_src = O.bind_src > 0 || (O.bind_src < 0 && t->loopback);
-	long span = port_span();
+	long span = bind_src && O.src_lo ? O.src_hi - O.src_lo + 1 : port_span();
 	if (bind_src && per > span - 100) {
 		per = span - 100;
 		limit_note("source ports: %ld local ports per source address cap a worker at %ld",

@@ -107,7 +107,7 @@ rss_sum() { # rss_sum PID...: summed VmRSS in kB
 SAMPLER=$!
 
 "$LG" broadcast --url "http://127.0.0.1:$M_PORT" -n "$M_CONNS" --workers "$M_NODES" \
-	--per-worker "$PER" --connect-rate "$M_RATE" --max-pending 500 --timeout 120 \
+	--per-worker "$PER" --connect-rate "$M_RATE" --max-pending 500 --timeout 120 --src-ports 10000-60000 \
 	--heartbeat "$M_HB" --publishers 1 --rate "$RATE" --duration "$DURATION" --drain 120 \
 	--json "$OUT/loadgen.json" || echo "million: loadgen exited with status $?" >&2
 
