@@ -92,6 +92,7 @@ typedef struct mesh {
 		char addr[CL_ADDR_MAX];
 		nng_dialer d;  /* {0}: nng refused the address */
 		bool given_up; /* closed: that node dials this one (mesh_heard_via) */
+		uint32_t via;  /* given up: the pipe that node dialed */
 	} * dialed;
 	size_t ndialed;
 	bool warned_full;
@@ -266,10 +267,27 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 	}
 }
 
+/* Every heartbeat period.  nng's dialers redial by themselves; a dialer
+ * given up for the pipe the other node dialed (mesh_heard_via) is dialed
+ * again once that pipe is gone, as before it was given up: the other node
+ * may come back without this node's address (no peer, no seed), and until
+ * it does this node keeps trying, as nng would have. */
 static void
 mesh_tick(void *ctx)
 {
-	(void)ctx; /* nng's dialers redial by themselves */
+	mesh *m = ctx;
+	for (size_t i = 0; i < m->ndialed; i++) {
+		struct dialed *dl = &m->dialed[i];
+		if (!dl->given_up)
+			continue;
+		nng_pipe p = NNG_PIPE_INITIALIZER;
+		p.id = dl->via;
+		if (nng_listener_id(nng_pipe_listener(p)) > 0)
+			continue; /* still up */
+		dl->given_up = false;
+		if (nng_dial(m->sock, dl->addr, &dl->d, NNG_FLAG_NONBLOCK) != 0)
+			dl->d = (nng_dialer)NNG_DIALER_INITIALIZER;
+	}
 }
 
 static void
@@ -484,6 +502,7 @@ mesh_heard_via(void *ctx, const char *addr, uint32_t via)
 			continue;
 		if (!dl->given_up && nng_dialer_id(dl->d) > 0) {
 			dl->given_up = true;
+			dl->via = via;
 			nng_dialer_close(dl->d);
 			rt_log_info("cluster: %s dials this node: this node's dialer to it closed "
 			            "(one pipe per pair of nodes)",

@@ -459,7 +459,8 @@ test_order_of_10000_frames(void)
  * each through once.  Then the higher address closes its dialer, as it sees
  * the lower one's pipe: one pipe, no more duplicates, every frame once, to
  * all or to one node, both ways; and still so after the lower node
- * restarts (it dials again; the higher does not). */
+ * restarts (it dials again; the higher does not), and the two still join
+ * when it restarts knowing no peer (the higher dials again). */
 static void
 send_200(cl_node *from, const char *to)
 {
@@ -470,12 +471,12 @@ send_200(cl_node *from, const char *to)
 }
 
 static cl_node *
-start_mutual(char addr[2][64], int i)
+start_mutual(char addr[2][64], int i, bool with_peer)
 {
 	const char *peers[] = {addr[1 - i], NULL};
 	cl_opts o = {.name = i ? "b@t" : "a@t",
 	             .listen = addr[i],
-	             .peers = peers,
+	             .peers = with_peer ? peers : NULL,
 	             .heartbeat_ms = HB,
 	             .down_after_ms = DOWN};
 	return cl_start(&o);
@@ -496,7 +497,7 @@ test_mutual_peers_frames_once(void)
 		snprintf(addr[i], sizeof(addr[i]), "tcp://127.0.0.1:%d", port[i]);
 	cl_node *n[2];
 	for (int i = 0; i < 2; i++)
-		CHECK((n[i] = start_mutual(addr, i)) != NULL);
+		CHECK((n[i] = start_mutual(addr, i, true)) != NULL);
 	rx r[2];
 	for (int i = 0; i < 2; i++) {
 		rx_init(&r[i]);
@@ -529,7 +530,7 @@ test_mutual_peers_frames_once(void)
 	          stats(n[0]).duplicates - d0, stats(n[1]).duplicates - d1);
 	/* The lower node restarts: it dials again, and frames flow both ways. */
 	cl_stop(n[0]);
-	CHECK((n[0] = start_mutual(addr, 0)) != NULL);
+	CHECK((n[0] = start_mutual(addr, 0, true)) != NULL);
 	CHECK_EQ(cl_register(n[0], CL_SVC_PUBSUB, on_data, &r[0]), 0);
 	WAIT_UNTIL(ups(n[0]) == 1 && ups(n[1]) == 1, 10000);
 	usleep(5 * HB * 1000);
@@ -542,6 +543,15 @@ test_mutual_peers_frames_once(void)
 	usleep(300 * 1000);
 	CHECK_EQ(r[0].order_errors + r[1].order_errors, 0);
 	CHECK_EQ(stats(n[1]).duplicates, d1);
+	/* The lower node comes back knowing no peer: b@t dials it again (it
+	 * gave up its dialer only while a@t's own pipe was there). */
+	cl_stop(n[0]);
+	CHECK((n[0] = start_mutual(addr, 0, false)) != NULL);
+	CHECK_EQ(cl_register(n[0], CL_SVC_PUBSUB, on_data, &r[0]), 0);
+	WAIT_UNTIL(ups(n[0]) == 1 && ups(n[1]) == 1, 10000);
+	rx_new_round(&r[0]);
+	send_200(n[1], "a@t");
+	WAIT_UNTIL(rx_count(&r[0], "b@t") == 600, 5000);
 	cl_stop(n[1]);
 	cl_stop(n[0]);
 	rt_shutdown();
