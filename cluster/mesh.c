@@ -249,6 +249,7 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 		nng_msg *msg;
 		if (nng_recvmsg(m->sock, &msg, NNG_FLAG_NONBLOCK) != 0)
 			break; /* NNG_EAGAIN: nothing more; NNG_ECLOSED: stopping */
+		uint32_t via = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
 		const uint8_t *p = nng_msg_body(msg);
 		size_t left = nng_msg_len(msg);
 		while (left >= 4) {
@@ -256,8 +257,7 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
 			if (n > left - 4)
 				break;
-			cl_link_deliver_via(m->c, p + 4, n,
-			                    (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg)));
+			cl_link_deliver_via(m->c, p + 4, n, via);
 			p += 4 + n;
 			left -= 4 + n;
 		}
@@ -265,6 +265,16 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			cl_link_count_malformed(m->c);
 		nng_msg_free(msg);
 	}
+}
+
+/* Whether pipe id is up and was accepted by this node's listener (the
+ * other node dialed it). */
+static bool
+pipe_accepted(uint32_t id)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = id;
+	return nng_listener_id(nng_pipe_listener(p)) > 0;
 }
 
 /* Every heartbeat period.  nng's dialers redial by themselves; a dialer
@@ -280,9 +290,7 @@ mesh_tick(void *ctx)
 		struct dialed *dl = &m->dialed[i];
 		if (!dl->given_up)
 			continue;
-		nng_pipe p = NNG_PIPE_INITIALIZER;
-		p.id = dl->via;
-		if (nng_listener_id(nng_pipe_listener(p)) > 0)
+		if (pipe_accepted(dl->via))
 			continue; /* still up */
 		dl->given_up = false;
 		if (nng_dial(m->sock, dl->addr, &dl->d, NNG_FLAG_NONBLOCK) != 0)
@@ -482,19 +490,17 @@ mesh_learn(void *ctx, const char *addr)
  * address is the lower one and the pipe is one it dialed (this node's
  * listener accepted it), this node's own dialer to it, if any, is a second
  * pipe between the same two nodes (both were given the other as a peer):
- * closed, and not dialed again, so that one pipe joins them, the one the
- * lower address dialed, as discovery makes it (see cluster/node.c).  The
- * other node, the lower, keeps its dialer, which redials should this node
- * restart. */
+ * closed, so that one pipe joins them, the one the lower address dialed, as
+ * discovery makes it (see cluster/node.c), until that pipe is gone
+ * (mesh_tick dials again).  The other node, the lower, keeps its dialer,
+ * which redials should this node restart. */
 static void
 mesh_heard_via(void *ctx, const char *addr, uint32_t via)
 {
 	mesh *m = ctx;
 	if (!via || !addr[0] || strcmp(addr, m->addr) >= 0)
 		return;
-	nng_pipe p = NNG_PIPE_INITIALIZER;
-	p.id = via;
-	if (nng_listener_id(nng_pipe_listener(p)) <= 0)
+	if (!pipe_accepted(via))
 		return; /* ours, or gone */
 	for (size_t i = 0; i < m->ndialed; i++) {
 		struct dialed *dl = &m->dialed[i];
