@@ -57,10 +57,6 @@ typedef struct cl_link_ops {
 	/* Mesh: a peer address learned from a heartbeat (dial it if new).
 	 * NULL for links that have no addresses. */
 	void (*learn)(void *ctx, const char *addr);
-	/* Optional: a heartbeat of the node at addr came through `via`, the
-	 * tag its link gave cl_link_deliver_via (the mesh: its pipe).  In the
-	 * cluster process. */
-	void (*heard_via)(void *ctx, const char *addr, uint32_t via);
 	/* This node's address as others should dial it ("" when none). */
 	const char *(*addr)(void *ctx);
 } cl_link_ops;
@@ -71,9 +67,6 @@ extern const cl_link_ops cl_redis_link;
 /* For links: one frame received (borrowed for the call), in the cluster
  * process.  The core validates and routes it. */
 void cl_link_deliver(cl_node *c, const void *frame, size_t len);
-/* The same, with the link's tag of the way the frame came (nonzero; 0: none),
- * given back to its heard_via with a heartbeat's sender address. */
-void cl_link_deliver_via(cl_node *c, const void *frame, size_t len, uint32_t via);
 
 /* For links: a message that is not a well-formed batch of frames. */
 void cl_link_count_malformed(cl_node *c);

@@ -88,12 +88,7 @@ typedef struct mesh {
 	int recvfd; /* nng's: never closed here */
 	rt_io *io;
 	char addr[CL_ADDR_MAX];
-	struct dialed {
-		char addr[CL_ADDR_MAX];
-		nng_dialer d;  /* {0}: nng refused the address */
-		bool given_up; /* closed: that node dials this one (mesh_heard_via) */
-		uint32_t via;  /* given up: the pipe that node dialed */
-	} * dialed;
+	char (*dialed)[CL_ADDR_MAX];
 	size_t ndialed;
 	bool warned_full;
 	pthread_mutex_t batch_lock; /* guards batch, nbatch; held while a batch is sent */
@@ -112,7 +107,7 @@ dial(mesh *m, const char *addr)
 	if (!addr || !addr[0] || strcmp(addr, m->addr) == 0)
 		return 0;
 	for (size_t i = 0; i < m->ndialed; i++)
-		if (strcmp(m->dialed[i].addr, addr) == 0)
+		if (strcmp(m->dialed[i], addr) == 0)
 			return 0;
 	if (m->ndialed == DIALED_MAX) {
 		if (!m->warned_full)
@@ -124,9 +119,8 @@ dial(mesh *m, const char *addr)
 	if (strlen(addr) >= CL_ADDR_MAX)
 		return -1;
 	/* remembered even when refused, so that it is tried once */
-	struct dialed *dl = &m->dialed[m->ndialed++];
-	snprintf(dl->addr, CL_ADDR_MAX, "%s", addr);
-	int rv = nng_dial(m->sock, addr, &dl->d, NNG_FLAG_NONBLOCK);
+	snprintf(m->dialed[m->ndialed++], CL_ADDR_MAX, "%s", addr);
+	int rv = nng_dial(m->sock, addr, NULL, NNG_FLAG_NONBLOCK);
 	if (rv != 0) {
 		fprintf(stderr, "cluster: cannot dial %s: %s\n", addr, nng_strerror(rv));
 		return -1;
@@ -249,7 +243,6 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 		nng_msg *msg;
 		if (nng_recvmsg(m->sock, &msg, NNG_FLAG_NONBLOCK) != 0)
 			break; /* NNG_EAGAIN: nothing more; NNG_ECLOSED: stopping */
-		uint32_t via = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
 		const uint8_t *p = nng_msg_body(msg);
 		size_t left = nng_msg_len(msg);
 		while (left >= 4) {
@@ -257,7 +250,7 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 			    (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
 			if (n > left - 4)
 				break;
-			cl_link_deliver_via(m->c, p + 4, n, via);
+			cl_link_deliver(m->c, p + 4, n);
 			p += 4 + n;
 			left -= 4 + n;
 		}
@@ -267,35 +260,10 @@ mesh_on_io(void *ctx, const rt_io_event *ev)
 	}
 }
 
-/* Whether pipe id is up and was accepted by this node's listener (the
- * other node dialed it). */
-static bool
-pipe_accepted(uint32_t id)
-{
-	nng_pipe p = NNG_PIPE_INITIALIZER;
-	p.id = id;
-	return nng_listener_id(nng_pipe_listener(p)) > 0;
-}
-
-/* Every heartbeat period.  nng's dialers redial by themselves; a dialer
- * given up for the pipe the other node dialed (mesh_heard_via) is dialed
- * again once that pipe is gone, as before it was given up: the other node
- * may come back without this node's address (no peer, no seed), and until
- * it does this node keeps trying, as nng would have. */
 static void
 mesh_tick(void *ctx)
 {
-	mesh *m = ctx;
-	for (size_t i = 0; i < m->ndialed; i++) {
-		struct dialed *dl = &m->dialed[i];
-		if (!dl->given_up)
-			continue;
-		if (pipe_accepted(dl->via))
-			continue; /* still up */
-		dl->given_up = false;
-		if (nng_dial(m->sock, dl->addr, &dl->d, NNG_FLAG_NONBLOCK) != 0)
-			dl->d = (nng_dialer)NNG_DIALER_INITIALIZER;
-	}
+	(void)ctx; /* nng's dialers redial by themselves */
 }
 
 static void
@@ -486,38 +454,6 @@ mesh_learn(void *ctx, const char *addr)
 	dial(ctx, addr);
 }
 
-/* A frame of the node at addr came through pipe `via`.  When that node's
- * address is the lower one and the pipe is one it dialed (this node's
- * listener accepted it), this node's own dialer to it, if any, is a second
- * pipe between the same two nodes (both were given the other as a peer):
- * closed, so that one pipe joins them, the one the lower address dialed, as
- * discovery makes it (see cluster/node.c), until that pipe is gone
- * (mesh_tick dials again).  The other node, the lower, keeps its dialer,
- * which redials should this node restart. */
-static void
-mesh_heard_via(void *ctx, const char *addr, uint32_t via)
-{
-	mesh *m = ctx;
-	if (!via || !addr[0] || strcmp(addr, m->addr) >= 0)
-		return;
-	if (!pipe_accepted(via))
-		return; /* ours, or gone */
-	for (size_t i = 0; i < m->ndialed; i++) {
-		struct dialed *dl = &m->dialed[i];
-		if (strcmp(dl->addr, addr) != 0)
-			continue;
-		if (!dl->given_up && nng_dialer_id(dl->d) > 0) {
-			dl->given_up = true;
-			dl->via = via;
-			nng_dialer_close(dl->d);
-			rt_log_info("cluster: %s dials this node: this node's dialer to it closed "
-			            "(one pipe per pair of nodes)",
-			            addr);
-		}
-		return;
-	}
-}
-
 static const char *
 mesh_addr(void *ctx)
 {
@@ -536,6 +472,5 @@ const cl_link_ops cl_mesh_link = {
     .send_to = mesh_send_to,
     .sendv = mesh_sendv,
     .learn = mesh_learn,
-    .heard_via = mesh_heard_via,
     .addr = mesh_addr,
 };

@@ -24,11 +24,9 @@
  * rest, a node dials only addresses greater than its own (strcmp): when two
  * nodes learn of each other through a third, one pipe joins them, not two
  * (bus would deliver every frame twice).  Explicit peers and seeds are
- * always dialed; when two nodes dial each other all the same (each given
- * the other as a peer), the higher address closes its dialer once a
- * heartbeat of the lower comes through the lower's own pipe (the link's
- * heard_via), and until then the sequence numbers drop the second copy of
- * every frame (cl_stats .duplicates).
+ * always dialed; should two nodes dial each other all the same, the
+ * sequence numbers drop the second copy of every frame (cl_stats
+ * .duplicates).
  *
  * Sequence numbers.  Frames to all carry 1, 2, 3... per sender incarnation,
  * assigned and queued under one lock so that the numbers go out in order
@@ -357,12 +355,6 @@ cl_link_count_malformed(cl_node *c)
 void
 cl_link_deliver(cl_node *c, const void *frame, size_t len)
 {
-	cl_link_deliver_via(c, frame, len, 0);
-}
-
-void
-cl_link_deliver_via(cl_node *c, const void *frame, size_t len, uint32_t via)
-{
 	COUNT(c, received, 1);
 	COUNT(c, bytes_received, len);
 	if (len > c->max_frame) {
@@ -410,19 +402,10 @@ cl_link_deliver_via(cl_node *c, const void *frame, size_t len, uint32_t via)
 		pthread_mutex_unlock(&c->lock);
 		return;
 	}
-	/* The link's way of a heartbeat, even of a second copy (the mesh
-	 * closes a second pipe by it). */
-	char via_addr[CL_ADDR_MAX];
-	via_addr[0] = '\0';
-	bool tell_via = e.kind == CL_K_HEARTBEAT && via && c->link->heard_via;
-	if (tell_via)
-		memcpy(via_addr, m->pub.addr, sizeof(via_addr));
 	if (!e.to[0] && e.seq) {
 		if (m->last_seq && e.seq <= m->last_seq) {
 			pthread_mutex_unlock(&c->lock);
 			COUNT(c, duplicates, 1);
-			if (via_addr[0])
-				c->link->heard_via(c->lctx, via_addr, via);
 			return;
 		}
 		if (m->last_seq && e.seq > m->last_seq + 1)
@@ -442,8 +425,6 @@ cl_link_deliver_via(cl_node *c, const void *frame, size_t len, uint32_t via)
 	case CL_K_HEARTBEAT: {
 		hb_ctx h = {c, m};
 		cl_env_hb_decode(e.body, e.body_len, CL_MEMBERS_MAX + 1, hb_addr, &h);
-		if (tell_via)
-			memcpy(via_addr, m->pub.addr, sizeof(via_addr));
 		break;
 	}
 	case CL_K_DATA:
@@ -455,8 +436,6 @@ cl_link_deliver_via(cl_node *c, const void *frame, size_t len, uint32_t via)
 	}
 	cl_member from = m->pub;
 	pthread_mutex_unlock(&c->lock);
-	if (via_addr[0])
-		c->link->heard_via(c->lctx, via_addr, via);
 	if (e.kind != CL_K_DATA)
 		return;
 	if (!fn) {
